@@ -1,0 +1,39 @@
+//! Settings of the inventory service: defaults, then `$CONFIG_FILE`, then `INVENTORY__*`
+//! variables (e.g. `INVENTORY__DATABASE__URL`, `INVENTORY__HTTP__PORT`).
+
+use platform::config::{DatabaseSettings, HttpSettings, KafkaSettings};
+use schema::topics::Topics;
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    #[serde(default = "default_http")]
+    pub http: HttpSettings,
+    #[serde(default = "default_database")]
+    pub database: DatabaseSettings,
+    #[serde(default)]
+    pub kafka: KafkaSettings,
+    #[serde(default)]
+    pub topics: Topics,
+    /// The consumer group that reads orders' events.
+    #[serde(default = "default_group")]
+    pub consumer_group: String,
+}
+
+impl Settings {
+    pub fn load() -> Result<Self, config::ConfigError> {
+        platform::config::load("INVENTORY")
+    }
+}
+
+fn default_http() -> HttpSettings {
+    HttpSettings::on_port(8081)
+}
+
+fn default_database() -> DatabaseSettings {
+    DatabaseSettings { url: "postgres://postgres@127.0.0.1:5432/inventory".into(), pool_size: 16 }
+}
+
+fn default_group() -> String {
+    "inventory-service".into()
+}

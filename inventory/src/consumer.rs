@@ -1,0 +1,36 @@
+//! Applies orders' events to stock, inside the inbox transaction.
+
+use async_trait::async_trait;
+use diesel_async::AsyncPgConnection;
+use relay::inbox::{HandleError, Handler};
+use schema::RawEnvelope;
+use schema::events::{OrderCancelled, OrderPlaced};
+
+use crate::stock;
+
+pub struct OrderEvents {
+    /// Where inventory's decisions are published.
+    pub topic: String,
+}
+
+#[async_trait]
+impl Handler for OrderEvents {
+    async fn handle(&self, conn: &mut AsyncPgConnection, event: &RawEnvelope) -> Result<(), HandleError> {
+        let permanent = |e: schema::envelope::DecodeError| HandleError::Permanent(e.to_string());
+        let trace = event.trace();
+        match event.event_type.as_str() {
+            "OrderPlaced" => {
+                let placed: OrderPlaced = event.decode().map_err(permanent)?;
+                let decision = stock::reserve(conn, event.event_id, &placed, &trace, &self.topic).await?;
+                tracing::info!(order_id = %placed.order_id, ?decision, "order decided");
+            }
+            "OrderCancelled" => {
+                let cancelled: OrderCancelled = event.decode().map_err(permanent)?;
+                let released = stock::release(conn, event.event_id, &cancelled, &trace, &self.topic).await?;
+                tracing::info!(order_id = %cancelled.order_id, lines = released.len(), "stock released");
+            }
+            other => return Err(HandleError::Permanent(format!("unknown event type {other:?}"))),
+        }
+        Ok(())
+    }
+}

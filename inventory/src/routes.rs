@@ -1,0 +1,87 @@
+//! HTTP routes of the inventory service: stock levels and health.
+
+use actix_web::{HttpResponse, ResponseError, get, web};
+use platform::http::error_response;
+use schema::Sku;
+
+use crate::startup::AppState;
+use crate::stock::{self, StockView};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadSku(String),
+    #[error("unknown sku")]
+    NotFound,
+    #[error("database: {0}")]
+    Database(#[from] diesel::result::Error),
+    #[error("no database connection: {0}")]
+    Pool(#[from] diesel_async::pooled_connection::deadpool::PoolError),
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> actix_web::http::StatusCode {
+        use actix_web::http::StatusCode;
+        match self {
+            Self::BadSku(_) => StatusCode::BAD_REQUEST,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::Database(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Pool(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        match self {
+            Self::BadSku(problem) => error_response(status, "invalid_sku", format!("sku {problem}")),
+            Self::NotFound => error_response(status, "not_found", "no product with this sku"),
+            Self::Database(_) | Self::Pool(_) => {
+                tracing::error!(error = %self, "request failed");
+                error_response(status, "internal", "something went wrong on our side; retry shortly")
+            }
+        }
+    }
+}
+
+/// Every product with its available stock.
+#[utoipa::path(responses((status = 200, body = [StockView])))]
+#[get("/stock")]
+pub async fn list_stock(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let mut conn = state.pool.get().await?;
+    Ok(HttpResponse::Ok().json(stock::list(&mut conn).await?))
+}
+
+/// One product's available stock.
+#[utoipa::path(
+    params(("sku" = String, Path, description = "e.g. MUG-01")),
+    responses((status = 200, body = StockView), (status = 400, description = "Malformed sku"), (status = 404, description = "Unknown sku"))
+)]
+#[get("/stock/{sku}")]
+pub async fn get_stock(sku: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let sku = Sku::parse(&sku).map_err(|e| ApiError::BadSku(e.to_string()))?;
+    let mut conn = state.pool.get().await?;
+    let view = stock::find(&mut conn, &sku).await?.ok_or(ApiError::NotFound)?;
+    Ok(HttpResponse::Ok().json(view))
+}
+
+#[utoipa::path(responses((status = 200, description = "The process is running")))]
+#[get("/health/live")]
+pub async fn live() -> HttpResponse {
+    platform::health::live()
+}
+
+/// Ready when the inventory database answers a query against the products table.
+#[utoipa::path(responses((status = 200, description = "Ready"), (status = 503, description = "A dependency is down")))]
+#[get("/health")]
+pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
+    let database =
+        platform::health::database("inventory database", &state.pool, "SELECT 1 FROM products LIMIT 1").await;
+    platform::health::response(&[database])
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "Inventory service", description = "Stock levels; reservations happen through events."),
+    paths(list_stock, get_stock, live, ready)
+)]
+pub struct ApiDoc;

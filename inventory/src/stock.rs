@@ -1,0 +1,218 @@
+//! Reserving and releasing stock. Each function runs inside the consumer's inbox
+//! transaction: stock rows, ledger rows, the reservation record and the outgoing event
+//! commit together.
+//!
+//! Reservation is all-or-nothing: the order's product rows are locked in SKU order (so two
+//! consumers never deadlock), every line is checked, and only if all fit is stock deducted,
+//! each with a conditional update that can never go below zero.
+
+use std::collections::HashMap;
+
+use diesel::prelude::*;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use schema::envelope::Trace;
+use schema::events::{
+    InventoryRejected, InventoryReleased, InventoryReserved, Line, OrderCancelled, OrderPlaced, Shortfall,
+};
+use schema::tables::inventory_db::{products, reservations, stock_ledger};
+use schema::{Envelope, EventId, OrderId, Quantity, Sku};
+
+/// What inventory decided for an order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reservation {
+    Reserved,
+    Rejected,
+    Released,
+    /// Cancelled before inventory saw the order.
+    Cancelled,
+}
+
+impl Reservation {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Reserved => "RESERVED",
+            Self::Rejected => "REJECTED",
+            Self::Released => "RELEASED",
+            Self::Cancelled => "CANCELLED",
+        }
+    }
+}
+
+/// Reserves every line of `placed`, or none, and writes the decision to the outbox.
+pub async fn reserve(
+    conn: &mut AsyncPgConnection,
+    cause: EventId,
+    placed: &OrderPlaced,
+    trace: &Trace,
+    topic: &str,
+) -> QueryResult<Reservation> {
+    let order_id = placed.order_id;
+    if decision(conn, order_id).await?.is_some() {
+        // Only possible if the order was cancelled before it reached inventory.
+        let reason = "the order was cancelled before stock was reserved".to_owned();
+        let rejected = InventoryRejected { order_id, reason, shortfalls: vec![] };
+        relay::outbox::enqueue(conn, topic, &Envelope::new(rejected, trace)).await?;
+        return Ok(Reservation::Rejected);
+    }
+
+    let mut lines = placed.lines.clone();
+    lines.sort_by(|a, b| a.sku.cmp(&b.sku));
+    let skus: Vec<&str> = lines.iter().map(|l| l.sku.as_str()).collect();
+    let available: HashMap<String, i32> = products::table
+        .filter(products::sku.eq_any(&skus))
+        .order(products::sku)
+        .select((products::sku, products::available))
+        .for_update()
+        .load::<(String, i32)>(conn)
+        .await?
+        .into_iter()
+        .collect();
+
+    let shortfalls: Vec<Shortfall> = lines
+        .iter()
+        .filter_map(|line| {
+            let left = available.get(line.sku.as_str()).copied();
+            let fits = left.is_some_and(|left| left >= line.quantity.get());
+            (!fits).then(|| Shortfall { sku: line.sku.clone(), requested: line.quantity.get(), available: left })
+        })
+        .collect();
+    if !shortfalls.is_empty() {
+        let rejected = InventoryRejected::from_shortfalls(order_id, shortfalls);
+        record_decision(conn, order_id, Reservation::Rejected, Some(&rejected.reason)).await?;
+        relay::outbox::enqueue(conn, topic, &Envelope::new(rejected, trace)).await?;
+        return Ok(Reservation::Rejected);
+    }
+
+    for line in &lines {
+        change_stock(conn, order_id, cause, &line.sku, -line.quantity.get(), "reserve").await?;
+    }
+    record_decision(conn, order_id, Reservation::Reserved, None).await?;
+    let reserved = InventoryReserved { order_id, lines: placed.lines.clone() };
+    relay::outbox::enqueue(conn, topic, &Envelope::new(reserved, trace)).await?;
+    Ok(Reservation::Reserved)
+}
+
+/// Puts back whatever was reserved for a cancelled order and writes `InventoryReleased`.
+pub async fn release(
+    conn: &mut AsyncPgConnection,
+    cause: EventId,
+    cancelled: &OrderCancelled,
+    trace: &Trace,
+    topic: &str,
+) -> QueryResult<Vec<Line>> {
+    let order_id = cancelled.order_id;
+    let mut released = Vec::new();
+    match decision(conn, order_id).await? {
+        Some(Reservation::Reserved) => {
+            let reserved: Vec<(String, i32)> = stock_ledger::table
+                .filter(stock_ledger::order_id.eq(order_id.0))
+                .filter(stock_ledger::reason.eq("reserve"))
+                .order(stock_ledger::sku)
+                .select((stock_ledger::sku, stock_ledger::delta))
+                .load(conn)
+                .await?;
+            for (sku, delta) in reserved {
+                let sku = Sku::parse(&sku).map_err(|e| corrupt(format!("ledger sku: {e}")))?;
+                change_stock(conn, order_id, cause, &sku, -delta, "release").await?;
+                let quantity = Quantity::parse(i64::from(-delta)).map_err(|e| corrupt(format!("ledger delta: {e}")))?;
+                released.push(Line { sku, quantity });
+            }
+            update_decision(conn, order_id, Reservation::Released).await?;
+        }
+        Some(_) => {} // rejected or already released: nothing is held
+        None => {
+            record_decision(conn, order_id, Reservation::Cancelled, Some("cancelled before it was reserved")).await?
+        }
+    }
+    let event = InventoryReleased { order_id, lines: released.clone() };
+    relay::outbox::enqueue(conn, topic, &Envelope::new(event, trace)).await?;
+    Ok(released)
+}
+
+/// Changes one SKU's stock and writes the matching ledger row. The update is conditional,
+/// so stock can never go below zero even if a caller forgot to check.
+async fn change_stock(
+    conn: &mut AsyncPgConnection,
+    order_id: OrderId,
+    cause: EventId,
+    sku: &Sku,
+    delta: i32,
+    reason: &str,
+) -> QueryResult<()> {
+    let updated = diesel::update(products::table.find(sku.as_str()).filter(products::available.ge(-delta)))
+        .set((products::available.eq(products::available + delta), products::updated_at.eq(diesel::dsl::now)))
+        .execute(conn)
+        .await?;
+    if updated != 1 {
+        return Err(corrupt(format!("stock of {sku} cannot change by {delta}")));
+    }
+    diesel::insert_into(stock_ledger::table)
+        .values((
+            stock_ledger::order_id.eq(order_id.0),
+            stock_ledger::sku.eq(sku.as_str()),
+            stock_ledger::delta.eq(delta),
+            stock_ledger::reason.eq(reason),
+            stock_ledger::event_id.eq(cause.0),
+        ))
+        .execute(conn)
+        .await
+        .map(drop)
+}
+
+async fn decision(conn: &mut AsyncPgConnection, order_id: OrderId) -> QueryResult<Option<Reservation>> {
+    let status: Option<String> =
+        reservations::table.find(order_id.0).select(reservations::status).for_update().first(conn).await.optional()?;
+    Ok(status.and_then(|s| {
+        [Reservation::Reserved, Reservation::Rejected, Reservation::Released, Reservation::Cancelled]
+            .into_iter()
+            .find(|r| r.as_str() == s)
+    }))
+}
+
+async fn record_decision(
+    conn: &mut AsyncPgConnection,
+    order_id: OrderId,
+    status: Reservation,
+    reason: Option<&str>,
+) -> QueryResult<()> {
+    diesel::insert_into(reservations::table)
+        .values((
+            reservations::order_id.eq(order_id.0),
+            reservations::status.eq(status.as_str()),
+            reservations::reason.eq(reason),
+        ))
+        .execute(conn)
+        .await
+        .map(drop)
+}
+
+async fn update_decision(conn: &mut AsyncPgConnection, order_id: OrderId, status: Reservation) -> QueryResult<()> {
+    diesel::update(reservations::table.find(order_id.0))
+        .set((reservations::status.eq(status.as_str()), reservations::updated_at.eq(diesel::dsl::now)))
+        .execute(conn)
+        .await
+        .map(drop)
+}
+
+/// A state that should be impossible; the transaction rolls back and the event is skipped
+/// with this message in the log.
+fn corrupt(message: String) -> diesel::result::Error {
+    diesel::result::Error::QueryBuilderError(message.into())
+}
+
+/// One product as the API shows it.
+#[derive(Debug, Clone, Queryable, Selectable, serde::Serialize, utoipa::ToSchema)]
+#[diesel(table_name = products, check_for_backend(diesel::pg::Pg))]
+pub struct StockView {
+    pub sku: String,
+    pub name: String,
+    pub available: i32,
+}
+
+pub async fn list(conn: &mut AsyncPgConnection) -> QueryResult<Vec<StockView>> {
+    products::table.order(products::sku).select(StockView::as_select()).load(conn).await
+}
+
+pub async fn find(conn: &mut AsyncPgConnection, sku: &Sku) -> QueryResult<Option<StockView>> {
+    products::table.find(sku.as_str()).select(StockView::as_select()).first(conn).await.optional()
+}

@@ -1,0 +1,3 @@
+DROP TABLE stock_ledger;
+DROP TABLE reservations;
+DROP TABLE products;

@@ -1,0 +1,43 @@
+//! Applies inventory's decisions to orders. Runs inside the inbox transaction, so the status
+//! change, its history entry and the inbox row commit together.
+
+use async_trait::async_trait;
+use diesel_async::AsyncPgConnection;
+use relay::inbox::{HandleError, Handler};
+use schema::RawEnvelope;
+use schema::events::{InventoryRejected, InventoryReleased, InventoryReserved};
+
+use crate::domain::OrderStatus::{Cancelled, Cancelling, Confirmed, Pending, Rejected};
+use crate::repository::transition;
+
+pub struct InventoryEvents;
+
+#[async_trait]
+impl Handler for InventoryEvents {
+    async fn handle(&self, conn: &mut AsyncPgConnection, event: &RawEnvelope) -> Result<(), HandleError> {
+        let permanent = |e: schema::envelope::DecodeError| HandleError::Permanent(e.to_string());
+        // An order being cancelled ignores the reservation outcome: the release that follows
+        // decides its end.
+        let changed = match event.event_type.as_str() {
+            "InventoryReserved" => {
+                let reserved: InventoryReserved = event.decode().map_err(permanent)?;
+                transition(conn, reserved.order_id, &[Pending], Confirmed, None).await?
+            }
+            "InventoryRejected" => {
+                let rejected: InventoryRejected = event.decode().map_err(permanent)?;
+                transition(conn, rejected.order_id, &[Pending], Rejected, Some(&rejected.reason)).await?
+            }
+            "InventoryReleased" => {
+                let released: InventoryReleased = event.decode().map_err(permanent)?;
+                transition(conn, released.order_id, &[Cancelling], Cancelled, None).await?
+            }
+            other => return Err(HandleError::Permanent(format!("unknown event type {other:?}"))),
+        };
+        if changed {
+            tracing::info!(order_id = %event.aggregate_id, correlation_id = %event.correlation_id, event_type = %event.event_type, "order completed a step");
+        } else {
+            tracing::info!(order_id = %event.aggregate_id, event_type = %event.event_type, "event does not change the order in its current status");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,252 @@
+//! The order domain: statuses, and the validated request to place an order. A `PlaceOrder`
+//! that exists is valid; `PlaceOrder::parse` says precisely what is wrong otherwise, field by
+//! field, in words a client developer can act on.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use schema::events::Line;
+use schema::{Quantity, Sku};
+use serde_json::Value;
+use sha2::{Digest as _, Sha256};
+
+/// Where an order is in its life. Terminal: `Confirmed`, `Rejected`, `Cancelled`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum OrderStatus {
+    /// Accepted; waiting for inventory.
+    Pending,
+    /// Stock reserved; the order will ship.
+    Confirmed,
+    /// Inventory could not reserve it; see the rejection reason.
+    Rejected,
+    /// Cancellation requested; waiting for inventory to release the stock.
+    Cancelling,
+    /// Cancelled; any reserved stock was put back.
+    Cancelled,
+}
+
+impl OrderStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "PENDING",
+            Self::Confirmed => "CONFIRMED",
+            Self::Rejected => "REJECTED",
+            Self::Cancelling => "CANCELLING",
+            Self::Cancelled => "CANCELLED",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        [Self::Pending, Self::Confirmed, Self::Rejected, Self::Cancelling, Self::Cancelled]
+            .into_iter()
+            .find(|s| s.as_str() == raw)
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Confirmed | Self::Rejected | Self::Cancelled)
+    }
+}
+
+impl fmt::Display for OrderStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Field path → what is wrong with it.
+pub type FieldErrors = BTreeMap<String, String>;
+
+/// A validated request to place an order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlaceOrder {
+    pub customer_id: String,
+    pub lines: Vec<Line>,
+}
+
+impl PlaceOrder {
+    /// An order with more lines than this is refused: no real basket is that large.
+    pub const MAX_LINES: usize = 100;
+    pub const MAX_CUSTOMER_ID_LEN: usize = 64;
+
+    /// Validates a JSON body, collecting every problem rather than stopping at the first.
+    pub fn parse(body: &Value) -> Result<Self, FieldErrors> {
+        let mut errors = FieldErrors::new();
+        let Some(object) = body.as_object() else {
+            errors.insert("body".into(), "must be a JSON object with customer_id and lines".into());
+            return Err(errors);
+        };
+        let customer_id = parse_customer_id(object.get("customer_id"), &mut errors);
+        let lines = parse_lines(object.get("lines"), &mut errors);
+        match (customer_id, lines) {
+            (Some(customer_id), Some(lines)) if errors.is_empty() => Ok(Self { customer_id, lines }),
+            _ => Err(errors),
+        }
+    }
+
+    /// A digest of the request, to tell a retry (same digest) from a different request that
+    /// reuses an idempotency key.
+    pub fn fingerprint(&self) -> String {
+        let mut hasher = Sha256::new();
+        hasher.update(self.customer_id.as_bytes());
+        for line in &self.lines {
+            hasher.update([0]);
+            hasher.update(line.sku.as_str().as_bytes());
+            hasher.update(line.quantity.get().to_be_bytes());
+        }
+        hex::encode(hasher.finalize())
+    }
+}
+
+fn parse_customer_id(value: Option<&Value>, errors: &mut FieldErrors) -> Option<String> {
+    let problem = match value {
+        None | Some(Value::Null) => "is required",
+        Some(Value::String(id)) => {
+            let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@');
+            if (1..=PlaceOrder::MAX_CUSTOMER_ID_LEN).contains(&id.len()) && id.chars().all(allowed) {
+                return Some(id.clone());
+            }
+            "must be 1 to 64 characters of letters, digits, '-', '_', '.' or '@'"
+        }
+        Some(_) => "must be a string",
+    };
+    errors.insert("customer_id".into(), problem.into());
+    None
+}
+
+fn parse_lines(value: Option<&Value>, errors: &mut FieldErrors) -> Option<Vec<Line>> {
+    let items = match value {
+        None | Some(Value::Null) => {
+            errors.insert("lines".into(), "is required".into());
+            return None;
+        }
+        Some(Value::Array(items)) => items,
+        Some(_) => {
+            errors.insert("lines".into(), "must be an array of {sku, quantity}".into());
+            return None;
+        }
+    };
+    if items.is_empty() {
+        errors.insert("lines".into(), "must contain at least one line".into());
+        return None;
+    }
+    if items.len() > PlaceOrder::MAX_LINES {
+        errors.insert("lines".into(), format!("must contain at most {} lines", PlaceOrder::MAX_LINES));
+        return None;
+    }
+    let mut lines = Vec::with_capacity(items.len());
+    for (index, item) in items.iter().enumerate() {
+        if let Some(line) = parse_line(index, item, errors) {
+            if lines.iter().any(|l: &Line| l.sku == line.sku) {
+                errors.insert(
+                    format!("lines[{index}].sku"),
+                    format!("{} appears in more than one line; put the total quantity in one line", line.sku),
+                );
+            }
+            lines.push(line);
+        }
+    }
+    Some(lines)
+}
+
+fn parse_line(index: usize, item: &Value, errors: &mut FieldErrors) -> Option<Line> {
+    let Some(line) = item.as_object() else {
+        errors.insert(format!("lines[{index}]"), "must be an object with sku and quantity".into());
+        return None;
+    };
+    let sku = match line.get("sku") {
+        None | Some(Value::Null) => Err("is required".to_owned()),
+        Some(Value::String(raw)) => Sku::parse(raw).map_err(|e| e.to_string()),
+        Some(_) => Err("must be a string".to_owned()),
+    };
+    let quantity = match line.get("quantity") {
+        None | Some(Value::Null) => Err("is required".to_owned()),
+        Some(Value::Number(n)) => match n.as_i64() {
+            Some(whole) => Quantity::parse(whole).map_err(|e| e.to_string()),
+            None if n.is_u64() => Err(format!("must be between 1 and {}", Quantity::MAX)),
+            None => Err("must be a whole number".to_owned()),
+        },
+        Some(_) => Err("must be a number".to_owned()),
+    };
+    match (sku, quantity) {
+        (Ok(sku), Ok(quantity)) => Some(Line { sku, quantity }),
+        (sku, quantity) => {
+            if let Err(problem) = sku {
+                errors.insert(format!("lines[{index}].sku"), problem);
+            }
+            if let Err(problem) = quantity {
+                errors.insert(format!("lines[{index}].quantity"), problem);
+            }
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn a_well_formed_order_is_accepted() {
+        let order = PlaceOrder::parse(&json!({"customer_id": "c-1", "lines": [{"sku": "MUG-01", "quantity": 2}]}))
+            .expect("valid");
+        assert_eq!(order.lines.len(), 1);
+    }
+
+    #[test]
+    fn every_problem_is_reported_against_its_field() {
+        let errors = PlaceOrder::parse(&json!({
+            "customer_id": "",
+            "lines": [{"sku": "bad sku", "quantity": 0}, {"quantity": 1.5}, "x"]
+        }))
+        .expect_err("invalid");
+        assert_eq!(
+            errors.keys().map(String::as_str).collect::<Vec<_>>(),
+            ["customer_id", "lines[0].quantity", "lines[0].sku", "lines[1].quantity", "lines[1].sku", "lines[2]"]
+        );
+        assert_eq!(errors["lines[1].quantity"], "must be a whole number");
+    }
+
+    #[test]
+    fn missing_empty_or_oversized_lines_are_refused() {
+        for (body, message) in [
+            (json!({"customer_id": "c"}), "is required"),
+            (json!({"customer_id": "c", "lines": []}), "must contain at least one line"),
+            (json!({"customer_id": "c", "lines": {}}), "must be an array of {sku, quantity}"),
+        ] {
+            assert_eq!(PlaceOrder::parse(&body).expect_err("invalid")["lines"], message);
+        }
+        let huge =
+            json!({"customer_id": "c", "lines": [{"sku": "MUG-01", "quantity": 99999999999999999999u128 as f64}]});
+        assert!(PlaceOrder::parse(&huge).expect_err("invalid").contains_key("lines[0].quantity"));
+    }
+
+    #[test]
+    fn a_sku_twice_in_one_order_is_refused() {
+        let errors = PlaceOrder::parse(&json!({"customer_id": "c", "lines": [
+            {"sku": "MUG-01", "quantity": 1}, {"sku": "MUG-01", "quantity": 2}
+        ]}))
+        .expect_err("invalid");
+        assert!(errors["lines[1].sku"].contains("more than one line"));
+    }
+
+    #[test]
+    fn the_fingerprint_changes_with_any_field() {
+        let a = PlaceOrder::parse(&json!({"customer_id": "c", "lines": [{"sku": "MUG-01", "quantity": 1}]}))
+            .expect("valid");
+        let b = PlaceOrder::parse(&json!({"customer_id": "c", "lines": [{"sku": "MUG-01", "quantity": 2}]}))
+            .expect("valid");
+        assert_ne!(a.fingerprint(), b.fingerprint());
+        assert_eq!(a.fingerprint(), a.clone().fingerprint());
+    }
+
+    #[test]
+    fn statuses_round_trip_and_know_if_they_are_final() {
+        for status in ["PENDING", "CONFIRMED", "REJECTED", "CANCELLING", "CANCELLED"] {
+            assert_eq!(OrderStatus::parse(status).map(OrderStatus::as_str), Some(status));
+        }
+        assert!(OrderStatus::Cancelled.is_terminal() && !OrderStatus::Cancelling.is_terminal());
+    }
+}

@@ -1,0 +1,90 @@
+//! The one place where order-service failures become HTTP responses. 4xx bodies say what
+//! the client can do; 5xx bodies reveal nothing internal, and the cause goes to the log.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use platform::http::{ErrorBody, error_response};
+
+use crate::domain::{FieldErrors, OrderStatus};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("the request is invalid")]
+    Validation(FieldErrors),
+    #[error("missing or malformed Idempotency-Key header")]
+    IdempotencyKey,
+    #[error("idempotency key reused with a different request")]
+    KeyReused { existing: uuid::Uuid },
+    #[error("order not found")]
+    NotFound,
+    #[error("order cannot be cancelled in status {0}")]
+    NotCancellable(OrderStatus),
+    #[error("database: {0}")]
+    Database(#[from] diesel::result::Error),
+    #[error("no database connection: {0}")]
+    Pool(#[from] diesel_async::pooled_connection::deadpool::PoolError),
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::Validation(_) | Self::IdempotencyKey => StatusCode::BAD_REQUEST,
+            Self::KeyReused { .. } | Self::NotCancellable(_) => StatusCode::CONFLICT,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::Database(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Pool(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        match self {
+            Self::Validation(fields) => HttpResponse::BadRequest().json(ErrorBody {
+                error: "validation_failed",
+                message: "the order is invalid; see fields for what to fix".into(),
+                fields: Some(fields),
+            }),
+            Self::IdempotencyKey => error_response(
+                status,
+                "idempotency_key_required",
+                "send an Idempotency-Key header of 1 to 255 visible ASCII characters, unique per order \
+                 (a UUID is a good choice); reuse it only to retry the same request",
+            ),
+            Self::KeyReused { existing } => error_response(
+                status,
+                "idempotency_key_reused",
+                format!(
+                    "this Idempotency-Key was already used for a different request (order {existing}); \
+                     use a new key for a new order, or resend the original request unchanged to retry it"
+                ),
+            ),
+            Self::NotFound => error_response(status, "not_found", "no order with this id"),
+            Self::NotCancellable(current) => error_response(
+                status,
+                "not_cancellable",
+                match current {
+                    OrderStatus::Rejected => "the order was rejected; there is nothing to cancel".to_owned(),
+                    OrderStatus::Cancelled => "the order is already cancelled".to_owned(),
+                    other => format!("an order in status {other} cannot be cancelled"),
+                },
+            ),
+            Self::Database(_) => {
+                tracing::error!(error = %self, "request failed");
+                error_response(status, "internal", "something went wrong on our side; retrying is safe")
+            }
+            Self::Pool(_) => {
+                tracing::warn!(error = %self, "request refused");
+                let mut response = error_response(
+                    status,
+                    "unavailable",
+                    "the service is busy or its database is unreachable; retry shortly",
+                );
+                response.headers_mut().insert(
+                    actix_web::http::header::RETRY_AFTER,
+                    actix_web::http::header::HeaderValue::from_static("1"),
+                );
+                response
+            }
+        }
+    }
+}

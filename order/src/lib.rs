@@ -1,0 +1,12 @@
+//! The order service: takes orders over HTTP, writes them with an `OrderPlaced` event in one
+//! transaction, and applies inventory's decisions from `inventory.events`.
+
+pub mod configuration;
+pub mod consumer;
+pub mod domain;
+pub mod error;
+pub mod openapi;
+pub mod repository;
+pub mod routes;
+pub mod startup;
+pub mod view;

@@ -1,0 +1,275 @@
+//! Every read and write of the order database. Each public function that changes state is
+//! one transaction: state, history and outbox event commit together or not at all.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel_async::{AsyncConnection as _, AsyncPgConnection, RunQueryDsl};
+use schema::envelope::Trace;
+use schema::events::{OrderCancelled, OrderPlaced};
+use schema::tables::order_db::{order_lines, order_status_history, orders};
+use schema::{Envelope, OrderId};
+use uuid::Uuid;
+
+use crate::domain::{OrderStatus, PlaceOrder};
+use crate::view::{HistoryEntry, LineView, OrderView};
+
+/// What placing an order with an idempotency key did.
+#[derive(Debug)]
+pub enum Placement {
+    /// A new order was written.
+    Created(OrderView),
+    /// The key was seen before with the same request: this is its order; nothing was written.
+    Replayed(OrderView),
+    /// The key was seen before with a different request.
+    KeyReused { existing: OrderId },
+}
+
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = orders, check_for_backend(diesel::pg::Pg))]
+struct OrderRow {
+    id: Uuid,
+    customer_id: String,
+    status: String,
+    rejection_reason: Option<String>,
+    correlation_id: String,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+/// Writes the order, its lines, its first history entry and `OrderPlaced`, in one
+/// transaction, unless the idempotency key was used before.
+#[tracing::instrument(skip_all, err)]
+pub async fn place(
+    conn: &mut AsyncPgConnection,
+    idempotency_key: &str,
+    order: &PlaceOrder,
+    trace: &Trace,
+    topic: &str,
+) -> QueryResult<Placement> {
+    let id = OrderId::new();
+    let fingerprint = order.fingerprint();
+    let created = conn
+        .transaction::<_, diesel::result::Error, _>(async |conn| {
+            // Under concurrent retries this waits for the first attempt's transaction and
+            // then inserts nothing.
+            let inserted = diesel::insert_into(orders::table)
+                .values((
+                    orders::id.eq(id.0),
+                    orders::customer_id.eq(&order.customer_id),
+                    orders::idempotency_key.eq(idempotency_key),
+                    orders::request_hash.eq(&fingerprint),
+                    orders::status.eq(OrderStatus::Pending.as_str()),
+                    orders::correlation_id.eq(&trace.correlation_id),
+                ))
+                .on_conflict(orders::idempotency_key)
+                .do_nothing()
+                .execute(conn)
+                .await?;
+            if inserted == 0 {
+                return Ok(false);
+            }
+            let lines: Vec<_> = order
+                .lines
+                .iter()
+                .zip(1..)
+                .map(|(line, line_no)| {
+                    (
+                        order_lines::order_id.eq(id.0),
+                        order_lines::line_no.eq(line_no),
+                        order_lines::sku.eq(line.sku.as_str()),
+                        order_lines::quantity.eq(line.quantity.get()),
+                    )
+                })
+                .collect();
+            diesel::insert_into(order_lines::table).values(lines).execute(conn).await?;
+            record_history(conn, id, OrderStatus::Pending, None).await?;
+            let placed =
+                OrderPlaced { order_id: id, customer_id: order.customer_id.clone(), lines: order.lines.clone() };
+            relay::outbox::enqueue(conn, topic, &Envelope::new(placed, trace)).await?;
+            Ok(true)
+        })
+        .await?;
+    if created {
+        return Ok(Placement::Created(find(conn, id).await?.ok_or(diesel::result::Error::NotFound)?));
+    }
+    let (existing, hash): (Uuid, String) = orders::table
+        .filter(orders::idempotency_key.eq(idempotency_key))
+        .select((orders::id, orders::request_hash))
+        .first(conn)
+        .await?;
+    if hash != fingerprint {
+        return Ok(Placement::KeyReused { existing: OrderId(existing) });
+    }
+    let view = find(conn, OrderId(existing)).await?.ok_or(diesel::result::Error::NotFound)?;
+    Ok(Placement::Replayed(view))
+}
+
+/// What a cancellation request did.
+#[derive(Debug)]
+pub enum Cancellation {
+    /// `OrderCancelled` was written; inventory will release the stock.
+    Requested(OrderView),
+    /// The order was already being cancelled; nothing new was written.
+    AlreadyRequested(OrderView),
+    /// The order is in a status that cannot be cancelled.
+    NotCancellable(OrderStatus),
+    NotFound,
+}
+
+/// Asks for an order to be cancelled. Pending and confirmed orders can be.
+#[tracing::instrument(skip_all, fields(order_id = %id), err)]
+pub async fn cancel(
+    conn: &mut AsyncPgConnection,
+    id: OrderId,
+    trace: &Trace,
+    topic: &str,
+) -> QueryResult<Cancellation> {
+    let outcome = conn
+        .transaction::<_, diesel::result::Error, _>(async |conn| {
+            // The row lock serialises this with the consumer, and orders this order's events.
+            let status: Option<String> =
+                orders::table.find(id.0).select(orders::status).for_update().first(conn).await.optional()?;
+            let Some(status) = status.as_deref().and_then(OrderStatus::parse) else {
+                return Ok(None);
+            };
+            match status {
+                OrderStatus::Pending | OrderStatus::Confirmed => {
+                    set_status(conn, id, OrderStatus::Cancelling, None).await?;
+                    let event = Envelope::new(OrderCancelled { order_id: id }, trace);
+                    relay::outbox::enqueue(conn, topic, &event).await?;
+                    Ok(Some(Ok(true)))
+                }
+                OrderStatus::Cancelling => Ok(Some(Ok(false))),
+                other => Ok(Some(Err(other))),
+            }
+        })
+        .await?;
+    Ok(match outcome {
+        None => Cancellation::NotFound,
+        Some(Err(status)) => Cancellation::NotCancellable(status),
+        Some(Ok(requested)) => {
+            let view = find(conn, id).await?.ok_or(diesel::result::Error::NotFound)?;
+            if requested { Cancellation::Requested(view) } else { Cancellation::AlreadyRequested(view) }
+        }
+    })
+}
+
+/// Moves an order from one of `from` to `to`, recording the change in its history. Returns
+/// false (and changes nothing) if the order is not in one of `from`. Must run inside the
+/// caller's transaction.
+pub async fn transition(
+    conn: &mut AsyncPgConnection,
+    id: OrderId,
+    from: &[OrderStatus],
+    to: OrderStatus,
+    reason: Option<&str>,
+) -> QueryResult<bool> {
+    let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
+    let updated = diesel::update(orders::table.find(id.0).filter(orders::status.eq_any(from)))
+        .set((
+            orders::status.eq(to.as_str()),
+            orders::updated_at.eq(diesel::dsl::now),
+            orders::rejection_reason.eq(reason),
+        ))
+        .execute(conn)
+        .await?;
+    if updated == 1 {
+        record_history(conn, id, to, reason).await?;
+    }
+    Ok(updated == 1)
+}
+
+async fn set_status(
+    conn: &mut AsyncPgConnection,
+    id: OrderId,
+    to: OrderStatus,
+    reason: Option<&str>,
+) -> QueryResult<()> {
+    diesel::update(orders::table.find(id.0))
+        .set((orders::status.eq(to.as_str()), orders::updated_at.eq(diesel::dsl::now)))
+        .execute(conn)
+        .await?;
+    record_history(conn, id, to, reason).await
+}
+
+async fn record_history(
+    conn: &mut AsyncPgConnection,
+    id: OrderId,
+    status: OrderStatus,
+    reason: Option<&str>,
+) -> QueryResult<()> {
+    diesel::insert_into(order_status_history::table)
+        .values((
+            order_status_history::order_id.eq(id.0),
+            order_status_history::status.eq(status.as_str()),
+            order_status_history::reason.eq(reason),
+        ))
+        .execute(conn)
+        .await
+        .map(drop)
+}
+
+/// One order with its lines and history.
+pub async fn find(conn: &mut AsyncPgConnection, id: OrderId) -> QueryResult<Option<OrderView>> {
+    let row: Option<OrderRow> = orders::table.find(id.0).select(OrderRow::as_select()).first(conn).await.optional()?;
+    match row {
+        None => Ok(None),
+        Some(row) => Ok(assemble(conn, vec![row]).await?.pop()),
+    }
+}
+
+/// The most recent orders, newest first.
+pub async fn recent(conn: &mut AsyncPgConnection, limit: i64) -> QueryResult<Vec<OrderView>> {
+    let rows: Vec<OrderRow> = orders::table
+        .order((orders::created_at.desc(), orders::id.desc()))
+        .limit(limit)
+        .select(OrderRow::as_select())
+        .load(conn)
+        .await?;
+    assemble(conn, rows).await
+}
+
+async fn assemble(conn: &mut AsyncPgConnection, rows: Vec<OrderRow>) -> QueryResult<Vec<OrderView>> {
+    let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
+    let lines: Vec<(Uuid, String, i32)> = order_lines::table
+        .filter(order_lines::order_id.eq_any(&ids))
+        .order((order_lines::order_id, order_lines::line_no))
+        .select((order_lines::order_id, order_lines::sku, order_lines::quantity))
+        .load(conn)
+        .await?;
+    let history: Vec<(Uuid, String, Option<String>, DateTime<Utc>)> = order_status_history::table
+        .filter(order_status_history::order_id.eq_any(&ids))
+        .order(order_status_history::id)
+        .select((
+            order_status_history::order_id,
+            order_status_history::status,
+            order_status_history::reason,
+            order_status_history::at,
+        ))
+        .load(conn)
+        .await?;
+    let mut lines_of: HashMap<Uuid, Vec<LineView>> = HashMap::new();
+    for (order_id, sku, quantity) in lines {
+        lines_of.entry(order_id).or_default().push(LineView { sku, quantity });
+    }
+    let mut history_of: HashMap<Uuid, Vec<HistoryEntry>> = HashMap::new();
+    for (order_id, status, reason, at) in history {
+        history_of.entry(order_id).or_default().push(HistoryEntry { status, reason, at });
+    }
+    Ok(rows
+        .into_iter()
+        .map(|row| OrderView {
+            id: row.id,
+            customer_id: row.customer_id,
+            status: row.status,
+            rejection_reason: row.rejection_reason,
+            correlation_id: row.correlation_id,
+            lines: lines_of.remove(&row.id).unwrap_or_default(),
+            history: history_of.remove(&row.id).unwrap_or_default(),
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        })
+        .collect())
+}

@@ -1,0 +1,19 @@
+//! `/health/live` (the process answers) and `/health` (ready: its database answers).
+
+use actix_web::{HttpResponse, get, web};
+
+use crate::startup::AppState;
+
+#[utoipa::path(responses((status = 200, description = "The process is running")))]
+#[get("/health/live")]
+pub async fn live() -> HttpResponse {
+    platform::health::live()
+}
+
+/// Ready when the order database answers a query against the orders table.
+#[utoipa::path(responses((status = 200, description = "Ready"), (status = 503, description = "A dependency is down")))]
+#[get("/health")]
+pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
+    let database = platform::health::database("order database", &state.pool, "SELECT 1 FROM orders LIMIT 1").await;
+    platform::health::response(&[database])
+}

@@ -1,0 +1,4 @@
+//! HTTP routes of the order service, one module per resource.
+
+pub mod health;
+pub mod orders;

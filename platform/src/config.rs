@@ -1,0 +1,104 @@
+//! Layered configuration: defaults in code, then an optional TOML file, then environment
+//! variables. A service with prefix `ORDER` reads `ORDER__HTTP__PORT=8080` as `http.port`.
+//! The file is `$CONFIG_FILE` if set.
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+/// Loads the settings of the service whose environment prefix is `prefix` (e.g. `ORDER`).
+pub fn load<T: DeserializeOwned>(prefix: &str) -> Result<T, config::ConfigError> {
+    let mut builder = config::Config::builder();
+    if let Ok(path) = std::env::var("CONFIG_FILE") {
+        builder = builder.add_source(config::File::with_name(&path));
+    }
+    builder
+        .add_source(config::Environment::with_prefix(prefix).prefix_separator("__").separator("__").try_parsing(true))
+        .build()?
+        .try_deserialize()
+}
+
+/// Where a service listens for HTTP.
+#[derive(Debug, Clone, Deserialize)]
+pub struct HttpSettings {
+    #[serde(default = "default_host")]
+    pub host: String,
+    pub port: u16,
+    /// actix-web worker threads; the machine this runs on has 2 cores.
+    #[serde(default = "default_workers")]
+    pub workers: usize,
+}
+
+impl HttpSettings {
+    pub fn on_port(port: u16) -> Self {
+        Self { host: default_host(), port, workers: default_workers() }
+    }
+}
+
+fn default_host() -> String {
+    "127.0.0.1".into()
+}
+
+fn default_workers() -> usize {
+    2
+}
+
+/// One Postgres database.
+#[derive(Debug, Clone, Deserialize)]
+pub struct DatabaseSettings {
+    /// A libpq-style URL, e.g. `postgres://postgres@127.0.0.1:5432/orders`.
+    pub url: String,
+    #[serde(default = "default_pool_size")]
+    pub pool_size: usize,
+}
+
+fn default_pool_size() -> usize {
+    16
+}
+
+/// The Kafka cluster and the client settings that matter for latency.
+#[derive(Debug, Clone, Deserialize)]
+pub struct KafkaSettings {
+    #[serde(default = "default_brokers")]
+    pub brokers: String,
+    /// How long the broker may hold a fetch waiting for data. Low, because some brokers
+    /// (tansu) do not answer a waiting fetch early when a record arrives.
+    #[serde(default = "default_fetch_wait_max_ms")]
+    pub fetch_wait_max_ms: u32,
+    /// How long the producer waits to fill a batch.
+    #[serde(default = "default_linger_ms")]
+    pub linger_ms: u32,
+    /// How long the producer keeps retrying a message before reporting it failed.
+    #[serde(default = "default_message_timeout_ms")]
+    pub message_timeout_ms: u32,
+    /// How long a silent consumer keeps its partitions before the group reassigns them.
+    #[serde(default = "default_session_timeout_ms")]
+    pub session_timeout_ms: u32,
+}
+
+impl Default for KafkaSettings {
+    fn default() -> Self {
+        Self {
+            brokers: default_brokers(),
+            fetch_wait_max_ms: default_fetch_wait_max_ms(),
+            linger_ms: default_linger_ms(),
+            message_timeout_ms: default_message_timeout_ms(),
+            session_timeout_ms: default_session_timeout_ms(),
+        }
+    }
+}
+
+fn default_brokers() -> String {
+    "127.0.0.1:9092".into()
+}
+fn default_fetch_wait_max_ms() -> u32 {
+    10
+}
+fn default_linger_ms() -> u32 {
+    2
+}
+fn default_message_timeout_ms() -> u32 {
+    30_000
+}
+fn default_session_timeout_ms() -> u32 {
+    10_000
+}

@@ -1,0 +1,82 @@
+//! Postgres: a connection pool per service, waiting for the server at start-up, and
+//! migrations applied under an advisory lock so that two instances starting together do
+//! not race.
+
+use diesel::RunQueryDsl as _;
+use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
+use diesel_async::pooled_connection::AsyncDieselConnectionManager;
+use diesel_async::pooled_connection::deadpool::{BuildError, Object, Pool};
+use diesel_async::{AsyncConnection, AsyncPgConnection};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::DatabaseSettings;
+
+pub type PgPool = Pool<AsyncPgConnection>;
+pub type PooledConnection = Object<AsyncPgConnection>;
+
+/// Builds a pool; connections are opened lazily, so this does not touch the network.
+pub fn pool(settings: &DatabaseSettings) -> Result<PgPool, BuildError> {
+    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(&settings.url);
+    Pool::builder(manager)
+        .max_size(settings.pool_size)
+        // A request must never wait forever for a connection.
+        .wait_timeout(Some(std::time::Duration::from_secs(5)))
+        .runtime(deadpool::Runtime::Tokio1)
+        .build()
+}
+
+/// Opens one connection, retrying until the server answers. `None` means shutdown came first.
+pub async fn wait_until_reachable(settings: &DatabaseSettings, shutdown: &CancellationToken) -> Option<()> {
+    let name = database_name(&settings.url);
+    crate::retry::until_ready(&format!("database {name}"), shutdown, || async {
+        AsyncPgConnection::establish(&settings.url).await.map(drop)
+    })
+    .await
+}
+
+/// Errors while applying migrations.
+#[derive(Debug, thiserror::Error)]
+pub enum MigrationError {
+    #[error("cannot connect to apply migrations: {0}")]
+    Connect(#[from] diesel::ConnectionError),
+    #[error("cannot take the migration lock: {0}")]
+    Lock(#[from] diesel::result::Error),
+    #[error("a migration failed: {0}")]
+    Migration(String),
+    #[error("the migration task panicked")]
+    Panicked,
+}
+
+/// Applies every pending migration. Holds a session advisory lock while doing so, so that
+/// several instances of a service can start at the same moment.
+pub async fn run_migrations(url: &str, migrations: EmbeddedMigrations) -> Result<Vec<String>, MigrationError> {
+    let connection = AsyncPgConnection::establish(url).await?;
+    // The harness is synchronous; the wrapper drives the async connection from a blocking thread.
+    tokio::task::spawn_blocking(move || {
+        let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::from(connection);
+        diesel::sql_query("SELECT pg_advisory_lock(7262201)").execute(&mut conn)?;
+        let applied = conn
+            .run_pending_migrations(migrations)
+            .map(|versions| versions.iter().map(ToString::to_string).collect())
+            .map_err(|e| MigrationError::Migration(e.to_string()));
+        diesel::sql_query("SELECT pg_advisory_unlock(7262201)").execute(&mut conn)?;
+        applied
+    })
+    .await
+    .map_err(|_| MigrationError::Panicked)?
+}
+
+/// The database name of a URL, for log lines and messages (never the password).
+pub fn database_name(url: &str) -> &str {
+    url.rsplit('/').next().and_then(|tail| tail.split('?').next()).unwrap_or(url)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_database_name_is_the_last_path_segment_without_options() {
+        assert_eq!(super::database_name("postgres://u:secret@h:5432/orders?sslmode=disable"), "orders");
+        assert_eq!(super::database_name("postgres://h/inventory"), "inventory");
+    }
+}

@@ -1,0 +1,71 @@
+//! Readiness checks. A check runs a real query (or metadata request) against a dependency
+//! within a short timeout and reports status, latency and, on failure, a plain message
+//! naming the dependency and what is wrong.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use actix_web::HttpResponse;
+use diesel_async::RunQueryDsl as _;
+use serde::Serialize;
+use serde_json::json;
+
+use crate::db::PgPool;
+
+/// How long a single dependency check may take.
+pub const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub name: String,
+    pub status: &'static str,
+    pub latency_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+impl Check {
+    pub fn is_up(&self) -> bool {
+        self.status == "up"
+    }
+}
+
+/// Runs `probe` with [`CHECK_TIMEOUT`]; `Err` text becomes the message after `name: `.
+pub async fn check<F>(name: &str, probe: F) -> Check
+where
+    F: Future<Output = Result<(), String>>,
+{
+    let started = Instant::now();
+    let result = tokio::time::timeout(CHECK_TIMEOUT, probe).await;
+    let latency_ms = started.elapsed().as_millis() as u64;
+    let message = match result {
+        Ok(Ok(())) => None,
+        Ok(Err(problem)) => Some(format!("{name}: {problem}")),
+        Err(_) => Some(format!("{name}: no answer within {}s", CHECK_TIMEOUT.as_secs())),
+    };
+    Check { name: name.to_owned(), status: if message.is_none() { "up" } else { "down" }, latency_ms, message }
+}
+
+/// Checks that `pool`'s database answers `probe_sql` (a query against one of the service's
+/// own tables, so a missing migration shows up as a failure).
+pub async fn database(name: &str, pool: &PgPool, probe_sql: &'static str) -> Check {
+    check(name, async {
+        let mut conn = pool.get().await.map_err(|e| e.to_string())?;
+        diesel::sql_query(probe_sql).execute(&mut conn).await.map(drop).map_err(|e| e.to_string())
+    })
+    .await
+}
+
+/// 200 when every check is up, 503 otherwise, with one entry per dependency.
+pub fn response(checks: &[Check]) -> HttpResponse {
+    let up = checks.iter().all(Check::is_up);
+    let entries: serde_json::Map<String, serde_json::Value> =
+        checks.iter().map(|c| (c.name.clone(), serde_json::to_value(c).unwrap_or_default())).collect();
+    let body = json!({ "status": if up { "up" } else { "down" }, "checks": entries });
+    if up { HttpResponse::Ok().json(body) } else { HttpResponse::ServiceUnavailable().json(body) }
+}
+
+/// The body of `/health/live`.
+pub fn live() -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "status": "up" }))
+}

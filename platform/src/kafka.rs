@@ -1,0 +1,86 @@
+//! Kafka client factories. Every non-obvious librdkafka key carries a comment saying why it
+//! has that value; the same settings work on Apache Kafka and on the local tansu broker.
+
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::admin::AdminClient;
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer as _, StreamConsumer};
+use rdkafka::error::KafkaResult;
+use rdkafka::producer::FutureProducer;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::KafkaSettings;
+
+fn base(settings: &KafkaSettings) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", &settings.brokers)
+        // Find out quickly that a broker is gone, and come back quickly when it returns.
+        .set("socket.connection.setup.timeout.ms", "5000")
+        .set("reconnect.backoff.max.ms", "2000");
+    config
+}
+
+/// The producer the relay publishes with.
+pub fn producer(settings: &KafkaSettings) -> KafkaResult<FutureProducer> {
+    base(settings)
+        // The broker deduplicates the producer's own retries and keeps per-partition order,
+        // so a retried batch can neither duplicate nor reorder events of one order.
+        .set("enable.idempotence", "true")
+        // A message counts as sent only once every in-sync replica has it.
+        .set("acks", "all")
+        .set("linger.ms", settings.linger_ms.to_string())
+        // Give up on a message after this long; the relay keeps the outbox row and retries.
+        .set("message.timeout.ms", settings.message_timeout_ms.to_string())
+        // tansu does not support snappy; lz4 is supported everywhere but costs CPU we lack.
+        .set("compression.type", "none")
+        .create()
+}
+
+/// A consumer in `group_id` that stores offsets only when told to (after the database
+/// transaction that handled the message committed) and commits stored offsets in the
+/// background.
+pub fn consumer(settings: &KafkaSettings, group_id: &str) -> KafkaResult<StreamConsumer> {
+    base(settings)
+        .set("group.id", group_id)
+        // Commit in the background, but only offsets we stored explicitly...
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "1000")
+        // ...and we store an offset only after the message's transaction committed.
+        .set("enable.auto.offset.store", "false")
+        // A new group starts from the beginning: no event published before it joined is lost.
+        .set("auto.offset.reset", "earliest")
+        // See KafkaSettings::fetch_wait_max_ms: bounds the latency of one hop.
+        .set("fetch.wait.max.ms", settings.fetch_wait_max_ms.to_string())
+        .set("session.timeout.ms", settings.session_timeout_ms.to_string())
+        .set("heartbeat.interval.ms", (settings.session_timeout_ms / 5).max(500).to_string())
+        // The assignor verified on both Apache Kafka and tansu.
+        .set("partition.assignment.strategy", "range")
+        .create()
+}
+
+/// An admin client, for creating topics.
+pub fn admin(settings: &KafkaSettings) -> KafkaResult<AdminClient<DefaultClientContext>> {
+    base(settings).create()
+}
+
+/// Asks the cluster for its metadata; `Ok` means a broker answered within `timeout`.
+pub async fn ping(settings: &KafkaSettings, timeout: Duration) -> KafkaResult<()> {
+    let config = base(settings);
+    tokio::task::spawn_blocking(move || {
+        let client: BaseConsumer = config.create()?;
+        client.fetch_metadata(None, timeout).map(drop)
+    })
+    .await
+    .unwrap_or(Err(rdkafka::error::KafkaError::Canceled))
+}
+
+/// Waits until a broker answers. `None` means shutdown came first.
+pub async fn wait_until_reachable(settings: &KafkaSettings, shutdown: &CancellationToken) -> Option<()> {
+    crate::retry::until_ready(&format!("kafka at {}", settings.brokers), shutdown, || {
+        ping(settings, Duration::from_secs(2))
+    })
+    .await
+}

@@ -1,0 +1,9 @@
+//! Transactional messaging, used by every service:
+//! - [`outbox`]: write an event in the same transaction as the state change it describes;
+//! - [`publisher`]: the relay that moves outbox rows to Kafka (leader-locked, ordered);
+//! - [`inbox`]: the consume loop that applies each event exactly once per database.
+
+pub mod inbox;
+pub mod outbox;
+pub mod publisher;
+pub mod stats;

@@ -1,0 +1,95 @@
+//! The event payloads. Order publishes on `orders.events`; inventory on `inventory.events`.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::envelope::Event;
+use crate::ids::{OrderId, Quantity, Sku};
+
+/// One line of an order: so many units of one SKU.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Line {
+    pub sku: Sku,
+    pub quantity: Quantity,
+}
+
+/// A customer placed an order; inventory must reserve every line or none.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct OrderPlaced {
+    pub order_id: OrderId,
+    pub customer_id: String,
+    pub lines: Vec<Line>,
+}
+
+/// A customer cancelled an order; inventory must release whatever it reserved for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct OrderCancelled {
+    pub order_id: OrderId,
+}
+
+/// Every line of the order was reserved; stock was deducted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct InventoryReserved {
+    pub order_id: OrderId,
+    pub lines: Vec<Line>,
+}
+
+/// Why one line could not be reserved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Shortfall {
+    pub sku: Sku,
+    pub requested: i32,
+    /// What was left; `None` when the SKU is not in the catalogue.
+    pub available: Option<i32>,
+}
+
+/// The order could not be reserved; nothing was deducted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct InventoryRejected {
+    pub order_id: OrderId,
+    /// For people: which SKUs, how many were asked for, how many were left.
+    pub reason: String,
+    pub shortfalls: Vec<Shortfall>,
+}
+
+/// Stock reserved for a cancelled order was put back (`lines` is empty when nothing had
+/// been reserved, e.g. the order had been rejected).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct InventoryReleased {
+    pub order_id: OrderId,
+    pub lines: Vec<Line>,
+}
+
+macro_rules! event {
+    ($type:ty, $name:literal, $version:literal) => {
+        impl Event for $type {
+            const TYPE: &'static str = $name;
+            const VERSION: u32 = $version;
+            fn order_id(&self) -> OrderId {
+                self.order_id
+            }
+        }
+    };
+}
+
+event!(OrderPlaced, "OrderPlaced", 1);
+event!(OrderCancelled, "OrderCancelled", 1);
+event!(InventoryReserved, "InventoryReserved", 1);
+event!(InventoryRejected, "InventoryRejected", 1);
+event!(InventoryReleased, "InventoryReleased", 1);
+
+impl InventoryRejected {
+    /// Builds the event with a reason a person can read, e.g.
+    /// `MUG-01: asked for 600, only 500 left; NOPE-1: unknown SKU`.
+    pub fn from_shortfalls(order_id: OrderId, shortfalls: Vec<Shortfall>) -> Self {
+        let reason = shortfalls
+            .iter()
+            .map(|s| match s.available {
+                Some(left) => format!("{}: asked for {}, only {left} left", s.sku, s.requested),
+                None => format!("{}: unknown SKU", s.sku),
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        Self { order_id, reason, shortfalls }
+    }
+}

@@ -1,0 +1,20 @@
+//! Topic names. Production uses the defaults; tests give every run its own names so that
+//! runs never see each other's events.
+
+/// Where the order service publishes `OrderPlaced` and `OrderCancelled`.
+pub const ORDERS: &str = "orders.events";
+/// Where the inventory service publishes `InventoryReserved`, `InventoryRejected`, `InventoryReleased`.
+pub const INVENTORY: &str = "inventory.events";
+
+/// The pair of topic names a deployment uses.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+pub struct Topics {
+    pub orders: String,
+    pub inventory: String,
+}
+
+impl Default for Topics {
+    fn default() -> Self {
+        Self { orders: ORDERS.to_owned(), inventory: INVENTORY.to_owned() }
+    }
+}

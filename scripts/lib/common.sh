@@ -1,0 +1,102 @@
+# Shared by the scripts: where things live, and how to find or start Postgres and the broker.
+# Source it; it defines functions and variables only.
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+# Everything the local stack creates at run time lives here (ignored by git).
+LOCAL="$ROOT/.local"
+# Caches that outlive a clone (the broker binary takes ~15 minutes to build).
+CACHE="${ORDER_SYSTEM_CACHE:-$HOME/.cache/order-system}"
+TANSU_VERSION=0.6.0
+
+# The Postgres server: PG_URL if it answers; otherwise a private cluster on PRIVATE_PG_PORT.
+PG_URL="${PG_URL:-postgres://postgres@127.0.0.1:5432}"
+PRIVATE_PG_PORT="${PRIVATE_PG_PORT:-5433}"
+KAFKA_BROKERS="${KAFKA_BROKERS:-127.0.0.1:9092}"
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+PROFILE="${PROFILE:-debug}"
+BIN="$CARGO_TARGET_DIR/$PROFILE"
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+pg_answers() { pg_isready -q -d "$1/postgres" -t 2; }
+
+# Sets PG_URL to a server that answers, starting a private cluster if needed.
+ensure_postgres() {
+  if pg_answers "$PG_URL"; then
+    log "postgres: using $PG_URL"
+    return
+  fi
+  local data="$LOCAL/postgres" url="postgres://postgres@127.0.0.1:$PRIVATE_PG_PORT"
+  if ! pg_answers "$url"; then
+    log "postgres: nothing answers at $PG_URL; starting a private cluster in $data (port $PRIVATE_PG_PORT)"
+    command -v initdb >/dev/null || PATH="$(ls -d /usr/lib/postgresql/*/bin | tail -n1):$PATH"
+    local as=()
+    # initdb refuses to run as root; the private cluster belongs to the postgres user then.
+    if [ "$(id -u)" = 0 ]; then as=(runuser -u postgres --); fi
+    mkdir -p "$data"
+    [ "$(id -u)" = 0 ] && chown postgres "$data"
+    if [ ! -f "$data/PG_VERSION" ]; then
+      "${as[@]}" initdb -D "$data" -U postgres --auth=trust >"$LOCAL/postgres-init.log" 2>&1 \
+        || die "initdb failed; see $LOCAL/postgres-init.log"
+    fi
+    "${as[@]}" pg_ctl -D "$data" -l "$data/server.log" -w \
+      -o "-p $PRIVATE_PG_PORT -k $data -c listen_addresses=127.0.0.1" start >/dev/null \
+      || die "the private cluster did not start; see $data/server.log"
+  fi
+  PG_URL="$url"
+  log "postgres: using the private cluster at $PG_URL"
+}
+
+# Creates a database if it does not exist.
+ensure_database() {
+  local name=$1
+  if [ -z "$(psql "$PG_URL/postgres" -tAc "SELECT 1 FROM pg_database WHERE datname = '$name'")" ]; then
+    psql "$PG_URL/postgres" -qc "CREATE DATABASE \"$name\"" >/dev/null
+    log "postgres: created database $name"
+  fi
+}
+
+# Prints the path of the pinned tansu broker, installing it into the cache if missing.
+tansu_bin() {
+  local installed="$CACHE/tansu-$TANSU_VERSION/bin/tansu"
+  if [ -n "${TANSU_BIN:-}" ] && [ -x "$TANSU_BIN" ]; then echo "$TANSU_BIN"; return; fi
+  if [ -x "$installed" ]; then echo "$installed"; return; fi
+  log "installing tansu $TANSU_VERSION (about 15 minutes on 2 cores, once per machine)"
+  CARGO_TARGET_DIR="$CACHE/tansu-build" cargo install tansu --version "$TANSU_VERSION" --locked \
+    --no-default-features --features libsql --root "$CACHE/tansu-$TANSU_VERSION" >&2 \
+    || die "tansu install failed"
+  rm -rf "$CACHE/tansu-build"
+  echo "$installed"
+}
+
+broker_answers() {
+  local host=${KAFKA_BROKERS%%,*}
+  (exec 3<>"/dev/tcp/${host%:*}/${host#*:}") 2>/dev/null
+}
+
+# Waits until `curl URL` succeeds, up to $2 seconds.
+wait_http() {
+  local url=$1 timeout=${2:-60} waited=0
+  until curl -fsS -o /dev/null "$url" 2>/dev/null; do
+    sleep 0.5; waited=$((waited + 1))
+    [ "$waited" -ge $((timeout * 2)) ] && return 1
+  done
+}
+
+# The system's apt packages; installed only when one is missing.
+ensure_packages() {
+  local missing=()
+  command -v supervisord >/dev/null || missing+=(supervisor)
+  command -v kcat >/dev/null || missing+=(kcat)
+  command -v cmake >/dev/null || missing+=(cmake)
+  command -v curl >/dev/null || missing+=(curl)
+  command -v pg_isready >/dev/null || missing+=(postgresql-client)
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "installing ${missing[*]}"
+    local sudo=(); [ "$(id -u)" = 0 ] || sudo=(sudo)
+    "${sudo[@]}" apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+}

@@ -1,1 +1,249 @@
+//! A whole system per test: fresh order and inventory databases, topics and consumer groups
+//! named for the test, the order and inventory services on free ports, and relays that a
+//! test can start, stop or kill. Talks to the real Postgres (`TEST_PG_URL`, default
+//! `postgres://postgres@127.0.0.1:5432`) and the real broker (`TEST_KAFKA_BROKERS`, default
+//! `127.0.0.1:9092`).
 
+pub mod kafka;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use diesel_async::{AsyncConnection as _, AsyncPgConnection, RunQueryDsl as _};
+use platform::config::{DatabaseSettings, HttpSettings, KafkaSettings};
+use relay::inbox::ConsumerStats;
+use relay::publisher::{OutboxRelay, RelaySettings};
+use relay::stats::RelayStats;
+use schema::topics::Topics;
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// How long a test waits for an order to settle before failing.
+pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(45);
+
+pub fn pg_server_url() -> String {
+    std::env::var("TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+pub fn kafka_settings() -> KafkaSettings {
+    let brokers = std::env::var("TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
+    // Short sessions so that group changes settle quickly in tests.
+    KafkaSettings { brokers, session_timeout_ms: 6_000, ..KafkaSettings::default() }
+}
+
+/// Which relays the system starts with.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Relay instances running for each outbox (0 lets a test drive the order outbox itself).
+    pub order_relays: usize,
+    pub inventory_relays: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self { order_relays: 1, inventory_relays: 1 }
+    }
+}
+
+/// One relay instance that a test can kill.
+pub struct RelayHandle {
+    pub stats: Arc<RelayStats>,
+    task: JoinHandle<()>,
+}
+
+impl RelayHandle {
+    /// Kills the relay as a crash would: its task is dropped mid-flight, its database
+    /// session closes, and its leader lock goes with it.
+    pub fn kill(&self) {
+        self.task.abort();
+    }
+}
+
+pub struct TestSystem {
+    pub name: String,
+    pub order_url: String,
+    pub inventory_url: String,
+    pub order_db: String,
+    pub inventory_db: String,
+    pub topics: Topics,
+    pub kafka: KafkaSettings,
+    pub order_consumer: Arc<ConsumerStats>,
+    pub inventory_consumer: Arc<ConsumerStats>,
+    pub order_relays: Vec<RelayHandle>,
+    pub inventory_relays: Vec<RelayHandle>,
+    pub http: reqwest::Client,
+    shutdown: CancellationToken,
+    services: Vec<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestSystem {
+    pub async fn start() -> Self {
+        Self::start_with(Options::default()).await
+    }
+
+    pub async fn start_with(options: Options) -> Self {
+        platform::telemetry::init();
+        let name = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let server = pg_server_url();
+        let order_db = create_database(&server, &format!("{name}_orders")).await;
+        let inventory_db = create_database(&server, &format!("{name}_inventory")).await;
+        let kafka = kafka_settings();
+        let topics = Topics { orders: format!("{name}.orders.events"), inventory: format!("{name}.inventory.events") };
+        kafka::create_topics(&kafka, &[&topics.orders, &topics.inventory]).await;
+
+        let shutdown = CancellationToken::new();
+        let order = order::startup::Application::build(
+            order::configuration::Settings {
+                http: HttpSettings { port: 0, workers: 1, ..HttpSettings::on_port(0) },
+                database: DatabaseSettings { url: order_db.clone(), pool_size: 8 },
+                kafka: kafka.clone(),
+                topics: topics.clone(),
+                consumer_group: format!("{name}-order"),
+            },
+            shutdown.clone(),
+        )
+        .await
+        .expect("order service builds")
+        .expect("not shut down");
+        let inventory = inventory::startup::Application::build(
+            inventory::configuration::Settings {
+                http: HttpSettings { port: 0, workers: 1, ..HttpSettings::on_port(0) },
+                database: DatabaseSettings { url: inventory_db.clone(), pool_size: 8 },
+                kafka: kafka.clone(),
+                topics: topics.clone(),
+                consumer_group: format!("{name}-inventory"),
+            },
+            shutdown.clone(),
+        )
+        .await
+        .expect("inventory service builds")
+        .expect("not shut down");
+
+        let mut system = Self {
+            order_url: format!("http://127.0.0.1:{}", order.port()),
+            inventory_url: format!("http://127.0.0.1:{}", inventory.port()),
+            order_consumer: order.consumer_stats(),
+            inventory_consumer: inventory.consumer_stats(),
+            services: vec![tokio::spawn(order.run_until_stopped()), tokio::spawn(inventory.run_until_stopped())],
+            name,
+            order_db,
+            inventory_db,
+            topics,
+            kafka,
+            order_relays: Vec::new(),
+            inventory_relays: Vec::new(),
+            http: reqwest::Client::builder().timeout(Duration::from_secs(20)).build().expect("http client"),
+            shutdown,
+        };
+        for _ in 0..options.order_relays {
+            let relay = system.spawn_relay("order", &system.order_db.clone());
+            system.order_relays.push(relay);
+        }
+        for _ in 0..options.inventory_relays {
+            let relay = system.spawn_relay("inventory", &system.inventory_db.clone());
+            system.inventory_relays.push(relay);
+        }
+        system
+    }
+
+    /// Starts one more relay instance for the outbox of `database_url`.
+    pub fn spawn_relay(&self, name: &str, database_url: &str) -> RelayHandle {
+        let producer = platform::kafka::producer(&self.kafka).expect("producer");
+        let settings = RelaySettings { standby_retry_ms: 200, ..RelaySettings::default() };
+        let relay = OutboxRelay::new(name, database_url, producer, settings);
+        let stats = relay.stats();
+        RelayHandle { stats, task: tokio::spawn(relay.run(self.shutdown.clone())) }
+    }
+
+    /// Stops every service, then drops the test's databases.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        for service in self.services {
+            let _ = tokio::time::timeout(Duration::from_secs(30), service).await;
+        }
+        for relay in self.order_relays.iter().chain(&self.inventory_relays) {
+            relay.kill();
+        }
+        let server = pg_server_url();
+        drop_database(&server, &self.order_db).await;
+        drop_database(&server, &self.inventory_db).await;
+    }
+
+    /// `POST /orders` with the given key and body.
+    pub async fn post_order(&self, key: &str, body: &Value) -> reqwest::Response {
+        self.http
+            .post(format!("{}/orders", self.order_url))
+            .header("Idempotency-Key", key)
+            .json(body)
+            .send()
+            .await
+            .expect("order service answers")
+    }
+
+    /// Places an order for one line and returns its id.
+    pub async fn place(&self, sku: &str, quantity: i64) -> String {
+        let body = json!({"customer_id": "test-customer", "lines": [{"sku": sku, "quantity": quantity}]});
+        let response = self.post_order(&uuid::Uuid::new_v4().to_string(), &body).await;
+        assert_eq!(response.status(), 202, "order accepted");
+        let order: Value = response.json().await.expect("json");
+        order["id"].as_str().expect("id").to_owned()
+    }
+
+    pub async fn order(&self, id: &str) -> Value {
+        let response = self.http.get(format!("{}/orders/{id}", self.order_url)).send().await.expect("answers");
+        assert_eq!(response.status(), 200, "order {id} exists");
+        response.json().await.expect("json")
+    }
+
+    pub async fn cancel(&self, id: &str) -> reqwest::Response {
+        self.http.post(format!("{}/orders/{id}/cancel", self.order_url)).send().await.expect("answers")
+    }
+
+    /// Waits until the order reaches a terminal status and returns it.
+    pub async fn settled(&self, id: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
+        loop {
+            let order = self.order(id).await;
+            if matches!(order["status"].as_str(), Some("CONFIRMED" | "REJECTED" | "CANCELLED")) {
+                return order;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "order {id} did not settle: {order}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn stock(&self, sku: &str) -> i64 {
+        let response = self.http.get(format!("{}/stock/{sku}", self.inventory_url)).send().await.expect("answers");
+        let body: Value = response.json().await.expect("json");
+        body["available"].as_i64().expect("available")
+    }
+
+    /// Runs the invariant checker against this system's databases with no grace period:
+    /// every order must be settled.
+    pub async fn books(&self) -> checker::Report {
+        checker::check(&self.order_db, &self.inventory_db, 0.0).await.expect("checker runs")
+    }
+
+    /// Asserts the books balance, printing the report if they do not.
+    pub async fn assert_books_balance(&self) {
+        let report = self.books().await;
+        assert!(report.is_clean(), "{}", checker::render(&report));
+    }
+
+    pub async fn connect(url: &str) -> AsyncPgConnection {
+        AsyncPgConnection::establish(url).await.expect("database connection")
+    }
+}
+
+async fn create_database(server: &str, name: &str) -> String {
+    let mut admin = TestSystem::connect(&format!("{server}/postgres")).await;
+    diesel::sql_query(format!("CREATE DATABASE \"{name}\"")).execute(&mut admin).await.expect("create database");
+    format!("{server}/{name}")
+}
+
+async fn drop_database(server: &str, url: &str) {
+    let name = platform::db::database_name(url);
+    let mut admin = TestSystem::connect(&format!("{server}/postgres")).await;
+    let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).execute(&mut admin).await;
+}

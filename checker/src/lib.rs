@@ -1,0 +1,248 @@
+//! The judge of every fault test and load run. Reads the order and inventory databases and
+//! checks, from data alone:
+//! - every order is terminal, or younger than the grace period (no lost order);
+//! - per SKU, `initial_stock + Σ ledger = available` (the ledger explains every unit);
+//! - per order and SKU, the ledger matches the order's status: a CONFIRMED order is deducted
+//!   exactly its quantity, a REJECTED or CANCELLED one nets to zero, and no ledger row names
+//!   an order the order service does not know (no double deduction, no deduction without a
+//!   confirmed order, no confirmed order without a deduction);
+//! - no idempotency key has more than one order;
+//! - how much is still waiting in each outbox.
+
+use std::collections::{BTreeMap, HashMap};
+
+use diesel::QueryableByName;
+use diesel::sql_types::{BigInt, Double, Integer, Nullable, Text, Uuid as SqlUuid};
+use diesel_async::{AsyncConnection as _, AsyncPgConnection, RunQueryDsl as _};
+use serde::Serialize;
+use uuid::Uuid;
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub orders_by_status: BTreeMap<String, i64>,
+    /// Orders still PENDING or CANCELLING after the grace period.
+    pub stuck: Vec<StuckOrder>,
+    pub skus: Vec<SkuBooks>,
+    pub outbox_backlog: BTreeMap<String, Backlog>,
+    pub violations: Vec<String>,
+}
+
+impl Report {
+    pub fn is_clean(&self) -> bool {
+        self.violations.is_empty()
+    }
+
+    pub fn orders(&self) -> i64 {
+        self.orders_by_status.values().sum()
+    }
+}
+
+#[derive(Debug, Serialize, QueryableByName)]
+pub struct StuckOrder {
+    #[diesel(sql_type = SqlUuid)]
+    pub id: Uuid,
+    #[diesel(sql_type = Text)]
+    pub status: String,
+    #[diesel(sql_type = Double)]
+    pub age_secs: f64,
+}
+
+#[derive(Debug, Serialize, QueryableByName)]
+pub struct SkuBooks {
+    #[diesel(sql_type = Text)]
+    pub sku: String,
+    #[diesel(sql_type = Integer)]
+    pub initial: i32,
+    #[diesel(sql_type = Integer)]
+    pub available: i32,
+    #[diesel(sql_type = BigInt)]
+    pub ledger_sum: i64,
+}
+
+#[derive(Debug, Serialize, QueryableByName)]
+pub struct Backlog {
+    #[diesel(sql_type = BigInt)]
+    pub rows: i64,
+    #[diesel(sql_type = Nullable<Double>)]
+    pub oldest_age_secs: Option<f64>,
+}
+
+#[derive(QueryableByName)]
+struct StatusCount {
+    #[diesel(sql_type = Text)]
+    status: String,
+    #[diesel(sql_type = BigInt)]
+    count: i64,
+}
+
+#[derive(QueryableByName)]
+struct OrderSku {
+    #[diesel(sql_type = SqlUuid)]
+    order_id: Uuid,
+    #[diesel(sql_type = Text)]
+    status: String,
+    #[diesel(sql_type = Text)]
+    sku: String,
+    #[diesel(sql_type = BigInt)]
+    quantity: i64,
+}
+
+#[derive(QueryableByName)]
+struct LedgerNet {
+    #[diesel(sql_type = SqlUuid)]
+    order_id: Uuid,
+    #[diesel(sql_type = Text)]
+    sku: String,
+    #[diesel(sql_type = BigInt)]
+    net: i64,
+}
+
+#[derive(QueryableByName)]
+struct DuplicateKey {
+    #[diesel(sql_type = Text)]
+    idempotency_key: String,
+    #[diesel(sql_type = BigInt)]
+    orders: i64,
+}
+
+/// Checks the books of the two databases. Orders younger than `grace_secs` may still be in
+/// flight and are not counted as stuck.
+pub async fn check(order_url: &str, inventory_url: &str, grace_secs: f64) -> anyhow::Result<Report> {
+    let mut orders = AsyncPgConnection::establish(order_url).await?;
+    let mut inventory = AsyncPgConnection::establish(inventory_url).await?;
+    let mut violations = Vec::new();
+
+    let orders_by_status: BTreeMap<String, i64> =
+        diesel::sql_query("SELECT status, count(*) AS count FROM orders GROUP BY status")
+            .load::<StatusCount>(&mut orders)
+            .await?
+            .into_iter()
+            .map(|row| (row.status, row.count))
+            .collect();
+
+    let stuck: Vec<StuckOrder> = diesel::sql_query(
+        "SELECT id, status, extract(epoch FROM now() - created_at)::float8 AS age_secs FROM orders \
+         WHERE status IN ('PENDING', 'CANCELLING') AND created_at < now() - make_interval(secs => $1) \
+         ORDER BY created_at",
+    )
+    .bind::<Double, _>(grace_secs)
+    .load(&mut orders)
+    .await?;
+    for order in &stuck {
+        violations.push(format!("order {} is still {} after {:.0}s", order.id, order.status, order.age_secs));
+    }
+
+    let skus: Vec<SkuBooks> = diesel::sql_query(
+        "SELECT p.sku, p.initial_stock AS initial, p.available, COALESCE(sum(l.delta), 0)::int8 AS ledger_sum \
+         FROM products p LEFT JOIN stock_ledger l ON l.sku = p.sku \
+         GROUP BY p.sku, p.initial_stock, p.available ORDER BY p.sku",
+    )
+    .load(&mut inventory)
+    .await?;
+    for sku in &skus {
+        if i64::from(sku.initial) + sku.ledger_sum != i64::from(sku.available) {
+            violations.push(format!(
+                "{}: initial {} + ledger {} != available {}",
+                sku.sku, sku.initial, sku.ledger_sum, sku.available
+            ));
+        }
+    }
+
+    violations.extend(ledger_against_orders(&mut orders, &mut inventory).await?);
+
+    let duplicates: Vec<DuplicateKey> = diesel::sql_query(
+        "SELECT idempotency_key, count(*) AS orders FROM orders GROUP BY idempotency_key HAVING count(*) > 1",
+    )
+    .load(&mut orders)
+    .await?;
+    for duplicate in duplicates {
+        violations.push(format!("idempotency key {:?} has {} orders", duplicate.idempotency_key, duplicate.orders));
+    }
+
+    let backlog_sql =
+        "SELECT count(*) AS rows, extract(epoch FROM now() - min(created_at))::float8 AS oldest_age_secs FROM outbox";
+    let mut outbox_backlog = BTreeMap::new();
+    outbox_backlog.insert("order".to_owned(), diesel::sql_query(backlog_sql).get_result(&mut orders).await?);
+    outbox_backlog.insert("inventory".to_owned(), diesel::sql_query(backlog_sql).get_result(&mut inventory).await?);
+
+    Ok(Report { orders_by_status, stuck, skus, outbox_backlog, violations })
+}
+
+/// Compares, per order and SKU, what the ledger deducted with what the order's status says
+/// it should have.
+async fn ledger_against_orders(
+    orders: &mut AsyncPgConnection,
+    inventory: &mut AsyncPgConnection,
+) -> anyhow::Result<Vec<String>> {
+    let lines: Vec<OrderSku> = diesel::sql_query(
+        "SELECT o.id AS order_id, o.status, l.sku, l.quantity::int8 AS quantity \
+         FROM orders o JOIN order_lines l ON l.order_id = o.id",
+    )
+    .load(orders)
+    .await?;
+    let mut ledger: HashMap<(Uuid, String), i64> =
+        diesel::sql_query("SELECT order_id, sku, sum(delta)::int8 AS net FROM stock_ledger GROUP BY order_id, sku")
+            .load::<LedgerNet>(inventory)
+            .await?
+            .into_iter()
+            .map(|row| ((row.order_id, row.sku), row.net))
+            .collect();
+
+    let mut violations = Vec::new();
+    for line in lines {
+        let net = ledger.remove(&(line.order_id, line.sku.clone())).unwrap_or(0);
+        let expected = match line.status.as_str() {
+            "CONFIRMED" => -line.quantity,
+            "REJECTED" | "CANCELLED" => 0,
+            _ => continue, // in flight: either outcome is still possible
+        };
+        if net != expected {
+            violations.push(format!(
+                "order {} ({}) {}: ledger nets {net}, expected {expected}",
+                line.order_id, line.status, line.sku
+            ));
+        }
+    }
+    for ((order_id, sku), net) in ledger {
+        if net != 0 {
+            violations.push(format!("ledger changes {sku} by {net} for order {order_id}, which has no such line"));
+        }
+    }
+    Ok(violations)
+}
+
+/// The report as text for people.
+pub fn render(report: &Report) -> String {
+    let mut out = String::new();
+    let statuses: Vec<String> = report.orders_by_status.iter().map(|(s, n)| format!("{s} {n}")).collect();
+    out.push_str(&format!("orders: {} ({})\n", report.orders(), statuses.join(", ")));
+    out.push_str(&format!("stuck orders: {}\n", report.stuck.len()));
+    out.push_str("stock (initial + ledger = available):\n");
+    for sku in &report.skus {
+        let ok = i64::from(sku.initial) + sku.ledger_sum == i64::from(sku.available);
+        out.push_str(&format!(
+            "  {:<12} {:>7} + {:>7} = {:>7}  {}\n",
+            sku.sku,
+            sku.initial,
+            sku.ledger_sum,
+            sku.available,
+            if ok { "ok" } else { "MISMATCH" }
+        ));
+    }
+    for (name, backlog) in &report.outbox_backlog {
+        out.push_str(&format!(
+            "outbox {name}: {} rows, oldest {:.1}s\n",
+            backlog.rows,
+            backlog.oldest_age_secs.unwrap_or(0.0)
+        ));
+    }
+    if report.violations.is_empty() {
+        out.push_str("violations: none\n");
+    } else {
+        out.push_str(&format!("violations: {}\n", report.violations.len()));
+        for violation in &report.violations {
+            out.push_str(&format!("  - {violation}\n"));
+        }
+    }
+    out
+}

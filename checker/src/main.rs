@@ -1,0 +1,32 @@
+use clap::Parser;
+
+/// Checks that the books of the order system balance. Exits 1 on any violation.
+#[derive(Parser)]
+#[command(version, about)]
+struct Args {
+    #[arg(long, env = "ORDER_DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/orders")]
+    order_db: String,
+    #[arg(long, env = "INVENTORY_DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/inventory")]
+    inventory_db: String,
+    /// Orders younger than this may still be in flight.
+    #[arg(long, default_value_t = 30.0)]
+    grace_secs: f64,
+    /// Print the report as JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let report = checker::check(&args.order_db, &args.inventory_db, args.grace_secs).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", checker::render(&report));
+    }
+    if !report.is_clean() {
+        std::process::exit(1);
+    }
+    Ok(())
+}

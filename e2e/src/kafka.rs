@@ -1,0 +1,63 @@
+//! Broker helpers for tests: create topics, read a topic from the beginning, publish raw
+//! messages.
+
+use std::time::Duration;
+
+use platform::config::KafkaSettings;
+use rdkafka::Message as _;
+use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
+use rdkafka::consumer::{Consumer as _, StreamConsumer};
+use rdkafka::message::OwnedMessage;
+use rdkafka::producer::FutureRecord;
+
+/// Partitions of a test topic: more than one, so per-key ordering is really exercised.
+pub const PARTITIONS: i32 = 3;
+
+pub async fn create_topics(settings: &KafkaSettings, names: &[&str]) {
+    let admin = platform::kafka::admin(settings).expect("admin client");
+    let topics: Vec<NewTopic> =
+        names.iter().map(|name| NewTopic::new(name, PARTITIONS, TopicReplication::Fixed(1))).collect();
+    for result in admin.create_topics(&topics, &AdminOptions::new()).await.expect("create topics") {
+        result.expect("topic created");
+    }
+}
+
+/// Reads `topic` from the beginning until `count` messages arrived or `timeout` passed.
+pub async fn read_topic(settings: &KafkaSettings, topic: &str, count: usize, timeout: Duration) -> Vec<OwnedMessage> {
+    let group = format!("reader-{}", uuid::Uuid::new_v4().simple());
+    let consumer: StreamConsumer = platform::kafka::consumer(settings, &group).expect("consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    let mut messages = Vec::new();
+    let deadline = tokio::time::Instant::now() + timeout;
+    while messages.len() < count {
+        match tokio::time::timeout_at(deadline, consumer.recv()).await {
+            Ok(Ok(message)) => messages.push(message.detach()),
+            Ok(Err(error)) => tracing::warn!(%error, "reader error"),
+            Err(_) => break,
+        }
+    }
+    messages
+}
+
+/// Publishes a message as it was, same key, same payload: a duplicate delivery.
+pub async fn republish(settings: &KafkaSettings, message: &OwnedMessage) {
+    let producer = platform::kafka::producer(settings).expect("producer");
+    let key = message.key().expect("key");
+    let payload = message.payload().expect("payload");
+    producer
+        .send(FutureRecord::to(message.topic()).key(key).payload(payload), Duration::from_secs(10))
+        .await
+        .map_err(|(e, _)| e)
+        .expect("republished");
+}
+
+/// The event type of a message, from its body.
+pub fn event_type(message: &OwnedMessage) -> String {
+    let envelope = schema::RawEnvelope::from_slice(message.payload().unwrap_or_default()).expect("an envelope");
+    envelope.event_type
+}
+
+/// The Kafka key (the order id) of a message.
+pub fn key(message: &OwnedMessage) -> String {
+    String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned()
+}

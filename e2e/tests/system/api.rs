@@ -1,0 +1,105 @@
+//! What a client sees when it gets things wrong: a 4xx that says what to fix, never a 500.
+
+use e2e::TestSystem;
+use serde_json::{Value, json};
+
+async fn error_of(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("an error body is JSON"))
+}
+
+#[tokio::test]
+async fn bad_requests_get_a_400_that_says_what_to_fix() {
+    let system = TestSystem::start().await;
+    let url = format!("{}/orders", system.order_url);
+    let valid = json!({"customer_id": "c", "lines": [{"sku": "MUG-01", "quantity": 1}]});
+
+    let (status, body) = error_of(system.http.post(&url).json(&valid).send().await.expect("answers")).await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("idempotency_key_required")));
+
+    let malformed = system
+        .http
+        .post(&url)
+        .header("Idempotency-Key", "a")
+        .header("Content-Type", "application/json")
+        .body("{\"customer_id\":");
+    let (status, body) = error_of(malformed.send().await.expect("answers")).await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("malformed_body")));
+    assert!(body["message"].as_str().expect("message").starts_with("the body is not valid JSON"));
+
+    let huge = json!({"customer_id": "c", "lines": [{"sku": "MUG-01", "quantity": 1}], "pad": "x".repeat(70_000)});
+    let (status, body) = error_of(system.post_order("b", &huge).await).await;
+    assert_eq!(status, 400);
+    assert!(body["message"].as_str().expect("message").contains("limit"), "{body}");
+
+    let not_json =
+        system.http.post(&url).header("Idempotency-Key", "c").header("Content-Type", "text/plain").body("hello");
+    assert_eq!(error_of(not_json.send().await.expect("answers")).await.0, 400);
+
+    let invalid =
+        json!({"customer_id": 7, "lines": [{"sku": "mug", "quantity": 0}, {"sku": "MUG-01", "quantity": 100000}]});
+    let (status, body) = error_of(system.post_order("d", &invalid).await).await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("validation_failed")));
+    let fields: Vec<&str> = body["fields"].as_object().expect("fields").keys().map(String::as_str).collect();
+    assert_eq!(fields, ["customer_id", "lines[0].quantity", "lines[0].sku", "lines[1].quantity"]);
+
+    let (status, body) = error_of(system.post_order("e", &json!({"customer_id": "c", "lines": []})).await).await;
+    assert_eq!((status, body["fields"]["lines"].as_str()), (400, Some("must contain at least one line")));
+
+    assert_eq!(system.books().await.orders(), 0, "nothing was written");
+    system.stop().await;
+}
+
+#[tokio::test]
+async fn reading_orders_and_stock_answers_404_and_400_plainly() {
+    let system = TestSystem::start().await;
+    let get = |path: String| system.http.get(path).send();
+
+    let (status, body) =
+        error_of(get(format!("{}/orders/{}", system.order_url, uuid::Uuid::new_v4())).await.expect("answers")).await;
+    assert_eq!((status, body["error"].as_str()), (404, Some("not_found")));
+    assert_eq!(error_of(get(format!("{}/orders/not-a-uuid", system.order_url)).await.expect("answers")).await.0, 400);
+    assert_eq!(error_of(get(format!("{}/orders?limit=0", system.order_url)).await.expect("answers")).await.0, 400);
+    assert_eq!(error_of(get(format!("{}/orders?limit=abc", system.order_url)).await.expect("answers")).await.0, 400);
+    let cancel_missing = system.cancel(&uuid::Uuid::new_v4().to_string()).await;
+    assert_eq!(cancel_missing.status(), 404);
+    assert_eq!(error_of(get(format!("{}/stock/NOPE-1", system.inventory_url)).await.expect("answers")).await.0, 404);
+    assert_eq!(error_of(get(format!("{}/stock/bad sku", system.inventory_url)).await.expect("answers")).await.0, 400);
+    system.stop().await;
+}
+
+#[tokio::test]
+async fn orders_are_listed_newest_first() {
+    let system = TestSystem::start().await;
+    let first = system.place("MUG-01", 1).await;
+    let second = system.place("MUG-01", 1).await;
+
+    let list: Vec<Value> = system
+        .http
+        .get(format!("{}/orders?limit=2", system.order_url))
+        .send()
+        .await
+        .expect("answers")
+        .json()
+        .await
+        .expect("json");
+
+    let ids: Vec<&str> = list.iter().map(|o| o["id"].as_str().expect("id")).collect();
+    assert_eq!(ids, [second.as_str(), first.as_str()]);
+    system.stop().await;
+}
+
+#[tokio::test]
+async fn each_service_describes_its_api_in_openapi() {
+    let system = TestSystem::start().await;
+    for (base, path) in [
+        (&system.order_url, "/orders"),
+        (&system.order_url, "/orders/{id}/cancel"),
+        (&system.inventory_url, "/stock/{sku}"),
+    ] {
+        let doc: Value =
+            system.http.get(format!("{base}/openapi.json")).send().await.expect("answers").json().await.expect("json");
+        assert!(doc["paths"].get(path).is_some(), "{path} is documented");
+    }
+    system.stop().await;
+}

@@ -1,0 +1,9 @@
+//! System tests: the order, inventory and relay processes together on the real Postgres and
+//! the real broker. Each test has its own databases, topics and consumer groups.
+
+mod api;
+mod happy_path;
+mod idempotency;
+mod load;
+mod redelivery;
+mod relay_failover;

@@ -1,0 +1,58 @@
+use std::time::Duration;
+
+use e2e::{Options, TestSystem, kafka};
+
+/// Waits until `read` returns at least `target`.
+async fn eventually(target: u64, read: impl Fn() -> u64) {
+    let deadline = tokio::time::Instant::now() + e2e::SETTLE_TIMEOUT;
+    while read() < target {
+        assert!(tokio::time::Instant::now() < deadline, "counter stayed at {} (wanted {target})", read());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_order_placed_event_delivered_twice_deducts_stock_once_and_counts_a_duplicate() {
+    let system = TestSystem::start().await;
+    let before = system.stock("CABLE-01").await;
+    let id = system.place("CABLE-01", 4).await;
+    assert_eq!(system.settled(&id).await["status"], "CONFIRMED");
+
+    let published = kafka::read_topic(&system.kafka, &system.topics.orders, 1, Duration::from_secs(20)).await;
+    assert_eq!(published.len(), 1);
+    kafka::republish(&system.kafka, &published[0]).await;
+    eventually(1, || system.inventory_consumer.duplicates()).await;
+
+    assert_eq!(system.inventory_consumer.processed(), 1);
+    assert_eq!(system.stock("CABLE-01").await, before - 4);
+    system.assert_books_balance().await;
+    system.stop().await;
+}
+
+#[tokio::test]
+async fn a_relay_batch_published_twice_before_its_delete_is_applied_once() {
+    // No relay for the order outbox: the test plays a relay that crashed between Kafka's
+    // acknowledgement and the delete, and then ran the same batch again.
+    let system = TestSystem::start_with(Options { order_relays: 0, inventory_relays: 1 }).await;
+    let before = system.stock("MUG-01").await;
+    let id = system.place("MUG-01", 5).await;
+
+    let mut conn = TestSystem::connect(&system.order_db).await;
+    let producer = platform::kafka::producer(&system.kafka).expect("producer");
+    let batch = relay::publisher::fetch_batch(&mut conn, 100).await.expect("batch");
+    assert_eq!(batch.len(), 1);
+    let first = relay::publisher::publish(&producer, &batch).await;
+    let again =
+        relay::publisher::publish(&producer, &relay::publisher::fetch_batch(&mut conn, 100).await.expect("batch"))
+            .await;
+    assert_eq!((first.len(), again.len()), (1, 1), "both runs acknowledged");
+    assert_eq!(relay::publisher::delete(&mut conn, &again).await.expect("delete"), 1);
+
+    assert_eq!(system.settled(&id).await["status"], "CONFIRMED");
+    eventually(1, || system.inventory_consumer.duplicates()).await;
+    let on_topic = kafka::read_topic(&system.kafka, &system.topics.orders, 2, Duration::from_secs(20)).await;
+    assert_eq!(on_topic.len(), 2, "the event was published twice");
+    assert_eq!(system.stock("MUG-01").await, before - 5, "and applied once");
+    system.assert_books_balance().await;
+    system.stop().await;
+}

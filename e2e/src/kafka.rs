@@ -24,12 +24,22 @@ pub async fn create_topics(settings: &KafkaSettings, names: &[&str]) {
 
 /// Reads `topic` from the beginning until `count` messages arrived or `timeout` passed.
 pub async fn read_topic(settings: &KafkaSettings, topic: &str, count: usize, timeout: Duration) -> Vec<OwnedMessage> {
+    read_topic_until(settings, topic, timeout, |messages| messages.len() >= count).await
+}
+
+/// Reads `topic` from the beginning until `done` says so or `timeout` passed.
+pub async fn read_topic_until(
+    settings: &KafkaSettings,
+    topic: &str,
+    timeout: Duration,
+    done: impl Fn(&[OwnedMessage]) -> bool,
+) -> Vec<OwnedMessage> {
     let group = format!("reader-{}", uuid::Uuid::new_v4().simple());
     let consumer: StreamConsumer = platform::kafka::consumer(settings, &group).expect("consumer");
     consumer.subscribe(&[topic]).expect("subscribe");
     let mut messages = Vec::new();
     let deadline = tokio::time::Instant::now() + timeout;
-    while messages.len() < count {
+    while !done(&messages) {
         match tokio::time::timeout_at(deadline, consumer.recv()).await {
             Ok(Ok(message)) => messages.push(message.detach()),
             Ok(Err(error)) => tracing::warn!(%error, "reader error"),

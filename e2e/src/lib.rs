@@ -32,17 +32,33 @@ pub fn kafka_settings() -> KafkaSettings {
     KafkaSettings { brokers, session_timeout_ms: 6_000, ..KafkaSettings::default() }
 }
 
-/// Which relays the system starts with.
-#[derive(Debug, Clone, Copy)]
+/// How the system starts.
+#[derive(Debug, Clone)]
 pub struct Options {
     /// Relay instances running for each outbox (0 lets a test drive the order outbox itself).
     pub order_relays: usize,
     pub inventory_relays: usize,
+    pub wait_budget_ms: u64,
+    pub gremlin: inventory::gremlin::Pattern,
+    pub admin_token: Option<String>,
+    pub admission: order::admission::AdmissionSettings,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { order_relays: 1, inventory_relays: 1 }
+        Self {
+            order_relays: 1,
+            inventory_relays: 1,
+            wait_budget_ms: 2_000,
+            gremlin: inventory::gremlin::Pattern::default(),
+            admin_token: None,
+            admission: order::admission::AdmissionSettings {
+                // Tests place many orders for one customer quickly.
+                per_customer_per_second: 10_000.0,
+                per_customer_burst: 10_000.0,
+                ..Default::default()
+            },
+        }
     }
 }
 
@@ -70,6 +86,7 @@ pub struct TestSystem {
     pub kafka: KafkaSettings,
     pub order_consumer: Arc<ConsumerStats>,
     pub inventory_consumer: Arc<ConsumerStats>,
+    pub gremlin: Arc<inventory::gremlin::Gremlin>,
     pub order_relays: Vec<RelayHandle>,
     pub inventory_relays: Vec<RelayHandle>,
     pub http: reqwest::Client,
@@ -100,6 +117,9 @@ impl TestSystem {
                 kafka: kafka.clone(),
                 topics: topics.clone(),
                 consumer_group: format!("{name}-order"),
+                wait_budget_ms: options.wait_budget_ms,
+                admission: options.admission.clone(),
+                admin: platform::admin::AdminSettings { token: options.admin_token.clone() },
             },
             shutdown.clone(),
         )
@@ -113,6 +133,8 @@ impl TestSystem {
                 kafka: kafka.clone(),
                 topics: topics.clone(),
                 consumer_group: format!("{name}-inventory"),
+                gremlin: options.gremlin,
+                admin: platform::admin::AdminSettings { token: options.admin_token.clone() },
             },
             shutdown.clone(),
         )
@@ -125,6 +147,7 @@ impl TestSystem {
             inventory_url: format!("http://127.0.0.1:{}", inventory.port()),
             order_consumer: order.consumer_stats(),
             inventory_consumer: inventory.consumer_stats(),
+            gremlin: inventory.gremlin(),
             services: vec![tokio::spawn(order.run_until_stopped()), tokio::spawn(inventory.run_until_stopped())],
             name,
             order_db,
@@ -181,10 +204,19 @@ impl TestSystem {
             .expect("order service answers")
     }
 
-    /// Places an order for one line and returns its id.
+    /// Places an order for one line without waiting for the outcome (`Prefer: wait=0`) and
+    /// returns its id.
     pub async fn place(&self, sku: &str, quantity: i64) -> String {
         let body = json!({"customer_id": "test-customer", "lines": [{"sku": sku, "quantity": quantity}]});
-        let response = self.post_order(&uuid::Uuid::new_v4().to_string(), &body).await;
+        let response = self
+            .http
+            .post(format!("{}/orders", self.order_url))
+            .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
+            .header("Prefer", "wait=0")
+            .json(&body)
+            .send()
+            .await
+            .expect("order service answers");
         assert_eq!(response.status(), 202, "order accepted");
         let order: Value = response.json().await.expect("json");
         order["id"].as_str().expect("id").to_owned()
@@ -192,8 +224,10 @@ impl TestSystem {
 
     pub async fn order(&self, id: &str) -> Value {
         let response = self.http.get(format!("{}/orders/{id}", self.order_url)).send().await.expect("answers");
-        assert_eq!(response.status(), 200, "order {id} exists");
-        response.json().await.expect("json")
+        let status = response.status();
+        let body: Value = response.json().await.expect("json");
+        assert_eq!(status, 200, "order {id}: {body}");
+        body
     }
 
     pub async fn cancel(&self, id: &str) -> reqwest::Response {

@@ -18,6 +18,13 @@ pub struct Settings {
     /// The consumer group that reads orders' events.
     #[serde(default = "default_group")]
     pub consumer_group: String,
+    /// The gremlin's pattern at start (`INVENTORY__GREMLIN__ENABLED=true`, `..__ONE_IN=4`,
+    /// `..__DELAY_MS=5000`); changeable at run time through `/admin/gremlin`.
+    #[serde(default)]
+    pub gremlin: crate::gremlin::Pattern,
+    /// `INVENTORY__ADMIN__TOKEN` enables `/admin/*`.
+    #[serde(default)]
+    pub admin: platform::admin::AdminSettings,
 }
 
 impl Settings {

@@ -1,20 +1,31 @@
 //! Applies orders' events to stock, inside the inbox transaction.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use diesel_async::AsyncPgConnection;
+use platform::crash::{self, InjectedFault};
 use relay::inbox::{HandleError, Handler};
 use schema::RawEnvelope;
 use schema::events::{OrderCancelled, OrderPlaced};
 
+use crate::gremlin::Gremlin;
 use crate::stock;
 
 pub struct OrderEvents {
     /// Where inventory's decisions are published.
     pub topic: String,
+    pub gremlin: Arc<Gremlin>,
 }
 
 #[async_trait]
 impl Handler for OrderEvents {
+    async fn before(&self, event: &RawEnvelope) {
+        if event.event_type == "OrderPlaced" {
+            self.gremlin.strike(&event.aggregate_id.to_string()).await;
+        }
+    }
+
     async fn handle(&self, conn: &mut AsyncPgConnection, event: &RawEnvelope) -> Result<(), HandleError> {
         let permanent = |e: schema::envelope::DecodeError| HandleError::Permanent(e.to_string());
         let trace = event.trace();
@@ -31,6 +42,11 @@ impl Handler for OrderEvents {
             }
             other => return Err(HandleError::Permanent(format!("unknown event type {other:?}"))),
         }
+        crash::point("inventory.before_commit")?;
         Ok(())
+    }
+
+    fn after_commit(&self) -> Result<(), InjectedFault> {
+        crash::point("inventory.after_commit_before_ack")
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod configuration;
 pub mod consumer;
+pub mod gremlin;
 pub mod routes;
 pub mod startup;
 pub mod stock;

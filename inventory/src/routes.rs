@@ -4,6 +4,12 @@ use actix_web::{HttpResponse, ResponseError, get, web};
 use platform::http::error_response;
 use schema::Sku;
 
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
+use platform::admin::Admin;
+
+use crate::gremlin::Pattern;
 use crate::startup::AppState;
 use crate::stock::{self, StockView};
 
@@ -44,8 +50,8 @@ impl ResponseError for ApiError {
 }
 
 /// Every product with its available stock.
-#[utoipa::path(responses((status = 200, body = [StockView])))]
-#[get("/stock")]
+#[utoipa::path(get, path = "/stock", responses((status = 200, body = [StockView])))]
+#[get("")]
 pub async fn list_stock(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let mut conn = state.pool.get().await?;
     Ok(HttpResponse::Ok().json(stock::list(&mut conn).await?))
@@ -53,10 +59,12 @@ pub async fn list_stock(state: web::Data<AppState>) -> Result<HttpResponse, ApiE
 
 /// One product's available stock.
 #[utoipa::path(
+    get,
+    path = "/stock/{sku}",
     params(("sku" = String, Path, description = "e.g. MUG-01")),
     responses((status = 200, body = StockView), (status = 400, description = "Malformed sku"), (status = 404, description = "Unknown sku"))
 )]
-#[get("/stock/{sku}")]
+#[get("/{sku}")]
 pub async fn get_stock(sku: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let sku = Sku::parse(&sku).map_err(|e| ApiError::BadSku(e.to_string()))?;
     let mut conn = state.pool.get().await?;
@@ -77,6 +85,35 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     let database =
         platform::health::database("inventory database", &state.pool, "SELECT 1 FROM products LIMIT 1").await;
     platform::health::response(&[database])
+}
+
+/// Holds a `/stock` reply when the gremlin's pattern makes its path slow.
+pub async fn gremlin_delay(
+    request: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    if let Some(state) = request.app_data::<web::Data<AppState>>() {
+        state.gremlin.strike(request.path()).await;
+    }
+    next.call(request).await
+}
+
+/// `GET /admin/gremlin`: the current pattern and how often it struck.
+pub async fn get_gremlin(_: Admin, state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().json(gremlin_body(&state))
+}
+
+/// `PUT /admin/gremlin` with a full pattern, e.g. `{"enabled": true, "one_in": 4, "delay_ms": 5000}`.
+pub async fn put_gremlin(_: Admin, state: web::Data<AppState>, pattern: web::Json<Pattern>) -> HttpResponse {
+    if let Err(problem) = pattern.validate() {
+        return error_response(actix_web::http::StatusCode::BAD_REQUEST, "invalid_pattern", problem);
+    }
+    state.gremlin.set(*pattern);
+    HttpResponse::Ok().json(gremlin_body(&state))
+}
+
+fn gremlin_body(state: &AppState) -> serde_json::Value {
+    serde_json::json!({ "pattern": state.gremlin.pattern(), "delays": state.gremlin.delays() })
 }
 
 #[derive(utoipa::OpenApi)]

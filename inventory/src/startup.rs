@@ -4,18 +4,19 @@
 use std::sync::Arc;
 
 use actix_web::dev::Server;
+use actix_web::middleware::from_fn;
 use actix_web::web;
 use anyhow::Context as _;
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 use platform::db::PgPool;
 use rdkafka::consumer::Consumer as _;
 use relay::inbox::{ConsumerStats, InboxConsumer};
-use schema::topics::Topics;
 use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi as _;
 
 use crate::configuration::Settings;
 use crate::consumer::OrderEvents;
+use crate::gremlin::Gremlin;
 use crate::routes;
 
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/inventory");
@@ -23,7 +24,7 @@ pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/inve
 /// What request handlers share.
 pub struct AppState {
     pub pool: PgPool,
-    pub topics: Topics,
+    pub gremlin: Arc<Gremlin>,
 }
 
 pub struct Application {
@@ -31,6 +32,7 @@ pub struct Application {
     server: Server,
     consumer: InboxConsumer<OrderEvents>,
     shutdown: CancellationToken,
+    gremlin: Arc<Gremlin>,
 }
 
 impl Application {
@@ -42,22 +44,28 @@ impl Application {
         };
         let kafka = platform::kafka::consumer(&settings.kafka, &settings.consumer_group)?;
         kafka.subscribe(&[&settings.topics.orders]).context("subscribing to order events")?;
-        let consumer =
-            InboxConsumer::new(kafka, pool.clone(), OrderEvents { topic: settings.topics.inventory.clone() });
+        let gremlin = Arc::new(Gremlin::new(settings.gremlin));
+        let handler = OrderEvents { topic: settings.topics.inventory.clone(), gremlin: Arc::clone(&gremlin) };
+        let consumer = InboxConsumer::new(kafka, pool.clone(), handler);
 
         let listener = platform::service::bind(&settings.http)?;
         let port = platform::service::port_of(&listener);
-        let state = web::Data::new(AppState { pool, topics: settings.topics.clone() });
+        let state = web::Data::new(AppState { pool, gremlin: Arc::clone(&gremlin) });
+        let admin = settings.admin.clone();
         let server = platform::service::http_server(listener, settings.http.workers, move |config| {
             config.app_data(state.clone());
-            configure_routes(config);
+            configure_routes(config, &admin);
         })?;
         tracing::info!(port, "inventory service listening");
-        Ok(Some(Self { port, server, consumer, shutdown }))
+        Ok(Some(Self { port, server, consumer, shutdown, gremlin }))
     }
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    pub fn gremlin(&self) -> Arc<Gremlin> {
+        Arc::clone(&self.gremlin)
     }
 
     pub fn consumer_stats(&self) -> Arc<ConsumerStats> {
@@ -74,11 +82,20 @@ impl Application {
     }
 }
 
-fn configure_routes(config: &mut web::ServiceConfig) {
+fn configure_routes(config: &mut web::ServiceConfig, admin: &platform::admin::AdminSettings) {
     config
-        .service(routes::list_stock)
-        .service(routes::get_stock)
+        .service(
+            web::scope("/stock")
+                .wrap(from_fn(routes::gremlin_delay))
+                .service(routes::list_stock)
+                .service(routes::get_stock),
+        )
         .service(routes::live)
         .service(routes::ready)
         .route("/openapi.json", web::get().to(|| async { web::Json(routes::ApiDoc::openapi()) }));
+    platform::admin::configure(config, admin, |admin| {
+        admin
+            .route("/gremlin", web::get().to(routes::get_gremlin))
+            .route("/gremlin", web::put().to(routes::put_gremlin));
+    });
 }

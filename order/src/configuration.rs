@@ -18,6 +18,15 @@ pub struct Settings {
     /// The consumer group that reads inventory's decisions.
     #[serde(default = "default_group")]
     pub consumer_group: String,
+    /// How long `POST /orders` waits for the outcome before answering 202; a client may ask
+    /// for less with `Prefer: wait=N`, never for more.
+    #[serde(default = "default_wait_budget_ms")]
+    pub wait_budget_ms: u64,
+    #[serde(default)]
+    pub admission: crate::admission::AdmissionSettings,
+    /// `ORDER__ADMIN__TOKEN` enables `/admin/*`.
+    #[serde(default)]
+    pub admin: platform::admin::AdminSettings,
 }
 
 impl Settings {
@@ -32,6 +41,10 @@ fn default_http() -> HttpSettings {
 
 fn default_database() -> DatabaseSettings {
     DatabaseSettings { url: "postgres://postgres@127.0.0.1:5432/orders".into(), pool_size: 16 }
+}
+
+fn default_wait_budget_ms() -> u64 {
+    2_000
 }
 
 fn default_group() -> String {

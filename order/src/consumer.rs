@@ -40,4 +40,8 @@ impl Handler for InventoryEvents {
         }
         Ok(())
     }
+
+    fn after_commit(&self) -> Result<(), platform::crash::InjectedFault> {
+        platform::crash::point("order.consumer.after_commit_before_ack")
+    }
 }

@@ -23,6 +23,10 @@ pub enum ApiError {
     Database(#[from] diesel::result::Error),
     #[error("no database connection: {0}")]
     Pool(#[from] diesel_async::pooled_connection::deadpool::PoolError),
+    #[error("customer {customer} is over the rate limit")]
+    RateLimited { customer: String, retry_after: std::time::Duration },
+    #[error(transparent)]
+    Injected(#[from] platform::crash::InjectedFault),
 }
 
 impl ResponseError for ApiError {
@@ -31,7 +35,8 @@ impl ResponseError for ApiError {
             Self::Validation(_) | Self::IdempotencyKey => StatusCode::BAD_REQUEST,
             Self::KeyReused { .. } | Self::NotCancellable(_) => StatusCode::CONFLICT,
             Self::NotFound => StatusCode::NOT_FOUND,
-            Self::Database(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Database(_) | Self::Injected(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Pool(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -68,7 +73,18 @@ impl ResponseError for ApiError {
                     other => format!("an order in status {other} cannot be cancelled"),
                 },
             ),
-            Self::Database(_) => {
+            Self::RateLimited { retry_after, .. } => {
+                let mut response = error_response(
+                    status,
+                    "rate_limited",
+                    "too many orders from this customer in a short time; retry after the delay in Retry-After",
+                );
+                response
+                    .headers_mut()
+                    .insert(actix_web::http::header::RETRY_AFTER, crate::admission::retry_after(*retry_after));
+                response
+            }
+            Self::Database(_) | Self::Injected(_) => {
                 tracing::error!(error = %self, "request failed");
                 error_response(status, "internal", "something went wrong on our side; retrying is safe")
             }

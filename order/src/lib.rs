@@ -1,6 +1,7 @@
 //! The order service: takes orders over HTTP, writes them with an `OrderPlaced` event in one
 //! transaction, and applies inventory's decisions from `inventory.events`.
 
+pub mod admission;
 pub mod configuration;
 pub mod consumer;
 pub mod domain;
@@ -10,3 +11,4 @@ pub mod repository;
 pub mod routes;
 pub mod startup;
 pub mod view;
+pub mod waiters;

@@ -23,6 +23,7 @@ async fn main() -> anyhow::Result<()> {
     platform::telemetry::init();
     let command = Cli::parse().command.unwrap_or(Command::Serve);
     let settings = Settings::load()?;
+    platform::crash::arm_from_env()?;
     match command {
         Command::Migrate => {
             let applied = platform::db::run_migrations(&settings.database.url, MIGRATIONS).await?;

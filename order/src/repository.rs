@@ -38,17 +38,17 @@ struct OrderRow {
     updated_at: DateTime<Utc>,
 }
 
-/// Writes the order, its lines, its first history entry and `OrderPlaced`, in one
+/// Writes the order (as `id`), its lines, its first history entry and `OrderPlaced`, in one
 /// transaction, unless the idempotency key was used before.
 #[tracing::instrument(skip_all, err)]
 pub async fn place(
     conn: &mut AsyncPgConnection,
+    id: OrderId,
     idempotency_key: &str,
     order: &PlaceOrder,
     trace: &Trace,
     topic: &str,
 ) -> QueryResult<Placement> {
-    let id = OrderId::new();
     let fingerprint = order.fingerprint();
     let created = conn
         .transaction::<_, diesel::result::Error, _>(async |conn| {

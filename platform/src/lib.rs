@@ -2,7 +2,9 @@
 //! migrations, Kafka client factories, and the shutdown signal. Nothing here knows about
 //! orders or stock.
 
+pub mod admin;
 pub mod config;
+pub mod crash;
 pub mod db;
 pub mod health;
 pub mod http;

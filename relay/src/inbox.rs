@@ -10,8 +10,9 @@
 //!   backoff until it succeeds or shutdown is requested; the offset is not stored meanwhile,
 //!   so nothing is lost if the process stops.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -21,17 +22,30 @@ use diesel_async::{AsyncConnection as _, AsyncPgConnection, RunQueryDsl};
 use platform::db::PgPool;
 use rdkafka::Message as _;
 use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
-use rdkafka::message::BorrowedMessage;
+use rdkafka::message::OwnedMessage;
 use schema::RawEnvelope;
 use schema::tables::messaging::inbox;
+use tokio::sync::{Semaphore, oneshot};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::offsets::OffsetTracker;
 pub use crate::stats::ConsumerStats;
 
 /// What a service does with one event, inside the transaction that records it in the inbox.
 #[async_trait]
 pub trait Handler: Send + Sync + 'static {
+    /// Runs before the transaction; may take its time (the gremlin sleeps here) without
+    /// holding a connection or locks.
+    async fn before(&self, _event: &RawEnvelope) {}
+
     async fn handle(&self, conn: &mut AsyncPgConnection, event: &RawEnvelope) -> Result<(), HandleError>;
+
+    /// Runs after the transaction committed, before the offset is stored: the place of the
+    /// service's `*.after_commit_before_ack` crash point.
+    fn after_commit(&self) -> Result<(), platform::crash::InjectedFault> {
+        Ok(())
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +54,9 @@ pub enum HandleError {
     Database(#[from] diesel::result::Error),
     #[error("no database connection: {0}")]
     Unavailable(String),
+    /// A crash point set to `error`: the transaction rolls back and the event is retried.
+    #[error(transparent)]
+    Injected(#[from] platform::crash::InjectedFault),
     /// The event can never be applied (unknown type, bad payload, broken invariant).
     #[error("{0}")]
     Permanent(String),
@@ -63,7 +80,7 @@ impl HandleError {
                 | diesel::result::Error::DeserializationError(_)
                 | diesel::result::Error::SerializationError(_),
             ) => false,
-            Self::Database(_) | Self::Unavailable(_) => true,
+            Self::Database(_) | Self::Unavailable(_) | Self::Injected(_) => true,
         }
     }
 }
@@ -112,50 +129,133 @@ pub async fn apply_once<H: Handler>(
     .await
 }
 
+/// How many events one consumer handles at once (across all its partitions).
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 64;
+
 /// A Kafka consumer bound to a database and a handler.
+///
+/// Events are handled concurrently, up to `max_in_flight`, except that the events of one
+/// order (one Kafka key) are handled one after the other, in partition order: a slow order
+/// delays only itself. Offsets are stored by an [`OffsetTracker`], never past an unfinished
+/// event.
 pub struct InboxConsumer<H> {
+    shared: Arc<Shared<H>>,
+    max_in_flight: usize,
+}
+
+struct Shared<H> {
     consumer: StreamConsumer,
     pool: PgPool,
     handler: H,
     stats: Arc<ConsumerStats>,
+    offsets: Mutex<OffsetTracker>,
+    chains: Mutex<HashMap<Vec<u8>, ChainLink>>,
 }
 
 impl<H: Handler> InboxConsumer<H> {
     /// `consumer` must already be subscribed to its topics.
     pub fn new(consumer: StreamConsumer, pool: PgPool, handler: H) -> Self {
-        Self { consumer, pool, handler, stats: Arc::default() }
+        let shared = Shared {
+            consumer,
+            pool,
+            handler,
+            stats: Arc::default(),
+            offsets: Mutex::default(),
+            chains: Mutex::default(),
+        };
+        Self { shared: Arc::new(shared), max_in_flight: DEFAULT_MAX_IN_FLIGHT }
+    }
+
+    pub fn with_max_in_flight(mut self, max_in_flight: usize) -> Self {
+        self.max_in_flight = max_in_flight.max(1);
+        self
     }
 
     pub fn stats(&self) -> Arc<ConsumerStats> {
-        Arc::clone(&self.stats)
+        Arc::clone(&self.shared.stats)
     }
 
-    /// Consumes until `shutdown`; the message in hand is finished first, then the stored
-    /// offsets are committed.
+    /// Consumes until `shutdown`; events in hand are finished first, then the stored offsets
+    /// are committed.
     pub async fn run(self, shutdown: CancellationToken) {
+        let permits = Arc::new(Semaphore::new(self.max_in_flight));
+        let mut tasks = JoinSet::new();
+        let mut generation = 0u64;
         loop {
+            let permit = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break,
+                permit = Arc::clone(&permits).acquire_owned() => permit,
+            };
+            let Ok(permit) = permit else { break };
             let message = tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
-                message = self.consumer.recv() => message,
+                message = self.shared.consumer.recv() => message,
             };
-            match message {
-                Ok(message) => self.process(&message, &shutdown).await,
+            let message = match message {
+                Ok(message) => message.detach(),
                 Err(error) => {
                     tracing::warn!(%error, "kafka consumer error; continuing");
                     tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
                 }
-            }
+            };
+            generation += 1;
+            let (previous, done) = self.shared.chain(&message, generation);
+            let shared = Arc::clone(&self.shared);
+            let shutdown = shutdown.clone();
+            tasks.spawn(async move {
+                if let Some(previous) = previous {
+                    let _ = previous.await; // the previous event of this order finished (or was dropped)
+                }
+                shared.process(&message, &shutdown).await;
+                shared.unchain(&message, generation);
+                drop(done);
+                drop(permit);
+            });
+            while tasks.try_join_next().is_some() {}
         }
-        if let Err(error) = self.consumer.commit_consumer_state(CommitMode::Sync) {
+        while tasks.join_next().await.is_some() {}
+        if let Err(error) = self.shared.consumer.commit_consumer_state(CommitMode::Sync) {
             // Nothing stored since the last commit, or the broker is gone: the events
             // will be redelivered and recognised as duplicates.
             tracing::info!(%error, "final offset commit did not happen");
         }
     }
+}
+
+impl<H: Handler> Shared<H> {
+    /// Registers `message` as the latest event of its order; returns what it must wait for
+    /// and the signal it gives when done.
+    fn chain(&self, message: &OwnedMessage, generation: u64) -> (Option<oneshot::Receiver<()>>, oneshot::Sender<()>) {
+        lock(&self.offsets).begin(message.topic(), message.partition(), message.offset());
+        let (done, finished) = oneshot::channel();
+        let key = message.key().unwrap_or_default().to_vec();
+        let previous = lock(&self.chains).insert(key, (generation, finished)).map(|(_, rx)| rx);
+        (previous, done)
+    }
+
+    /// Forgets the order's chain if no later event joined it, and stores the offset.
+    fn unchain(&self, message: &OwnedMessage, generation: u64) {
+        let key = message.key().unwrap_or_default();
+        let mut chains = lock(&self.chains);
+        if chains.get(key).is_some_and(|(g, _)| *g == generation) {
+            chains.remove(key);
+        }
+        drop(chains);
+        let safe = lock(&self.offsets).finish(message.topic(), message.partition(), message.offset());
+        if let Some(offset) = safe
+            && let Err(error) = self.consumer.store_offset(message.topic(), message.partition(), offset)
+        {
+            // The partition was probably reassigned; its new owner will redeliver, and
+            // the inbox recognises what was already applied.
+            tracing::debug!(%error, "cannot store offset");
+        }
+    }
 
     #[tracing::instrument(skip_all, fields(topic = message.topic(), partition = message.partition(), offset = message.offset(), event_id, event_type, order_id, correlation_id))]
-    async fn process(&self, message: &BorrowedMessage<'_>, shutdown: &CancellationToken) {
+    async fn process(&self, message: &OwnedMessage, shutdown: &CancellationToken) {
         let from =
             Coordinates { topic: message.topic().to_owned(), partition: message.partition(), offset: message.offset() };
         match RawEnvelope::from_slice(message.payload().unwrap_or_default()) {
@@ -165,22 +265,18 @@ impl<H: Handler> InboxConsumer<H> {
                 span.record("event_type", event.event_type.as_str());
                 span.record("order_id", tracing::field::display(event.aggregate_id));
                 span.record("correlation_id", event.correlation_id.as_str());
-                if !self.apply_with_retry(&event, &from, shutdown).await {
-                    return; // shutting down mid-retry: leave the offset, it will be redelivered
-                }
+                self.handler.before(&event).await;
+                self.apply_with_retry(&event, &from, shutdown).await;
             }
             Err(error) => {
                 self.stats.failed.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(%error, "unreadable event skipped");
             }
         }
-        if let Err(error) = self.consumer.store_offset_from_message(message) {
-            tracing::warn!(%error, "cannot store offset; the event may be redelivered");
-        }
     }
 
-    /// Returns false if shutdown interrupted a retry before the event was applied.
-    async fn apply_with_retry(&self, event: &RawEnvelope, from: &Coordinates, shutdown: &CancellationToken) -> bool {
+    /// Applies the event, retrying transient failures until it succeeds or shutdown comes.
+    async fn apply_with_retry(&self, event: &RawEnvelope, from: &Coordinates, shutdown: &CancellationToken) {
         let mut delay = Duration::from_millis(100);
         loop {
             let result = match self.pool.get().await {
@@ -188,20 +284,24 @@ impl<H: Handler> InboxConsumer<H> {
                 Err(error) => Err(HandleError::Unavailable(error.to_string())),
             };
             match result {
-                Ok(Outcome::Processed) => {
-                    self.stats.processed.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!("event processed");
-                    return true;
-                }
-                Ok(Outcome::Duplicate) => {
-                    self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!("duplicate event skipped");
-                    return true;
+                Ok(outcome) => {
+                    let counter = match outcome {
+                        Outcome::Processed => &self.stats.processed,
+                        Outcome::Duplicate => &self.stats.duplicates,
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(?outcome, "event handled");
+                    match self.handler.after_commit() {
+                        Ok(()) => return,
+                        // The effect is committed but not acknowledged: handle the event
+                        // again, as a redelivery would, and the inbox recognises it.
+                        Err(fault) => tracing::warn!(%fault, "acknowledgement failed; handling the event again"),
+                    }
                 }
                 Err(error) if error.is_transient() => {
                     tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "event not applied yet; retrying");
                     tokio::select! {
-                        () = shutdown.cancelled() => return false,
+                        () = shutdown.cancelled() => return,
                         () = tokio::time::sleep(delay) => {}
                     }
                     delay = (delay * 2).min(Duration::from_secs(5));
@@ -209,9 +309,19 @@ impl<H: Handler> InboxConsumer<H> {
                 Err(error) => {
                     self.stats.failed.fetch_add(1, Ordering::Relaxed);
                     tracing::error!(%error, "event cannot be applied; skipped");
-                    return true;
+                    return;
                 }
             }
         }
     }
+}
+
+/// Per order key: which task is the latest of its chain (by generation), and the signal it
+/// gives when done, which the next event of the same order awaits.
+type ChainLink = (u64, oneshot::Receiver<()>);
+
+/// A poisoned lock only means another task panicked mid-update of plain bookkeeping; the
+/// data is still usable.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }

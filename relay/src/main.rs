@@ -39,6 +39,7 @@ fn default_outboxes() -> BTreeMap<String, String> {
 async fn main() -> anyhow::Result<()> {
     platform::telemetry::init();
     let settings: Settings = platform::config::load("RELAY")?;
+    platform::crash::arm_from_env()?;
     let shutdown = platform::shutdown::on_signal();
     let producer = platform::kafka::producer(&settings.kafka)?;
 

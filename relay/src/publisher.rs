@@ -76,6 +76,8 @@ pub enum RelayError {
     Connect(#[from] ConnectionError),
     #[error("outbox database: {0}")]
     Query(#[from] diesel::result::Error),
+    #[error(transparent)]
+    Injected(#[from] platform::crash::InjectedFault),
 }
 
 /// Relays one database's outbox to Kafka.
@@ -186,6 +188,8 @@ impl OutboxRelay {
             return Ok(0);
         }
         let acked = publish(&self.producer, &rows).await;
+        // Published and acknowledged, not yet deleted: a crash here re-publishes the batch.
+        platform::crash::point("relay.after_publish_before_delete")?;
         let deleted = delete(conn, &acked).await?;
         self.stats.published.fetch_add(acked.len() as u64, Ordering::Relaxed);
         self.stats.batches.fetch_add(1, Ordering::Relaxed);

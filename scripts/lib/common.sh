@@ -100,3 +100,15 @@ ensure_packages() {
     DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
   fi
 }
+
+# Prints the path of diesel_cli (for `print-schema`), installing it into the cache if missing.
+DIESEL_VERSION=2.3.4
+diesel_bin() {
+  local installed="$CACHE/diesel_cli/bin/diesel"
+  if [ -x "$installed" ]; then echo "$installed"; return; fi
+  log "installing diesel_cli $DIESEL_VERSION (a few minutes, once per machine)"
+  CARGO_TARGET_DIR="$CACHE/diesel-build" cargo install diesel_cli --version "$DIESEL_VERSION" --locked \
+    --no-default-features --features postgres --root "$CACHE/diesel_cli" >&2 || die "diesel_cli install failed"
+  rm -rf "$CACHE/diesel-build"
+  echo "$installed"
+}

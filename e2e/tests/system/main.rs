@@ -1,7 +1,10 @@
 //! System tests: the order, inventory and relay processes together on the real Postgres and
 //! the real broker. Each test has its own databases, topics and consumer groups.
 
+mod admin;
 mod api;
+mod bounded_wait;
+mod crash_points;
 mod happy_path;
 mod idempotency;
 mod load;

@@ -33,7 +33,7 @@ async fn an_order_placed_event_delivered_twice_deducts_stock_once_and_counts_a_d
 async fn a_relay_batch_published_twice_before_its_delete_is_applied_once() {
     // No relay for the order outbox: the test plays a relay that crashed between Kafka's
     // acknowledgement and the delete, and then ran the same batch again.
-    let system = TestSystem::start_with(Options { order_relays: 0, inventory_relays: 1 }).await;
+    let system = TestSystem::start_with(Options { order_relays: 0, ..Options::default() }).await;
     let before = system.stock("MUG-01").await;
     let id = system.place("MUG-01", 5).await;
 

@@ -1,12 +1,14 @@
 //! `/orders`: place, read, list and cancel orders.
 
-use actix_web::http::header;
+use std::time::{Duration, Instant};
+
+use actix_web::http::header::{self, HeaderMap};
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use schema::OrderId;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::domain::PlaceOrder;
+use crate::domain::{OrderStatus, PlaceOrder};
 use crate::error::ApiError;
 use crate::repository::{self, Cancellation, Placement};
 use crate::startup::AppState;
@@ -32,43 +34,133 @@ pub struct PlaceOrderLine {
 }
 
 /// Places an order. The order is written with an `OrderPlaced` event in one transaction;
-/// inventory confirms or rejects it asynchronously.
+/// then the request waits up to its budget (default 2 s, `Prefer: wait=N` for less) for
+/// inventory's decision.
 #[utoipa::path(
+    post,
+    path = "/orders",
     request_body = PlaceOrderRequest,
-    params(("Idempotency-Key" = String, Header, description = "Unique per order; resend it to retry safely")),
+    params(
+        ("Idempotency-Key" = String, Header, description = "Unique per order; resend it to retry safely"),
+        ("Prefer" = Option<String>, Header, description = "wait=N: wait at most N seconds for the outcome (RFC 7240)"),
+    ),
     responses(
-        (status = 202, description = "Accepted; follow Location for the outcome", body = OrderView),
+        (status = 201, description = "Decided within the wait: CONFIRMED or REJECTED", body = OrderView),
+        (status = 202, description = "Accepted and safe, still PENDING; follow Location", body = OrderView),
         (status = 400, description = "Invalid body or missing Idempotency-Key"),
         (status = 409, description = "Idempotency-Key already used for a different request"),
+        (status = 429, description = "Too many orders from this customer; see Retry-After"),
+        (status = 503, description = "Overloaded; see Retry-After"),
     )
 )]
-#[post("/orders")]
+#[post("")]
 pub async fn place_order(
     request: HttpRequest,
     body: web::Json<serde_json::Value>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    let started = Instant::now();
     let key = idempotency_key(&request)?;
     let order = PlaceOrder::parse(&body).map_err(ApiError::Validation)?;
+    state
+        .rate_limiter
+        .admit(&order.customer_id, started)
+        .map_err(|retry_after| ApiError::RateLimited { customer: order.customer_id.clone(), retry_after })?;
+    let (budget, preference) = wait_budget(request.headers(), state.wait_budget);
     let trace = platform::http::trace_of(request.headers());
-    let mut conn = state.pool.get().await?;
-    match repository::place(&mut conn, key, &order, &trace, &state.topics.orders).await? {
+
+    let id = OrderId::new();
+    // Registered before the write, so that a decision committed at any moment wakes us.
+    let mut waiter = state.waiters.register(id.0);
+    let placement = {
+        let mut conn = state.pool.get().await?;
+        repository::place(&mut conn, id, key, &order, &trace, &state.topics.orders).await?
+    };
+    platform::crash::point("order.after_commit_before_reply")?;
+    let (mut view, replayed) = match placement {
         Placement::Created(view) => {
             tracing::info!(order_id = %view.id, correlation_id = %view.correlation_id, "order accepted");
-            Ok(accepted(&view, false))
+            (view, false)
         }
-        Placement::Replayed(view) => Ok(accepted(&view, true)),
-        Placement::KeyReused { existing } => Err(ApiError::KeyReused { existing: existing.0 }),
+        Placement::Replayed(view) => {
+            waiter = state.waiters.register(view.id);
+            (reread(&state, view.id, Duration::from_secs(1)).await.unwrap_or(view), true)
+        }
+        Placement::KeyReused { existing } => return Err(ApiError::KeyReused { existing: existing.0 }),
+    };
+    while !is_terminal(&view) {
+        let remaining = budget.saturating_sub(started.elapsed());
+        if remaining.is_zero() {
+            break;
+        }
+        waiter.changed_within(remaining).await;
+        let remaining = budget.saturating_sub(started.elapsed()).max(REREAD_MARGIN);
+        view = reread(&state, view.id, remaining).await.unwrap_or(view);
+    }
+    Ok(reply(view, replayed, preference))
+}
+
+/// The longest a re-read after the wait may add to a request's budget.
+const REREAD_MARGIN: Duration = Duration::from_millis(100);
+
+/// Reads the order again, giving up after `within`.
+async fn reread(state: &AppState, id: uuid::Uuid, within: Duration) -> Option<OrderView> {
+    let read = async {
+        let mut conn = state.pool.get().await.ok()?;
+        repository::find(&mut conn, OrderId(id)).await.ok().flatten()
+    };
+    tokio::time::timeout(within, read).await.ok().flatten()
+}
+
+fn is_terminal(view: &OrderView) -> bool {
+    OrderStatus::parse(&view.status).is_some_and(OrderStatus::is_terminal)
+}
+
+/// The budget for this request: the configured one, or less if the client prefers
+/// (`Prefer: wait=N`, N in seconds). Returns the preference to echo in `Preference-Applied`.
+fn wait_budget(headers: &HeaderMap, configured: Duration) -> (Duration, Option<String>) {
+    let asked = headers
+        .get_all("prefer")
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split([',', ';']))
+        .filter_map(|token| token.trim().strip_prefix("wait="))
+        .find_map(|n| n.trim().parse::<f64>().ok().filter(|n| n.is_finite() && *n >= 0.0));
+    match asked {
+        Some(seconds) => {
+            let budget = Duration::from_secs_f64(seconds).min(configured);
+            (budget, Some(format!("wait={}", budget.as_secs_f64())))
+        }
+        None => (configured, None),
     }
 }
 
-fn accepted(view: &OrderView, replayed: bool) -> HttpResponse {
-    let mut response = HttpResponse::Accepted();
+/// What `POST /orders` answers: the order, and for a pending one a word for the shopper.
+#[derive(Serialize)]
+struct Placed {
+    #[serde(flatten)]
+    order: OrderView,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<String>,
+}
+
+fn reply(view: OrderView, replayed: bool, preference: Option<String>) -> HttpResponse {
+    let terminal = is_terminal(&view);
+    let mut response = if terminal { HttpResponse::Created() } else { HttpResponse::Accepted() };
     response.insert_header((header::LOCATION, format!("/orders/{}", view.id)));
     if replayed {
         response.insert_header(("Idempotent-Replayed", "true"));
     }
-    response.json(view)
+    if let Some(preference) = preference {
+        response.insert_header(("Preference-Applied", preference));
+    }
+    let message = (!terminal).then(|| {
+        format!(
+            "Your order is safely recorded. Inventory is taking longer than usual to confirm it; it will \
+             complete on its own, so there is no need to order again. Follow its status at /orders/{}.",
+            view.id
+        )
+    });
+    response.json(Placed { order: view, message })
 }
 
 fn idempotency_key(request: &HttpRequest) -> Result<&str, ApiError> {
@@ -83,10 +175,12 @@ fn idempotency_key(request: &HttpRequest) -> Result<&str, ApiError> {
 
 /// One order with its lines and full status history.
 #[utoipa::path(
+    get,
+    path = "/orders/{id}",
     params(("id" = uuid::Uuid, Path, description = "Order id")),
     responses((status = 200, body = OrderView), (status = 404, description = "No such order"))
 )]
-#[get("/orders/{id}")]
+#[get("/{id}")]
 pub async fn get_order(id: web::Path<uuid::Uuid>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let mut conn = state.pool.get().await?;
     let view = repository::find(&mut conn, OrderId(*id)).await?.ok_or(ApiError::NotFound)?;
@@ -100,8 +194,8 @@ pub struct ListQuery {
 }
 
 /// The most recent orders, newest first.
-#[utoipa::path(params(ListQuery), responses((status = 200, body = [OrderView]), (status = 400, description = "Bad limit")))]
-#[get("/orders")]
+#[utoipa::path(get, path = "/orders", params(ListQuery), responses((status = 200, body = [OrderView]), (status = 400, description = "Bad limit")))]
+#[get("")]
 pub async fn list_orders(query: web::Query<ListQuery>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let limit = query.limit.unwrap_or(20);
     if !(1..=100).contains(&limit) {
@@ -116,6 +210,8 @@ pub async fn list_orders(query: web::Query<ListQuery>, state: web::Data<AppState
 /// Cancels a pending or confirmed order: inventory releases its stock and the order ends
 /// CANCELLED. Cancelling an order that is already being cancelled is harmless.
 #[utoipa::path(
+    post,
+    path = "/orders/{id}/cancel",
     params(("id" = uuid::Uuid, Path, description = "Order id")),
     responses(
         (status = 202, description = "Cancellation under way", body = OrderView),
@@ -123,7 +219,7 @@ pub async fn list_orders(query: web::Query<ListQuery>, state: web::Data<AppState
         (status = 409, description = "Rejected or already cancelled"),
     )
 )]
-#[post("/orders/{id}/cancel")]
+#[post("/{id}/cancel")]
 pub async fn cancel_order(
     request: HttpRequest,
     id: web::Path<uuid::Uuid>,
@@ -135,5 +231,29 @@ pub async fn cancel_order(
         Cancellation::Requested(view) | Cancellation::AlreadyRequested(view) => Ok(HttpResponse::Accepted().json(view)),
         Cancellation::NotCancellable(status) => Err(ApiError::NotCancellable(status)),
         Cancellation::NotFound => Err(ApiError::NotFound),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::http::header::{HeaderName, HeaderValue};
+
+    use super::*;
+
+    fn prefer(value: &'static str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(HeaderName::from_static("prefer"), HeaderValue::from_static(value));
+        headers
+    }
+
+    #[test]
+    fn a_client_may_shorten_the_wait_but_never_lengthen_it() {
+        let two = Duration::from_secs(2);
+        assert_eq!(wait_budget(&HeaderMap::new(), two), (two, None));
+        assert_eq!(wait_budget(&prefer("wait=0"), two).0, Duration::ZERO);
+        assert_eq!(wait_budget(&prefer("respond-async, wait=1"), two).0, Duration::from_secs(1));
+        assert_eq!(wait_budget(&prefer("wait=30"), two).0, two);
+        assert_eq!(wait_budget(&prefer("wait=soon"), two), (two, None));
+        assert_eq!(wait_budget(&prefer("wait=-1"), two), (two, None));
     }
 }

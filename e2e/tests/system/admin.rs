@@ -1,0 +1,125 @@
+//! Admin endpoints are off unless a token is configured, and need it when on.
+
+use e2e::{Options, TestSystem};
+use serde_json::{Value, json};
+
+#[tokio::test]
+async fn without_a_configured_token_there_are_no_admin_endpoints() {
+    let system = TestSystem::start().await;
+    let response = system
+        .http
+        .get(format!("{}/admin/gremlin", system.inventory_url))
+        .bearer_auth("anything")
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(response.status(), 404);
+    let response = system.http.get(format!("{}/admin/crash-points", system.order_url)).send().await.expect("answers");
+    assert_eq!(response.status(), 404);
+    system.stop().await;
+}
+
+#[tokio::test]
+async fn a_wrong_or_missing_token_is_refused_and_changes_nothing() {
+    let system = TestSystem::start_with(Options { admin_token: Some("s3cret".into()), ..Options::default() }).await;
+    let url = format!("{}/admin/gremlin", system.inventory_url);
+    let slow = json!({"enabled": true, "one_in": 1, "delay_ms": 100});
+
+    for request in [
+        system.http.put(&url).json(&slow),
+        system.http.put(&url).bearer_auth("wrong").json(&slow),
+        system.http.put(&url).header("Authorization", "s3cret").json(&slow),
+    ] {
+        let response = request.send().await.expect("answers");
+        assert_eq!(response.status(), 401);
+        assert_eq!(response.headers().get("www-authenticate").map(|v| v.as_bytes()), Some(&b"Bearer"[..]));
+    }
+    assert!(!system.gremlin.pattern().enabled, "state unchanged");
+
+    let response = system.http.put(&url).bearer_auth("s3cret").json(&slow).send().await.expect("answers");
+    assert_eq!(response.status(), 200);
+    assert!(system.gremlin.pattern().enabled);
+    let current: Value =
+        system.http.get(&url).bearer_auth("s3cret").send().await.expect("answers").json().await.expect("json");
+    assert_eq!(current["pattern"], slow);
+
+    let invalid = system
+        .http
+        .put(&url)
+        .bearer_auth("s3cret")
+        .json(&json!({"enabled": true, "one_in": 0, "delay_ms": 1}))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(invalid.status(), 400);
+    system.stop().await;
+}
+
+#[tokio::test]
+async fn crash_points_are_listed_and_armed_through_the_admin_endpoint() {
+    let system = TestSystem::start_with(Options { admin_token: Some("t".into()), ..Options::default() }).await;
+    let url = format!("{}/admin/crash-points", system.order_url);
+
+    let points: Value =
+        system.http.get(&url).bearer_auth("t").send().await.expect("answers").json().await.expect("json");
+    assert_eq!(points["order.after_commit_before_reply"], "off");
+
+    let unknown = system
+        .http
+        .put(format!("{url}/no.such.point"))
+        .bearer_auth("t")
+        .json(&json!({"action": "abort"}))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(unknown.status(), 404);
+    let bad = system
+        .http
+        .put(format!("{url}/relay.after_publish_before_delete"))
+        .bearer_auth("t")
+        .json(&json!({"action": "explode"}))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(bad.status(), 400);
+    let unauthorized = system
+        .http
+        .put(format!("{url}/relay.after_publish_before_delete"))
+        .json(&json!({"action": "abort"}))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(unauthorized.status(), 401);
+    system.stop().await;
+}
+
+#[tokio::test]
+async fn a_customer_over_the_rate_limit_gets_429_with_retry_after() {
+    let admission = order::admission::AdmissionSettings {
+        per_customer_per_second: 1.0,
+        per_customer_burst: 2.0,
+        max_in_flight: 100,
+    };
+    let system = TestSystem::start_with(Options { admission, ..Options::default() }).await;
+    let body = json!({"customer_id": "greedy", "lines": [{"sku": "MUG-01", "quantity": 1}]});
+    let mut statuses = Vec::new();
+    for i in 0..3 {
+        let response = system
+            .http
+            .post(format!("{}/orders", system.order_url))
+            .header("Idempotency-Key", format!("r{i}"))
+            .header("Prefer", "wait=0")
+            .json(&body)
+            .send()
+            .await
+            .expect("answers");
+        if response.status() == 429 {
+            assert_eq!(response.headers().get("retry-after").map(|v| v.as_bytes()), Some(&b"1"[..]));
+        }
+        statuses.push(response.status().as_u16());
+    }
+    assert_eq!(statuses, [202, 202, 429]);
+    let other = json!({"customer_id": "patient", "lines": [{"sku": "MUG-01", "quantity": 1}]});
+    assert_eq!(system.post_order("other", &other).await.status().as_u16() / 100, 2, "other customers are unaffected");
+    system.stop().await;
+}

@@ -1,0 +1,87 @@
+//! Crash points set to `error`, in-process: each failure must leave the books exact. (The
+//! `abort` variants kill real processes; see `e2e/tests/processes`.) cargo-nextest runs each
+//! test in its own process, so a point armed here affects only its own test.
+
+use std::time::Duration;
+
+use e2e::TestSystem;
+use serde_json::{Value, json};
+
+async fn eventually(what: &str, check: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + e2e::SETTLE_TIMEOUT;
+    while !check() {
+        assert!(tokio::time::Instant::now() < deadline, "{what} did not happen");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_failure_before_inventory_commits_applies_nothing_and_the_retry_applies_once() {
+    let system = TestSystem::start().await;
+    platform::crash::arm("inventory.before_commit", "1*error").expect("armed");
+    let before = system.stock("MUG-01").await;
+
+    let id = system.place("MUG-01", 2).await;
+
+    assert_eq!(system.settled(&id).await["status"], "CONFIRMED");
+    assert_eq!(system.stock("MUG-01").await, before - 2);
+    assert_eq!((system.inventory_consumer.processed(), system.inventory_consumer.duplicates()), (1, 0));
+    system.assert_books_balance().await;
+    system.stop().await;
+}
+
+#[tokio::test]
+async fn an_event_whose_acknowledgement_fails_three_times_is_applied_once() {
+    let system = TestSystem::start().await;
+    platform::crash::arm("inventory.after_commit_before_ack", "3*error").expect("armed");
+    let before = system.stock("MUG-01").await;
+
+    let id = system.place("MUG-01", 3).await;
+
+    assert_eq!(system.settled(&id).await["status"], "CONFIRMED");
+    eventually("three redeliveries", || system.inventory_consumer.duplicates() == 3).await;
+    assert_eq!(system.inventory_consumer.processed(), 1);
+    assert_eq!(system.stock("MUG-01").await, before - 3);
+    system.assert_books_balance().await;
+    system.stop().await;
+}
+
+#[tokio::test]
+async fn a_reply_lost_after_commit_is_recovered_by_retrying_with_the_same_key() {
+    let system = TestSystem::start().await;
+    platform::crash::arm("order.after_commit_before_reply", "1*error").expect("armed");
+    let before = system.stock("LAMP-01").await;
+    let body = json!({"customer_id": "c", "lines": [{"sku": "LAMP-01", "quantity": 1}]});
+
+    let lost = system.post_order("lost-reply", &body).await;
+    assert_eq!(lost.status(), 500, "the client does not know what happened");
+    let retry = system.post_order("lost-reply", &body).await;
+
+    assert!(matches!(retry.status().as_u16(), 201 | 202));
+    let order: Value = retry.json().await.expect("json");
+    assert_eq!(system.settled(order["id"].as_str().expect("id")).await["status"], "CONFIRMED");
+    assert_eq!(system.books().await.orders(), 1, "one order, not two");
+    assert_eq!(system.stock("LAMP-01").await, before - 1);
+    system.assert_books_balance().await;
+    system.stop().await;
+}
+
+#[tokio::test]
+async fn a_relay_that_fails_between_publish_and_delete_republishes_and_nothing_applies_twice() {
+    let system = TestSystem::start().await;
+    platform::crash::arm("relay.after_publish_before_delete", "1*error").expect("armed");
+    let before = system.stock("CABLE-01").await;
+
+    let id = system.place("CABLE-01", 6).await;
+
+    assert_eq!(system.settled(&id).await["status"], "CONFIRMED");
+    // The first relay pass (whichever outbox it was) published and failed before deleting; the
+    // re-elected session published the same rows again.
+    eventually("a duplicate delivery", || {
+        system.inventory_consumer.duplicates() + system.order_consumer.duplicates() >= 1
+    })
+    .await;
+    assert_eq!(system.stock("CABLE-01").await, before - 6);
+    system.assert_books_balance().await;
+    system.stop().await;
+}

@@ -1,0 +1,135 @@
+//! Admin endpoints: off unless a token is configured (`<PREFIX>__ADMIN__TOKEN`), and then
+//! every call needs `Authorization: Bearer <token>`. A wrong or missing token is a 401 and
+//! changes nothing.
+
+use std::future::{Ready, ready};
+
+use actix_web::dev::Payload;
+use actix_web::http::StatusCode;
+use actix_web::{FromRequest, HttpRequest, HttpResponse, ResponseError, web};
+use serde::Deserialize;
+
+use crate::http::error_response;
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct AdminSettings {
+    /// Enables the admin endpoints when set.
+    pub token: Option<String>,
+}
+
+/// The configured token, as app data of the admin scope.
+#[derive(Clone)]
+pub struct AdminToken(pub String);
+
+/// Proof that a request carried the admin token; take it as a handler argument.
+pub struct Admin;
+
+#[derive(Debug, thiserror::Error)]
+#[error("admin token missing or wrong")]
+pub struct Unauthorized;
+
+impl ResponseError for Unauthorized {
+    fn status_code(&self) -> StatusCode {
+        StatusCode::UNAUTHORIZED
+    }
+    fn error_response(&self) -> HttpResponse {
+        let mut response = error_response(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "admin endpoints need the header Authorization: Bearer <admin token>",
+        );
+        response.headers_mut().insert(
+            actix_web::http::header::WWW_AUTHENTICATE,
+            actix_web::http::header::HeaderValue::from_static("Bearer"),
+        );
+        response
+    }
+}
+
+impl FromRequest for Admin {
+    type Error = Unauthorized;
+    type Future = Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let expected = req.app_data::<web::Data<AdminToken>>();
+        let presented = req
+            .headers()
+            .get(actix_web::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        ready(match (expected, presented) {
+            (Some(expected), Some(presented)) if constant_time_eq(expected.0.as_bytes(), presented.as_bytes()) => {
+                Ok(Admin)
+            }
+            _ => Err(Unauthorized),
+        })
+    }
+}
+
+/// Compares without an early exit, so timing does not reveal how much of a guess was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ArmRequest {
+    /// `abort`, `error` or `off`.
+    pub action: String,
+    /// Only the next N hits (default: every hit until changed).
+    pub times: Option<u32>,
+}
+
+/// `GET /admin/crash-points`: every point and its current action.
+pub async fn list_crash_points(_: Admin) -> HttpResponse {
+    let armed = crate::crash::armed();
+    let points: serde_json::Map<String, serde_json::Value> = crate::crash::POINTS
+        .iter()
+        .map(|name| {
+            let action = armed.iter().find(|(n, _)| n == name).map_or("off", |(_, a)| a.as_str());
+            ((*name).to_owned(), serde_json::Value::from(action))
+        })
+        .collect();
+    HttpResponse::Ok().json(points)
+}
+
+/// `PUT /admin/crash-points/{name}` with `{"action": "abort", "times": 1}`.
+pub async fn arm_crash_point(_: Admin, name: web::Path<String>, body: web::Json<ArmRequest>) -> HttpResponse {
+    let action = match body.times {
+        Some(n) if body.action != "off" => format!("{n}*{}", body.action),
+        _ => body.action.clone(),
+    };
+    match crate::crash::arm(&name, &action) {
+        Ok(()) => HttpResponse::Ok().json(serde_json::json!({ "name": *name, "action": action })),
+        Err(e @ crate::crash::ArmError::Unknown(_)) => {
+            error_response(StatusCode::NOT_FOUND, "unknown_crash_point", e.to_string())
+        }
+        Err(e) => error_response(StatusCode::BAD_REQUEST, "invalid_action", e.to_string()),
+    }
+}
+
+/// Adds the crash-point endpoints under `/admin` if a token is configured; the service adds
+/// its own admin routes inside `extra`.
+pub fn configure(
+    config: &mut web::ServiceConfig,
+    settings: &AdminSettings,
+    extra: impl FnOnce(&mut web::ServiceConfig),
+) {
+    let Some(token) = settings.token.clone().filter(|t| !t.is_empty()) else { return };
+    config.service(
+        web::scope("/admin")
+            .app_data(web::Data::new(AdminToken(token)))
+            .route("/crash-points", web::get().to(list_crash_points))
+            .route("/crash-points/{name}", web::put().to(arm_crash_point))
+            .configure(extra),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn tokens_compare_equal_only_when_identical() {
+        assert!(super::constant_time_eq(b"secret", b"secret"));
+        assert!(!super::constant_time_eq(b"secret", b"secreT"));
+        assert!(!super::constant_time_eq(b"secret", b"secret-longer"));
+    }
+}

@@ -5,6 +5,7 @@
 //! `127.0.0.1:9092`).
 
 pub mod kafka;
+pub mod processes;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -100,7 +101,7 @@ impl TestSystem {
     }
 
     pub async fn start_with(options: Options) -> Self {
-        platform::telemetry::init();
+        init_telemetry();
         let name = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
         let server = pg_server_url();
         let order_db = create_database(&server, &format!("{name}_orders")).await;
@@ -268,6 +269,11 @@ impl TestSystem {
     pub async fn connect(url: &str) -> AsyncPgConnection {
         AsyncPgConnection::establish(url).await.expect("database connection")
     }
+}
+
+/// Test logs go through the test harness's capture, filtered by `RUST_LOG`.
+pub fn init_telemetry() {
+    platform::telemetry::init();
 }
 
 async fn create_database(server: &str, name: &str) -> String {

@@ -58,6 +58,8 @@ pub fn consumer(settings: &KafkaSettings, group_id: &str) -> KafkaResult<StreamC
         .set("heartbeat.interval.ms", (settings.session_timeout_ms / 5).max(500).to_string())
         // The assignor verified on both Apache Kafka and tansu.
         .set("partition.assignment.strategy", "range")
+        // Notice a topic created after the consumer started (e.g. broker up after the service).
+        .set("topic.metadata.refresh.interval.ms", "5000")
         .create()
 }
 

@@ -25,6 +25,21 @@ def module(text, name):
     raise ValueError(name)
 
 
+def differences(expected, actual):
+    if expected["key"] != actual["key"]:
+        yield f"primary key: tables.rs ({expected['key']}), database ({actual['key']})"
+    want, have = dict(expected["columns"]), dict(actual["columns"])
+    for column in sorted(want.keys() | have.keys()):
+        if column not in have:
+            yield f"{column}: in tables.rs, not in the database"
+        elif column not in want:
+            yield f"{column}: in the database, not in tables.rs"
+        elif want[column] != have[column]:
+            yield f"{column}: tables.rs says {want[column]}, the database has {have[column]}"
+    if [c for c, _ in expected["columns"]] != [c for c, _ in actual["columns"]] and want.keys() == have.keys():
+        yield "columns are in a different order (diesel selects by position)"
+
+
 def main(tables_rs, module_name, printed):
     source = open(tables_rs).read()
     expected = tables(module(source, "messaging")) | tables(module(source, module_name))
@@ -35,8 +50,8 @@ def main(tables_rs, module_name, printed):
             problems.append(f"{name}: defined in tables.rs but not created by the migrations")
         elif name not in expected:
             problems.append(f"{name}: created by the migrations but missing from tables.rs")
-        elif expected[name] != actual[name]:
-            problems.append(f"{name}: tables.rs has {expected[name]}, the database has {actual[name]}")
+        else:
+            problems.extend(f"{name}.{p}" for p in differences(expected[name], actual[name]))
     for problem in problems:
         print(f"  {module_name}.{problem}")
     return 1 if problems else 0

@@ -1,0 +1,6 @@
+//! Faults that need real processes: crash points that abort (as SIGKILL would), SIGTERM
+//! under load, a broker that goes away, services started before their dependencies. Each
+//! test ends with the invariant checker: every order settled once, stock exact.
+
+mod crashes;
+mod dependencies;

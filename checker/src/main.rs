@@ -20,11 +20,9 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let report = checker::check(&args.order_db, &args.inventory_db, args.grace_secs).await?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print!("{}", checker::render(&report));
-    }
+    let text = if args.json { serde_json::to_string_pretty(&report)? + "\n" } else { checker::render(&report) };
+    // A reader that stops early (| head) is not an error of ours.
+    let _ = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes());
     if !report.is_clean() {
         std::process::exit(1);
     }

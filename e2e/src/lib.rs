@@ -125,8 +125,7 @@ impl TestSystem {
             shutdown.clone(),
         )
         .await
-        .expect("order service builds")
-        .expect("not shut down");
+        .expect("order service builds");
         let inventory = inventory::startup::Application::build(
             inventory::configuration::Settings {
                 http: HttpSettings { port: 0, workers: 1, ..HttpSettings::on_port(0) },
@@ -140,8 +139,7 @@ impl TestSystem {
             shutdown.clone(),
         )
         .await
-        .expect("inventory service builds")
-        .expect("not shut down");
+        .expect("inventory service builds");
 
         let mut system = Self {
             order_url: format!("http://127.0.0.1:{}", order.port()),
@@ -160,6 +158,7 @@ impl TestSystem {
             http: reqwest::Client::builder().timeout(Duration::from_secs(20)).build().expect("http client"),
             shutdown,
         };
+        system.wait_until_ready().await;
         for _ in 0..options.order_relays {
             let relay = system.spawn_relay("order", &system.order_db.clone());
             system.order_relays.push(relay);
@@ -169,6 +168,16 @@ impl TestSystem {
             system.inventory_relays.push(relay);
         }
         system
+    }
+
+    async fn wait_until_ready(&self) {
+        for base in [&self.order_url, &self.inventory_url] {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            while !self.http.get(format!("{base}/health")).send().await.is_ok_and(|r| r.status() == 200) {
+                assert!(tokio::time::Instant::now() < deadline, "{base} never became ready");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
     }
 
     /// Starts one more relay instance for the outbox of `database_url`.

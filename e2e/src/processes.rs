@@ -191,6 +191,8 @@ impl Processes {
             HashMap::from([
                 (format!("{prefix}__KAFKA__BROKERS"), brokers.clone()),
                 (format!("{prefix}__KAFKA__SESSION_TIMEOUT_MS"), "6000".to_owned()),
+                // These tests kill consumers; see docs/broker-notes.md for why not `group`.
+                (format!("{prefix}__KAFKA__ASSIGNMENT"), "all".to_owned()),
                 (format!("{prefix}__TOPICS__ORDERS"), topics.orders.clone()),
                 (format!("{prefix}__TOPICS__INVENTORY"), topics.inventory.clone()),
                 ("RUST_LOG".to_owned(), "info".to_owned()),

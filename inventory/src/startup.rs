@@ -1,6 +1,9 @@
-//! Builds the inventory service (database, migrations, HTTP listener, consumer) and runs it
-//! until shutdown.
+//! Builds the inventory service and runs it until shutdown. HTTP is served at once; the
+//! database is waited for and migrated in the background, and until then `/health` and
+//! `/stock` answer 503 with the reason.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use actix_web::dev::Server;
@@ -9,7 +12,7 @@ use actix_web::web;
 use anyhow::Context as _;
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 use platform::db::PgPool;
-use rdkafka::consumer::Consumer as _;
+use platform::readiness::{Readiness, require_ready};
 use relay::inbox::{ConsumerStats, InboxConsumer};
 use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi as _;
@@ -25,39 +28,50 @@ pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/inve
 pub struct AppState {
     pub pool: PgPool,
     pub gremlin: Arc<Gremlin>,
+    pub readiness: Arc<Readiness>,
 }
 
 pub struct Application {
     port: u16,
     server: Server,
-    consumer: InboxConsumer<OrderEvents>,
-    shutdown: CancellationToken,
+    consumer_stats: Arc<ConsumerStats>,
     gremlin: Arc<Gremlin>,
+    background: Pin<Box<dyn Future<Output = ()> + Send>>,
+    shutdown: CancellationToken,
 }
 
 impl Application {
-    /// Waits for the database, applies migrations, binds the listener (port 0 picks a free
-    /// one) and subscribes the consumer. Returns `None` if shutdown came first.
-    pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<Option<Self>> {
-        let Some(pool) = platform::service::prepare_database(&settings.database, MIGRATIONS, &shutdown).await? else {
-            return Ok(None);
-        };
-        let kafka = platform::kafka::consumer(&settings.kafka, &settings.consumer_group)?;
-        kafka.subscribe(&[&settings.topics.orders]).context("subscribing to order events")?;
+    /// Binds the listener (port 0 picks a free one) and prepares everything; nothing waits
+    /// for the database or the broker here.
+    pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<Self> {
+        let pool = platform::db::pool(&settings.database)?;
+        let readiness = Arc::new(Readiness::default());
         let gremlin = Arc::new(Gremlin::new(settings.gremlin));
         let handler = OrderEvents { topic: settings.topics.inventory.clone(), gremlin: Arc::clone(&gremlin) };
-        let consumer = InboxConsumer::new(kafka, pool.clone(), handler);
+        let topics = [settings.topics.orders.as_str()];
+        let consumer =
+            InboxConsumer::for_topics(&settings.kafka, &settings.consumer_group, &topics, pool.clone(), handler)
+                .context("creating the order-events consumer")?;
+        let consumer_stats = consumer.stats();
 
         let listener = platform::service::bind(&settings.http)?;
         let port = platform::service::port_of(&listener);
-        let state = web::Data::new(AppState { pool, gremlin: Arc::clone(&gremlin) });
+        let state = web::Data::new(AppState { pool, gremlin: Arc::clone(&gremlin), readiness: Arc::clone(&readiness) });
+        let ready = web::Data::new(Arc::clone(&readiness));
         let admin = settings.admin.clone();
         let server = platform::service::http_server(listener, settings.http.workers, move |config| {
-            config.app_data(state.clone());
+            config.app_data(state.clone()).app_data(ready.clone());
             configure_routes(config, &admin);
         })?;
         tracing::info!(port, "inventory service listening");
-        Ok(Some(Self { port, server, consumer, shutdown, gremlin }))
+
+        let token = shutdown.clone();
+        let background = async move {
+            if platform::service::prepare_database(&settings.database, || MIGRATIONS, &readiness, &token).await {
+                consumer.run(token).await;
+            }
+        };
+        Ok(Self { port, server, consumer_stats, gremlin, background: Box::pin(background), shutdown })
     }
 
     pub fn port(&self) -> u16 {
@@ -69,14 +83,13 @@ impl Application {
     }
 
     pub fn consumer_stats(&self) -> Arc<ConsumerStats> {
-        self.consumer.stats()
+        Arc::clone(&self.consumer_stats)
     }
 
-    /// Serves and consumes until shutdown, then lets in-flight requests and the event in
+    /// Serves and consumes until shutdown, then lets in-flight requests and the events in
     /// hand finish.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let consumer = self.consumer.run(self.shutdown.clone());
-        platform::service::run_until_stopped(self.server, consumer, self.shutdown).await?;
+        platform::service::run_until_stopped(self.server, self.background, self.shutdown).await?;
         tracing::info!("inventory service stopped");
         Ok(())
     }
@@ -87,6 +100,7 @@ fn configure_routes(config: &mut web::ServiceConfig, admin: &platform::admin::Ad
         .service(
             web::scope("/stock")
                 .wrap(from_fn(routes::gremlin_delay))
+                .wrap(from_fn(require_ready))
                 .service(routes::list_stock)
                 .service(routes::get_stock),
         )

@@ -31,9 +31,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Serve => {
             let shutdown = platform::shutdown::on_signal();
-            if let Some(app) = Application::build(settings, shutdown).await? {
-                app.run_until_stopped().await?;
-            }
+            Application::build(settings, shutdown).await?.run_until_stopped().await?;
         }
     }
     Ok(())

@@ -1,6 +1,9 @@
-//! Builds the order service (database, migrations, HTTP listener, consumer) and runs it
-//! until shutdown.
+//! Builds the order service and runs it until shutdown. HTTP is served at once; the database
+//! is waited for and migrated in the background, and until then `/health` and `/orders`
+//! answer 503 with the reason.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,7 +13,7 @@ use actix_web::web;
 use anyhow::Context as _;
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 use platform::db::PgPool;
-use rdkafka::consumer::Consumer as _;
+use platform::readiness::{Readiness, require_ready};
 use relay::inbox::{ConsumerStats, InboxConsumer};
 use schema::topics::Topics;
 use tokio::sync::Semaphore;
@@ -32,46 +35,63 @@ pub struct AppState {
     pub waiters: Arc<Waiters>,
     pub wait_budget: Duration,
     pub rate_limiter: RateLimiter,
+    pub readiness: Arc<Readiness>,
 }
 
 pub struct Application {
     port: u16,
     server: Server,
-    consumer: InboxConsumer<InventoryEvents>,
-    listener: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+    consumer_stats: Arc<ConsumerStats>,
+    background: Pin<Box<dyn Future<Output = ()> + Send>>,
     shutdown: CancellationToken,
 }
 
 impl Application {
-    /// Waits for the database, applies migrations, binds the listener (port 0 picks a free
-    /// one) and subscribes the consumer. Returns `None` if shutdown came first.
-    pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<Option<Self>> {
-        let Some(pool) = platform::service::prepare_database(&settings.database, MIGRATIONS, &shutdown).await? else {
-            return Ok(None);
-        };
-        let kafka = platform::kafka::consumer(&settings.kafka, &settings.consumer_group)?;
-        kafka.subscribe(&[&settings.topics.inventory]).context("subscribing to inventory events")?;
-        let consumer = InboxConsumer::new(kafka, pool.clone(), InventoryEvents);
+    /// Binds the listener (port 0 picks a free one) and prepares everything; nothing waits
+    /// for the database or the broker here.
+    pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<Self> {
+        let pool = platform::db::pool(&settings.database)?;
+        let readiness = Arc::new(Readiness::default());
+        let topics = [settings.topics.inventory.as_str()];
+        let consumer = InboxConsumer::for_topics(
+            &settings.kafka,
+            &settings.consumer_group,
+            &topics,
+            pool.clone(),
+            InventoryEvents,
+        )
+        .context("creating the inventory-events consumer")?;
+        let consumer_stats = consumer.stats();
+        let waiters = Arc::new(Waiters::default());
 
         let listener = platform::service::bind(&settings.http)?;
         let port = platform::service::port_of(&listener);
-        let waiters = Arc::new(Waiters::default());
         let state = web::Data::new(AppState {
             pool,
             topics: settings.topics.clone(),
             waiters: Arc::clone(&waiters),
             wait_budget: Duration::from_millis(settings.wait_budget_ms),
             rate_limiter: RateLimiter::new(&settings.admission),
+            readiness: Arc::clone(&readiness),
         });
         let in_flight = web::Data::new(Arc::new(Semaphore::new(settings.admission.max_in_flight)));
+        let ready = web::Data::new(Arc::clone(&readiness));
         let admin = settings.admin.clone();
         let server = platform::service::http_server(listener, settings.http.workers, move |config| {
-            config.app_data(state.clone()).app_data(in_flight.clone());
+            config.app_data(state.clone()).app_data(in_flight.clone()).app_data(ready.clone());
             configure_routes(config, &admin);
         })?;
-        let listener = waiters.listen(settings.database.url.clone(), shutdown.clone());
         tracing::info!(port, "order service listening");
-        Ok(Some(Self { port, server, consumer, listener: Box::pin(listener), shutdown }))
+
+        let token = shutdown.clone();
+        let background = async move {
+            if !platform::service::prepare_database(&settings.database, || MIGRATIONS, &readiness, &token).await {
+                return;
+            }
+            let listener = waiters.listen(settings.database.url.clone(), token.clone());
+            futures::future::join(consumer.run(token), listener).await;
+        };
+        Ok(Self { port, server, consumer_stats, background: Box::pin(background), shutdown })
     }
 
     pub fn port(&self) -> u16 {
@@ -79,21 +99,13 @@ impl Application {
     }
 
     pub fn consumer_stats(&self) -> Arc<ConsumerStats> {
-        self.consumer.stats()
+        Arc::clone(&self.consumer_stats)
     }
 
-    /// Serves and consumes until shutdown, then lets in-flight requests and the event in
+    /// Serves and consumes until shutdown, then lets in-flight requests and the events in
     /// hand finish.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let background = futures::future::join(self.consumer.run(self.shutdown.clone()), self.listener);
-        platform::service::run_until_stopped(
-            self.server,
-            async move {
-                background.await;
-            },
-            self.shutdown,
-        )
-        .await?;
+        platform::service::run_until_stopped(self.server, self.background, self.shutdown).await?;
         tracing::info!("order service stopped");
         Ok(())
     }
@@ -103,6 +115,7 @@ fn configure_routes(config: &mut web::ServiceConfig, admin: &platform::admin::Ad
     config
         .service(
             web::scope("/orders")
+                .wrap(from_fn(require_ready))
                 .wrap(from_fn(crate::admission::limit_in_flight))
                 .service(routes::orders::place_order)
                 .service(routes::orders::list_orders)

@@ -73,6 +73,16 @@ pub struct KafkaSettings {
     /// How long a silent consumer keeps its partitions before the group reassigns them.
     #[serde(default = "default_session_timeout_ms")]
     pub session_timeout_ms: u32,
+    /// How partitions are given to consumers: `group` (the broker's group coordinator splits
+    /// them between instances; standard Kafka) or `all` (every instance reads every partition,
+    /// resuming from the group's committed offsets). `all` works around tansu 0.6.0 keeping a
+    /// killed member as group leader forever (docs/broker-notes.md); it is safe because
+    /// consumers deduplicate, but instances no longer share the work.
+    #[serde(default)]
+    pub assignment: Assignment,
+    /// librdkafka debug contexts (e.g. `cgrp,fetch`), logged through tracing; empty: none.
+    #[serde(default)]
+    pub debug: String,
 }
 
 impl Default for KafkaSettings {
@@ -83,6 +93,8 @@ impl Default for KafkaSettings {
             linger_ms: default_linger_ms(),
             message_timeout_ms: default_message_timeout_ms(),
             session_timeout_ms: default_session_timeout_ms(),
+            assignment: Assignment::default(),
+            debug: String::new(),
         }
     }
 }
@@ -101,4 +113,13 @@ fn default_message_timeout_ms() -> u32 {
 }
 fn default_session_timeout_ms() -> u32 {
     10_000
+}
+
+/// See [`KafkaSettings::assignment`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Assignment {
+    #[default]
+    Group,
+    All,
 }

@@ -8,7 +8,6 @@ use diesel_async::pooled_connection::AsyncDieselConnectionManager;
 use diesel_async::pooled_connection::deadpool::{BuildError, Object, Pool};
 use diesel_async::{AsyncConnection, AsyncPgConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness};
-use tokio_util::sync::CancellationToken;
 
 use crate::config::DatabaseSettings;
 
@@ -24,15 +23,6 @@ pub fn pool(settings: &DatabaseSettings) -> Result<PgPool, BuildError> {
         .wait_timeout(Some(std::time::Duration::from_secs(5)))
         .runtime(deadpool::Runtime::Tokio1)
         .build()
-}
-
-/// Opens one connection, retrying until the server answers. `None` means shutdown came first.
-pub async fn wait_until_reachable(settings: &DatabaseSettings, shutdown: &CancellationToken) -> Option<()> {
-    let name = database_name(&settings.url);
-    crate::retry::until_ready(&format!("database {name}"), shutdown, || async {
-        AsyncPgConnection::establish(&settings.url).await.map(drop)
-    })
-    .await
 }
 
 /// Errors while applying migrations.

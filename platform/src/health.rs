@@ -25,6 +25,11 @@ pub struct Check {
 }
 
 impl Check {
+    /// A check that failed before it could run, e.g. a service still waiting for its database.
+    pub fn down(name: &str, problem: String) -> Self {
+        Self { name: name.to_owned(), status: "down", latency_ms: 0, message: Some(problem) }
+    }
+
     pub fn is_up(&self) -> bool {
         self.status == "up"
     }

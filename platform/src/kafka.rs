@@ -9,9 +9,10 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer as _, StreamConsumer};
 use rdkafka::error::KafkaResult;
 use rdkafka::producer::FutureProducer;
+use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::KafkaSettings;
+use crate::config::{Assignment, KafkaSettings};
 
 fn base(settings: &KafkaSettings) -> ClientConfig {
     let mut config = ClientConfig::new();
@@ -20,6 +21,9 @@ fn base(settings: &KafkaSettings) -> ClientConfig {
         // Find out quickly that a broker is gone, and come back quickly when it returns.
         .set("socket.connection.setup.timeout.ms", "5000")
         .set("reconnect.backoff.max.ms", "2000");
+    if !settings.debug.is_empty() {
+        config.set("debug", &settings.debug).set_log_level(rdkafka::config::RDKafkaLogLevel::Debug);
+    }
     config
 }
 
@@ -85,4 +89,45 @@ pub async fn wait_until_reachable(settings: &KafkaSettings, shutdown: &Cancellat
         ping(settings, Duration::from_secs(2))
     })
     .await
+}
+
+/// Starts consuming `topics` the way `settings.assignment` says. With [`Assignment::All`] it
+/// needs the topics' metadata, so it retries (logging each attempt) until the broker answers
+/// and the topics exist. `None` means shutdown came first.
+pub async fn start_consuming(
+    consumer: &StreamConsumer,
+    settings: &KafkaSettings,
+    topics: &[&str],
+    shutdown: &CancellationToken,
+) -> Option<()> {
+    match settings.assignment {
+        Assignment::Group => match consumer.subscribe(topics) {
+            Ok(()) => Some(()),
+            Err(error) => {
+                tracing::error!(%error, "cannot subscribe");
+                None
+            }
+        },
+        Assignment::All => {
+            crate::retry::until_ready("kafka topic metadata", shutdown, || async { assign_all(consumer, topics) }).await
+        }
+    }
+}
+
+fn assign_all(consumer: &StreamConsumer, topics: &[&str]) -> Result<(), String> {
+    let mut assignment = TopicPartitionList::new();
+    for topic in topics {
+        let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(2)).map_err(|e| e.to_string())?;
+        let partitions = metadata.topics().first().map(|t| t.partitions().len()).unwrap_or(0);
+        if partitions == 0 {
+            return Err(format!("topic {topic} does not exist yet"));
+        }
+        for partition in 0..partitions as i32 {
+            // Resume where the group committed last (or per auto.offset.reset).
+            assignment.add_partition_offset(topic, partition, Offset::Stored).map_err(|e| e.to_string())?;
+        }
+    }
+    consumer.assign(&assignment).map_err(|e| e.to_string())?;
+    tracing::info!(partitions = assignment.count(), "consuming every partition (assignment = all)");
+    Ok(())
 }

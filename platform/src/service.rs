@@ -1,6 +1,6 @@
-//! The life of a service process, shared by order, inventory and the relay: get its database
-//! ready, serve HTTP with the common conventions, run a background loop beside it, and stop
-//! both cleanly on shutdown.
+//! The life of a service process, shared by order, inventory and the relay: serve HTTP at
+//! once with the common conventions, get the database ready in the background, run the
+//! service's loops beside the server, and stop both cleanly on shutdown.
 
 use std::future::Future;
 use std::net::TcpListener;
@@ -11,24 +11,37 @@ use diesel_migrations::EmbeddedMigrations;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{DatabaseSettings, HttpSettings};
-use crate::db::PgPool;
+use crate::readiness::Readiness;
 
 /// How long in-flight requests get to finish after shutdown is requested.
 pub const HTTP_GRACE_SECS: u64 = 10;
 
-/// Waits for the database, applies `migrations`, and returns a pool. `None` means shutdown
-/// came first.
+/// Waits for the database and applies the migrations `migrations` returns, retrying (with backoff, one log line per
+/// attempt) until both succeed, and marks `readiness` ready. Returns false if shutdown came
+/// first.
 pub async fn prepare_database(
     settings: &DatabaseSettings,
-    migrations: EmbeddedMigrations,
+    migrations: fn() -> EmbeddedMigrations,
+    readiness: &Readiness,
     shutdown: &CancellationToken,
-) -> anyhow::Result<Option<PgPool>> {
-    if crate::db::wait_until_reachable(settings, shutdown).await.is_none() {
-        return Ok(None);
+) -> bool {
+    let name = crate::db::database_name(&settings.url).to_owned();
+    let prepared = crate::retry::until_ready(&format!("database {name}"), shutdown, || async {
+        let result = crate::db::run_migrations(&settings.url, migrations()).await;
+        if let Err(error) = &result {
+            readiness.waiting_for(format!("{name} database: {error}"));
+        }
+        result
+    })
+    .await;
+    match prepared {
+        Some(applied) => {
+            tracing::info!(database = %name, ?applied, "database migrated");
+            readiness.set_ready();
+            true
+        }
+        None => false,
     }
-    let applied = crate::db::run_migrations(&settings.url, migrations).await?;
-    tracing::info!(database = crate::db::database_name(&settings.url), ?applied, "database migrated");
-    Ok(Some(crate::db::pool(settings)?))
 }
 
 /// Binds the listener (port 0 picks a free port; see [`port_of`]).

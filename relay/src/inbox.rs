@@ -141,6 +141,8 @@ pub const DEFAULT_MAX_IN_FLIGHT: usize = 64;
 pub struct InboxConsumer<H> {
     shared: Arc<Shared<H>>,
     max_in_flight: usize,
+    /// What to consume, started when `run` starts.
+    source: Option<(platform::config::KafkaSettings, Vec<String>)>,
 }
 
 struct Shared<H> {
@@ -153,7 +155,21 @@ struct Shared<H> {
 }
 
 impl<H: Handler> InboxConsumer<H> {
-    /// `consumer` must already be subscribed to its topics.
+    /// A consumer of `topics`, built from `settings` for consumer group `group`.
+    pub fn for_topics(
+        settings: &platform::config::KafkaSettings,
+        group: &str,
+        topics: &[&str],
+        pool: PgPool,
+        handler: H,
+    ) -> rdkafka::error::KafkaResult<Self> {
+        let consumer = platform::kafka::consumer(settings, group)?;
+        let mut this = Self::new(consumer, pool, handler);
+        this.source = Some((settings.clone(), topics.iter().map(|t| (*t).to_owned()).collect()));
+        Ok(this)
+    }
+
+    /// `consumer` must already be subscribed or assigned.
     pub fn new(consumer: StreamConsumer, pool: PgPool, handler: H) -> Self {
         let shared = Shared {
             consumer,
@@ -163,7 +179,7 @@ impl<H: Handler> InboxConsumer<H> {
             offsets: Mutex::default(),
             chains: Mutex::default(),
         };
-        Self { shared: Arc::new(shared), max_in_flight: DEFAULT_MAX_IN_FLIGHT }
+        Self { shared: Arc::new(shared), max_in_flight: DEFAULT_MAX_IN_FLIGHT, source: None }
     }
 
     pub fn with_max_in_flight(mut self, max_in_flight: usize) -> Self {
@@ -178,6 +194,12 @@ impl<H: Handler> InboxConsumer<H> {
     /// Consumes until `shutdown`; events in hand are finished first, then the stored offsets
     /// are committed.
     pub async fn run(self, shutdown: CancellationToken) {
+        if let Some((settings, topics)) = &self.source {
+            let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+            if platform::kafka::start_consuming(&self.shared.consumer, settings, &topics, &shutdown).await.is_none() {
+                return;
+            }
+        }
         let permits = Arc::new(Semaphore::new(self.max_in_flight));
         let mut tasks = JoinSet::new();
         let mut generation = 0u64;

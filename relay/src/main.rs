@@ -22,6 +22,9 @@ struct Settings {
     /// Outbox name → database URL.
     #[serde(default = "default_outboxes")]
     outboxes: BTreeMap<String, String>,
+    /// `RELAY__ADMIN__TOKEN` enables `/admin/crash-points`.
+    #[serde(default)]
+    admin: platform::admin::AdminSettings,
 }
 
 fn default_http() -> HttpSettings {
@@ -54,11 +57,13 @@ async fn main() -> anyhow::Result<()> {
 
     let listener = platform::service::bind(&settings.http)?;
     let stats = web::Data::new(stats);
+    let admin = settings.admin.clone();
     let server = platform::service::http_server(listener, 1, move |config| {
         config
             .app_data(stats.clone())
             .route("/health/live", web::get().to(|| async { platform::health::live() }))
             .route("/health", web::get().to(health));
+        platform::admin::configure(config, &admin, |_| {});
     })?;
     platform::service::run_until_stopped(server, relays, shutdown).await?;
     // Whatever is still queued in the producer was not deleted from the outbox either; it

@@ -112,3 +112,49 @@ diesel_bin() {
   rm -rf "$CACHE/diesel-build"
   echo "$installed"
 }
+
+# --- for the fault drills (scripts/crash/*) against the local stack ---
+
+supervisor() { supervisorctl -c "$LOCAL/supervisord.conf" "$@"; }
+pid_of() { supervisor pid "$1" 2>/dev/null | grep -E '^[0-9]+$' || true; }
+service_port() { case $1 in order) echo 8080 ;; inventory) echo 8081 ;; relay) echo 8082 ;; esac; }
+
+require_stack() {
+  [ -S "$LOCAL/supervisor.sock" ] && supervisor pid >/dev/null 2>&1 || die "the stack is not running: scripts/up first"
+  ADMIN_TOKEN=$(cat "$LOCAL/admin-token")
+  (cd "$ROOT" && cargo build --quiet -p loadgen -p checker)
+  ensure_postgres 2>/dev/null
+}
+
+# Arms a crash point: arm SERVICE POINT ACTION
+arm() {
+  curl -fsS -X PUT "http://127.0.0.1:$(service_port "$1")/admin/crash-points/$2" \
+    -H "Authorization: Bearer $ADMIN_TOKEN" -H 'Content-Type: application/json' \
+    -d "{\"action\": \"$3\"}" >/dev/null
+}
+
+# Waits until SERVICE runs with a pid other than OLD_PID and answers /health.
+wait_restarted() {
+  local service=$1 old=$2 waited=0
+  until [ -n "$(pid_of "$service")" ] && [ "$(pid_of "$service")" != "$old" ] \
+    && curl -fsS -o /dev/null "http://127.0.0.1:$(service_port "$service")/health" 2>/dev/null; do
+    sleep 0.2; waited=$((waited + 1))
+    [ "$waited" -lt 300 ] || die "$service did not come back within 60 s"
+  done
+}
+
+# Waits until every order is settled and the outboxes are empty (up to $1 s), then prints the
+# checker's report and returns its status.
+wait_quiet() {
+  local timeout=${1:-120} started=$SECONDS
+  export ORDER_DATABASE_URL="$PG_URL/orders" INVENTORY_DATABASE_URL="$PG_URL/inventory"
+  while [ $((SECONDS - started)) -lt "$timeout" ]; do
+    if "$BIN/check-invariants" --grace-secs 0 --json 2>/dev/null \
+      | python3 -c 'import json,sys; r=json.load(sys.stdin); sys.exit(0 if not r["violations"] and all(b["rows"]==0 for b in r["outbox_backlog"].values()) else 1)'; then
+      log "quiet after $((SECONDS - started)) s"
+      break
+    fi
+    sleep 1
+  done
+  "$BIN/check-invariants" --grace-secs 0
+}

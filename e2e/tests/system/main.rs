@@ -6,6 +6,7 @@ mod api;
 mod bounded_wait;
 mod crash_points;
 mod happy_path;
+mod health;
 mod idempotency;
 mod load;
 mod redelivery;

@@ -1,0 +1,78 @@
+//! `/health` says what is wrong in plain words, and services wait for their dependencies.
+
+use std::time::Duration;
+
+use diesel_async::RunQueryDsl as _;
+use e2e::TestSystem;
+use serde_json::Value;
+
+#[tokio::test]
+async fn a_service_started_before_its_database_exists_says_why_and_becomes_ready_when_it_arrives() {
+    e2e::init_telemetry();
+    let server = e2e::pg_server_url();
+    let name = format!("t{}_orders", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let settings = order::configuration::Settings {
+        http: platform::config::HttpSettings { port: 0, ..platform::config::HttpSettings::on_port(0) },
+        database: platform::config::DatabaseSettings { url: format!("{server}/{name}"), pool_size: 4 },
+        kafka: e2e::kafka_settings(),
+        topics: schema::topics::Topics::default(),
+        consumer_group: format!("{name}-group"),
+        wait_budget_ms: 0,
+        admission: Default::default(),
+        admin: Default::default(),
+    };
+    let app = order::startup::Application::build(settings, shutdown.clone()).await.expect("builds");
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let running = tokio::spawn(app.run_until_stopped());
+    let http = reqwest::Client::new();
+
+    // Answers at once, "starting"; after the first failed attempt, says what is wrong.
+    let expected = format!("database \"{name}\" does not exist");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let response = http.get(format!("{base}/health")).send().await.expect("answers while waiting");
+        assert_eq!(response.status(), 503);
+        let body: Value = response.json().await.expect("json");
+        let message = body["checks"]["order database"]["message"].as_str().unwrap_or_default().to_owned();
+        if message.contains(&expected) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let refused = http.get(format!("{base}/orders")).send().await.expect("answers");
+    assert_eq!(refused.status(), 503);
+    assert!(refused.headers().contains_key("retry-after"));
+
+    let mut admin = TestSystem::connect(&format!("{server}/postgres")).await;
+    diesel::sql_query(format!("CREATE DATABASE \"{name}\"")).execute(&mut admin).await.expect("created");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !http.get(format!("{base}/health")).send().await.is_ok_and(|r| r.status() == 200) {
+        assert!(tokio::time::Instant::now() < deadline, "never became ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(http.get(format!("{base}/orders")).send().await.expect("answers").status(), 200);
+
+    shutdown.cancel();
+    running.await.expect("joined").expect("stopped cleanly");
+    diesel::sql_query(format!("DROP DATABASE \"{name}\" WITH (FORCE)")).execute(&mut admin).await.expect("dropped");
+}
+
+#[tokio::test]
+async fn health_names_a_missing_table() {
+    let system = TestSystem::start().await;
+    let mut conn = TestSystem::connect(&system.inventory_db).await;
+    diesel::sql_query("ALTER TABLE products RENAME TO products_gone").execute(&mut conn).await.expect("renamed");
+
+    let response = system.http.get(format!("{}/health", system.inventory_url)).send().await.expect("answers");
+
+    assert_eq!(response.status(), 503);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(
+        body["checks"]["inventory database"]["message"],
+        "inventory database: relation \"products\" does not exist"
+    );
+    diesel::sql_query("ALTER TABLE products_gone RENAME TO products").execute(&mut conn).await.expect("renamed back");
+    system.stop().await;
+}

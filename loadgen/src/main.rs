@@ -1,0 +1,346 @@
+//! The load generator. Open loop (`--rate`: orders per second, whatever the replies do) or
+//! closed loop (`--concurrency`: that many clients, each waiting for its reply), for a
+//! `--duration` or a `--count`. Every order has a fresh Idempotency-Key and is retried with
+//! the same key on transport errors and 5xx (bounded, with backoff), as a careful client
+//! would. Afterwards each order is followed with GET until it is final; its accepted → final
+//! time comes from the order's own status history (server clocks, no polling error).
+
+mod stats;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::stats::Summary;
+
+#[derive(Parser, Debug, Clone)]
+#[command(version, about)]
+struct Args {
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// Open loop: orders per second.
+    #[arg(long, conflicts_with = "concurrency")]
+    rate: Option<f64>,
+    /// Closed loop: concurrent clients.
+    #[arg(long)]
+    concurrency: Option<usize>,
+    /// Stop after this many seconds...
+    #[arg(long)]
+    duration: Option<f64>,
+    /// ...or after this many orders.
+    #[arg(long)]
+    count: Option<usize>,
+    #[arg(long, value_delimiter = ',', default_value = "KEYBOARD-01,MOUSE-01,MUG-01,LAMP-01,CABLE-01")]
+    skus: Vec<String>,
+    #[arg(long, default_value_t = 1)]
+    max_quantity: i64,
+    /// Distinct customer ids to spread orders over (the service rate-limits per customer).
+    #[arg(long, default_value_t = 1000)]
+    customers: usize,
+    /// `Prefer: wait=N` on every POST; omit to use the service's budget.
+    #[arg(long)]
+    wait: Option<f64>,
+    /// Attempts per order on transport errors and 5xx.
+    #[arg(long, default_value_t = 8)]
+    attempts: u32,
+    /// Follow every order until it is final (at most this many seconds after the run).
+    #[arg(long, default_value_t = 120.0)]
+    follow_secs: f64,
+    /// Write one CSV row per order here.
+    #[arg(long)]
+    csv: Option<PathBuf>,
+    /// Write the summary as JSON here.
+    #[arg(long)]
+    summary_json: Option<PathBuf>,
+    /// Seconds between progress lines (0: none).
+    #[arg(long, default_value_t = 5.0)]
+    progress: f64,
+}
+
+/// What happened to one order.
+#[derive(Debug, Clone, Serialize, Default)]
+struct Record {
+    key: String,
+    sku: String,
+    quantity: i64,
+    order_id: String,
+    reply_status: u16,
+    reply_ms: f64,
+    attempts: u32,
+    final_status: String,
+    accepted_to_final_ms: Option<f64>,
+    error: String,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    anyhow::ensure!(args.duration.is_some() || args.count.is_some(), "give --duration or --count");
+    anyhow::ensure!(!args.skus.is_empty(), "give at least one sku");
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).pool_max_idle_per_host(256).build()?;
+    let records = Arc::new(Mutex::new(Vec::<Record>::new()));
+    let started = Instant::now();
+    stop_on_signal();
+
+    let progress = spawn_progress(Arc::clone(&records), started, args.progress);
+    match (args.rate, args.concurrency) {
+        (Some(rate), _) => open_loop(&args, &http, &records, rate).await,
+        (None, concurrency) => closed_loop(&args, &http, &records, concurrency.unwrap_or(8)).await,
+    }
+    let elapsed = started.elapsed();
+    progress.abort();
+
+    let mut records = std::mem::take(&mut *records.lock().unwrap_or_else(PoisonError::into_inner));
+    follow(&args, &http, &mut records).await;
+    let summary = summarise(&records, elapsed);
+    println!("{}", render(&summary));
+    if let Some(path) = &args.csv {
+        write_csv(path, &records)?;
+    }
+    if let Some(path) = &args.summary_json {
+        std::fs::write(path, serde_json::to_string_pretty(&summary)?)?;
+    }
+    Ok(())
+}
+
+/// Set by SIGTERM or SIGINT: stop placing orders, follow up and report as usual.
+static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn done(args: &Args, started: Instant, placed: usize) -> bool {
+    STOP.load(std::sync::atomic::Ordering::Relaxed)
+        || args.count.is_some_and(|c| placed >= c)
+        || args.duration.is_some_and(|d| started.elapsed().as_secs_f64() >= d)
+}
+
+fn stop_on_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    for kind in [SignalKind::terminate(), SignalKind::interrupt()] {
+        if let Ok(mut stream) = signal(kind) {
+            tokio::spawn(async move {
+                stream.recv().await;
+                eprintln!("stopping: no new orders; following up on the ones placed");
+                STOP.store(true, std::sync::atomic::Ordering::Relaxed);
+            });
+        }
+    }
+}
+
+async fn open_loop(args: &Args, http: &reqwest::Client, records: &Arc<Mutex<Vec<Record>>>, rate: f64) {
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate.max(0.001)));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut placed = 0;
+    while !done(args, started, placed) {
+        ticker.tick().await;
+        let (args, http, records) = (args.clone(), http.clone(), Arc::clone(records));
+        tasks.spawn(async move {
+            let record = place(&args, &http, placed).await;
+            records.lock().unwrap_or_else(PoisonError::into_inner).push(record);
+        });
+        placed += 1;
+        while tasks.try_join_next().is_some() {}
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+async fn closed_loop(args: &Args, http: &reqwest::Client, records: &Arc<Mutex<Vec<Record>>>, concurrency: usize) {
+    let started = Instant::now();
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let workers = (0..concurrency).map(|_| {
+        let (args, http, records, next) = (args.clone(), http.clone(), Arc::clone(records), Arc::clone(&next));
+        tokio::spawn(async move {
+            loop {
+                let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if done(&args, started, n) {
+                    break;
+                }
+                let record = place(&args, &http, n).await;
+                records.lock().unwrap_or_else(PoisonError::into_inner).push(record);
+            }
+        })
+    });
+    futures::future::join_all(workers).await;
+}
+
+/// Places order number `n`, retrying with the same key on transport errors and 5xx.
+async fn place(args: &Args, http: &reqwest::Client, n: usize) -> Record {
+    let sku = args.skus[n % args.skus.len()].clone();
+    let quantity = 1 + (n as i64 % args.max_quantity.max(1));
+    let key = uuid::Uuid::new_v4().to_string();
+    let body = json!({"customer_id": format!("load-{}", n % args.customers.max(1)), "lines": [{"sku": sku, "quantity": quantity}]});
+    let mut record = Record { key: key.clone(), sku, quantity, ..Record::default() };
+    let started = Instant::now();
+    let mut backoff = Duration::from_millis(50);
+    for attempt in 1..=args.attempts {
+        record.attempts = attempt;
+        let mut request = http.post(format!("{}/orders", args.url)).header("Idempotency-Key", &key).json(&body);
+        if let Some(wait) = args.wait {
+            request = request.header("Prefer", format!("wait={wait}"));
+        }
+        match request.send().await {
+            Ok(response) => {
+                record.reply_status = response.status().as_u16();
+                let retry = response.status().is_server_error() || response.status() == 429;
+                let reply: Value = response.json().await.unwrap_or(Value::Null);
+                if !retry || attempt == args.attempts {
+                    record.order_id = reply["id"].as_str().unwrap_or_default().to_owned();
+                    record.final_status = reply["status"].as_str().unwrap_or_default().to_owned();
+                    if record.reply_status >= 400 {
+                        record.error = reply["message"].as_str().unwrap_or_default().to_owned();
+                    }
+                    break;
+                }
+            }
+            Err(error) => record.error = error.to_string(),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+    record.reply_ms = started.elapsed().as_secs_f64() * 1e3;
+    record
+}
+
+/// Reads every accepted order until it is final, and takes accepted → final from its history.
+async fn follow(args: &Args, http: &reqwest::Client, records: &mut [Record]) {
+    let deadline = Instant::now() + Duration::from_secs_f64(args.follow_secs);
+    let lookups = records.iter_mut().filter(|r| !r.order_id.is_empty()).map(|record| async move {
+        let mut pause = Duration::from_millis(50);
+        loop {
+            if let Ok(response) = http.get(format!("{}/orders/{}", args.url, record.order_id)).send().await
+                && let Ok(order) = response.json::<Value>().await
+            {
+                record.final_status = order["status"].as_str().unwrap_or_default().to_owned();
+                if matches!(record.final_status.as_str(), "CONFIRMED" | "REJECTED" | "CANCELLED") {
+                    record.accepted_to_final_ms = accepted_to_final(&order);
+                    return;
+                }
+            }
+            if Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(1));
+        }
+    });
+    futures::stream::iter(lookups).buffer_unordered(64).collect::<Vec<()>>().await;
+}
+
+use futures::StreamExt as _;
+
+/// Milliseconds from the first history entry (accepted) to the last (final).
+fn accepted_to_final(order: &Value) -> Option<f64> {
+    let history = order["history"].as_array()?;
+    let at = |entry: &Value| entry["at"].as_str().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+    let (first, last) = (at(history.first()?)?, at(history.last()?)?);
+    Some((last - first).num_microseconds()? as f64 / 1e3)
+}
+
+#[derive(Debug, Serialize)]
+struct RunSummary {
+    requests: usize,
+    seconds: f64,
+    rps: f64,
+    by_reply_status: std::collections::BTreeMap<String, usize>,
+    by_final_status: std::collections::BTreeMap<String, usize>,
+    transport_errors: usize,
+    retried: usize,
+    reply: Summary,
+    accepted_to_final: Summary,
+}
+
+fn summarise(records: &[Record], elapsed: Duration) -> RunSummary {
+    let mut by_reply_status = std::collections::BTreeMap::new();
+    let mut by_final_status = std::collections::BTreeMap::new();
+    for r in records {
+        let status = if r.reply_status == 0 { "error".to_owned() } else { r.reply_status.to_string() };
+        *by_reply_status.entry(status).or_insert(0) += 1;
+        let final_status = if r.final_status.is_empty() { "none".to_owned() } else { r.final_status.clone() };
+        *by_final_status.entry(final_status).or_insert(0) += 1;
+    }
+    let replies: Vec<Duration> = records.iter().map(|r| Duration::from_secs_f64(r.reply_ms / 1e3)).collect();
+    let finals: Vec<Duration> = records
+        .iter()
+        .filter_map(|r| r.accepted_to_final_ms)
+        .map(|ms| Duration::from_secs_f64(ms.max(0.0) / 1e3))
+        .collect();
+    RunSummary {
+        requests: records.len(),
+        seconds: elapsed.as_secs_f64(),
+        rps: records.len() as f64 / elapsed.as_secs_f64().max(1e-9),
+        by_reply_status,
+        by_final_status,
+        transport_errors: records.iter().filter(|r| r.reply_status == 0).count(),
+        retried: records.iter().filter(|r| r.attempts > 1).count(),
+        reply: Summary::of(&replies),
+        accepted_to_final: Summary::of(&finals),
+    }
+}
+
+fn render(s: &RunSummary) -> String {
+    format!(
+        "requests {} in {:.1} s ({:.1}/s); replies {:?}; final {:?}; transport errors {}; retried {}\n\
+         reply:              {}\naccepted -> final:  {}",
+        s.requests,
+        s.seconds,
+        s.rps,
+        s.by_reply_status,
+        s.by_final_status,
+        s.transport_errors,
+        s.retried,
+        s.reply,
+        s.accepted_to_final
+    )
+}
+
+fn spawn_progress(records: Arc<Mutex<Vec<Record>>>, started: Instant, every: f64) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        if every <= 0.0 {
+            return;
+        }
+        loop {
+            tokio::time::sleep(Duration::from_secs_f64(every)).await;
+            let records = records.lock().unwrap_or_else(PoisonError::into_inner);
+            let replies: Vec<Duration> = records.iter().map(|r| Duration::from_secs_f64(r.reply_ms / 1e3)).collect();
+            let errors = records.iter().filter(|r| r.reply_status == 0 || r.reply_status >= 500).count();
+            let s = Summary::of(&replies);
+            eprintln!(
+                "[{:>5.1}s] {} orders ({:.1}/s), {} errors, reply p50 {:.1} ms p99 {:.1} ms",
+                started.elapsed().as_secs_f64(),
+                records.len(),
+                records.len() as f64 / started.elapsed().as_secs_f64(),
+                errors,
+                s.p50_ms,
+                s.p99_ms
+            );
+        }
+    })
+}
+
+fn write_csv(path: &PathBuf, records: &[Record]) -> anyhow::Result<()> {
+    let mut out = String::from(
+        "order_id,key,sku,quantity,reply_status,reply_ms,attempts,final_status,accepted_to_final_ms,error\n",
+    );
+    for r in records {
+        let error = r.error.replace(['"', '\n'], "'");
+        out.push_str(&format!(
+            "{},{},{},{},{},{:.3},{},{},{},\"{}\"\n",
+            r.order_id,
+            r.key,
+            r.sku,
+            r.quantity,
+            r.reply_status,
+            r.reply_ms,
+            r.attempts,
+            r.final_status,
+            r.accepted_to_final_ms.map(|ms| format!("{ms:.3}")).unwrap_or_default(),
+            error
+        ));
+    }
+    std::fs::write(path, out)?;
+    Ok(())
+}

@@ -182,9 +182,8 @@ impl TestSystem {
 
     /// Starts one more relay instance for the outbox of `database_url`.
     pub fn spawn_relay(&self, name: &str, database_url: &str) -> RelayHandle {
-        let producer = platform::kafka::producer(&self.kafka).expect("producer");
         let settings = RelaySettings { standby_retry_ms: 200, ..RelaySettings::default() };
-        let relay = OutboxRelay::new(name, database_url, producer, settings);
+        let relay = OutboxRelay::new(name, database_url, &self.kafka, settings).expect("relay");
         let stats = relay.stats();
         RelayHandle { stats, task: tokio::spawn(relay.run(self.shutdown.clone())) }
     }

@@ -215,6 +215,8 @@ impl Processes {
         relay_env.insert("RELAY__OUTBOXES__ORDER".into(), order_db.clone());
         relay_env.insert("RELAY__OUTBOXES__INVENTORY".into(), inventory_db.clone());
         relay_env.insert("RELAY__RELAY__STANDBY_RETRY_MS".into(), "200".into());
+        // These tests restart brokers; see docs/broker-notes.md.
+        relay_env.insert("RELAY__KAFKA__IDEMPOTENCE".into(), "false".into());
 
         Self {
             order: service("order", "ORDER", order_env),

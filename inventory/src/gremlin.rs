@@ -58,11 +58,17 @@ pub fn fnv1a64(bytes: &[u8]) -> u64 {
 pub struct Gremlin {
     pattern: RwLock<Pattern>,
     delays: AtomicU64,
+    counter: prometheus_client::metrics::counter::Counter,
 }
 
 impl Gremlin {
     pub fn new(pattern: Pattern) -> Self {
-        Self { pattern: RwLock::new(pattern), delays: AtomicU64::new(0) }
+        Self { pattern: RwLock::new(pattern), ..Self::default() }
+    }
+
+    /// Counts delays in `metrics` as `gremlin_delays_total`.
+    pub fn register(&self, metrics: &platform::metrics::Metrics) {
+        metrics.register("gremlin_delays", "Times the gremlin delayed an order or a reply", self.counter.clone());
     }
 
     pub fn pattern(&self) -> Pattern {
@@ -84,6 +90,7 @@ impl Gremlin {
         let pattern = self.pattern();
         if pattern.is_slow(key) {
             self.delays.fetch_add(1, Ordering::Relaxed);
+            self.counter.inc();
             tracing::info!(key, delay_ms = pattern.delay_ms, "gremlin delay");
             tokio::time::sleep(Duration::from_millis(pattern.delay_ms)).await;
         }

@@ -45,13 +45,17 @@ impl Application {
     /// for the database or the broker here.
     pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<Self> {
         let pool = platform::db::pool(&settings.database)?;
+        let metrics = platform::metrics::Metrics::new();
+        metrics.watch_pool("inventory", pool.clone());
         let readiness = Arc::new(Readiness::default());
         let gremlin = Arc::new(Gremlin::new(settings.gremlin));
+        gremlin.register(&metrics);
         let handler = OrderEvents { topic: settings.topics.inventory.clone(), gremlin: Arc::clone(&gremlin) };
         let topics = [settings.topics.orders.as_str()];
         let consumer =
             InboxConsumer::for_topics(&settings.kafka, &settings.consumer_group, &topics, pool.clone(), handler)
-                .context("creating the order-events consumer")?;
+                .context("creating the order-events consumer")?
+                .with_metrics(&metrics);
         let consumer_stats = consumer.stats();
 
         let listener = platform::service::bind(&settings.http)?;
@@ -59,7 +63,7 @@ impl Application {
         let state = web::Data::new(AppState { pool, gremlin: Arc::clone(&gremlin), readiness: Arc::clone(&readiness) });
         let ready = web::Data::new(Arc::clone(&readiness));
         let admin = settings.admin.clone();
-        let server = platform::service::http_server(listener, settings.http.workers, move |config| {
+        let server = platform::service::http_server(listener, settings.http.workers, metrics, move |config| {
             config.app_data(state.clone()).app_data(ready.clone());
             configure_routes(config, &admin);
         })?;

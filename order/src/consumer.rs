@@ -8,9 +8,12 @@ use schema::RawEnvelope;
 use schema::events::{InventoryRejected, InventoryReleased, InventoryReserved};
 
 use crate::domain::OrderStatus::{Cancelled, Cancelling, Confirmed, Pending, Rejected};
+use crate::metrics::OrderMetrics;
 use crate::repository::transition;
 
-pub struct InventoryEvents;
+pub struct InventoryEvents {
+    pub metrics: OrderMetrics,
+}
 
 #[async_trait]
 impl Handler for InventoryEvents {
@@ -18,22 +21,26 @@ impl Handler for InventoryEvents {
         let permanent = |e: schema::envelope::DecodeError| HandleError::Permanent(e.to_string());
         // An order being cancelled ignores the reservation outcome: the release that follows
         // decides its end.
-        let changed = match event.event_type.as_str() {
+        let (accepted_at, outcome) = match event.event_type.as_str() {
             "InventoryReserved" => {
                 let reserved: InventoryReserved = event.decode().map_err(permanent)?;
-                transition(conn, reserved.order_id, &[Pending], Confirmed, None).await?
+                (transition(conn, reserved.order_id, &[Pending], Confirmed, None).await?, "confirmed")
             }
             "InventoryRejected" => {
                 let rejected: InventoryRejected = event.decode().map_err(permanent)?;
-                transition(conn, rejected.order_id, &[Pending], Rejected, Some(&rejected.reason)).await?
+                (transition(conn, rejected.order_id, &[Pending], Rejected, Some(&rejected.reason)).await?, "rejected")
             }
             "InventoryReleased" => {
                 let released: InventoryReleased = event.decode().map_err(permanent)?;
-                transition(conn, released.order_id, &[Cancelling], Cancelled, None).await?
+                (transition(conn, released.order_id, &[Cancelling], Cancelled, None).await?, "cancelled")
             }
             other => return Err(HandleError::Permanent(format!("unknown event type {other:?}"))),
         };
-        if changed {
+        if let Some(accepted_at) = accepted_at {
+            // End to end is acceptance to the first decision; a cancellation is the customer's doing.
+            let took = (outcome != "cancelled")
+                .then(|| (chrono::Utc::now() - accepted_at).num_microseconds().unwrap_or(0) as f64 / 1e6);
+            self.metrics.finished(outcome, took);
             tracing::info!(order_id = %event.aggregate_id, correlation_id = %event.correlation_id, event_type = %event.event_type, "order completed a step");
         } else {
             tracing::info!(order_id = %event.aggregate_id, event_type = %event.event_type, "event does not change the order in its current status");

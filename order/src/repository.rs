@@ -157,28 +157,31 @@ pub async fn cancel(
 }
 
 /// Moves an order from one of `from` to `to`, recording the change in its history. Returns
-/// false (and changes nothing) if the order is not in one of `from`. Must run inside the
-/// caller's transaction.
+/// when the order was accepted if it moved, `None` (and changes nothing) if the order is not
+/// in one of `from`. Must run inside the caller's transaction.
 pub async fn transition(
     conn: &mut AsyncPgConnection,
     id: OrderId,
     from: &[OrderStatus],
     to: OrderStatus,
     reason: Option<&str>,
-) -> QueryResult<bool> {
+) -> QueryResult<Option<DateTime<Utc>>> {
     let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
-    let updated = diesel::update(orders::table.find(id.0).filter(orders::status.eq_any(from)))
-        .set((
-            orders::status.eq(to.as_str()),
-            orders::updated_at.eq(diesel::dsl::now),
-            orders::rejection_reason.eq(reason),
-        ))
-        .execute(conn)
-        .await?;
-    if updated == 1 {
+    let accepted_at: Option<DateTime<Utc>> =
+        diesel::update(orders::table.find(id.0).filter(orders::status.eq_any(from)))
+            .set((
+                orders::status.eq(to.as_str()),
+                orders::updated_at.eq(diesel::dsl::now),
+                orders::rejection_reason.eq(reason),
+            ))
+            .returning(orders::created_at)
+            .get_result(conn)
+            .await
+            .optional()?;
+    if accepted_at.is_some() {
         record_history(conn, id, to, reason).await?;
     }
-    Ok(updated == 1)
+    Ok(accepted_at)
 }
 
 async fn set_status(

@@ -23,6 +23,7 @@ use utoipa::OpenApi as _;
 use crate::admission::RateLimiter;
 use crate::configuration::Settings;
 use crate::consumer::InventoryEvents;
+use crate::metrics::OrderMetrics;
 use crate::routes;
 use crate::waiters::Waiters;
 
@@ -36,6 +37,7 @@ pub struct AppState {
     pub wait_budget: Duration,
     pub rate_limiter: RateLimiter,
     pub readiness: Arc<Readiness>,
+    pub metrics: OrderMetrics,
 }
 
 pub struct Application {
@@ -51,16 +53,16 @@ impl Application {
     /// for the database or the broker here.
     pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<Self> {
         let pool = platform::db::pool(&settings.database)?;
+        let metrics = platform::metrics::Metrics::new();
+        metrics.watch_pool("orders", pool.clone());
+        let order_metrics = OrderMetrics::register(&metrics);
         let readiness = Arc::new(Readiness::default());
         let topics = [settings.topics.inventory.as_str()];
-        let consumer = InboxConsumer::for_topics(
-            &settings.kafka,
-            &settings.consumer_group,
-            &topics,
-            pool.clone(),
-            InventoryEvents,
-        )
-        .context("creating the inventory-events consumer")?;
+        let handler = InventoryEvents { metrics: order_metrics.clone() };
+        let consumer =
+            InboxConsumer::for_topics(&settings.kafka, &settings.consumer_group, &topics, pool.clone(), handler)
+                .context("creating the inventory-events consumer")?
+                .with_metrics(&metrics);
         let consumer_stats = consumer.stats();
         let waiters = Arc::new(Waiters::default());
 
@@ -73,11 +75,12 @@ impl Application {
             wait_budget: Duration::from_millis(settings.wait_budget_ms),
             rate_limiter: RateLimiter::new(&settings.admission),
             readiness: Arc::clone(&readiness),
+            metrics: order_metrics,
         });
         let in_flight = web::Data::new(Arc::new(Semaphore::new(settings.admission.max_in_flight)));
         let ready = web::Data::new(Arc::clone(&readiness));
         let admin = settings.admin.clone();
-        let server = platform::service::http_server(listener, settings.http.workers, move |config| {
+        let server = platform::service::http_server(listener, settings.http.workers, metrics, move |config| {
             config.app_data(state.clone()).app_data(in_flight.clone()).app_data(ready.clone());
             configure_routes(config, &admin);
         })?;

@@ -80,6 +80,13 @@ pub struct KafkaSettings {
     /// consumers deduplicate, but instances no longer share the work.
     #[serde(default)]
     pub assignment: Assignment,
+    /// Idempotent producer (the default, for Apache Kafka). `false` sends without a producer id
+    /// and with one request in flight per connection, which keeps per-partition order on
+    /// retries (retries may duplicate; consumers deduplicate). It works around tansu 0.6.0,
+    /// whose storage dies when a producer id from before a broker restart sends again
+    /// (docs/broker-notes.md).
+    #[serde(default = "default_true")]
+    pub idempotence: bool,
     /// librdkafka debug contexts (e.g. `cgrp,fetch`), logged through tracing; empty: none.
     #[serde(default)]
     pub debug: String,
@@ -94,9 +101,14 @@ impl Default for KafkaSettings {
             message_timeout_ms: default_message_timeout_ms(),
             session_timeout_ms: default_session_timeout_ms(),
             assignment: Assignment::default(),
+            idempotence: true,
             debug: String::new(),
         }
     }
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_brokers() -> String {

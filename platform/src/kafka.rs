@@ -29,10 +29,17 @@ fn base(settings: &KafkaSettings) -> ClientConfig {
 
 /// The producer the relay publishes with.
 pub fn producer(settings: &KafkaSettings) -> KafkaResult<FutureProducer> {
-    base(settings)
+    let mut config = base(settings);
+    if settings.idempotence {
         // The broker deduplicates the producer's own retries and keeps per-partition order,
         // so a retried batch can neither duplicate nor reorder events of one order.
-        .set("enable.idempotence", "true")
+        config.set("enable.idempotence", "true");
+    } else {
+        // Without idempotence, one request in flight keeps a retry from overtaking the
+        // messages after it; a retry may duplicate, which consumers recognise.
+        config.set("enable.idempotence", "false").set("max.in.flight.requests.per.connection", "1");
+    }
+    config
         // A message counts as sent only once every in-sync replica has it.
         .set("acks", "all")
         .set("linger.ms", settings.linger_ms.to_string())

@@ -9,6 +9,7 @@ pub mod db;
 pub mod health;
 pub mod http;
 pub mod kafka;
+pub mod metrics;
 pub mod readiness;
 pub mod retry;
 pub mod service;

@@ -10,7 +10,10 @@ use actix_web::{App, HttpServer, web};
 use diesel_migrations::EmbeddedMigrations;
 use tokio_util::sync::CancellationToken;
 
+use std::sync::Arc;
+
 use crate::config::{DatabaseSettings, HttpSettings};
+use crate::metrics::Metrics;
 use crate::readiness::Readiness;
 
 /// How long in-flight requests get to finish after shutdown is requested.
@@ -54,15 +57,24 @@ pub fn port_of(listener: &TcpListener) -> u16 {
     listener.local_addr().map(|a| a.port()).unwrap_or_default()
 }
 
-/// An HTTP server with the common extractor settings and request log; `routes` adds the
-/// service's own routes and state.
-pub fn http_server<F>(listener: TcpListener, workers: usize, routes: F) -> std::io::Result<Server>
+/// An HTTP server with the common extractor settings, request log, request metrics and
+/// `/metrics`; `routes` adds the service's own routes and state.
+pub fn http_server<F>(
+    listener: TcpListener,
+    workers: usize,
+    metrics: Arc<Metrics>,
+    routes: F,
+) -> std::io::Result<Server>
 where
     F: Fn(&mut web::ServiceConfig) + Send + Clone + 'static,
 {
+    let metrics = web::Data::new(metrics);
     Ok(HttpServer::new(move || {
         App::new()
+            .wrap(actix_web::middleware::from_fn(crate::metrics::record_requests))
             .wrap(actix_web::middleware::Logger::new("%r %s %Dms").log_target("http"))
+            .app_data(metrics.clone())
+            .route("/metrics", web::get().to(crate::metrics::endpoint))
             .app_data(crate::http::json_config())
             .app_data(crate::http::query_config())
             .app_data(crate::http::path_config())

@@ -29,6 +29,7 @@ use tokio::sync::{Semaphore, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::ConsumerMetrics;
 use crate::offsets::OffsetTracker;
 pub use crate::stats::ConsumerStats;
 
@@ -146,6 +147,7 @@ pub struct InboxConsumer<H> {
 }
 
 struct Shared<H> {
+    metrics: Option<ConsumerMetrics>,
     consumer: StreamConsumer,
     pool: PgPool,
     handler: H,
@@ -172,6 +174,7 @@ impl<H: Handler> InboxConsumer<H> {
     /// `consumer` must already be subscribed or assigned.
     pub fn new(consumer: StreamConsumer, pool: PgPool, handler: H) -> Self {
         let shared = Shared {
+            metrics: None,
             consumer,
             pool,
             handler,
@@ -180,6 +183,14 @@ impl<H: Handler> InboxConsumer<H> {
             chains: Mutex::default(),
         };
         Self { shared: Arc::new(shared), max_in_flight: DEFAULT_MAX_IN_FLIGHT, source: None }
+    }
+
+    /// Records events by outcome and lag per partition in `metrics`.
+    pub fn with_metrics(mut self, metrics: &platform::metrics::Metrics) -> Self {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.metrics = Some(ConsumerMetrics::register(metrics));
+        }
+        self
     }
 
     pub fn with_max_in_flight(mut self, max_in_flight: usize) -> Self {
@@ -200,6 +211,7 @@ impl<H: Handler> InboxConsumer<H> {
                 return;
             }
         }
+        let lag = tokio::spawn(report_lag(Arc::clone(&self.shared), shutdown.clone()));
         let permits = Arc::new(Semaphore::new(self.max_in_flight));
         let mut tasks = JoinSet::new();
         let mut generation = 0u64;
@@ -239,6 +251,7 @@ impl<H: Handler> InboxConsumer<H> {
             while tasks.try_join_next().is_some() {}
         }
         while tasks.join_next().await.is_some() {}
+        lag.abort();
         if let Err(error) = self.shared.consumer.commit_consumer_state(CommitMode::Sync) {
             // Nothing stored since the last commit, or the broker is gone: the events
             // will be redelivered and recognised as duplicates.
@@ -292,6 +305,7 @@ impl<H: Handler> Shared<H> {
             }
             Err(error) => {
                 self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                self.record(message.topic(), "failed");
                 tracing::error!(%error, "unreadable event skipped");
             }
         }
@@ -307,11 +321,12 @@ impl<H: Handler> Shared<H> {
             };
             match result {
                 Ok(outcome) => {
-                    let counter = match outcome {
-                        Outcome::Processed => &self.stats.processed,
-                        Outcome::Duplicate => &self.stats.duplicates,
+                    let (counter, name) = match outcome {
+                        Outcome::Processed => (&self.stats.processed, "processed"),
+                        Outcome::Duplicate => (&self.stats.duplicates, "duplicate"),
                     };
                     counter.fetch_add(1, Ordering::Relaxed);
+                    self.record(&from.topic, name);
                     tracing::info!(?outcome, "event handled");
                     match self.handler.after_commit() {
                         Ok(()) => return,
@@ -330,11 +345,49 @@ impl<H: Handler> Shared<H> {
                 }
                 Err(error) => {
                     self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                    self.record(&from.topic, "failed");
                     tracing::error!(%error, "event cannot be applied; skipped");
                     return;
                 }
             }
         }
+    }
+}
+
+impl<H> Shared<H> {
+    fn record(&self, topic: &str, outcome: &'static str) {
+        if let Some(metrics) = &self.metrics {
+            metrics.event(topic, outcome);
+        }
+    }
+}
+
+/// Every few seconds, sets `consumer_lag_messages` for each assigned partition: the high
+/// watermark minus the next offset this consumer will read.
+async fn report_lag<H: Send + Sync + 'static>(shared: Arc<Shared<H>>, shutdown: CancellationToken) {
+    if shared.metrics.is_none() {
+        return;
+    }
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+        let shared = Arc::clone(&shared);
+        let _ = tokio::task::spawn_blocking(move || {
+            let Ok(positions) = shared.consumer.position() else { return };
+            for element in positions.elements() {
+                let Ok((_, high)) =
+                    shared.consumer.fetch_watermarks(element.topic(), element.partition(), Duration::from_secs(1))
+                else {
+                    continue;
+                };
+                if let (Some(position), Some(metrics)) = (element.offset().to_raw(), &shared.metrics) {
+                    metrics.lag(element.topic(), element.partition(), (high - position).max(0));
+                }
+            }
+        })
+        .await;
     }
 }
 

@@ -4,6 +4,7 @@
 //! - [`inbox`]: the consume loop that applies each event exactly once per database.
 
 pub mod inbox;
+pub mod metrics;
 pub mod offsets;
 pub mod outbox;
 pub mod publisher;

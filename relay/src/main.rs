@@ -44,12 +44,14 @@ async fn main() -> anyhow::Result<()> {
     let settings: Settings = platform::config::load("RELAY")?;
     platform::crash::arm_from_env()?;
     let shutdown = platform::shutdown::on_signal();
-    let producer = platform::kafka::producer(&settings.kafka)?;
+    let metrics = platform::metrics::Metrics::new();
+    let relay_metrics = relay::metrics::RelayMetrics::register(&metrics);
 
     let mut tasks = tokio::task::JoinSet::new();
     let mut stats: Vec<(String, Arc<RelayStats>)> = Vec::new();
     for (name, url) in &settings.outboxes {
-        let relay = OutboxRelay::new(name, url, producer.clone(), settings.relay.clone());
+        let relay =
+            OutboxRelay::new(name, url, &settings.kafka, settings.relay.clone())?.with_metrics(relay_metrics.clone());
         stats.push((name.clone(), relay.stats()));
         tasks.spawn(relay.run(shutdown.clone()));
     }
@@ -58,17 +60,15 @@ async fn main() -> anyhow::Result<()> {
     let listener = platform::service::bind(&settings.http)?;
     let stats = web::Data::new(stats);
     let admin = settings.admin.clone();
-    let server = platform::service::http_server(listener, 1, move |config| {
+    let server = platform::service::http_server(listener, 1, metrics, move |config: &mut web::ServiceConfig| {
         config
             .app_data(stats.clone())
             .route("/health/live", web::get().to(|| async { platform::health::live() }))
             .route("/health", web::get().to(health));
         platform::admin::configure(config, &admin, |_| {});
     })?;
+    // Each relay finishes its batch (waiting for its acknowledgements) before it returns.
     platform::service::run_until_stopped(server, relays, shutdown).await?;
-    // Whatever is still queued in the producer was not deleted from the outbox either; it
-    // will be published again on the next start. Flushing keeps that set small.
-    let _ = rdkafka::producer::Producer::flush(&producer, std::time::Duration::from_secs(5));
     Ok(())
 }
 

@@ -18,12 +18,14 @@ use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Bool};
 use diesel_async::{AsyncConnection as _, AsyncPgConnection, RunQueryDsl};
 use futures::{FutureExt as _, StreamExt as _};
+use platform::config::KafkaSettings;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use schema::tables::messaging::outbox;
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::RelayMetrics;
 use crate::outbox::OutboxRow;
 use crate::stats::RelayStats;
 
@@ -82,21 +84,38 @@ pub enum RelayError {
 
 /// Relays one database's outbox to Kafka.
 pub struct OutboxRelay {
+    metrics: Option<RelayMetrics>,
     name: String,
     database_url: String,
+    kafka: KafkaSettings,
     producer: FutureProducer,
     settings: RelaySettings,
     stats: Arc<RelayStats>,
 }
 
 impl OutboxRelay {
+    /// A relay for the outbox in `database_url`, with its own producer.
     pub fn new(
         name: impl Into<String>,
         database_url: impl Into<String>,
-        producer: FutureProducer,
+        kafka: &KafkaSettings,
         settings: RelaySettings,
-    ) -> Self {
-        Self { name: name.into(), database_url: database_url.into(), producer, settings, stats: Arc::default() }
+    ) -> rdkafka::error::KafkaResult<Self> {
+        Ok(Self {
+            metrics: None,
+            name: name.into(),
+            database_url: database_url.into(),
+            kafka: kafka.clone(),
+            producer: platform::kafka::producer(kafka)?,
+            settings,
+            stats: Arc::default(),
+        })
+    }
+
+    /// Records publications, latency and backlog in `metrics`.
+    pub fn with_metrics(mut self, metrics: RelayMetrics) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     pub fn stats(&self) -> Arc<RelayStats> {
@@ -104,11 +123,14 @@ impl OutboxRelay {
     }
 
     /// Relays until `shutdown`, reconnecting (and re-electing) after any database error.
-    pub async fn run(self, shutdown: CancellationToken) {
+    pub async fn run(mut self, shutdown: CancellationToken) {
         let mut delay = Duration::from_millis(200);
         while !shutdown.is_cancelled() {
             let result = self.lead(&shutdown).await;
             self.stats.active.store(false, Ordering::Relaxed);
+            if let Some(metrics) = &self.metrics {
+                metrics.active(&self.name, false);
+            }
             match result {
                 Ok(()) => break,
                 Err(error) => {
@@ -125,20 +147,28 @@ impl OutboxRelay {
     }
 
     /// One session: wait to become leader, then relay until shutdown or an error.
-    async fn lead(&self, shutdown: &CancellationToken) -> Result<(), RelayError> {
+    async fn lead(&mut self, shutdown: &CancellationToken) -> Result<(), RelayError> {
         let mut conn = AsyncPgConnection::establish(&self.database_url).await?;
         if !self.wait_for_leadership(&mut conn, shutdown).await? {
             return Ok(());
         }
         self.stats.active.store(true, Ordering::Relaxed);
+        if let Some(metrics) = &self.metrics {
+            metrics.active(&self.name, true);
+        }
         tracing::info!(outbox = %self.name, "this relay is now the active one");
         if self.settings.listen {
             diesel::sql_query("LISTEN outbox").execute(&mut conn).await?;
         }
         let poll = Duration::from_millis(self.settings.poll_interval_ms);
+        let mut backlog_measured = std::time::Instant::now() - Duration::from_secs(60);
         loop {
             drain_notifications(&mut conn);
             let relayed = self.relay_batch(&mut conn).await?;
+            if backlog_measured.elapsed() >= Duration::from_secs(1) {
+                self.measure_backlog(&mut conn).await?;
+                backlog_measured = std::time::Instant::now();
+            }
             if relayed as i64 >= self.settings.batch_size {
                 if shutdown.is_cancelled() {
                     return Ok(());
@@ -156,6 +186,40 @@ impl OutboxRelay {
                 }
             }
         }
+    }
+
+    /// Replaces the producer after failed deliveries. An idempotent producer can be left unable
+    /// to send (a fatal idempotence error; or, seen with tansu, a broker that forgot its producer
+    /// id across a restart); a new one starts with a fresh producer id. The pause keeps a
+    /// relay whose broker is down from spinning.
+    async fn renew_producer(&mut self) {
+        match platform::kafka::producer(&self.kafka) {
+            Ok(producer) => {
+                self.producer = producer;
+                tracing::info!(outbox = %self.name, "producer renewed after failed deliveries");
+            }
+            Err(error) => tracing::warn!(outbox = %self.name, %error, "cannot renew the producer; keeping the old one"),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    /// Sets the backlog gauges from the outbox itself.
+    async fn measure_backlog(&self, conn: &mut AsyncPgConnection) -> Result<(), RelayError> {
+        let Some(metrics) = &self.metrics else { return Ok(()) };
+        #[derive(QueryableByName)]
+        struct Backlog {
+            #[diesel(sql_type = BigInt)]
+            rows: i64,
+            #[diesel(sql_type = diesel::sql_types::Double)]
+            oldest_age: f64,
+        }
+        let backlog: Backlog = diesel::sql_query(
+            "SELECT count(*) AS rows, COALESCE(extract(epoch FROM now() - min(created_at)), 0)::float8 AS oldest_age FROM outbox",
+        )
+        .get_result(conn)
+        .await?;
+        metrics.backlog(&self.name, backlog.rows, backlog.oldest_age);
+        Ok(())
     }
 
     /// Returns false if shutdown came before the lock.
@@ -182,12 +246,19 @@ impl OutboxRelay {
 
     /// Publishes one batch and deletes what was acknowledged. Returns how many rows it read.
     #[tracing::instrument(skip_all, fields(outbox = %self.name))]
-    async fn relay_batch(&self, conn: &mut AsyncPgConnection) -> Result<usize, RelayError> {
+    async fn relay_batch(&mut self, conn: &mut AsyncPgConnection) -> Result<usize, RelayError> {
         let rows = fetch_batch(conn, self.settings.batch_size).await?;
         if rows.is_empty() {
             return Ok(0);
         }
         let acked = publish(&self.producer, &rows).await;
+        if let Some(metrics) = &self.metrics {
+            let now = chrono::Utc::now();
+            for row in rows.iter().filter(|r| acked.contains(&r.id)) {
+                let latency = (now - row.created_at).num_microseconds().unwrap_or(0) as f64 / 1e6;
+                metrics.published(&row.topic, &self.name, latency.max(0.0));
+            }
+        }
         // Published and acknowledged, not yet deleted: a crash here re-publishes the batch.
         platform::crash::point("relay.after_publish_before_delete")?;
         let deleted = delete(conn, &acked).await?;
@@ -199,6 +270,7 @@ impl OutboxRelay {
                 acked = acked.len(),
                 "part of the batch was not acknowledged; it will be retried"
             );
+            self.renew_producer().await;
         }
         tracing::debug!(read = rows.len(), deleted, "batch relayed");
         Ok(rows.len())

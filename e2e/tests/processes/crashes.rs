@@ -126,6 +126,7 @@ async fn sigterm_under_load_loses_nothing() {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                     accepted += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 accepted
             })

@@ -79,6 +79,7 @@ pub async fn place_order(
     platform::crash::point("order.after_commit_before_reply")?;
     let (mut view, replayed) = match placement {
         Placement::Created(view) => {
+            state.metrics.accepted();
             tracing::info!(order_id = %view.id, correlation_id = %view.correlation_id, "order accepted");
             (view, false)
         }

@@ -1,0 +1,130 @@
+//! Prometheus metrics: one registry per process, served at `/metrics` in the text format.
+//! This module holds what every process records (HTTP request durations, database pool
+//! usage); each service adds its own metrics to the same registry.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
+use actix_web::{HttpResponse, web};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::db::PgPool;
+
+/// Buckets for latencies from 1 ms to about 33 s.
+pub fn latency_buckets() -> impl Iterator<Item = f64> {
+    exponential_buckets(0.001, 2.0, 16)
+}
+
+pub fn latency_histogram() -> Histogram {
+    Histogram::new(latency_buckets())
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    pub method: String,
+    /// The route pattern (`/orders/{id}`), never the raw path, so ids do not explode cardinality.
+    pub route: String,
+    pub status: u16,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DatabaseLabels {
+    pub database: String,
+}
+
+/// A process's registry, plus what must be refreshed just before each scrape.
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    http: Family<HttpLabels, Histogram>,
+    pool_in_use: Family<DatabaseLabels, Gauge>,
+    pool_idle: Family<DatabaseLabels, Gauge>,
+    pools: Mutex<Vec<(String, PgPool)>>,
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Self> {
+        let mut registry = Registry::default();
+        let http = Family::<HttpLabels, Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
+        registry.register_with_unit(
+            "http_request_duration",
+            "Time to answer an HTTP request",
+            Unit::Seconds,
+            http.clone(),
+        );
+        let pool_in_use = Family::default();
+        registry.register("db_pool_connections_in_use", "Pool connections lent out", pool_in_use.clone());
+        let pool_idle = Family::default();
+        registry.register("db_pool_connections_idle", "Pool connections open and idle", pool_idle.clone());
+        Arc::new(Self { registry: Mutex::new(registry), http, pool_in_use, pool_idle, pools: Mutex::default() })
+    }
+
+    /// Adds a service's own metric.
+    pub fn register(&self, name: &str, help: &str, metric: impl prometheus_client::registry::Metric) {
+        self.registry.lock().unwrap_or_else(PoisonError::into_inner).register(name, help, metric);
+    }
+
+    pub fn register_with_unit(
+        &self,
+        name: &str,
+        help: &str,
+        unit: Unit,
+        metric: impl prometheus_client::registry::Metric,
+    ) {
+        self.registry.lock().unwrap_or_else(PoisonError::into_inner).register_with_unit(name, help, unit, metric);
+    }
+
+    /// Reports `pool`'s usage as `database`.
+    pub fn watch_pool(&self, database: &str, pool: PgPool) {
+        self.pools.lock().unwrap_or_else(PoisonError::into_inner).push((database.to_owned(), pool));
+    }
+
+    pub fn record_http(&self, method: &str, route: &str, status: u16, seconds: f64) {
+        let labels = HttpLabels { method: method.to_owned(), route: route.to_owned(), status };
+        self.http.get_or_create(&labels).observe(seconds);
+    }
+
+    /// The text exposition of every metric, refreshed.
+    pub fn encode(&self) -> String {
+        for (database, pool) in self.pools.lock().unwrap_or_else(PoisonError::into_inner).iter() {
+            let status = pool.status();
+            let labels = DatabaseLabels { database: database.clone() };
+            let in_use = status.size.saturating_sub(status.available);
+            self.pool_in_use.get_or_create(&labels).set(in_use as i64);
+            self.pool_idle.get_or_create(&labels).set(status.available as i64);
+        }
+        let mut text = String::new();
+        let registry = self.registry.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Err(error) = prometheus_client::encoding::text::encode(&mut text, &registry) {
+            tracing::error!(%error, "cannot encode metrics");
+        }
+        text
+    }
+}
+
+/// `GET /metrics`.
+pub async fn endpoint(metrics: web::Data<Arc<Metrics>>) -> HttpResponse {
+    HttpResponse::Ok().content_type("application/openmetrics-text; version=1.0.0; charset=utf-8").body(metrics.encode())
+}
+
+/// Middleware: records every request's duration by method, route pattern and status.
+pub async fn record_requests(
+    request: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = Instant::now();
+    let metrics = request.app_data::<web::Data<Arc<Metrics>>>().cloned();
+    let method = request.method().to_string();
+    let route = request.match_pattern().unwrap_or_else(|| "unmatched".to_owned());
+    let response = next.call(request).await?;
+    if let Some(metrics) = metrics {
+        metrics.record_http(&method, &route, response.status().as_u16(), started.elapsed().as_secs_f64());
+    }
+    Ok(response)
+}

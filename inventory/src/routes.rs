@@ -82,8 +82,13 @@ pub async fn live() -> HttpResponse {
 #[utoipa::path(responses((status = 200, description = "Ready"), (status = 503, description = "A dependency is down")))]
 #[get("/health")]
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
-    let database =
-        platform::health::database("inventory database", &state.pool, "SELECT 1 FROM products LIMIT 1").await;
+    let database = platform::health::database_when_ready(
+        "inventory database",
+        &state.readiness,
+        &state.pool,
+        "SELECT 1 FROM products LIMIT 1",
+    )
+    .await;
     platform::health::response(&[database])
 }
 

@@ -61,6 +61,19 @@ pub async fn database(name: &str, pool: &PgPool, probe_sql: &'static str) -> Che
     .await
 }
 
+/// [`database`], once the service is ready; before that, why it is not.
+pub async fn database_when_ready(
+    name: &str,
+    readiness: &crate::readiness::Readiness,
+    pool: &PgPool,
+    probe_sql: &'static str,
+) -> Check {
+    match readiness.problem() {
+        Some(problem) => Check::down(name, problem),
+        None => database(name, pool, probe_sql).await,
+    }
+}
+
 /// 200 when every check is up, 503 otherwise, with one entry per dependency.
 pub fn response(checks: &[Check]) -> HttpResponse {
     let up = checks.iter().all(Check::is_up);

@@ -14,9 +14,12 @@ pub async fn live() -> HttpResponse {
 #[utoipa::path(responses((status = 200, description = "Ready"), (status = 503, description = "A dependency is down")))]
 #[get("/health")]
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
-    let database = match state.readiness.problem() {
-        Some(problem) => platform::health::Check::down("order database", problem),
-        None => platform::health::database("order database", &state.pool, "SELECT 1 FROM orders LIMIT 1").await,
-    };
+    let database = platform::health::database_when_ready(
+        "order database",
+        &state.readiness,
+        &state.pool,
+        "SELECT 1 FROM orders LIMIT 1",
+    )
+    .await;
     platform::health::response(&[database])
 }

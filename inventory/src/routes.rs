@@ -89,7 +89,8 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
         "SELECT 1 FROM products LIMIT 1",
     )
     .await;
-    platform::health::response(&[database])
+    let kafka = platform::health::broker(&state.broker).await;
+    platform::health::response(&[database, kafka])
 }
 
 /// Holds a `/stock` reply when the gremlin's pattern makes its path slow.

@@ -29,6 +29,7 @@ pub struct AppState {
     pub pool: PgPool,
     pub gremlin: Arc<Gremlin>,
     pub readiness: Arc<Readiness>,
+    pub broker: platform::kafka::BrokerProbe,
 }
 
 pub struct Application {
@@ -60,7 +61,12 @@ impl Application {
 
         let listener = platform::service::bind(&settings.http)?;
         let port = platform::service::port_of(&listener);
-        let state = web::Data::new(AppState { pool, gremlin: Arc::clone(&gremlin), readiness: Arc::clone(&readiness) });
+        let state = web::Data::new(AppState {
+            pool,
+            gremlin: Arc::clone(&gremlin),
+            readiness: Arc::clone(&readiness),
+            broker: platform::kafka::BrokerProbe::new(&settings.kafka, &settings.topics.orders)?,
+        });
         let ready = web::Data::new(Arc::clone(&readiness));
         let admin = settings.admin.clone();
         let server = platform::service::http_server(listener, settings.http.workers, metrics, move |config| {

@@ -37,6 +37,7 @@ pub struct AppState {
     pub wait_budget: Duration,
     pub rate_limiter: RateLimiter,
     pub readiness: Arc<Readiness>,
+    pub broker: platform::kafka::BrokerProbe,
     pub metrics: OrderMetrics,
 }
 
@@ -75,6 +76,7 @@ impl Application {
             wait_budget: Duration::from_millis(settings.wait_budget_ms),
             rate_limiter: RateLimiter::new(&settings.admission),
             readiness: Arc::clone(&readiness),
+            broker: platform::kafka::BrokerProbe::new(&settings.kafka, &settings.topics.inventory)?,
             metrics: order_metrics,
         });
         let in_flight = web::Data::new(Arc::new(Semaphore::new(settings.admission.max_in_flight)));

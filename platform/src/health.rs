@@ -19,6 +19,10 @@ pub const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 pub struct Check {
     pub name: String,
     pub status: &'static str,
+    /// A required dependency that is down makes the service not ready (503); an optional
+    /// one only degrades it (e.g. the broker, for the order service, which keeps accepting
+    /// orders into its outbox).
+    pub required: bool,
     pub latency_ms: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
@@ -27,11 +31,17 @@ pub struct Check {
 impl Check {
     /// A check that failed before it could run, e.g. a service still waiting for its database.
     pub fn down(name: &str, problem: String) -> Self {
-        Self { name: name.to_owned(), status: "down", latency_ms: 0, message: Some(problem) }
+        Self { name: name.to_owned(), status: "down", required: true, latency_ms: 0, message: Some(problem) }
     }
 
     pub fn is_up(&self) -> bool {
         self.status == "up"
+    }
+
+    /// The same check, not required for readiness.
+    pub fn optional(mut self) -> Self {
+        self.required = false;
+        self
     }
 }
 
@@ -48,7 +58,8 @@ where
         Ok(Err(problem)) => Some(format!("{name}: {problem}")),
         Err(_) => Some(format!("{name}: no answer within {}s", CHECK_TIMEOUT.as_secs())),
     };
-    Check { name: name.to_owned(), status: if message.is_none() { "up" } else { "down" }, latency_ms, message }
+    let status = if message.is_none() { "up" } else { "down" };
+    Check { name: name.to_owned(), status, required: true, latency_ms, message }
 }
 
 /// Checks that `pool`'s database answers `probe_sql` (a query against one of the service's
@@ -74,13 +85,30 @@ pub async fn database_when_ready(
     }
 }
 
-/// 200 when every check is up, 503 otherwise, with one entry per dependency.
+/// Checks that a broker answers a metadata request.
+pub async fn broker(probe: &crate::kafka::BrokerProbe) -> Check {
+    check("kafka", probe.check(CHECK_TIMEOUT)).await
+}
+
+/// 200 when every required check is up (status `up`, or `degraded` if an optional one is
+/// down), 503 otherwise, with one entry per dependency.
 pub fn response(checks: &[Check]) -> HttpResponse {
-    let up = checks.iter().all(Check::is_up);
+    response_with(checks, serde_json::Map::new())
+}
+
+/// [`response`] with extra top-level fields (e.g. the relay's outboxes).
+pub fn response_with(checks: &[Check], mut body: serde_json::Map<String, serde_json::Value>) -> HttpResponse {
+    let ready = checks.iter().filter(|c| c.required).all(Check::is_up);
+    let status = match (ready, checks.iter().all(Check::is_up)) {
+        (true, true) => "up",
+        (true, false) => "degraded",
+        (false, _) => "down",
+    };
     let entries: serde_json::Map<String, serde_json::Value> =
         checks.iter().map(|c| (c.name.clone(), serde_json::to_value(c).unwrap_or_default())).collect();
-    let body = json!({ "status": if up { "up" } else { "down" }, "checks": entries });
-    if up { HttpResponse::Ok().json(body) } else { HttpResponse::ServiceUnavailable().json(body) }
+    body.insert("status".into(), status.into());
+    body.insert("checks".into(), entries.into());
+    if ready { HttpResponse::Ok().json(body) } else { HttpResponse::ServiceUnavailable().json(body) }
 }
 
 /// The body of `/health/live`.

@@ -1,6 +1,7 @@
 //! Kafka client factories. Every non-obvious librdkafka key carries a comment saying why it
 //! has that value; the same settings work on Apache Kafka and on the local tansu broker.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
@@ -137,4 +138,31 @@ fn assign_all(consumer: &StreamConsumer, topics: &[&str]) -> Result<(), String> 
     consumer.assign(&assignment).map_err(|e| e.to_string())?;
     tracing::info!(partitions = assignment.count(), "consuming every partition (assignment = all)");
     Ok(())
+}
+
+/// A long-lived client for health checks: asks the broker for one topic's metadata.
+pub struct BrokerProbe {
+    client: Arc<BaseConsumer>,
+    topic: String,
+}
+
+impl BrokerProbe {
+    pub fn new(settings: &KafkaSettings, topic: &str) -> KafkaResult<Self> {
+        Ok(Self { client: Arc::new(base(settings).create()?), topic: topic.to_owned() })
+    }
+
+    /// `Ok` when a broker answered within `timeout`; otherwise what went wrong, in words.
+    pub async fn check(&self, timeout: Duration) -> Result<(), String> {
+        let (client, topic) = (Arc::clone(&self.client), self.topic.clone());
+        let answered =
+            tokio::task::spawn_blocking(move || client.fetch_metadata(Some(&topic), timeout).map(drop)).await;
+        match answered {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(rdkafka::error::KafkaError::MetadataFetch(rdkafka::types::RDKafkaErrorCode::OperationTimedOut))) => {
+                Err(format!("metadata request timed out after {}s", timeout.as_secs()))
+            }
+            Ok(Err(error)) => Err(error.to_string()),
+            Err(_) => Err("the check was interrupted".to_owned()),
+        }
+    }
 }

@@ -76,3 +76,76 @@ async fn health_names_a_missing_table() {
     diesel::sql_query("ALTER TABLE products_gone RENAME TO products").execute(&mut conn).await.expect("renamed back");
     system.stop().await;
 }
+
+#[tokio::test]
+async fn with_the_broker_down_order_is_degraded_and_inventory_not_ready_both_saying_why() {
+    let system = TestSystem::start().await;
+    let dead = platform::config::KafkaSettings { brokers: "127.0.0.1:1".into(), ..e2e::kafka_settings() };
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let http = platform::config::HttpSettings { port: 0, ..platform::config::HttpSettings::on_port(0) };
+    let order = order::startup::Application::build(
+        order::configuration::Settings {
+            http: http.clone(),
+            database: platform::config::DatabaseSettings { url: system.order_db.clone(), pool_size: 2 },
+            kafka: dead.clone(),
+            topics: system.topics.clone(),
+            consumer_group: "health-test".into(),
+            wait_budget_ms: 0,
+            admission: Default::default(),
+            admin: Default::default(),
+        },
+        shutdown.clone(),
+    )
+    .await
+    .expect("builds");
+    let inventory = inventory::startup::Application::build(
+        inventory::configuration::Settings {
+            http,
+            database: platform::config::DatabaseSettings { url: system.inventory_db.clone(), pool_size: 2 },
+            kafka: dead,
+            topics: system.topics.clone(),
+            consumer_group: "health-test".into(),
+            gremlin: Default::default(),
+            admin: Default::default(),
+        },
+        shutdown.clone(),
+    )
+    .await
+    .expect("builds");
+    let (order_url, inventory_url) =
+        (format!("http://127.0.0.1:{}/health", order.port()), format!("http://127.0.0.1:{}/health", inventory.port()));
+    let running = [tokio::spawn(order.run_until_stopped()), tokio::spawn(inventory.run_until_stopped())];
+
+    let health = |url: String| {
+        let http = system.http.clone();
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+            loop {
+                let response = http.get(&url).send().await.expect("answers");
+                let status = response.status().as_u16();
+                let body: Value = response.json().await.expect("json");
+                if body["checks"]["kafka"]["status"] == "down"
+                    && body["checks"]
+                        .as_object()
+                        .is_some_and(|c| c.values().filter(|c| c["status"] == "up").count() == 1)
+                {
+                    return (status, body);
+                }
+                assert!(tokio::time::Instant::now() < deadline, "{body}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let (status, body) = health(order_url).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("degraded")), "order keeps taking orders: {body}");
+    let message = body["checks"]["kafka"]["message"].as_str().unwrap_or_default();
+    assert!(message.starts_with("kafka: "), "{message}");
+    let (status, body) = health(inventory_url).await;
+    assert_eq!((status, body["status"].as_str()), (503, Some("down")), "{body}");
+
+    shutdown.cancel();
+    for service in running {
+        let _ = service.await;
+    }
+    system.stop().await;
+}

@@ -21,5 +21,7 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
         "SELECT 1 FROM orders LIMIT 1",
     )
     .await;
-    platform::health::response(&[database])
+    // Orders are still accepted into the outbox while the broker is away.
+    let kafka = platform::health::broker(&state.broker).await.optional();
+    platform::health::response(&[database, kafka])
 }

@@ -217,8 +217,6 @@ impl Processes {
         relay_env.insert("RELAY__RELAY__STANDBY_RETRY_MS".into(), "200".into());
         // These tests restart brokers; see docs/broker-notes.md.
         relay_env.insert("RELAY__KAFKA__IDEMPOTENCE".into(), "false".into());
-        // These tests restart brokers; see docs/broker-notes.md.
-        relay_env.insert("RELAY__KAFKA__IDEMPOTENCE".into(), "false".into());
 
         Self {
             order: service("order", "ORDER", order_env),

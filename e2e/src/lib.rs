@@ -23,6 +23,15 @@ use tokio_util::sync::CancellationToken;
 /// How long a test waits for an order to settle before failing.
 pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(45);
 
+/// Waits until `check` holds, failing the test with `what` after [`SETTLE_TIMEOUT`].
+pub async fn eventually(what: &str, check: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
+    while !check() {
+        assert!(tokio::time::Instant::now() < deadline, "{what} did not happen");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 pub fn pg_server_url() -> String {
     std::env::var("TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
 }

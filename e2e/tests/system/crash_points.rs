@@ -2,18 +2,8 @@
 //! `abort` variants kill real processes; see `e2e/tests/processes`.) cargo-nextest runs each
 //! test in its own process, so a point armed here affects only its own test.
 
-use std::time::Duration;
-
 use e2e::TestSystem;
 use serde_json::{Value, json};
-
-async fn eventually(what: &str, check: impl Fn() -> bool) {
-    let deadline = tokio::time::Instant::now() + e2e::SETTLE_TIMEOUT;
-    while !check() {
-        assert!(tokio::time::Instant::now() < deadline, "{what} did not happen");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 #[tokio::test]
 async fn a_failure_before_inventory_commits_applies_nothing_and_the_retry_applies_once() {
@@ -39,7 +29,7 @@ async fn an_event_whose_acknowledgement_fails_three_times_is_applied_once() {
     let id = system.place("MUG-01", 3).await;
 
     assert_eq!(system.settled(&id).await["status"], "CONFIRMED");
-    eventually("three redeliveries", || system.inventory_consumer.duplicates() == 3).await;
+    e2e::eventually("three redeliveries", || system.inventory_consumer.duplicates() == 3).await;
     assert_eq!(system.inventory_consumer.processed(), 1);
     assert_eq!(system.stock("MUG-01").await, before - 3);
     system.assert_books_balance().await;
@@ -77,7 +67,7 @@ async fn a_relay_that_fails_between_publish_and_delete_republishes_and_nothing_a
     assert_eq!(system.settled(&id).await["status"], "CONFIRMED");
     // The first relay pass (whichever outbox it was) published and failed before deleting; the
     // re-elected session published the same rows again.
-    eventually("a duplicate delivery", || {
+    e2e::eventually("a duplicate delivery", || {
         system.inventory_consumer.duplicates() + system.order_consumer.duplicates() >= 1
     })
     .await;

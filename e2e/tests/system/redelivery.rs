@@ -2,15 +2,6 @@ use std::time::Duration;
 
 use e2e::{Options, TestSystem, kafka};
 
-/// Waits until `read` returns at least `target`.
-async fn eventually(target: u64, read: impl Fn() -> u64) {
-    let deadline = tokio::time::Instant::now() + e2e::SETTLE_TIMEOUT;
-    while read() < target {
-        assert!(tokio::time::Instant::now() < deadline, "counter stayed at {} (wanted {target})", read());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test]
 async fn an_order_placed_event_delivered_twice_deducts_stock_once_and_counts_a_duplicate() {
     let system = TestSystem::start().await;
@@ -21,7 +12,7 @@ async fn an_order_placed_event_delivered_twice_deducts_stock_once_and_counts_a_d
     let published = kafka::read_topic(&system.kafka, &system.topics.orders, 1, Duration::from_secs(20)).await;
     assert_eq!(published.len(), 1);
     kafka::republish(&system.kafka, &published[0]).await;
-    eventually(1, || system.inventory_consumer.duplicates()).await;
+    e2e::eventually("a duplicate delivery", || system.inventory_consumer.duplicates() >= 1).await;
 
     assert_eq!(system.inventory_consumer.processed(), 1);
     assert_eq!(system.stock("CABLE-01").await, before - 4);
@@ -49,7 +40,7 @@ async fn a_relay_batch_published_twice_before_its_delete_is_applied_once() {
     assert_eq!(relay::publisher::delete(&mut conn, &again).await.expect("delete"), 1);
 
     assert_eq!(system.settled(&id).await["status"], "CONFIRMED");
-    eventually(1, || system.inventory_consumer.duplicates()).await;
+    e2e::eventually("a duplicate delivery", || system.inventory_consumer.duplicates() >= 1).await;
     let on_topic = kafka::read_topic(&system.kafka, &system.topics.orders, 2, Duration::from_secs(20)).await;
     assert_eq!(on_topic.len(), 2, "the event was published twice");
     assert_eq!(system.stock("MUG-01").await, before - 5, "and applied once");

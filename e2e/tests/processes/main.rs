@@ -4,3 +4,4 @@
 
 mod crashes;
 mod dependencies;
+mod tracing;

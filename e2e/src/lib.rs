@@ -130,6 +130,7 @@ impl TestSystem {
                 wait_budget_ms: options.wait_budget_ms,
                 admission: options.admission.clone(),
                 admin: platform::admin::AdminSettings { token: options.admin_token.clone() },
+                inbox: Default::default(),
             },
             shutdown.clone(),
         )
@@ -144,6 +145,7 @@ impl TestSystem {
                 consumer_group: format!("{name}-inventory"),
                 gremlin: options.gremlin,
                 admin: platform::admin::AdminSettings { token: options.admin_token.clone() },
+                inbox: Default::default(),
             },
             shutdown.clone(),
         )

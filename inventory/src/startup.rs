@@ -61,6 +61,7 @@ impl Application {
 
         let listener = platform::service::bind(&settings.http)?;
         let port = platform::service::port_of(&listener);
+        let purge_pool = pool.clone();
         let state = web::Data::new(AppState {
             pool,
             gremlin: Arc::clone(&gremlin),
@@ -78,7 +79,13 @@ impl Application {
         let token = shutdown.clone();
         let background = async move {
             if platform::service::prepare_database(&settings.database, || MIGRATIONS, &readiness, &token).await {
-                consumer.run(token).await;
+                let purge = relay::inbox::purge_periodically(
+                    purge_pool,
+                    std::time::Duration::from_secs(settings.inbox.keep_hours * 3600),
+                    std::time::Duration::from_secs(settings.inbox.purge_every_secs),
+                    token.clone(),
+                );
+                futures::future::join(consumer.run(token), purge).await;
             }
         };
         Ok(Self { port, server, consumer_stats, gremlin, background: Box::pin(background), shutdown })

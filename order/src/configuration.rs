@@ -27,6 +27,9 @@ pub struct Settings {
     /// `ORDER__ADMIN__TOKEN` enables `/admin/*`.
     #[serde(default)]
     pub admin: platform::admin::AdminSettings,
+    /// `ORDER__INBOX__KEEP_HOURS` (default 336, above the topics' 168 h retention).
+    #[serde(default)]
+    pub inbox: platform::config::InboxSettings,
 }
 
 impl Settings {

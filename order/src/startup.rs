@@ -69,6 +69,7 @@ impl Application {
 
         let listener = platform::service::bind(&settings.http)?;
         let port = platform::service::port_of(&listener);
+        let state_pool = pool.clone();
         let state = web::Data::new(AppState {
             pool,
             topics: settings.topics.clone(),
@@ -89,12 +90,19 @@ impl Application {
         tracing::info!(port, "order service listening");
 
         let token = shutdown.clone();
+        let purge_pool = state_pool;
         let background = async move {
             if !platform::service::prepare_database(&settings.database, || MIGRATIONS, &readiness, &token).await {
                 return;
             }
             let listener = waiters.listen(settings.database.url.clone(), token.clone());
-            futures::future::join(consumer.run(token), listener).await;
+            let purge = relay::inbox::purge_periodically(
+                purge_pool,
+                Duration::from_secs(settings.inbox.keep_hours * 3600),
+                Duration::from_secs(settings.inbox.purge_every_secs),
+                token.clone(),
+            );
+            futures::future::join3(consumer.run(token), listener, purge).await;
         };
         Ok(Self { port, server, consumer_stats, background: Box::pin(background), shutdown })
     }

@@ -135,3 +135,27 @@ pub enum Assignment {
     Group,
     All,
 }
+
+/// How long consumers remember the events they applied.
+#[derive(Debug, Clone, Deserialize)]
+pub struct InboxSettings {
+    /// Must exceed the topics' retention (kafka-init sets 168 h): 14 days by default.
+    #[serde(default = "default_keep_hours")]
+    pub keep_hours: u64,
+    #[serde(default = "default_purge_every_secs")]
+    pub purge_every_secs: u64,
+}
+
+impl Default for InboxSettings {
+    fn default() -> Self {
+        Self { keep_hours: default_keep_hours(), purge_every_secs: default_purge_every_secs() }
+    }
+}
+
+fn default_keep_hours() -> u64 {
+    14 * 24
+}
+
+fn default_purge_every_secs() -> u64 {
+    3_600
+}

@@ -10,6 +10,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer as _, StreamConsumer};
 use rdkafka::error::KafkaResult;
 use rdkafka::producer::FutureProducer;
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
@@ -144,11 +145,16 @@ fn assign_all(consumer: &StreamConsumer, topics: &[&str]) -> Result<(), String> 
 pub struct BrokerProbe {
     client: Arc<BaseConsumer>,
     topic: String,
+    brokers: String,
 }
 
 impl BrokerProbe {
     pub fn new(settings: &KafkaSettings, topic: &str) -> KafkaResult<Self> {
-        Ok(Self { client: Arc::new(base(settings).create()?), topic: topic.to_owned() })
+        Ok(Self {
+            client: Arc::new(base(settings).create()?),
+            topic: topic.to_owned(),
+            brokers: settings.brokers.clone(),
+        })
     }
 
     /// `Ok` when a broker answered within `timeout`; otherwise what went wrong, in words.
@@ -158,9 +164,15 @@ impl BrokerProbe {
             tokio::task::spawn_blocking(move || client.fetch_metadata(Some(&topic), timeout).map(drop)).await;
         match answered {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(rdkafka::error::KafkaError::MetadataFetch(rdkafka::types::RDKafkaErrorCode::OperationTimedOut))) => {
-                Err(format!("metadata request timed out after {}s", timeout.as_secs()))
-            }
+            Ok(Err(rdkafka::error::KafkaError::MetadataFetch(code))) => Err(match code {
+                RDKafkaErrorCode::OperationTimedOut => {
+                    format!("metadata request timed out after {}s", timeout.as_secs())
+                }
+                RDKafkaErrorCode::BrokerTransportFailure | RDKafkaErrorCode::AllBrokersDown => {
+                    format!("no broker reachable at {}", self.brokers)
+                }
+                other => format!("metadata request failed: {other}"),
+            }),
             Ok(Err(error)) => Err(error.to_string()),
             Err(_) => Err("the check was interrupted".to_owned()),
         }

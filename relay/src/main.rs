@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use actix_web::{HttpResponse, web};
-use platform::config::{HttpSettings, KafkaSettings};
+use platform::config::{DatabaseSettings, HttpSettings, KafkaSettings};
+use platform::kafka::BrokerProbe;
 use relay::publisher::{OutboxRelay, RelaySettings};
 use relay::stats::RelayStats;
 use serde::Deserialize;
@@ -48,21 +49,24 @@ async fn main() -> anyhow::Result<()> {
     let relay_metrics = relay::metrics::RelayMetrics::register(&metrics);
 
     let mut tasks = tokio::task::JoinSet::new();
-    let mut stats: Vec<(String, Arc<RelayStats>)> = Vec::new();
+    let mut outboxes = Vec::new();
     for (name, url) in &settings.outboxes {
         let relay =
             OutboxRelay::new(name, url, &settings.kafka, settings.relay.clone())?.with_metrics(relay_metrics.clone());
-        stats.push((name.clone(), relay.stats()));
+        // A small pool for health checks, apart from the relay's own session.
+        let database = DatabaseSettings { url: url.clone(), pool_size: 1 };
+        outboxes.push(Outbox { name: name.clone(), stats: relay.stats(), pool: platform::db::pool(&database)? });
         tasks.spawn(relay.run(shutdown.clone()));
     }
+    let broker = BrokerProbe::new(&settings.kafka, schema::topics::ORDERS)?;
     let relays = async move { while tasks.join_next().await.is_some() {} };
 
     let listener = platform::service::bind(&settings.http)?;
-    let stats = web::Data::new(stats);
+    let state = web::Data::new(Health { outboxes, broker });
     let admin = settings.admin.clone();
     let server = platform::service::http_server(listener, 1, metrics, move |config: &mut web::ServiceConfig| {
         config
-            .app_data(stats.clone())
+            .app_data(state.clone())
             .route("/health/live", web::get().to(|| async { platform::health::live() }))
             .route("/health", web::get().to(health));
         platform::admin::configure(config, &admin, |_| {});
@@ -72,11 +76,39 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Reports, per outbox, whether this instance is the active relay and how much it published.
-async fn health(stats: web::Data<Vec<(String, Arc<RelayStats>)>>) -> HttpResponse {
-    let outboxes: serde_json::Map<String, serde_json::Value> = stats
-        .iter()
-        .map(|(name, s)| (name.clone(), serde_json::json!({ "active": s.is_active(), "published": s.published() })))
-        .collect();
-    HttpResponse::Ok().json(serde_json::json!({ "status": "up", "outboxes": outboxes }))
+/// What `/health` looks at.
+struct Health {
+    outboxes: Vec<Outbox>,
+    broker: BrokerProbe,
+}
+
+struct Outbox {
+    name: String,
+    stats: Arc<RelayStats>,
+    pool: platform::db::PgPool,
+}
+
+/// Ready when every outbox database and the broker answer. Per outbox: whether this instance
+/// is the active relay, what it published, and the backlog (rows, oldest age) it last measured.
+async fn health(state: web::Data<Health>) -> HttpResponse {
+    let mut checks = Vec::new();
+    let mut outboxes = serde_json::Map::new();
+    for outbox in &state.outboxes {
+        let name = format!("{} outbox database", outbox.name);
+        checks.push(platform::health::database(&name, &outbox.pool, "SELECT 1 FROM outbox LIMIT 1").await);
+        let backlog = outbox.stats.backlog();
+        outboxes.insert(
+            outbox.name.clone(),
+            serde_json::json!({
+                "active": outbox.stats.is_active(),
+                "published": outbox.stats.published(),
+                "backlog_rows": backlog.map(|(rows, _)| rows),
+                "oldest_pending_age_seconds": backlog.map(|(_, age)| age),
+            }),
+        );
+    }
+    checks.push(platform::health::broker(&state.broker).await);
+    let mut extra = serde_json::Map::new();
+    extra.insert("outboxes".into(), outboxes.into());
+    platform::health::response_with(&checks, extra)
 }

@@ -203,9 +203,8 @@ impl OutboxRelay {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 
-    /// Sets the backlog gauges from the outbox itself.
+    /// Measures the backlog from the outbox itself, for `/health` and the gauges.
     async fn measure_backlog(&self, conn: &mut AsyncPgConnection) -> Result<(), RelayError> {
-        let Some(metrics) = &self.metrics else { return Ok(()) };
         #[derive(QueryableByName)]
         struct Backlog {
             #[diesel(sql_type = BigInt)]
@@ -218,7 +217,11 @@ impl OutboxRelay {
         )
         .get_result(conn)
         .await?;
-        metrics.backlog(&self.name, backlog.rows, backlog.oldest_age);
+        self.stats.backlog_rows.store(backlog.rows, Ordering::Relaxed);
+        self.stats.backlog_oldest_ms.store((backlog.oldest_age * 1e3) as i64, Ordering::Relaxed);
+        if let Some(metrics) = &self.metrics {
+            metrics.backlog(&self.name, backlog.rows, backlog.oldest_age);
+        }
         Ok(())
     }
 

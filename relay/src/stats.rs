@@ -1,6 +1,6 @@
 //! Counters the consumer and the relay keep while they run, for tests, health and metrics.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
 /// What an inbox consumer did with the events it received.
 #[derive(Debug, Default)]
@@ -23,12 +23,16 @@ impl ConsumerStats {
 }
 
 /// What one outbox relay did.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct RelayStats {
     /// Whether this instance holds the outbox's leader lock right now.
     pub active: AtomicBool,
     pub published: AtomicU64,
     pub batches: AtomicU64,
+    /// Outbox rows waiting, and the age of the oldest in milliseconds (as last measured by the
+    /// active relay; -1 until then).
+    pub backlog_rows: AtomicI64,
+    pub backlog_oldest_ms: AtomicI64,
 }
 
 impl RelayStats {
@@ -37,5 +41,23 @@ impl RelayStats {
     }
     pub fn published(&self) -> u64 {
         self.published.load(Ordering::Relaxed)
+    }
+
+    /// (rows, oldest age in seconds), if measured.
+    pub fn backlog(&self) -> Option<(i64, f64)> {
+        let rows = self.backlog_rows.load(Ordering::Relaxed);
+        (rows >= 0).then(|| (rows, self.backlog_oldest_ms.load(Ordering::Relaxed) as f64 / 1e3))
+    }
+}
+
+impl Default for RelayStats {
+    fn default() -> Self {
+        Self {
+            active: AtomicBool::new(false),
+            published: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+            backlog_rows: AtomicI64::new(-1),
+            backlog_oldest_ms: AtomicI64::new(0),
+        }
     }
 }

@@ -21,6 +21,7 @@ async fn a_service_started_before_its_database_exists_says_why_and_becomes_ready
         wait_budget_ms: 0,
         admission: Default::default(),
         admin: Default::default(),
+        inbox: Default::default(),
     };
     let app = order::startup::Application::build(settings, shutdown.clone()).await.expect("builds");
     let base = format!("http://127.0.0.1:{}", app.port());
@@ -93,6 +94,7 @@ async fn with_the_broker_down_order_is_degraded_and_inventory_not_ready_both_say
             wait_budget_ms: 0,
             admission: Default::default(),
             admin: Default::default(),
+            inbox: Default::default(),
         },
         shutdown.clone(),
     )
@@ -107,6 +109,7 @@ async fn with_the_broker_down_order_is_degraded_and_inventory_not_ready_both_say
             consumer_group: "health-test".into(),
             gremlin: Default::default(),
             admin: Default::default(),
+            inbox: Default::default(),
         },
         shutdown.clone(),
     )

@@ -11,3 +11,4 @@ mod idempotency;
 mod load;
 mod redelivery;
 mod relay_failover;
+mod retention;

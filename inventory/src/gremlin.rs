@@ -7,7 +7,6 @@
 //! not held up), and so is any `/stock` reply whose path hashes the same way.
 //! The rule depends only on the id: not on timing, arrival order or which instance runs it.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{PoisonError, RwLock};
 use std::time::Duration;
 
@@ -57,7 +56,6 @@ pub fn fnv1a64(bytes: &[u8]) -> u64 {
 #[derive(Debug, Default)]
 pub struct Gremlin {
     pattern: RwLock<Pattern>,
-    delays: AtomicU64,
     counter: prometheus_client::metrics::counter::Counter,
 }
 
@@ -82,14 +80,13 @@ impl Gremlin {
 
     /// How many times it delayed something.
     pub fn delays(&self) -> u64 {
-        self.delays.load(Ordering::Relaxed)
+        self.counter.get()
     }
 
     /// Sleeps if `key` is slow under the current pattern.
     pub async fn strike(&self, key: &str) {
         let pattern = self.pattern();
         if pattern.is_slow(key) {
-            self.delays.fetch_add(1, Ordering::Relaxed);
             self.counter.inc();
             tracing::info!(key, delay_ms = pattern.delay_ms, "gremlin delay");
             tokio::time::sleep(Duration::from_millis(pattern.delay_ms)).await;

@@ -66,7 +66,7 @@ impl Application {
             pool,
             gremlin: Arc::clone(&gremlin),
             readiness: Arc::clone(&readiness),
-            broker: platform::kafka::BrokerProbe::new(&settings.kafka, &settings.topics.orders)?,
+            broker: platform::kafka::BrokerProbe::new(&settings.kafka, Some(&settings.topics.orders))?,
         });
         let ready = web::Data::new(Arc::clone(&readiness));
         let admin = settings.admin.clone();

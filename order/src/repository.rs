@@ -136,7 +136,7 @@ pub async fn cancel(
             };
             match status {
                 OrderStatus::Pending | OrderStatus::Confirmed => {
-                    set_status(conn, id, OrderStatus::Cancelling, None).await?;
+                    transition(conn, id, &[status], OrderStatus::Cancelling, None).await?;
                     let event = Envelope::new(OrderCancelled { order_id: id }, trace);
                     relay::outbox::enqueue(conn, topic, &event).await?;
                     Ok(Some(Ok(true)))
@@ -182,19 +182,6 @@ pub async fn transition(
         record_history(conn, id, to, reason).await?;
     }
     Ok(accepted_at)
-}
-
-async fn set_status(
-    conn: &mut AsyncPgConnection,
-    id: OrderId,
-    to: OrderStatus,
-    reason: Option<&str>,
-) -> QueryResult<()> {
-    diesel::update(orders::table.find(id.0))
-        .set((orders::status.eq(to.as_str()), orders::updated_at.eq(diesel::dsl::now)))
-        .execute(conn)
-        .await?;
-    record_history(conn, id, to, reason).await
 }
 
 async fn record_history(

@@ -77,7 +77,7 @@ impl Application {
             wait_budget: Duration::from_millis(settings.wait_budget_ms),
             rate_limiter: RateLimiter::new(&settings.admission),
             readiness: Arc::clone(&readiness),
-            broker: platform::kafka::BrokerProbe::new(&settings.kafka, &settings.topics.inventory)?,
+            broker: platform::kafka::BrokerProbe::new(&settings.kafka, Some(&settings.topics.inventory))?,
             metrics: order_metrics,
         });
         let in_flight = web::Data::new(Arc::new(Semaphore::new(settings.admission.max_in_flight)));

@@ -81,21 +81,17 @@ pub fn admin(settings: &KafkaSettings) -> KafkaResult<AdminClient<DefaultClientC
     base(settings).create()
 }
 
-/// Asks the cluster for its metadata; `Ok` means a broker answered within `timeout`.
-pub async fn ping(settings: &KafkaSettings, timeout: Duration) -> KafkaResult<()> {
-    let config = base(settings);
-    tokio::task::spawn_blocking(move || {
-        let client: BaseConsumer = config.create()?;
-        client.fetch_metadata(None, timeout).map(drop)
-    })
-    .await
-    .unwrap_or(Err(rdkafka::error::KafkaError::Canceled))
-}
-
 /// Waits until a broker answers. `None` means shutdown came first.
 pub async fn wait_until_reachable(settings: &KafkaSettings, shutdown: &CancellationToken) -> Option<()> {
+    let probe = match BrokerProbe::new(settings, None) {
+        Ok(probe) => probe,
+        Err(error) => {
+            tracing::error!(%error, "cannot create a Kafka client");
+            return None;
+        }
+    };
     crate::retry::until_ready(&format!("kafka at {}", settings.brokers), shutdown, || {
-        ping(settings, Duration::from_secs(2))
+        probe.check(Duration::from_secs(2))
     })
     .await
 }
@@ -144,15 +140,16 @@ fn assign_all(consumer: &StreamConsumer, topics: &[&str]) -> Result<(), String> 
 /// A long-lived client for health checks: asks the broker for one topic's metadata.
 pub struct BrokerProbe {
     client: Arc<BaseConsumer>,
-    topic: String,
+    /// The topic whose metadata is asked for; `None`: the cluster's.
+    topic: Option<String>,
     brokers: String,
 }
 
 impl BrokerProbe {
-    pub fn new(settings: &KafkaSettings, topic: &str) -> KafkaResult<Self> {
+    pub fn new(settings: &KafkaSettings, topic: Option<&str>) -> KafkaResult<Self> {
         Ok(Self {
             client: Arc::new(base(settings).create()?),
-            topic: topic.to_owned(),
+            topic: topic.map(str::to_owned),
             brokers: settings.brokers.clone(),
         })
     }
@@ -161,7 +158,7 @@ impl BrokerProbe {
     pub async fn check(&self, timeout: Duration) -> Result<(), String> {
         let (client, topic) = (Arc::clone(&self.client), self.topic.clone());
         let answered =
-            tokio::task::spawn_blocking(move || client.fetch_metadata(Some(&topic), timeout).map(drop)).await;
+            tokio::task::spawn_blocking(move || client.fetch_metadata(topic.as_deref(), timeout).map(drop)).await;
         match answered {
             Ok(Ok(())) => Ok(()),
             Ok(Err(rdkafka::error::KafkaError::MetadataFetch(code))) => Err(match code {

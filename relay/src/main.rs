@@ -58,7 +58,7 @@ async fn main() -> anyhow::Result<()> {
         outboxes.push(Outbox { name: name.clone(), stats: relay.stats(), pool: platform::db::pool(&database)? });
         tasks.spawn(relay.run(shutdown.clone()));
     }
-    let broker = BrokerProbe::new(&settings.kafka, schema::topics::ORDERS)?;
+    let broker = BrokerProbe::new(&settings.kafka, Some(schema::topics::ORDERS))?;
     let relays = async move { while tasks.join_next().await.is_some() {} };
 
     let listener = platform::service::bind(&settings.http)?;

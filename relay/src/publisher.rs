@@ -257,6 +257,7 @@ impl OutboxRelay {
         let acked = publish(&self.producer, &rows).await;
         if let Some(metrics) = &self.metrics {
             let now = chrono::Utc::now();
+            let acked: std::collections::HashSet<i64> = acked.iter().copied().collect();
             for row in rows.iter().filter(|r| acked.contains(&r.id)) {
                 let latency = (now - row.created_at).num_microseconds().unwrap_or(0) as f64 / 1e6;
                 metrics.published(&row.topic, &self.name, latency.max(0.0));

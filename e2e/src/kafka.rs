@@ -22,6 +22,13 @@ pub async fn create_topics(settings: &KafkaSettings, names: &[&str]) {
     }
 }
 
+/// Creates `names` and their dead-letter topics, as kafka-init does.
+pub async fn create_topics_with_dead_letters(settings: &KafkaSettings, names: &[&str]) {
+    let dead_letters: Vec<String> = names.iter().map(|name| schema::topics::dead_letter(name)).collect();
+    let all: Vec<&str> = names.iter().copied().chain(dead_letters.iter().map(String::as_str)).collect();
+    create_topics(settings, &all).await;
+}
+
 /// Reads `topic` from the beginning until `count` messages arrived or `timeout` passed.
 pub async fn read_topic(settings: &KafkaSettings, topic: &str, count: usize, timeout: Duration) -> Vec<OwnedMessage> {
     read_topic_until(settings, topic, timeout, |messages| messages.len() >= count).await

@@ -85,7 +85,7 @@ impl Drop for Service {
 }
 
 /// Where `cargo build --bins` put the service binaries: next to the test's `deps` folder.
-fn binary(name: &str) -> PathBuf {
+pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let dir = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>");
     let path = dir.join(name);
@@ -235,7 +235,7 @@ impl Processes {
     /// Creates the topics on the broker (the job of kafka-init).
     pub async fn create_topics(&self) {
         let settings = platform::config::KafkaSettings { brokers: self.brokers.clone(), ..crate::kafka_settings() };
-        kafka::create_topics(&settings, &[&self.topics.orders, &self.topics.inventory]).await;
+        kafka::create_topics_with_dead_letters(&settings, &[&self.topics.orders, &self.topics.inventory]).await;
     }
 
     pub async fn start_all(&mut self) {

@@ -22,7 +22,8 @@ struct Args {
     /// How long events stay on a topic. Inbox rows must be kept longer than this.
     #[arg(long, env = "KAFKA_RETENTION_HOURS", default_value_t = 168)]
     retention_hours: u64,
-    /// Topic names (default: orders.events and inventory.events).
+    /// Topic names (default: orders.events and inventory.events). Each also gets its
+    /// dead-letter topic, `<name>.dlq`.
     #[arg(long = "topic")]
     topics: Vec<String>,
 }
@@ -41,6 +42,8 @@ async fn main() -> anyhow::Result<()> {
     } else {
         args.topics
     };
+    let topics: Vec<String> =
+        topics.into_iter().flat_map(|topic| [schema::topics::dead_letter(&topic), topic]).collect();
     let retention_ms = (args.retention_hours * 3_600_000).to_string();
     let admin = platform::kafka::admin(&settings)?;
     let new_topics: Vec<NewTopic> = topics

@@ -144,12 +144,32 @@ pub struct InboxSettings {
     pub keep_hours: u64,
     #[serde(default = "default_purge_every_secs")]
     pub purge_every_secs: u64,
+    /// How many times an event whose handler fails permanently is tried before it goes to
+    /// the dead-letter topic (`<topic>.dlq`).
+    #[serde(default = "default_dead_letter_attempts")]
+    pub dead_letter_attempts: usize,
+    /// The first pause between those attempts; it doubles after each.
+    #[serde(default = "default_retry_first_delay_ms")]
+    pub retry_first_delay_ms: u64,
 }
 
 impl Default for InboxSettings {
     fn default() -> Self {
-        Self { keep_hours: default_keep_hours(), purge_every_secs: default_purge_every_secs() }
+        Self {
+            keep_hours: default_keep_hours(),
+            purge_every_secs: default_purge_every_secs(),
+            dead_letter_attempts: default_dead_letter_attempts(),
+            retry_first_delay_ms: default_retry_first_delay_ms(),
+        }
     }
+}
+
+fn default_dead_letter_attempts() -> usize {
+    4
+}
+
+fn default_retry_first_delay_ms() -> u64 {
+    200
 }
 
 fn default_keep_hours() -> u64 {

@@ -4,11 +4,17 @@
 //! skipped, so at-least-once delivery becomes exactly-once effect.
 //!
 //! Error policy:
-//! - an unreadable message, or a handler's [`HandleError::Permanent`], can never succeed:
-//!   it is logged with its coordinates, counted as failed, and skipped;
 //! - a database error that may pass (connection lost, serialization failure) is retried with
 //!   backoff until it succeeds or shutdown is requested; the offset is not stored meanwhile,
-//!   so nothing is lost if the process stops.
+//!   so nothing is lost if the process stops;
+//! - a handler's [`HandleError::Permanent`] is tried again a bounded number of times with
+//!   exponential backoff, then the event is published to `<topic>.dlq` (see
+//!   [`crate::dead_letter`]) and the consumer moves on;
+//! - an unreadable message goes to the dead-letter topic at once: parsing the same bytes again
+//!   cannot give another answer (decision 0007).
+//!
+//! The offset of a dead-lettered event is stored only after the broker acknowledged the dead
+//! letter, so a poison event is never silently dropped.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -16,6 +22,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use backon::{BackoffBuilder as _, ExponentialBuilder};
 use diesel::ExpressionMethods as _;
 use diesel::QueryDsl as _;
 use diesel::result::DatabaseErrorKind;
@@ -31,6 +38,7 @@ use tokio::sync::{Semaphore, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::dead_letter::DeadLetterQueue;
 use crate::metrics::ConsumerMetrics;
 use crate::offsets::OffsetTracker;
 pub use crate::stats::ConsumerStats;
@@ -150,6 +158,8 @@ pub struct InboxConsumer<H> {
 
 struct Shared<H> {
     metrics: Option<ConsumerMetrics>,
+    dead_letters: Option<DeadLetterQueue>,
+    poison: PoisonPolicy,
     consumer: StreamConsumer,
     pool: PgPool,
     handler: H,
@@ -169,6 +179,9 @@ impl<H: Handler> InboxConsumer<H> {
     ) -> rdkafka::error::KafkaResult<Self> {
         let consumer = platform::kafka::consumer(settings, group)?;
         let mut this = Self::new(consumer, pool, handler);
+        if let Some(shared) = Arc::get_mut(&mut this.shared) {
+            shared.dead_letters = Some(DeadLetterQueue::new(settings, group)?);
+        }
         this.source = Some((settings.clone(), topics.iter().map(|t| (*t).to_owned()).collect()));
         Ok(this)
     }
@@ -177,6 +190,8 @@ impl<H: Handler> InboxConsumer<H> {
     pub fn new(consumer: StreamConsumer, pool: PgPool, handler: H) -> Self {
         let shared = Shared {
             metrics: None,
+            dead_letters: None,
+            poison: PoisonPolicy::default(),
             consumer,
             pool,
             handler,
@@ -191,6 +206,15 @@ impl<H: Handler> InboxConsumer<H> {
     pub fn with_metrics(mut self, metrics: &platform::metrics::Metrics) -> Self {
         if let Some(shared) = Arc::get_mut(&mut self.shared) {
             shared.metrics = Some(ConsumerMetrics::register(metrics));
+        }
+        self
+    }
+
+    /// How often, and how patiently, a permanently failing event is tried before it is
+    /// dead-lettered.
+    pub fn with_poison_policy(mut self, policy: PoisonPolicy) -> Self {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.poison = policy;
         }
         self
     }
@@ -245,8 +269,8 @@ impl<H: Handler> InboxConsumer<H> {
                 if let Some(previous) = previous {
                     let _ = previous.await; // the previous event of this order finished (or was dropped)
                 }
-                shared.process(&message, &shutdown).await;
-                shared.unchain(&message, generation);
+                let settled = shared.process(&message, &shutdown).await;
+                shared.unchain(&message, generation, settled);
                 drop(done);
                 drop(permit);
             });
@@ -273,14 +297,19 @@ impl<H: Handler> Shared<H> {
         (previous, done)
     }
 
-    /// Forgets the order's chain if no later event joined it, and stores the offset.
-    fn unchain(&self, message: &OwnedMessage, generation: u64) {
+    /// Forgets the order's chain if no later event joined it, and, if the event is `settled`,
+    /// stores the offset. An unsettled event (shutdown came first) keeps its partition's
+    /// offset from moving past it, so it is redelivered after a restart.
+    fn unchain(&self, message: &OwnedMessage, generation: u64, settled: bool) {
         let key = message.key().unwrap_or_default();
         let mut chains = lock(&self.chains);
         if chains.get(key).is_some_and(|(g, _)| *g == generation) {
             chains.remove(key);
         }
         drop(chains);
+        if !settled {
+            return;
+        }
         let safe = lock(&self.offsets).finish(message.topic(), message.partition(), message.offset());
         if let Some(offset) = safe
             && let Err(error) = self.consumer.store_offset(message.topic(), message.partition(), offset)
@@ -291,37 +320,62 @@ impl<H: Handler> Shared<H> {
         }
     }
 
+    /// Handles one message to the end: applied, recognised as a duplicate, or dead-lettered.
+    /// Returns false if shutdown came first and the message must be delivered again.
     #[tracing::instrument(skip_all, fields(topic = message.topic(), partition = message.partition(), offset = message.offset(), event_id, event_type, order_id, correlation_id))]
-    async fn process(&self, message: &OwnedMessage, shutdown: &CancellationToken) {
+    async fn process(&self, message: &OwnedMessage, shutdown: &CancellationToken) -> bool {
         let from =
             Coordinates { topic: message.topic().to_owned(), partition: message.partition(), offset: message.offset() };
-        match RawEnvelope::from_slice(message.payload().unwrap_or_default()) {
-            Ok(event) => {
-                let span = tracing::Span::current();
-                span.record("event_id", tracing::field::display(event.event_id));
-                span.record("event_type", event.event_type.as_str());
-                span.record("order_id", tracing::field::display(event.aggregate_id));
-                span.record("correlation_id", event.correlation_id.as_str());
-                self.handler.before(&event).await;
-                self.apply_with_retry(&event, &from, shutdown).await;
-            }
+        let event = match RawEnvelope::from_slice(message.payload().unwrap_or_default()) {
+            Ok(event) => event,
             Err(error) => {
-                self.stats.failed.fetch_add(1, Ordering::Relaxed);
-                self.record(message.topic(), "failed");
-                tracing::error!(%error, "unreadable event skipped");
+                tracing::error!(%error, "unreadable event");
+                return self.dead_letter(message, &format!("unreadable event: {error}"), 1, shutdown).await;
             }
+        };
+        let span = tracing::Span::current();
+        span.record("event_id", tracing::field::display(event.event_id));
+        span.record("event_type", event.event_type.as_str());
+        span.record("order_id", tracing::field::display(event.aggregate_id));
+        span.record("correlation_id", event.correlation_id.as_str());
+        self.handler.before(&event).await;
+
+        let mut pauses = self.poison.backoff();
+        let mut attempts = 1;
+        loop {
+            let error = match self.apply_until_decided(&event, &from, shutdown).await {
+                Decided::Applied => return true,
+                Decided::Interrupted => return false,
+                Decided::Permanent(error) => error,
+            };
+            let Some(pause) = pauses.next() else {
+                tracing::error!(%error, attempts, "event cannot be applied; dead-lettering it");
+                return self.dead_letter(message, &error.to_string(), attempts, shutdown).await;
+            };
+            tracing::warn!(%error, attempts, retry_in_ms = pause.as_millis() as u64, "event failed; trying again");
+            tokio::select! {
+                () = shutdown.cancelled() => return false,
+                () = tokio::time::sleep(pause) => {}
+            }
+            attempts += 1;
         }
     }
 
-    /// Applies the event, retrying transient failures until it succeeds or shutdown comes.
-    async fn apply_with_retry(&self, event: &RawEnvelope, from: &Coordinates, shutdown: &CancellationToken) {
-        let mut delay = Duration::from_millis(100);
+    /// Applies the event, retrying transient failures until it is applied, fails
+    /// permanently, or shutdown comes.
+    async fn apply_until_decided(
+        &self,
+        event: &RawEnvelope,
+        from: &Coordinates,
+        shutdown: &CancellationToken,
+    ) -> Decided {
+        let mut pauses = platform::retry::dependency_backoff().build();
         loop {
             let result = match self.pool.get().await {
                 Ok(mut conn) => apply_once(&mut conn, &self.handler, event, from).await,
                 Err(error) => Err(HandleError::Unavailable(error.to_string())),
             };
-            match result {
+            let pause = match result {
                 Ok(outcome) => {
                     let (counter, name) = match outcome {
                         Outcome::Processed => (&self.stats.processed, "processed"),
@@ -331,28 +385,105 @@ impl<H: Handler> Shared<H> {
                     self.record(&from.topic, name);
                     tracing::info!(?outcome, "event handled");
                     match self.handler.after_commit() {
-                        Ok(()) => return,
+                        Ok(()) => return Decided::Applied,
                         // The effect is committed but not acknowledged: handle the event
                         // again, as a redelivery would, and the inbox recognises it.
-                        Err(fault) => tracing::warn!(%fault, "acknowledgement failed; handling the event again"),
+                        Err(fault) => {
+                            tracing::warn!(%fault, "acknowledgement failed; handling the event again");
+                            continue;
+                        }
                     }
                 }
                 Err(error) if error.is_transient() => {
-                    tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "event not applied yet; retrying");
-                    tokio::select! {
-                        () = shutdown.cancelled() => return,
-                        () = tokio::time::sleep(delay) => {}
-                    }
-                    delay = (delay * 2).min(Duration::from_secs(5));
+                    let pause = pauses.next().unwrap_or(Duration::from_secs(5));
+                    tracing::warn!(%error, retry_in_ms = pause.as_millis() as u64, "event not applied yet; retrying");
+                    pause
                 }
-                Err(error) => {
-                    self.stats.failed.fetch_add(1, Ordering::Relaxed);
-                    self.record(&from.topic, "failed");
-                    tracing::error!(%error, "event cannot be applied; skipped");
-                    return;
+                Err(error) => return Decided::Permanent(error),
+            };
+            tokio::select! {
+                () = shutdown.cancelled() => return Decided::Interrupted,
+                () = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+
+    /// Publishes `message` to its dead-letter topic, retrying until the broker takes it or
+    /// shutdown comes (then it is not settled and will be redelivered).
+    async fn dead_letter(
+        &self,
+        message: &OwnedMessage,
+        error: &str,
+        attempts: usize,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        self.stats.failed.fetch_add(1, Ordering::Relaxed);
+        self.record(message.topic(), "failed");
+        let Some(queue) = &self.dead_letters else {
+            tracing::error!(error, "no dead-letter topic configured; event skipped");
+            return true;
+        };
+        let mut pauses = platform::retry::dependency_backoff().build();
+        loop {
+            match queue.publish(message, error, attempts).await {
+                Ok((partition, offset)) => {
+                    self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                    self.record(message.topic(), "dead_lettered");
+                    tracing::warn!(dlq_partition = partition, dlq_offset = offset, error, "event dead-lettered");
+                    return true;
+                }
+                Err(publish_error) => {
+                    let pause = pauses.next().unwrap_or(Duration::from_secs(5));
+                    tracing::warn!(%publish_error, retry_in_ms = pause.as_millis() as u64, "cannot publish the dead letter yet");
+                    tokio::select! {
+                        () = shutdown.cancelled() => return false,
+                        () = tokio::time::sleep(pause) => {}
+                    }
                 }
             }
         }
+    }
+}
+
+/// How one attempt at an event ended.
+enum Decided {
+    Applied,
+    Permanent(HandleError),
+    Interrupted,
+}
+
+/// How a consumer treats an event whose handler fails permanently: `attempts` tries in all,
+/// pausing `first_delay` after the first and doubling, then the dead-letter topic.
+#[derive(Debug, Clone, Copy)]
+pub struct PoisonPolicy {
+    pub attempts: usize,
+    pub first_delay: Duration,
+}
+
+impl Default for PoisonPolicy {
+    fn default() -> Self {
+        let settings = platform::config::InboxSettings::default();
+        Self::from(&settings)
+    }
+}
+
+impl From<&platform::config::InboxSettings> for PoisonPolicy {
+    fn from(settings: &platform::config::InboxSettings) -> Self {
+        Self {
+            attempts: settings.dead_letter_attempts.max(1),
+            first_delay: Duration::from_millis(settings.retry_first_delay_ms),
+        }
+    }
+}
+
+impl PoisonPolicy {
+    /// The pauses between attempts: one fewer than the attempts.
+    fn backoff(&self) -> impl Iterator<Item = Duration> {
+        ExponentialBuilder::default()
+            .with_min_delay(self.first_delay)
+            .with_max_delay(self.first_delay * 16)
+            .with_max_times(self.attempts - 1)
+            .build()
     }
 }
 

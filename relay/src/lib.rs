@@ -3,6 +3,7 @@
 //! - [`publisher`]: the relay that moves outbox rows to Kafka (leader-locked, ordered);
 //! - [`inbox`]: the consume loop that applies each event exactly once per database.
 
+pub mod dead_letter;
 pub mod inbox;
 pub mod metrics;
 pub mod offsets;

@@ -7,7 +7,11 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 pub struct ConsumerStats {
     pub processed: AtomicU64,
     pub duplicates: AtomicU64,
+    /// Events that could not be applied (each is then dead-lettered, or retried after a
+    /// restart if shutdown came first).
     pub failed: AtomicU64,
+    /// Events published to the dead-letter topic.
+    pub dead_lettered: AtomicU64,
 }
 
 impl ConsumerStats {
@@ -19,6 +23,9 @@ impl ConsumerStats {
     }
     pub fn failed(&self) -> u64 {
         self.failed.load(Ordering::Relaxed)
+    }
+    pub fn dead_lettered(&self) -> u64 {
+        self.dead_lettered.load(Ordering::Relaxed)
     }
 }
 

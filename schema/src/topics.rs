@@ -18,3 +18,11 @@ impl Default for Topics {
         Self { orders: ORDERS.to_owned(), inventory: INVENTORY.to_owned() }
     }
 }
+
+/// What a consumer's dead-letter topics end with.
+pub const DEAD_LETTER_SUFFIX: &str = ".dlq";
+
+/// Where consumers of `topic` put the events they can never apply.
+pub fn dead_letter(topic: &str) -> String {
+    format!("{topic}{DEAD_LETTER_SUFFIX}")
+}

@@ -5,6 +5,7 @@ mod admin;
 mod api;
 mod bounded_wait;
 mod crash_points;
+mod dead_letters;
 mod happy_path;
 mod health;
 mod idempotency;

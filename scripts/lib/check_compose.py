@@ -1,0 +1,85 @@
+"""Structural checks of compose/ that need no Docker engine.
+
+- docker-compose.yml parses; every depends_on names a service; every bind-mounted host path
+  and the Dockerfile exist; long-running services have health checks.
+- The Grafana dashboard parses and every panel queries something.
+- Every metric named in the dashboard and the alert rules is one the services export: the
+  names come from the Rust sources' registrations (platform::metrics), with the suffixes
+  Prometheus adds (_total, _seconds, _bucket...).
+"""
+
+import json
+import pathlib
+import re
+import sys
+
+import yaml
+
+compose_dir = pathlib.Path(sys.argv[1])
+root = compose_dir.parent
+problems = []
+
+compose = yaml.safe_load((compose_dir / "docker-compose.yml").read_text())
+services = compose["services"]
+for name, service in services.items():
+    for dependency in service.get("depends_on", {}) or {}:
+        if dependency not in services:
+            problems.append(f"{name} depends on unknown service {dependency}")
+    for volume in service.get("volumes", []):
+        source = volume.split(":")[0]
+        if source.startswith((".", "/")) and not (compose_dir / source).exists():
+            problems.append(f"{name} mounts missing path {source}")
+    build = service.get("build")
+    if build and not (compose_dir / build["context"] / build["dockerfile"]).exists():
+        problems.append(f"{name}: Dockerfile {build['dockerfile']} not found")
+    long_running = service.get("restart") != "on-failure" and name not in ("prometheus", "grafana")
+    if long_running and "healthcheck" not in service:
+        problems.append(f"{name} has no health check")
+
+# Metric names the code registers: `register("name", ...)` / `register_with_unit("name", ..., Unit::Seconds, ...)`.
+exported = set()
+for source in root.glob("*/src/**/*.rs"):
+    text = source.read_text()
+    for match in re.finditer(r'register(_with_unit)?\(\s*"([a-z_]+)",\s*"[^"]*",\s*(Unit::(\w+))?', text, re.S):
+        name, unit = match.group(2), match.group(4)
+        base = f"{name}_{unit.lower()}" if unit else name
+        exported.update({base, f"{base}_total", f"{base}_bucket", f"{base}_sum", f"{base}_count"})
+if not exported:
+    problems.append("found no metric registrations in the sources")
+
+PROMQL_WORDS = {
+    "sum", "by", "without", "rate", "increase", "histogram_quantile", "clamp_min", "max", "min",
+    "avg", "on", "or", "and", "unless", "vector", "count", "le", "bool", "ignoring",
+}
+BUILTIN = {"up", "ALERTS"}
+
+
+def metric_names(expr):
+    expr = re.sub(r"\{[^}]*\}", "", expr)  # label matchers
+    expr = re.sub(r"\b(by|without|on|ignoring)\s*\([^)]*\)", "", expr)  # grouping labels
+    expr = re.sub(r"\[[^\]]*\]", "", expr)  # ranges
+    expr = re.sub(r"\b\d+(\.\d+)?([eE][-+]?\d+)?\b", "", expr)  # numbers such as 1e-9
+    names = set(re.findall(r"[A-Za-z_:][A-Za-z0-9_:]*", expr))
+    return {n for n in names if n not in PROMQL_WORDS and n not in BUILTIN and ":" not in n}
+
+
+dashboard = json.loads((compose_dir / "grafana/dashboards/order-system.json").read_text())
+exprs = []
+for panel in dashboard["panels"]:
+    targets = [t.get("expr", "") for t in panel.get("targets", [])]
+    if not any(targets):
+        problems.append(f"panel {panel.get('title')!r} queries nothing")
+    exprs += [(f"dashboard panel {panel.get('title')!r}", e) for e in targets]
+rules = yaml.safe_load((compose_dir / "prometheus/alerts.yml").read_text())
+for group in rules["groups"]:
+    for rule in group["rules"]:
+        exprs.append((f"rule {rule.get('alert') or rule.get('record')}", rule["expr"]))
+for where, expr in exprs:
+    for name in sorted(metric_names(expr) - exported):
+        problems.append(f"{where} uses {name}, which no service exports")
+
+if problems:
+    print("compose/ has problems:", *problems, sep="\n  ")
+    sys.exit(1)
+print(f"compose/: {len(services)} services, {len(dashboard['panels'])} dashboard panels, "
+      f"{len(exprs)} queries; every metric they name is exported")

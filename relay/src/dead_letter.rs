@@ -174,7 +174,8 @@ pub fn read_all(settings: &KafkaSettings, dlq_topic: &str, timeout: Duration) ->
     let metadata = consumer.fetch_metadata(Some(dlq_topic), timeout)?;
     let Some(topic) = metadata.topics().iter().find(|t| t.name() == dlq_topic) else { return Ok(Vec::new()) };
     if let Some(error) = topic.error() {
-        return Err(KafkaError::MetadataFetch(error.into()));
+        let code = rdkafka::types::RDKafkaErrorCode::from(error);
+        return Err(KafkaError::MetadataFetch(code));
     }
     let mut assignment = TopicPartitionList::new();
     let mut remaining: HashMap<i32, i64> = HashMap::new();

@@ -66,8 +66,9 @@ pub enum DecodeError {
     WrongType { expected: &'static str, found: String },
     #[error("{event_type} schema version {found} is not supported (this build reads version {supported})")]
     UnsupportedVersion { event_type: &'static str, found: u32, supported: u32 },
-    #[error("{event_type} payload does not match its schema: {source}")]
-    Payload { event_type: &'static str, source: serde_json::Error },
+    /// `at` is the path of the offending field (`lines[0].quantity`), `.` for the whole payload.
+    #[error("{event_type} payload does not match its schema at {at}: {source}")]
+    Payload { event_type: &'static str, at: String, source: serde_json::Error },
 }
 
 impl RawEnvelope {
@@ -92,8 +93,11 @@ impl RawEnvelope {
                 supported: P::VERSION,
             });
         }
-        serde_json::from_value(self.payload.clone())
-            .map_err(|source| DecodeError::Payload { event_type: P::TYPE, source })
+        serde_path_to_error::deserialize(&self.payload).map_err(|error| DecodeError::Payload {
+            event_type: P::TYPE,
+            at: error.path().to_string(),
+            source: error.into_inner(),
+        })
     }
 }
 

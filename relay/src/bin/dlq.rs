@@ -94,6 +94,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 schema::RawEnvelope::from_slice(payload)
                     .context("the payload file is not a readable event envelope")?;
             }
+            for position in &at {
+                parse_position(position)?;
+            }
             let letters = read(&settings, &topic).await?;
             let chosen: Vec<&DeadLetter> = if all {
                 letters.iter().collect()
@@ -125,16 +128,23 @@ async fn read(settings: &KafkaSettings, topic: &str) -> anyhow::Result<Vec<DeadL
     let topic = dlq_topic(topic);
     let settings = settings.clone();
     let reading = topic.clone();
-    tokio::task::spawn_blocking(move || dead_letter::read_all(&settings, &reading, TIMEOUT))
-        .await?
-        .with_context(|| format!("reading {topic}"))
+    match tokio::task::spawn_blocking(move || dead_letter::read_all(&settings, &reading, TIMEOUT)).await? {
+        Err(rdkafka::error::KafkaError::MetadataFetch(rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition)) => {
+            bail!("there is no topic {topic} on the broker (kafka-init creates one per topic)")
+        }
+        result => result.with_context(|| format!("reading {topic}")),
+    }
+}
+
+fn parse_position(position: &str) -> anyhow::Result<(i32, i64)> {
+    position
+        .split_once('/')
+        .and_then(|(p, o)| Some((p.parse::<i32>().ok()?, o.parse::<i64>().ok()?)))
+        .with_context(|| format!("{position:?} is not PARTITION/OFFSET, e.g. 2/17"))
 }
 
 fn find<'a>(letters: &'a [DeadLetter], position: &str) -> anyhow::Result<&'a DeadLetter> {
-    let (partition, offset) = position
-        .split_once('/')
-        .and_then(|(p, o)| Some((p.parse::<i32>().ok()?, o.parse::<i64>().ok()?)))
-        .with_context(|| format!("{position:?} is not PARTITION/OFFSET, e.g. 2/17"))?;
+    let (partition, offset) = parse_position(position)?;
     letters
         .iter()
         .find(|l| l.dlq_partition == partition && l.dlq_offset == offset)

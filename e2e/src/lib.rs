@@ -117,7 +117,7 @@ impl TestSystem {
         let inventory_db = create_database(&server, &format!("{name}_inventory")).await;
         let kafka = kafka_settings();
         let topics = Topics { orders: format!("{name}.orders.events"), inventory: format!("{name}.inventory.events") };
-        kafka::create_topics(&kafka, &[&topics.orders, &topics.inventory]).await;
+        kafka::create_topics_with_dead_letters(&kafka, &[&topics.orders, &topics.inventory]).await;
 
         let shutdown = CancellationToken::new();
         let order = order::startup::Application::build(
@@ -131,6 +131,8 @@ impl TestSystem {
                 admission: options.admission.clone(),
                 admin: platform::admin::AdminSettings { token: options.admin_token.clone() },
                 inbox: Default::default(),
+                latency_alert: Default::default(),
+                peers: Default::default(),
             },
             shutdown.clone(),
         )

@@ -30,6 +30,14 @@ pub struct Settings {
     /// `ORDER__INBOX__KEEP_HOURS` (default 336, above the topics' 168 h retention).
     #[serde(default)]
     pub inbox: platform::config::InboxSettings,
+    /// `ORDER__LATENCY_ALERT__WINDOW_SECS` (30) and `..__THRESHOLD_MS` (1000): the web
+    /// page's latency alert.
+    #[serde(default)]
+    pub latency_alert: crate::latency::LatencyAlertSettings,
+    /// `ORDER__PEERS__INVENTORY`, `ORDER__PEERS__RELAY`: where the page's views of the
+    /// other services come from.
+    #[serde(default)]
+    pub peers: crate::routes::page::PeerSettings,
 }
 
 impl Settings {

@@ -6,6 +6,7 @@ pub mod configuration;
 pub mod consumer;
 pub mod domain;
 pub mod error;
+pub mod latency;
 pub mod metrics;
 pub mod openapi;
 pub mod repository;

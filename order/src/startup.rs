@@ -23,8 +23,10 @@ use utoipa::OpenApi as _;
 use crate::admission::RateLimiter;
 use crate::configuration::Settings;
 use crate::consumer::InventoryEvents;
+use crate::latency::LatencyWindow;
 use crate::metrics::OrderMetrics;
 use crate::routes;
+use crate::routes::page::Peers;
 use crate::waiters::Waiters;
 
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/order");
@@ -63,7 +65,8 @@ impl Application {
         let consumer =
             InboxConsumer::for_topics(&settings.kafka, &settings.consumer_group, &topics, pool.clone(), handler)
                 .context("creating the inventory-events consumer")?
-                .with_metrics(&metrics);
+                .with_metrics(&metrics)
+                .with_poison_policy((&settings.inbox).into());
         let consumer_stats = consumer.stats();
         let waiters = Arc::new(Waiters::default());
 
@@ -82,9 +85,16 @@ impl Application {
         });
         let in_flight = web::Data::new(Arc::new(Semaphore::new(settings.admission.max_in_flight)));
         let ready = web::Data::new(Arc::clone(&readiness));
+        let latency = web::Data::new(LatencyWindow::new(settings.latency_alert));
+        let peers = web::Data::new(Peers::new(settings.peers.clone()).context("creating the HTTP client")?);
         let admin = settings.admin.clone();
         let server = platform::service::http_server(listener, settings.http.workers, metrics, move |config| {
-            config.app_data(state.clone()).app_data(in_flight.clone()).app_data(ready.clone());
+            config
+                .app_data(state.clone())
+                .app_data(in_flight.clone())
+                .app_data(ready.clone())
+                .app_data(latency.clone())
+                .app_data(peers.clone());
             configure_routes(config, &admin);
         })?;
         tracing::info!(port, "order service listening");
@@ -133,8 +143,18 @@ fn configure_routes(config: &mut web::ServiceConfig, admin: &platform::admin::Ad
                 .service(routes::orders::place_order)
                 .service(routes::orders::list_orders)
                 .service(routes::orders::get_order)
-                .service(routes::orders::cancel_order),
+                .service(routes::orders::cancel_order)
+                // Outermost: the time a shopper waits, including admission's refusals.
+                .wrap(from_fn(routes::page::record_latency)),
         )
+        .service(routes::page::index)
+        .service(routes::page::script)
+        .service(routes::page::style)
+        .service(routes::page::latency)
+        .service(routes::page::system_health)
+        .service(routes::page::system_stock)
+        .service(routes::page::get_gremlin)
+        .service(routes::page::put_gremlin)
         .service(routes::health::live)
         .service(routes::health::ready)
         .route("/openapi.json", web::get().to(|| async { web::Json(crate::openapi::ApiDoc::openapi()) }));

@@ -98,8 +98,24 @@ pub fn response(checks: &[Check]) -> HttpResponse {
 
 /// [`response`] with extra top-level fields (e.g. the relay's outboxes).
 pub fn response_with(checks: &[Check], mut body: serde_json::Map<String, serde_json::Value>) -> HttpResponse {
-    let ready = checks.iter().filter(|c| c.required).all(Check::is_up);
-    let status = match (ready, checks.iter().all(Check::is_up)) {
+    let ready = is_ready(checks);
+    add_checks(&mut body, checks);
+    if ready { HttpResponse::Ok().json(body) } else { HttpResponse::ServiceUnavailable().json(body) }
+}
+
+/// The body [`response`] sends: overall status and one entry per check.
+pub fn body(checks: &[Check]) -> serde_json::Value {
+    let mut body = serde_json::Map::new();
+    add_checks(&mut body, checks);
+    body.into()
+}
+
+fn is_ready(checks: &[Check]) -> bool {
+    checks.iter().filter(|c| c.required).all(Check::is_up)
+}
+
+fn add_checks(body: &mut serde_json::Map<String, serde_json::Value>, checks: &[Check]) {
+    let status = match (is_ready(checks), checks.iter().all(Check::is_up)) {
         (true, true) => "up",
         (true, false) => "degraded",
         (false, _) => "down",
@@ -108,7 +124,6 @@ pub fn response_with(checks: &[Check], mut body: serde_json::Map<String, serde_j
         checks.iter().map(|c| (c.name.clone(), serde_json::to_value(c).unwrap_or_default())).collect();
     body.insert("status".into(), status.into());
     body.insert("checks".into(), entries.into());
-    if ready { HttpResponse::Ok().json(body) } else { HttpResponse::ServiceUnavailable().json(body) }
 }
 
 /// The body of `/health/live`.

@@ -81,7 +81,7 @@ wait_http() {
   local url=$1 timeout=${2:-60} waited=0
   until curl -fsS -o /dev/null "$url" 2>/dev/null; do
     sleep 0.5; waited=$((waited + 1))
-    [ "$waited" -ge $((timeout * 2)) ] && return 1
+    if [ "$waited" -ge $((timeout * 2)) ]; then return 1; fi
   done
 }
 
@@ -94,6 +94,7 @@ ensure_packages() {
   command -v curl >/dev/null || missing+=(curl)
   command -v pg_isready >/dev/null || missing+=(postgresql-client)
   command -v promtool >/dev/null || missing+=(prometheus)
+  command -v chromium >/dev/null || missing+=(chromium)
   if [ ${#missing[@]} -gt 0 ]; then
     log "installing ${missing[*]}"
     local sudo=(); [ "$(id -u)" = 0 ] || sudo=(sudo)

@@ -22,6 +22,8 @@ async fn a_service_started_before_its_database_exists_says_why_and_becomes_ready
         admission: Default::default(),
         admin: Default::default(),
         inbox: Default::default(),
+        latency_alert: Default::default(),
+        peers: Default::default(),
     };
     let app = order::startup::Application::build(settings, shutdown.clone()).await.expect("builds");
     let base = format!("http://127.0.0.1:{}", app.port());
@@ -95,6 +97,8 @@ async fn with_the_broker_down_order_is_degraded_and_inventory_not_ready_both_say
             admission: Default::default(),
             admin: Default::default(),
             inbox: Default::default(),
+            latency_alert: Default::default(),
+            peers: Default::default(),
         },
         shutdown.clone(),
     )

@@ -14,6 +14,11 @@ pub async fn live() -> HttpResponse {
 #[utoipa::path(responses((status = 200, description = "Ready"), (status = 503, description = "A dependency is down")))]
 #[get("/health")]
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
+    platform::health::response(&checks(&state).await)
+}
+
+/// The order database (required) and the broker (optional).
+pub async fn checks(state: &AppState) -> Vec<platform::health::Check> {
     let database = platform::health::database_when_ready(
         "order database",
         &state.readiness,
@@ -23,5 +28,5 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     .await;
     // Orders are still accepted into the outbox while the broker is away.
     let kafka = platform::health::broker(&state.broker).await.optional();
-    platform::health::response(&[database, kafka])
+    vec![database, kafka]
 }

@@ -1,0 +1,239 @@
+// The order system's page: polls the order service once a second and shows what it finds.
+// No framework and no build step; every request goes to the order service (same origin).
+"use strict";
+
+const POLL_MS = 1000;
+const $ = (selector) => document.querySelector(selector);
+
+function el(tag, attributes = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attributes)) {
+    if (name === "class") node.className = value;
+    else if (name.startsWith("on")) node.addEventListener(name.slice(2), value);
+    else node.setAttribute(name, value);
+  }
+  node.append(...children.filter((child) => child !== null && child !== undefined));
+  return node;
+}
+
+async function getJson(path, options = {}) {
+  const response = await fetch(path, { cache: "no-store", ...options });
+  let body = null;
+  try { body = await response.json(); } catch { /* not JSON */ }
+  return { status: response.status, body };
+}
+
+// Whole milliseconds up to a minute: "1001 ms" next to a 1000 ms limit reads unambiguously.
+function formatMs(ms) {
+  return ms >= 60_000 ? `${(ms / 1000).toFixed(1)} s` : `${Math.round(ms)} ms`;
+}
+
+function formatTime(iso) {
+  const date = new Date(iso);
+  return date.toLocaleTimeString([], { hour12: false }) + "." + String(date.getMilliseconds()).padStart(3, "0");
+}
+
+// ---- latency alert -------------------------------------------------------------------
+
+async function refreshLatency() {
+  const { status, body } = await getJson("/stats/latency");
+  if (status !== 200 || !body) return;
+  const box = $("#latency-alert");
+  box.className = "alert " + (body.status === "SLOW" ? "slow" : "ok");
+  box.dataset.status = body.status;
+  $("#latency-status").textContent = body.status;
+  const limit = formatMs(body.threshold_ms);
+  $("#latency-detail").textContent = body.count === 0
+    ? `no orders in the last ${body.window_secs} s (limit: average ${limit})`
+    : `average ${formatMs(body.avg_ms)}, p95 ${formatMs(body.p95_ms)} over ${body.count} order(s) in the last ${body.window_secs} s (limit ${limit})`;
+}
+
+// ---- health lights -------------------------------------------------------------------
+
+// One light per service, then one per dependency a service checks (the broker is checked
+// by all three: its light shows the worst answer).
+const RANK = { up: 0, degraded: 1, down: 2 };
+
+async function refreshHealth() {
+  const { status, body } = await getJson("/system/health");
+  const list = $("#health");
+  if (status !== 200 || !body) {
+    list.replaceChildren(light("order", "down", "the order service does not answer"));
+    return;
+  }
+  const lights = [];
+  const dependencies = new Map();
+  for (const service of ["order", "inventory", "relay"]) {
+    const health = body[service] ?? { status: "down", message: "no answer", checks: {} };
+    lights.push(light(service, health.status, health.message || ""));
+    for (const check of Object.values(health.checks || {})) {
+      const known = dependencies.get(check.name);
+      if (!known || RANK[check.status] > RANK[known.status]) dependencies.set(check.name, check);
+    }
+  }
+  for (const check of dependencies.values()) {
+    lights.push(light(check.name, check.status, check.message || `${check.latency_ms} ms`));
+  }
+  list.replaceChildren(...lights);
+}
+
+function light(name, state, why) {
+  return el("li", { "data-component": name, "data-state": state },
+    el("span", { class: `light ${state}`, "aria-hidden": "true" }),
+    el("span", { class: "name" }, name),
+    el("span", { class: "state" }, state),
+    el("span", { class: "why" }, why));
+}
+
+// ---- stock ---------------------------------------------------------------------------
+
+async function refreshStock() {
+  const { status, body } = await getJson("/system/stock");
+  if (status !== 200 || !Array.isArray(body)) return;
+  $("#stock tbody").replaceChildren(...body.map((item) =>
+    el("tr", { "data-sku": item.sku },
+      el("td", {}, item.sku), el("td", {}, item.name), el("td", { class: "num" }, String(item.available)))));
+  const select = $("#sku");
+  const chosen = select.value;
+  select.replaceChildren(...body.map((item) =>
+    el("option", { value: item.sku }, `${item.sku} — ${item.name} (${item.available} left)`)));
+  if (chosen) select.value = chosen;
+}
+
+// ---- orders --------------------------------------------------------------------------
+
+async function refreshOrders() {
+  const { status, body } = await getJson("/orders?limit=15");
+  if (status !== 200 || !Array.isArray(body)) return;
+  $("#orders").replaceChildren(...body.map(orderItem));
+}
+
+function orderItem(order) {
+  const steps = order.history.map((entry, index) => {
+    const gap = index === 0 ? "" : ` (+${formatMs(new Date(entry.at) - new Date(order.history[index - 1].at))})`;
+    return el("li", { "data-status": entry.status }, `${entry.status} ${formatTime(entry.at)}${gap}`);
+  });
+  const cancellable = order.status === "PENDING" || order.status === "CONFIRMED";
+  return el("li", { class: `order ${order.status}`, "data-order-id": order.id, "data-status": order.status },
+    el("div", { class: "head" },
+      el("span", { class: "status" }, order.status),
+      el("span", {}, order.lines.map((line) => `${line.quantity} × ${line.sku}`).join(", ")),
+      el("span", { class: "id" }, order.id),
+      cancellable ? el("button", { class: "secondary", type: "button", onclick: () => cancel(order.id) }, "Cancel") : null),
+    order.rejection_reason ? el("div", { class: "reason" }, `Rejected: ${order.rejection_reason}`) : null,
+    el("ol", { class: "timeline", "aria-label": "status history" }, ...steps));
+}
+
+async function cancel(id) {
+  const { status, body } = await getJson(`/orders/${id}/cancel`, { method: "POST" });
+  showReply(status === 202 ? "ok" : "bad",
+    status === 202 ? `Cancelling order ${id}: its stock goes back to the shelf.` : `Cannot cancel: ${body?.message ?? status}`);
+  refreshOrders();
+}
+
+// ---- placing an order ----------------------------------------------------------------
+
+function showReply(kind, text) {
+  const reply = $("#reply");
+  reply.className = `reply ${kind}`;
+  reply.dataset.kind = kind;
+  reply.textContent = text;
+}
+
+async function placeOrder(event) {
+  event.preventDefault();
+  const button = $("#place");
+  button.disabled = true;
+  const order = {
+    customer_id: $("#customer").value.trim(),
+    lines: [{ sku: $("#sku").value, quantity: Number($("#quantity").value) }],
+  };
+  showReply("", "Placing the order…");
+  try {
+    const { status, body } = await getJson("/orders", {
+      method: "POST",
+      // A fresh key per submission: a retry of this same submission would reuse it.
+      headers: { "Content-Type": "application/json", "Idempotency-Key": crypto.randomUUID() },
+      body: JSON.stringify(order),
+    });
+    if (status === 201 && body.status === "CONFIRMED") showReply("ok", `201 Confirmed: order ${body.id}.`);
+    else if (status === 201) showReply("bad", `201 ${body.status}: ${body.rejection_reason ?? ""}`);
+    else if (status === 202) showReply("warn", `202 ${body.message ?? "Inventory is slow; your order is safe and will be confirmed shortly."}`);
+    else if (status === 400 && body?.fields) {
+      showReply("bad", "400 " + Object.entries(body.fields).map(([field, problem]) => `${field}: ${problem}`).join("; "));
+    } else showReply("bad", `${status} ${body?.message ?? "the order service did not accept the order"}`);
+  } catch (error) {
+    showReply("bad", `No answer from the order service (${error.message}); try again.`);
+  } finally {
+    button.disabled = false;
+    refreshOrders();
+  }
+}
+
+// ---- gremlin -------------------------------------------------------------------------
+
+function adminHeaders() {
+  const token = sessionStorage.getItem("adminToken");
+  return token ? { Authorization: `Bearer ${token}` } : {};
+}
+
+async function refreshGremlin() {
+  const { status, body } = await getJson("/system/gremlin", { headers: adminHeaders() });
+  const state = $("#gremlin-state");
+  $("#gremlin-unlock").hidden = status !== 401;
+  $("#gremlin-form").hidden = status !== 200;
+  if (status === 404) state.textContent = "Admin is off: start inventory with INVENTORY__ADMIN__TOKEN to use the gremlin.";
+  else if (status === 401) state.textContent = "Enter inventory's admin token to use the gremlin.";
+  else if (status !== 200) state.textContent = `Inventory does not answer (${body?.message ?? status}).`;
+  else {
+    const pattern = body.pattern;
+    state.dataset.enabled = String(pattern.enabled);
+    state.textContent = pattern.enabled
+      ? `ON: one order in ${pattern.one_in} waits ${formatMs(pattern.delay_ms)} in inventory (${body.delays} delays so far).`
+      : `Off (${body.delays} delays so far).`;
+    const form = $("#gremlin-form");
+    if (!form.contains(document.activeElement)) {
+      $("#gremlin-enabled").checked = pattern.enabled;
+      $("#gremlin-one-in").value = pattern.one_in;
+      $("#gremlin-delay").value = pattern.delay_ms;
+    }
+  }
+}
+
+async function applyGremlin(event) {
+  event?.preventDefault();
+  const pattern = {
+    enabled: $("#gremlin-enabled").checked,
+    one_in: Number($("#gremlin-one-in").value),
+    delay_ms: Number($("#gremlin-delay").value),
+  };
+  const { status, body } = await getJson("/system/gremlin", {
+    method: "PUT",
+    headers: { "Content-Type": "application/json", ...adminHeaders() },
+    body: JSON.stringify(pattern),
+  });
+  if (status !== 200) $("#gremlin-state").textContent = `Not changed: ${body?.message ?? status}`;
+  document.activeElement?.blur();
+  refreshGremlin();
+}
+
+// ---- start ---------------------------------------------------------------------------
+
+async function tick() {
+  await Promise.allSettled([refreshLatency(), refreshHealth(), refreshOrders(), refreshStock(), refreshGremlin()]);
+}
+
+function start() {
+  $("#order-form").addEventListener("submit", placeOrder);
+  $("#gremlin-form").addEventListener("submit", applyGremlin);
+  $("#gremlin-enabled").addEventListener("change", applyGremlin);
+  $("#gremlin-unlock").addEventListener("submit", (event) => {
+    event.preventDefault();
+    sessionStorage.setItem("adminToken", $("#admin-token").value);
+    refreshGremlin();
+  });
+  tick();
+  setInterval(tick, POLL_MS);
+}
+
+start();

@@ -1,0 +1,123 @@
+// Drives the page in headless Chromium (Debian's package; nothing is downloaded) against a
+// running system. Started by scripts/test-browser, which sets:
+//   BASE_URL        the order service, e.g. http://127.0.0.1:18080
+//   ADMIN_TOKEN     inventory's admin token (for the gremlin switch)
+//   SCREENSHOT_DIR  where the screenshots go
+//   WINDOW_SECS     the latency window the order service was started with
+// Each step waits for what a person would see; a step that never happens fails the run.
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+import { chromium } from "playwright-core";
+
+const base = process.env.BASE_URL ?? "http://127.0.0.1:8080";
+const token = process.env.ADMIN_TOKEN ?? "";
+const shots = process.env.SCREENSHOT_DIR ?? "screenshots";
+const windowSecs = Number(process.env.WINDOW_SECS ?? 30);
+mkdirSync(shots, { recursive: true });
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+  args: ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+    "--disable-background-networking", "--no-first-run"],
+});
+let failed = false;
+const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+page.setDefaultTimeout(15_000);
+const started = Date.now();
+const step = (what) => console.log(`[${((Date.now() - started) / 1000).toFixed(1)} s] ${what}`);
+
+async function place(sku, quantity, customer = "browser-test") {
+  await page.fill("#customer", customer);
+  await page.selectOption("#sku", sku);
+  await page.fill("#quantity", String(quantity));
+  const before = await page.textContent("#reply");
+  await page.click("#place");
+  await page.waitForFunction(
+    (previous) => {
+      const reply = document.querySelector("#reply");
+      return reply.dataset.kind && reply.textContent !== previous && !reply.textContent.startsWith("Placing");
+    },
+    before, { timeout: 10_000 });
+  return { kind: await page.getAttribute("#reply", "data-kind"), text: await page.textContent("#reply") };
+}
+
+const orderId = (text) => text.match(/[0-9a-f]{8}-[0-9a-f-]{27}/)?.[0];
+
+try {
+  await page.goto(base);
+  step("page open");
+  await page.waitForSelector("#sku option[value='MUG-01']", { state: "attached" });
+  await page.waitForSelector("#health li[data-component='order'][data-state='up']");
+  await page.waitForSelector("#health li[data-component='inventory'][data-state='up']");
+  await page.waitForSelector("#health li[data-component='relay'][data-state='up']");
+  await page.waitForSelector("#latency-alert[data-status='OK']");
+  step("stock, health lights and latency alert shown");
+
+  // An order that fits: confirmed, and the page shows it reach CONFIRMED.
+  const confirmed = await place("MUG-01", 2);
+  if (!confirmed.text.startsWith("201 Confirmed")) throw new Error(`expected 201 Confirmed, got: ${confirmed.text}`);
+  const id = orderId(confirmed.text);
+  await page.waitForSelector(`li.order[data-order-id='${id}'][data-status='CONFIRMED']`);
+  await page.waitForSelector(`li.order[data-order-id='${id}'] .timeline li[data-status='PENDING']`);
+  step(`order ${id} CONFIRMED on the page, with its timeline`);
+
+  // Too big: rejected, with the reason on the page.
+  const rejected = await place("POSTER-01", 50);
+  if (!rejected.text.startsWith("201 REJECTED")) throw new Error(`expected a rejection, got: ${rejected.text}`);
+  const big = orderId(await page.textContent("#orders li.order:first-child .id"));
+  const reason = await page.textContent(`li.order[data-order-id='${big}'][data-status='REJECTED'] .reason`);
+  if (!/POSTER-01: asked for 50, only \d+ left/.test(reason)) throw new Error(`unexpected reason: ${reason}`);
+  step(`too-big order REJECTED: ${reason}`);
+
+  // A bad request: the field message is shown.
+  const invalid = await place("MUG-01", 1, "");
+  if (!invalid.text.startsWith("400 customer_id")) throw new Error(`expected a 400 naming customer_id, got: ${invalid.text}`);
+  step(`invalid order: ${invalid.text}`);
+  await page.screenshot({ path: join(shots, "page-normal.png"), fullPage: true });
+
+  // The gremlin: unlock with the token, make every order wait longer than the budget.
+  await page.waitForSelector("#gremlin-unlock:not([hidden])");
+  await page.fill("#admin-token", token);
+  await page.click("#gremlin-unlock button");
+  await page.waitForSelector("#gremlin-form:not([hidden])");
+  await page.fill("#gremlin-one-in", "1");
+  await page.fill("#gremlin-delay", "2500");
+  await page.check("#gremlin-enabled");
+  await page.waitForSelector("#gremlin-state[data-enabled='true']");
+  step("gremlin on: every order waits 2.5 s in inventory");
+
+  const slow = await place("CABLE-01", 1);
+  if (!slow.text.startsWith("202")) throw new Error(`expected 202 while inventory is slow, got: ${slow.text}`);
+  const slowId = orderId(await page.textContent("#orders li.order:first-child .id"));
+  await page.waitForSelector(`li.order[data-order-id='${slowId}'][data-status='PENDING']`);
+  step(`slow order ${slowId}: ${slow.text} (PENDING, yellow)`);
+  await place("CABLE-01", 1);
+  await page.waitForSelector("#latency-alert[data-status='SLOW']");
+  const alertText = await page.textContent("#latency-alert");
+  step(`alert red: ${alertText.replace(/\s+/g, " ").trim()}`);
+  await page.screenshot({ path: join(shots, "page-alert.png"), fullPage: true });
+  await page.waitForSelector(`li.order[data-order-id='${slowId}'][data-status='CONFIRMED']`);
+  step("the slow order turned CONFIRMED (green)");
+
+  // Gremlin off; once the slow requests leave the window the alert is green again.
+  await page.uncheck("#gremlin-enabled");
+  await page.waitForSelector("#gremlin-state[data-enabled='false']");
+  await page.waitForSelector("#latency-alert[data-status='OK']", { timeout: (windowSecs + 10) * 1000 });
+  step("alert green again after the window passed");
+  await page.screenshot({ path: join(shots, "page-recovered.png"), fullPage: true });
+
+  // Phone width: everything fits without sideways scrolling.
+  await page.setViewportSize({ width: 390, height: 844 });
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  if (overflow > 0) throw new Error(`the page is ${overflow}px wider than a phone screen`);
+  await page.screenshot({ path: join(shots, "page-phone.png"), fullPage: true });
+  step("fits a 390 px wide screen");
+} catch (error) {
+  failed = true;
+  console.error(`FAILED: ${error.message}`);
+  await page.screenshot({ path: join(shots, "page-failure.png"), fullPage: true }).catch(() => {});
+} finally {
+  await browser.close();
+}
+if (failed) process.exit(1);
+console.log(`page test passed; screenshots in ${shots}`);

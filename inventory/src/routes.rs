@@ -1,5 +1,6 @@
 //! HTTP routes of the inventory service: stock levels and health.
 
+use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError, get, web};
 use platform::http::error_response;
 use schema::Sku;
@@ -27,7 +28,6 @@ pub enum ApiError {
 
 impl ResponseError for ApiError {
     fn status_code(&self) -> actix_web::http::StatusCode {
-        use actix_web::http::StatusCode;
         match self {
             Self::BadSku(_) => StatusCode::BAD_REQUEST,
             Self::NotFound => StatusCode::NOT_FOUND,
@@ -102,6 +102,39 @@ pub async fn gremlin_delay(
         state.gremlin.strike(request.path()).await;
     }
     next.call(request).await
+}
+
+/// The body of `PUT /admin/products/{sku}`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewProduct {
+    pub name: String,
+    pub stock: i32,
+}
+
+/// `PUT /admin/products/{sku}` with `{"name": "...", "stock": N}`: adds a product to the
+/// catalogue (201), or 409 if the SKU is already there. For test runs and demos that need
+/// stock of their own (scripts/verify).
+pub async fn add_product(
+    _: Admin,
+    state: web::Data<AppState>,
+    sku: web::Path<String>,
+    product: web::Json<NewProduct>,
+) -> Result<HttpResponse, ApiError> {
+    let sku = Sku::parse(&sku).map_err(|e| ApiError::BadSku(e.to_string()))?;
+    let name = product.name.trim();
+    if name.is_empty() || name.chars().count() > 100 {
+        return Ok(error_response(StatusCode::BAD_REQUEST, "invalid_name", "name must be 1 to 100 characters"));
+    }
+    if !(0..=1_000_000_000).contains(&product.stock) {
+        return Ok(error_response(StatusCode::BAD_REQUEST, "invalid_stock", "stock must be 0 to 1000000000"));
+    }
+    let mut conn = state.pool.get().await?;
+    if stock::add_product(&mut conn, &sku, name, product.stock).await? {
+        Ok(HttpResponse::Created().json(stock::find(&mut conn, &sku).await?))
+    } else {
+        Ok(error_response(StatusCode::CONFLICT, "exists", format!("{sku} is already in the catalogue")))
+    }
 }
 
 /// `GET /admin/gremlin`: the current pattern and how often it struck.

@@ -56,7 +56,8 @@ impl Application {
         let consumer =
             InboxConsumer::for_topics(&settings.kafka, &settings.consumer_group, &topics, pool.clone(), handler)
                 .context("creating the order-events consumer")?
-                .with_metrics(&metrics);
+                .with_metrics(&metrics)
+                .with_poison_policy((&settings.inbox).into());
         let consumer_stats = consumer.stats();
 
         let listener = platform::service::bind(&settings.http)?;
@@ -127,6 +128,7 @@ fn configure_routes(config: &mut web::ServiceConfig, admin: &platform::admin::Ad
     platform::admin::configure(config, admin, |admin| {
         admin
             .route("/gremlin", web::get().to(routes::get_gremlin))
-            .route("/gremlin", web::put().to(routes::put_gremlin));
+            .route("/gremlin", web::put().to(routes::put_gremlin))
+            .route("/products/{sku}", web::put().to(routes::add_product));
     });
 }

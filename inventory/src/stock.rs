@@ -216,3 +216,20 @@ pub async fn list(conn: &mut AsyncPgConnection) -> QueryResult<Vec<StockView>> {
 pub async fn find(conn: &mut AsyncPgConnection, sku: &Sku) -> QueryResult<Option<StockView>> {
     products::table.find(sku.as_str()).select(StockView::as_select()).first(conn).await.optional()
 }
+
+/// Adds a product to the catalogue with `stock` units; false if the SKU is already there.
+/// New stock enters as the product's initial stock, so the books still balance
+/// (initial + ledger = available).
+pub async fn add_product(conn: &mut AsyncPgConnection, sku: &Sku, name: &str, stock: i32) -> QueryResult<bool> {
+    let inserted = diesel::insert_into(products::table)
+        .values((
+            products::sku.eq(sku.as_str()),
+            products::name.eq(name),
+            products::initial_stock.eq(stock),
+            products::available.eq(stock),
+        ))
+        .on_conflict_do_nothing()
+        .execute(conn)
+        .await?;
+    Ok(inserted == 1)
+}

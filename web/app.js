@@ -157,7 +157,7 @@ async function placeOrder(event) {
       body: JSON.stringify(order),
     });
     if (status === 201 && body.status === "CONFIRMED") showReply("ok", `201 Confirmed: order ${body.id}.`);
-    else if (status === 201) showReply("bad", `201 ${body.status}: ${body.rejection_reason ?? ""}`);
+    else if (status === 201) showReply("bad", `201 ${body.status}: order ${body.id}: ${body.rejection_reason ?? ""}`);
     else if (status === 202) showReply("warn", `202 ${body.message ?? "Inventory is slow; your order is safe and will be confirmed shortly."}`);
     else if (status === 400 && body?.fields) {
       showReply("bad", "400 " + Object.entries(body.fields).map(([field, problem]) => `${field}: ${problem}`).join("; "));

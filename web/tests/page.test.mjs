@@ -64,7 +64,7 @@ try {
   // Too big: rejected, with the reason on the page.
   const rejected = await place("POSTER-01", 50);
   if (!rejected.text.startsWith("201 REJECTED")) throw new Error(`expected a rejection, got: ${rejected.text}`);
-  const big = orderId(await page.textContent("#orders li.order:first-child .id"));
+  const big = orderId(rejected.text);
   const reason = await page.textContent(`li.order[data-order-id='${big}'][data-status='REJECTED'] .reason`);
   if (!/POSTER-01: asked for 50, only \d+ left/.test(reason)) throw new Error(`unexpected reason: ${reason}`);
   step(`too-big order REJECTED: ${reason}`);
@@ -88,7 +88,7 @@ try {
 
   const slow = await place("CABLE-01", 1);
   if (!slow.text.startsWith("202")) throw new Error(`expected 202 while inventory is slow, got: ${slow.text}`);
-  const slowId = orderId(await page.textContent("#orders li.order:first-child .id"));
+  const slowId = orderId(slow.text);
   await page.waitForSelector(`li.order[data-order-id='${slowId}'][data-status='PENDING']`);
   step(`slow order ${slowId}: ${slow.text} (PENDING, yellow)`);
   await place("CABLE-01", 1);

@@ -1,0 +1,75 @@
+# A system of its own for a script (the browser test, the benchmarks): order, inventory and
+# relay on given ports, with fresh databases and topics named after $SYS_NAME, against
+# PG_URL and the broker at KAFKA_BROKERS. Source after common.sh.
+#
+#   SYS_NAME=t1234 SYS_ORDER_PORT=... SYS_INVENTORY_PORT=... SYS_RELAY_PORT=... SYS_LOGS=dir
+#   sys_create                        # databases and topics
+#   sys_start relay [VAR=value...]    # extra settings without the prefix, e.g. RELAY__LISTEN=false
+#   sys_stop relay                    # SIGTERM and wait
+#   sys_kill inventory                # SIGKILL
+#   sys_destroy                       # stops everything and drops the databases
+
+declare -A SYS_PIDS=()
+
+sys_create() {
+  for db in orders inventory; do psql "$PG_URL/postgres" -qc "CREATE DATABASE \"${SYS_NAME}_$db\""; done
+  mkdir -p "$SYS_LOGS"
+  "$BIN/kafka-init" --brokers "$KAFKA_BROKERS" --partitions "${SYS_PARTITIONS:-3}" \
+    --topic "$SYS_NAME.orders.events" --topic "$SYS_NAME.inventory.events" >/dev/null
+}
+
+sys_start() {
+  local service=$1; shift
+  local prefix port settings=()
+  prefix=$(echo "$service" | tr a-z A-Z)
+  case $service in
+    order) port=$SYS_ORDER_PORT
+      settings=(DATABASE__URL="$PG_URL/${SYS_NAME}_orders" CONSUMER_GROUP="$SYS_NAME-order"
+        PEERS__INVENTORY="http://127.0.0.1:$SYS_INVENTORY_PORT" PEERS__RELAY="http://127.0.0.1:$SYS_RELAY_PORT") ;;
+    inventory) port=$SYS_INVENTORY_PORT
+      settings=(DATABASE__URL="$PG_URL/${SYS_NAME}_inventory" CONSUMER_GROUP="$SYS_NAME-inventory") ;;
+    relay) port=$SYS_RELAY_PORT
+      settings=(KAFKA__IDEMPOTENCE=false OUTBOXES__ORDER="$PG_URL/${SYS_NAME}_orders"
+        OUTBOXES__INVENTORY="$PG_URL/${SYS_NAME}_inventory") ;;
+  esac
+  settings+=(HTTP__PORT="$port" KAFKA__BROKERS="$KAFKA_BROKERS" TOPICS__ORDERS="$SYS_NAME.orders.events"
+    TOPICS__INVENTORY="$SYS_NAME.inventory.events" "$@")
+  local environment=()
+  for pair in "${settings[@]}"; do environment+=("${prefix}__$pair"); done
+  env "${environment[@]}" "$BIN/$service" >>"$SYS_LOGS/$service.log" 2>&1 &
+  SYS_PIDS[$service]=$!
+  wait_http "http://127.0.0.1:$port/health" 60 || die "$service did not become ready; see $SYS_LOGS/$service.log"
+}
+
+sys_stop() {
+  local pid=${SYS_PIDS[$1]:-}
+  [ -n "$pid" ] || return 0
+  kill "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  unset "SYS_PIDS[$1]"
+}
+
+sys_kill() {
+  local pid=${SYS_PIDS[$1]:-}
+  [ -n "$pid" ] || return 0
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  unset "SYS_PIDS[$1]"
+}
+
+sys_destroy() {
+  for service in "${!SYS_PIDS[@]}"; do sys_stop "$service"; done
+  for db in orders inventory; do
+    PGOPTIONS="-c client_min_messages=warning" psql "$PG_URL/postgres" -qc \
+      "DROP DATABASE IF EXISTS \"${SYS_NAME}_$db\" WITH (FORCE)" || true
+  done
+}
+
+# Prints N free TCP ports.
+free_ports() {
+  python3 -c '
+import socket, sys
+socks = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in socks: s.bind(("127.0.0.1", 0))
+print(*(s.getsockname()[1] for s in socks))' "$1"
+}

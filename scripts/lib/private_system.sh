@@ -32,6 +32,9 @@ sys_start() {
       settings=(KAFKA__IDEMPOTENCE=false OUTBOXES__ORDER="$PG_URL/${SYS_NAME}_orders"
         OUTBOXES__INVENTORY="$PG_URL/${SYS_NAME}_inventory") ;;
   esac
+  # As in the local stack: each consumer takes every partition (docs/broker-notes.md), so a
+  # killed consumer's restart is not stuck behind tansu's dead group leader.
+  [ "$service" = relay ] || settings+=(KAFKA__ASSIGNMENT=all)
   settings+=(HTTP__PORT="$port" KAFKA__BROKERS="$KAFKA_BROKERS" TOPICS__ORDERS="$SYS_NAME.orders.events"
     TOPICS__INVENTORY="$SYS_NAME.inventory.events" "$@")
   local environment=()

@@ -1,0 +1,58 @@
+//! The broker's own produce ceiling, for comparison with the relay's drain rate: sends N
+//! messages of a given size with the producer settings the relay uses (`platform::kafka::
+//! producer` from the same `KafkaSettings`), all in flight at once, and prints messages/s.
+//!
+//! ```text
+//! produce-bench --brokers 127.0.0.1:9092 --topic bench.ceiling --count 100000 --size 600
+//! ```
+
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use futures::StreamExt as _;
+use platform::config::KafkaSettings;
+use rdkafka::producer::FutureRecord;
+
+#[derive(Parser)]
+#[command(about = "Measure how fast the broker takes messages from one producer")]
+struct Args {
+    #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    brokers: String,
+    #[arg(long)]
+    topic: String,
+    #[arg(long, default_value_t = 100_000)]
+    count: usize,
+    /// Bytes per message (a typical OrderPlaced envelope is about 600).
+    #[arg(long, default_value_t = 600)]
+    size: usize,
+    /// As the relay: idempotent, or not with one request in flight.
+    #[arg(long, default_value_t = false)]
+    idempotence: bool,
+    /// Messages awaited at once (the relay sends batches of 500 and awaits each batch).
+    #[arg(long, default_value_t = 10_000)]
+    in_flight: usize,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let settings =
+        KafkaSettings { brokers: args.brokers.clone(), idempotence: args.idempotence, ..KafkaSettings::default() };
+    let producer = platform::kafka::producer(&settings)?;
+    let payload = "x".repeat(args.size);
+    let started = Instant::now();
+    let (producer, payload, topic) = (&producer, payload.as_str(), args.topic.as_str());
+    let sends = futures::stream::iter(0..args.count).map(|n| async move {
+        let key = format!("order-{}", n % 100_000);
+        producer.send(FutureRecord::to(topic).key(&key).payload(payload), Duration::from_secs(30)).await
+    });
+    let results: Vec<_> = sends.buffer_unordered(args.in_flight).collect().await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let failed = results.iter().filter(|r| r.is_err()).count();
+    println!(
+        "{{\"messages\": {}, \"failed\": {failed}, \"seconds\": {elapsed:.3}, \"per_second\": {:.0}}}",
+        args.count,
+        (args.count - failed) as f64 / elapsed
+    );
+    Ok(())
+}

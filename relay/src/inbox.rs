@@ -140,6 +140,9 @@ pub async fn apply_once<H: Handler>(
     .await
 }
 
+/// How long a stopping consumer waits for its final commit and close.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How many events one consumer handles at once (across all its partitions).
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 64;
 
@@ -278,10 +281,26 @@ impl<H: Handler> InboxConsumer<H> {
         }
         while tasks.join_next().await.is_some() {}
         lag.abort();
-        if let Err(error) = self.shared.consumer.commit_consumer_state(CommitMode::Sync) {
-            // Nothing stored since the last commit, or the broker is gone: the events
-            // will be redelivered and recognised as duplicates.
-            tracing::info!(%error, "final offset commit did not happen");
+        let _ = lag.await;
+        // The final commit and the consumer's close (leaving the group) wait for the broker.
+        // A broker that accepts connections but does not answer (seen with tansu) would keep
+        // the process from ever exiting, so they run on a plain thread, given a few seconds.
+        let shared = self.shared;
+        let (closed, done) = oneshot::channel();
+        std::thread::spawn(move || {
+            if let Err(error) = shared.consumer.commit_consumer_state(CommitMode::Sync) {
+                // Nothing stored since the last commit, or the broker is gone: the events
+                // will be redelivered and recognised as duplicates.
+                tracing::info!(%error, "final offset commit did not happen");
+            }
+            drop(shared);
+            let _ = closed.send(());
+        });
+        if tokio::time::timeout(CLOSE_TIMEOUT, done).await.is_err() {
+            tracing::warn!(
+                timeout_s = CLOSE_TIMEOUT.as_secs(),
+                "the broker did not let the consumer close in time; stopping anyway (uncommitted events are redelivered)"
+            );
         }
     }
 }

@@ -1,5 +1,6 @@
 """Renders docs/benchmarks.md from scripts/bench's results (KEY=value lines)."""
 
+import json
 import os
 import pathlib
 import platform
@@ -24,11 +25,26 @@ def num(key):
     return float(results[key])
 
 
+def finished(name):
+    """How many of a run's orders reached a final status within the follow-up time."""
+    try:
+        run = json.loads((pathlib.Path(out) / name).read_text())
+    except OSError:
+        return "?"
+    done = sum(v for k, v in run["by_final_status"].items() if k in ("CONFIRMED", "REJECTED"))
+    return f"{done:,} of {run['requests']:,} orders final within 60 s after the run"
+
+
 cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
 memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
 accept_ratio_8 = num("accept_rps_c8") / num("pgbench_tps_c8")
 accept_ratio_32 = num("accept_rps_c32") / num("pgbench_tps_c32")
-poll_ratio = num("e2e_poll_p50_ms") / num("e2e_notify_p50_ms")
+def ratio(slow, fast):
+    """slow / fast as "N.N×", or "n/a" when either run has no finished order (0 ms)."""
+    return f"{num(slow) / num(fast):.1f}×" if num(slow) > 0 and num(fast) > 0 else "n/a (no order final)"
+
+
+poll_ratio = ratio("e2e_poll_p50_ms", "e2e_notify_p50_ms")
 steps = [(int(k.split("_")[1]), v) for k, v in results.items() if k.startswith("step_")]
 
 print(f"""# Benchmarks
@@ -47,8 +63,9 @@ machine that ran it. Not part of CI: these are figures, not pass/fail tests.
 | # | what | result | target |
 |---|---|---|---|
 | 1 | accept throughput, `POST /orders` with `Prefer: wait=0` (order service alone) vs pgbench running the same transaction | c=8: **{results['accept_rps_c8']}/s** vs {results['pgbench_tps_c8']} tps (**{accept_ratio_8:.2f}×**); c=32: **{results['accept_rps_c32']}/s** vs {results['pgbench_tps_c32']} tps (**{accept_ratio_32:.2f}×**) | ≥ 0.8× |
-| 2 | accepted → CONFIRMED at 200 orders/s (relay woken by NOTIFY) | p50 **{results['e2e_notify_p50_ms']} ms**, p95 {results['e2e_notify_p95_ms']} ms, p99 **{results['e2e_notify_p99_ms']} ms** (achieved {results['e2e_notify_rps']}/s) | p50 ≤ 15 ms, p99 ≤ 60 ms |
-| 3 | the same, relay polling every 500 ms without NOTIFY | p50 {results['e2e_poll_p50_ms']} ms, p95 {results['e2e_poll_p95_ms']} ms, p99 {results['e2e_poll_p99_ms']} ms → NOTIFY is **{poll_ratio:.1f}×** faster at p50 | ≥ 10× |
+| 2 | accepted → CONFIRMED at 200 orders/s (relay woken by NOTIFY) | p50 **{results['e2e_notify_p50_ms']} ms**, p95 {results['e2e_notify_p95_ms']} ms, p99 **{results['e2e_notify_p99_ms']} ms** (achieved {results['e2e_notify_rps']}/s; {finished('e2e-notify.json')}; percentiles over those) | p50 ≤ 15 ms, p99 ≤ 60 ms |
+| 3 | the same, relay polling every 500 ms without NOTIFY | p50 {results['e2e_poll_p50_ms']} ms, p95 {results['e2e_poll_p95_ms']} ms, p99 {results['e2e_poll_p99_ms']} ms ({finished('e2e-poll.json')}) → NOTIFY is **{poll_ratio}** faster at p50 | ≥ 10× |
+| 2b, 3b | the same pair at 50 orders/s, a rate the local broker sustains | NOTIFY: p50 **{results['e2e50_notify_p50_ms']} ms**, p95 {results['e2e50_notify_p95_ms']} ms, p99 **{results['e2e50_notify_p99_ms']} ms** ({finished('e2e50-notify.json')}); polling: p50 {results['e2e50_poll_p50_ms']} ms, p99 {results['e2e50_poll_p99_ms']} ms ({finished('e2e50-poll.json')}) → **{ratio('e2e50_poll_p50_ms', 'e2e50_notify_p50_ms')}** at p50 | |
 | 4 | maximum sustained end-to-end rate (every order final, p99 accepted→final < 1 s, ≥ 90% of the target rate achieved) | **{results['max_sustained_rate']} orders/s** | ≥ 1,000/s |
 | 5 | relay drain of pre-loaded outbox rows → broker, vs the broker's own produce ceiling with the same client settings | relay **{results['drain_events_per_s']} events/s**; ceiling {results['broker_ceiling_per_s']} msg/s (10,000 in flight), {results['broker_ceiling_batch500_per_s']} msg/s (500 in flight, the relay's batch) | ≥ 20,000/s |
 | 6 | recovery: inventory SIGKILLed under 50 orders/s, from its restart to its first processed event | median **{results['recovery_ms']} ms** (three rounds: {results['recovery_all_ms']} ms) | — |
@@ -72,8 +89,8 @@ print("""
    from the order's own history (PENDING at → CONFIRMED at), so client-side queueing does
    not count.
 3. As 2 after restarting the relay with `RELAY__RELAY__LISTEN=false RELAY__RELAY__POLL_INTERVAL_MS=500`.
-4. `loadgen --rate R --duration 20` for R = 300, 500, 700, 1000, 1400, stopping at the
-   first step that fails.
+4. `loadgen --rate R --duration 20` for R = 100, 200, 300, 500, 700, 1000, each on a fresh
+   broker, stopping at the first step that fails.
 5. 100,000 rows inserted into the order outbox (topic of their own, real envelope size)
    before the relay starts; timed from starting the relay until the outbox is empty. The
    ceiling: `produce-bench` (`relay/src/bin/produce-bench.rs`) sends as many messages of the
@@ -84,6 +101,21 @@ print("""
    median is reported.
 
 ## Reading the numbers
-See the notes under each figure in the closing note of the session that ran it; the
-bottleneck analysis is in the section below.
+""")
+print(f"""- **The broker is the ceiling.** tansu 0.6.0 saturates a core near 200 orders/s and then
+  stops answering in time (docs/broker-notes.md, "It saturates near 200 orders/s"). Figures
+  2–4 therefore measure tansu: compare figure 5, where the relay alone drains the outbox at
+  {results['drain_events_per_s']} events/s against the broker's own produce ceiling of
+  {results['broker_ceiling_per_s']} msg/s with the same client settings
+  ({results['broker_ceiling_batch500_per_s']} msg/s with the relay's 500-message batches in flight).
+- **Accept path vs pgbench** ({accept_ratio_8:.2f}× at c=8): the service does more than the
+  SQL (JSON parsing and field validation, the idempotency fingerprint, the HTTP exchange), and
+  its load generator shares the two cores with it and with Postgres, while pgbench's client
+  is light. The transaction itself is the same four inserts.
+- **Polling vs NOTIFY**: at 200/s ({poll_ratio} at p50) both are dominated by the
+  saturated broker's queueing; at 50/s (figures 2b/3b) the comparison is the relay's own: a
+  500 ms poll adds 250 ms on average per outbox hop, and an order makes two hops.
+- **Recovery** is quick because each consumer assigns itself every partition and resumes
+  from the committed offsets (no group rebalance to wait for; broker notes), and a service is
+  ready as soon as its database answers.
 """)

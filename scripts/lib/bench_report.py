@@ -25,14 +25,19 @@ def num(key):
     return float(results[key])
 
 
-def finished(name):
-    """How many of a run's orders reached a final status within the follow-up time."""
+def final_counts(name):
+    """(orders final, orders placed) of a loadgen run, or None if it did not run."""
     try:
         run = json.loads((pathlib.Path(out) / name).read_text())
     except OSError:
-        return "?"
-    done = sum(v for k, v in run["by_final_status"].items() if k in ("CONFIRMED", "REJECTED"))
-    return f"{done:,} of {run['requests']:,} orders final within 60 s after the run"
+        return None
+    return sum(v for k, v in run["by_final_status"].items() if k in ("CONFIRMED", "REJECTED")), run["requests"]
+
+
+def finished(name):
+    """How many of a run's orders reached a final status within the follow-up time."""
+    counts = final_counts(name)
+    return "?" if counts is None else f"{counts[0]:,} of {counts[1]:,} orders final within 60 s after the run"
 
 
 cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
@@ -45,11 +50,8 @@ def ratio(slow, fast):
 
 
 def all_final(name):
-    try:
-        run = json.loads((pathlib.Path(out) / name).read_text())
-    except OSError:
-        return False
-    return sum(v for k, v in run["by_final_status"].items() if k in ("CONFIRMED", "REJECTED")) == run["requests"]
+    counts = final_counts(name)
+    return counts is not None and counts[0] == counts[1]
 
 
 poll_ratio = (

@@ -76,6 +76,18 @@ broker_answers() {
   (exec 3<>"/dev/tcp/${host%:*}/${host#*:}") 2>/dev/null
 }
 
+# Starts a tansu broker at $KAFKA_BROKERS with its data in DIR (emptied first), logging to
+# LOG, and waits until it answers. Sets BROKER_PID.
+start_broker() {
+  local dir=$1 log_file=$2
+  rm -rf "$dir"; mkdir -p "$dir" "$(dirname "$log_file")"
+  (cd "$dir" && exec "$TANSU" broker --listener-url "tcp://$KAFKA_BROKERS" \
+    --advertised-listener-url "tcp://$KAFKA_BROKERS" --storage-engine sqlite://tansu.db) >>"$log_file" 2>&1 &
+  BROKER_PID=$!
+  for _ in $(seq 1 100); do broker_answers && return 0; sleep 0.2; done
+  die "the broker did not start at $KAFKA_BROKERS; see $log_file"
+}
+
 # Waits until `curl URL` succeeds, up to $2 seconds.
 wait_http() {
   local url=$1 timeout=${2:-60} waited=0

@@ -132,18 +132,18 @@ pub async fn system_health(state: web::Data<AppState>, peers: web::Data<Peers>) 
 /// Inventory's stock list.
 #[get("/system/stock")]
 pub async fn system_stock(peers: web::Data<Peers>) -> HttpResponse {
-    forward(&peers, Method::GET, "/stock", None, None).await
+    forward(&peers, reqwest::Method::GET, "/stock", None, None).await
 }
 
 /// Inventory's gremlin pattern; needs the inventory admin token, passed through.
 #[get("/system/gremlin")]
 pub async fn get_gremlin(request: HttpRequest, peers: web::Data<Peers>) -> HttpResponse {
-    forward(&peers, Method::GET, "/admin/gremlin", authorization(&request), None).await
+    forward(&peers, reqwest::Method::GET, "/admin/gremlin", authorization(&request), None).await
 }
 
 #[put("/system/gremlin")]
 pub async fn put_gremlin(request: HttpRequest, peers: web::Data<Peers>, body: web::Bytes) -> HttpResponse {
-    forward(&peers, Method::PUT, "/admin/gremlin", authorization(&request), Some(body)).await
+    forward(&peers, reqwest::Method::PUT, "/admin/gremlin", authorization(&request), Some(body)).await
 }
 
 fn authorization(request: &HttpRequest) -> Option<String> {
@@ -153,13 +153,12 @@ fn authorization(request: &HttpRequest) -> Option<String> {
 /// Sends a request to inventory and relays its status and JSON body; 502 if it does not answer.
 async fn forward(
     peers: &Peers,
-    method: Method,
+    method: reqwest::Method,
     path: &str,
     authorization: Option<String>,
     body: Option<web::Bytes>,
 ) -> HttpResponse {
     let base = &peers.settings.inventory;
-    let method = reqwest::Method::from_bytes(method.as_str().as_bytes()).unwrap_or(reqwest::Method::GET);
     let mut request = peers.http.request(method, format!("{base}{path}"));
     if let Some(authorization) = authorization {
         request = request.header(reqwest::header::AUTHORIZATION, authorization);

@@ -94,14 +94,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 schema::RawEnvelope::from_slice(payload)
                     .context("the payload file is not a readable event envelope")?;
             }
-            for position in &at {
-                parse_position(position)?;
-            }
+            let wanted: Vec<(i32, i64)> = at.iter().map(|p| parse_position(p)).collect::<anyhow::Result<_>>()?;
             let letters = read(&settings, &topic).await?;
             let chosen: Vec<&DeadLetter> = if all {
                 letters.iter().collect()
             } else {
-                at.iter().map(|position| find(&letters, position)).collect::<anyhow::Result<_>>()?
+                wanted.iter().map(|&position| find(&letters, position)).collect::<anyhow::Result<_>>()?
             };
             let producer = platform::kafka::producer(&settings).context("creating a producer")?;
             for letter in chosen {
@@ -143,8 +141,7 @@ fn parse_position(position: &str) -> anyhow::Result<(i32, i64)> {
         .with_context(|| format!("{position:?} is not PARTITION/OFFSET, e.g. 2/17"))
 }
 
-fn find<'a>(letters: &'a [DeadLetter], position: &str) -> anyhow::Result<&'a DeadLetter> {
-    let (partition, offset) = parse_position(position)?;
+fn find(letters: &[DeadLetter], (partition, offset): (i32, i64)) -> anyhow::Result<&DeadLetter> {
     letters
         .iter()
         .find(|l| l.dlq_partition == partition && l.dlq_offset == offset)

@@ -17,8 +17,13 @@ struct Args {
     /// Partitions per topic: the most consumers of one group that can share the work.
     #[arg(long, env = "KAFKA_PARTITIONS", default_value_t = 6)]
     partitions: i32,
+    /// Copies of each partition, on as many brokers (waited for).
     #[arg(long, env = "KAFKA_REPLICATION", default_value_t = 1)]
     replication: i32,
+    /// Copies that must have a write before it is acknowledged to a producer with acks=all
+    /// (default: one fewer than the replicas, at least one; 2 of 3 survives one broker down).
+    #[arg(long, env = "KAFKA_MIN_INSYNC_REPLICAS")]
+    min_insync_replicas: Option<i32>,
     /// How long events stay on a topic. Inbox rows must be kept longer than this.
     #[arg(long, env = "KAFKA_RETENTION_HOURS", default_value_t = 168)]
     retention_hours: u64,
@@ -37,6 +42,10 @@ async fn main() -> anyhow::Result<()> {
     if platform::kafka::wait_until_reachable(&settings, &shutdown).await.is_none() {
         bail!("interrupted before the broker answered");
     }
+    if wait_for_brokers(&settings, args.replication, &shutdown).await.is_none() {
+        bail!("interrupted before {} brokers had joined the cluster", args.replication);
+    }
+    let min_insync = args.min_insync_replicas.unwrap_or((args.replication - 1).max(1)).to_string();
     let topics = if args.topics.is_empty() {
         vec![schema::topics::ORDERS.to_owned(), schema::topics::INVENTORY.to_owned()]
     } else {
@@ -52,6 +61,7 @@ async fn main() -> anyhow::Result<()> {
             NewTopic::new(name, args.partitions, TopicReplication::Fixed(args.replication))
                 .set("retention.ms", &retention_ms)
                 .set("cleanup.policy", "delete")
+                .set("min.insync.replicas", &min_insync)
         })
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
@@ -70,4 +80,19 @@ async fn main() -> anyhow::Result<()> {
         bail!("some topics could not be created");
     }
     Ok(())
+}
+
+/// Waits until the cluster has at least `count` brokers: a topic with that many replicas
+/// cannot be created before (nodes of a cluster that was just started join one by one).
+async fn wait_for_brokers(
+    settings: &platform::config::KafkaSettings,
+    count: i32,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> Option<()> {
+    let probe = platform::kafka::BrokerProbe::new(settings, None).ok()?;
+    platform::retry::until_ready("the cluster's brokers", shutdown, || async {
+        let brokers = probe.brokers(Duration::from_secs(2)).await?;
+        if brokers as i32 >= count { Ok(()) } else { Err(format!("{brokers} of {count} brokers have joined")) }
+    })
+    .await
 }

@@ -4,13 +4,14 @@
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 # Everything the local stack creates at run time lives here (ignored by git).
 LOCAL="$ROOT/.local"
-# Caches that outlive a clone (the broker binary takes ~15 minutes to build).
+# Caches that outlive a clone: Kafka's jars, cargo-nextest, diesel_cli, build output.
 CACHE="${ORDER_SYSTEM_CACHE:-$HOME/.cache/order-system}"
-TANSU_VERSION=0.6.0
 
 # The Postgres server: PG_URL if it answers; otherwise a private cluster on PRIVATE_PG_PORT.
 PG_URL="${PG_URL:-postgres://postgres@127.0.0.1:5432}"
 PRIVATE_PG_PORT="${PRIVATE_PG_PORT:-5433}"
+# KAFKA_BROKERS given from outside names an existing cluster: the scripts start no broker.
+EXTERNAL_KAFKA=${KAFKA_BROKERS:+yes}
 KAFKA_BROKERS="${KAFKA_BROKERS:-127.0.0.1:9092}"
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
@@ -20,7 +21,8 @@ BIN="$CARGO_TARGET_DIR/$PROFILE"
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
-pg_answers() { pg_isready -q -d "$1/postgres" -t 2; }
+# Answers, and lets the scripts in (pg_isready alone would not notice a password prompt).
+pg_answers() { pg_isready -q -d "$1/postgres" -t 2 && psql "$1/postgres" -w -tAc 'SELECT 1' >/dev/null 2>&1; }
 
 # Sets PG_URL to a server that answers, starting a private cluster if needed.
 ensure_postgres() {
@@ -31,7 +33,8 @@ ensure_postgres() {
   local data="$LOCAL/postgres" url="postgres://postgres@127.0.0.1:$PRIVATE_PG_PORT"
   if ! pg_answers "$url"; then
     log "postgres: nothing answers at $PG_URL; starting a private cluster in $data (port $PRIVATE_PG_PORT)"
-    command -v initdb >/dev/null || PATH="$(ls -d /usr/lib/postgresql/*/bin | tail -n1):$PATH"
+    [ -n "$(postgres_bin_dir)" ] || ensure_packages
+    PATH="$(postgres_bin_dir):$PATH"
     local as=()
     # initdb refuses to run as root; the private cluster belongs to the postgres user then.
     if [ "$(id -u)" = 0 ]; then as=(runuser -u postgres --); fi
@@ -58,34 +61,38 @@ ensure_database() {
   fi
 }
 
-# Prints the path of the pinned tansu broker, installing it into the cache if missing.
-tansu_bin() {
-  local installed="$CACHE/tansu-$TANSU_VERSION/bin/tansu"
-  if [ -n "${TANSU_BIN:-}" ] && [ -x "$TANSU_BIN" ]; then echo "$TANSU_BIN"; return; fi
-  if [ -x "$installed" ]; then echo "$installed"; return; fi
-  log "installing tansu $TANSU_VERSION (about 15 minutes on 2 cores, once per machine)"
-  CARGO_TARGET_DIR="$CACHE/tansu-build" cargo install tansu --version "$TANSU_VERSION" --locked \
-    --no-default-features --features libsql --root "$CACHE/tansu-$TANSU_VERSION" >&2 \
-    || die "tansu install failed"
-  rm -rf "$CACHE/tansu-build"
-  echo "$installed"
-}
-
+# Does a Kafka broker answer a metadata request at $1 (default $KAFKA_BROKERS)?
 broker_answers() {
-  local host=${KAFKA_BROKERS%%,*}
-  (exec 3<>"/dev/tcp/${host%:*}/${host#*:}") 2>/dev/null
+  local brokers=${1:-$KAFKA_BROKERS} first
+  first=${brokers%%,*}
+  (exec 3<>"/dev/tcp/${first%:*}/${first#*:}") 2>/dev/null || return 1
+  kcat -b "$brokers" -L -m 3 -t __consumer_offsets 2>/dev/null | grep -q 'broker [0-9]* at'
 }
 
-# Starts a tansu broker at $KAFKA_BROKERS with its data in DIR (emptied first), logging to
-# LOG, and waits until it answers. Sets BROKER_PID.
-start_broker() {
-  local dir=$1 log_file=$2
+# The local stack's Kafka node N listens on 9090 + 2N (9092, 9094, 9096), its controller on
+# the port after.
+kafka_node_port() { echo $((9090 + 2 * $1)); }
+local_kafka_brokers() {
+  local brokers=() n
+  for n in $(seq 1 "$1"); do brokers+=("127.0.0.1:$(kafka_node_port "$n")"); done
+  (IFS=,; echo "${brokers[*]}")
+}
+
+# start_kafka DIR PORT LOG [CONTROLLER_PORT]: a single-node Kafka for a script or a test run, data in DIR (emptied
+# first), listening on PORT (and CONTROLLER_PORT, default PORT+1), logging to LOG; waits until it
+# answers. Sets BROKER_PID.
+start_kafka() {
+  local dir=$1 port=$2 log_file=$3 controller_port=${4:-$(($2 + 1))}
   rm -rf "$dir"; mkdir -p "$dir" "$(dirname "$log_file")"
-  (cd "$dir" && exec "$TANSU" broker --listener-url "tcp://$KAFKA_BROKERS" \
-    --advertised-listener-url "tcp://$KAFKA_BROKERS" --storage-engine sqlite://tansu.db) >>"$log_file" 2>&1 &
+  "$ROOT/scripts/kafka" install >/dev/null
+  "$ROOT/scripts/kafka" run --dir "$dir" --port "$port" --controller-port "$controller_port" >>"$log_file" 2>&1 &
   BROKER_PID=$!
-  for _ in $(seq 1 100); do broker_answers && return 0; sleep 0.2; done
-  die "the broker did not start at $KAFKA_BROKERS; see $log_file"
+  for _ in $(seq 1 240); do
+    broker_answers "127.0.0.1:$port" && return 0
+    kill -0 "$BROKER_PID" 2>/dev/null || die "Kafka exited at start; see $log_file"
+    sleep 0.25
+  done
+  die "Kafka did not answer at 127.0.0.1:$port within 60 s; see $log_file"
 }
 
 # Waits until `curl URL` succeeds, up to $2 seconds.
@@ -97,21 +104,56 @@ wait_http() {
   done
 }
 
-# The system's apt packages; installed only when one is missing.
+# Installs Debian packages (as root, or through sudo).
+apt_install() {
+  log "installing ${*} (Debian packages)"
+  local sudo=(); [ "$(id -u)" = 0 ] || sudo=(sudo)
+  # The server package would create and start a cluster of its own on port 5432; the scripts
+  # start a private one instead (ensure_postgres).
+  if [[ " $* " == *" postgresql "* ]] && [ ! -e /etc/postgresql-common/createcluster.conf ]; then
+    "${sudo[@]}" mkdir -p /etc/postgresql-common
+    echo 'create_main_cluster = false' | "${sudo[@]}" tee /etc/postgresql-common/createcluster.conf >/dev/null
+  fi
+  "${sudo[@]}" apt-get -o DPkg::Lock::Timeout=300 update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get -o DPkg::Lock::Timeout=300 install -y -qq \
+    --no-install-recommends "$@" >/dev/null || die "apt-get could not install $*"
+}
+
+# The Postgres server binaries (initdb, pg_ctl), wherever Debian put them.
+postgres_bin_dir() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1; }
+
+# The system's Debian packages; installed only when one is missing.
 ensure_packages() {
   local missing=()
   command -v supervisord >/dev/null || missing+=(supervisor)
   command -v kcat >/dev/null || missing+=(kcat)
   command -v cmake >/dev/null || missing+=(cmake)
   command -v curl >/dev/null || missing+=(curl)
-  command -v pg_isready >/dev/null || missing+=(postgresql-client)
+  command -v psql >/dev/null || missing+=(postgresql-client)
+  [ -n "$(postgres_bin_dir)" ] || missing+=(postgresql)
   command -v promtool >/dev/null || missing+=(prometheus)
   command -v chromium >/dev/null || missing+=(chromium)
-  if [ ${#missing[@]} -gt 0 ]; then
-    log "installing ${missing[*]}"
-    local sudo=(); [ "$(id -u)" = 0 ] || sudo=(sudo)
-    "${sudo[@]}" apt-get -o DPkg::Lock::Timeout=300 update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get -o DPkg::Lock::Timeout=300 install -y -qq "${missing[@]}" >/dev/null
+  [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
+}
+
+# Prints the path of cargo-nextest, installing the pinned version into the cache if missing
+# (about 10 minutes on 2 cores, once per machine). Fails (prints nothing) if it cannot be had;
+# ORDER_SYSTEM_NEXTEST=off skips it.
+NEXTEST_VERSION=0.9.151
+nextest_bin() {
+  local installed="$CACHE/nextest-$NEXTEST_VERSION/bin/cargo-nextest"
+  [ "${ORDER_SYSTEM_NEXTEST:-}" != off ] || return 1
+  if [ -x "$installed" ]; then echo "$installed"; return; fi
+  log "installing cargo-nextest $NEXTEST_VERSION (about 10 minutes, once per machine)"
+  # Release builds of nextest use LTO; a plain optimised build is as good for running tests.
+  if CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
+    CARGO_TARGET_DIR="$CACHE/nextest-build" cargo install cargo-nextest --version "$NEXTEST_VERSION" --locked \
+    --root "$CACHE/nextest-$NEXTEST_VERSION" >&2; then
+    rm -rf "$CACHE/nextest-build"
+    echo "$installed"
+  else
+    log "cargo-nextest could not be installed"
+    return 1
   fi
 }
 
@@ -136,7 +178,15 @@ service_port() { case $1 in order) echo 8080 ;; inventory) echo 8081 ;; relay) e
 require_stack() {
   [ -S "$LOCAL/supervisor.sock" ] && supervisor pid >/dev/null 2>&1 || die "the stack is not running: scripts/up first"
   ADMIN_TOKEN=$(cat "$LOCAL/admin-token")
-  (cd "$ROOT" && cargo build --quiet -p loadgen -p checker)
+  # KAFKA_BROKERS, KAFKA_PROGRAMS (the supervised broker nodes), and the build (PROFILE,
+  # CARGO_TARGET_DIR) of the running stack: the load generator and the checker come from
+  # the same build as the services, a release stack gets release tools.
+  source "$LOCAL/stack.env"
+  export CARGO_TARGET_DIR
+  BIN="$CARGO_TARGET_DIR/$PROFILE"
+  local flags=(--quiet -p loadgen -p checker)
+  [ "$PROFILE" = release ] && flags+=(--release)
+  (cd "$ROOT" && cargo build "${flags[@]}")
   ensure_postgres 2>/dev/null
 }
 

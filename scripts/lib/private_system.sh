@@ -29,15 +29,12 @@ sys_start() {
     inventory) port=$SYS_INVENTORY_PORT
       settings=(DATABASE__URL="$PG_URL/${SYS_NAME}_inventory" CONSUMER_GROUP="$SYS_NAME-inventory") ;;
     relay) port=$SYS_RELAY_PORT
-      settings=(KAFKA__IDEMPOTENCE=false OUTBOXES__ORDER="$PG_URL/${SYS_NAME}_orders"
-        OUTBOXES__INVENTORY="$PG_URL/${SYS_NAME}_inventory") ;;
+      settings=(OUTBOXES__ORDER="$PG_URL/${SYS_NAME}_orders" OUTBOXES__INVENTORY="$PG_URL/${SYS_NAME}_inventory") ;;
   esac
-  # As in the local stack: each consumer takes every partition (docs/broker-notes.md), so a
-  # killed consumer's restart is not stuck behind tansu's dead group leader.
-  [ "$service" = relay ] || settings+=(KAFKA__ASSIGNMENT=all)
   settings+=(HTTP__PORT="$port" KAFKA__BROKERS="$KAFKA_BROKERS" TOPICS__ORDERS="$SYS_NAME.orders.events"
     TOPICS__INVENTORY="$SYS_NAME.inventory.events" "$@")
-  local environment=()
+  # The local profile, as the local stack and the tests have it.
+  local environment=(CONFIG_FILE="$ROOT/config/local.toml")
   for pair in "${settings[@]}"; do environment+=("${prefix}__$pair"); done
   env "${environment[@]}" "$BIN/$service" >>"$SYS_LOGS/$service.log" 2>&1 &
   SYS_PIDS[$service]=$!

@@ -6,7 +6,7 @@ use std::time::Duration;
 use platform::config::KafkaSettings;
 use rdkafka::Message as _;
 use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
-use rdkafka::consumer::{Consumer as _, StreamConsumer};
+use rdkafka::consumer::Consumer as _;
 use rdkafka::message::OwnedMessage;
 use rdkafka::producer::FutureRecord;
 
@@ -42,7 +42,7 @@ pub async fn read_topic_until(
     done: impl Fn(&[OwnedMessage]) -> bool,
 ) -> Vec<OwnedMessage> {
     let group = format!("reader-{}", uuid::Uuid::new_v4().simple());
-    let consumer: StreamConsumer = platform::kafka::consumer(settings, &group).expect("consumer");
+    let consumer = platform::kafka::consumer(settings, &group).expect("consumer");
     consumer.subscribe(&[topic]).expect("subscribe");
     let mut messages = Vec::new();
     let deadline = tokio::time::Instant::now() + timeout;

@@ -36,10 +36,32 @@ pub fn pg_server_url() -> String {
     std::env::var("TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
 }
 
+/// The local profile that the local stack and the process tests read through `CONFIG_FILE`.
+pub fn local_config() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/local.toml")
+}
+
+/// The brokers of the test run (`TEST_KAFKA_BROKERS`; scripts/test starts a private Kafka).
+pub fn test_brokers() -> String {
+    std::env::var("TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+/// A service's settings exactly as the local profile gives them, with the test run's
+/// brokers; a test then sets where the service runs (port, databases, topics, group).
+pub fn local_settings<T: serde::de::DeserializeOwned>() -> T {
+    let brokers = [("kafka.brokers".to_owned(), config::Value::from(test_brokers()))];
+    platform::config::load_file_with(&local_config(), brokers)
+        .unwrap_or_else(|error| panic!("{}: {error}", local_config().display()))
+}
+
+/// The Kafka client settings of the local profile, on the test run's brokers.
 pub fn kafka_settings() -> KafkaSettings {
-    let brokers = std::env::var("TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
-    // Short sessions so that group changes settle quickly in tests.
-    KafkaSettings { brokers, session_timeout_ms: 6_000, ..KafkaSettings::default() }
+    #[derive(serde::Deserialize)]
+    struct Profile {
+        #[serde(default)]
+        kafka: KafkaSettings,
+    }
+    local_settings::<Profile>().kafka
 }
 
 /// How the system starts.
@@ -120,39 +142,27 @@ impl TestSystem {
         kafka::create_topics_with_dead_letters(&kafka, &[&topics.orders, &topics.inventory]).await;
 
         let shutdown = CancellationToken::new();
-        let order = order::startup::Application::build(
-            order::configuration::Settings {
-                http: HttpSettings { port: 0, workers: 1, ..HttpSettings::on_port(0) },
-                database: DatabaseSettings { url: order_db.clone(), pool_size: 8 },
-                kafka: kafka.clone(),
-                topics: topics.clone(),
-                consumer_group: format!("{name}-order"),
-                wait_budget_ms: options.wait_budget_ms,
-                admission: options.admission.clone(),
-                admin: platform::admin::AdminSettings { token: options.admin_token.clone() },
-                inbox: Default::default(),
-                latency_alert: Default::default(),
-                peers: Default::default(),
-            },
-            shutdown.clone(),
-        )
-        .await
-        .expect("order service builds");
-        let inventory = inventory::startup::Application::build(
-            inventory::configuration::Settings {
-                http: HttpSettings { port: 0, workers: 1, ..HttpSettings::on_port(0) },
-                database: DatabaseSettings { url: inventory_db.clone(), pool_size: 8 },
-                kafka: kafka.clone(),
-                topics: topics.clone(),
-                consumer_group: format!("{name}-inventory"),
-                gremlin: options.gremlin,
-                admin: platform::admin::AdminSettings { token: options.admin_token.clone() },
-                inbox: Default::default(),
-            },
-            shutdown.clone(),
-        )
-        .await
-        .expect("inventory service builds");
+        let mut order: order::configuration::Settings = local_settings();
+        order.http = HttpSettings { workers: 1, ..HttpSettings::on_port(0) };
+        order.database = DatabaseSettings { pool_size: 8, consumer_pool_size: 4, ..DatabaseSettings::at(&order_db) };
+        order.topics = topics.clone();
+        order.consumer_group = format!("{name}-order");
+        order.wait_budget_ms = options.wait_budget_ms;
+        order.admission = options.admission.clone();
+        order.admin.token = options.admin_token.clone();
+        let order = order::startup::Application::build(order, shutdown.clone()).await.expect("order service builds");
+
+        let mut inventory: inventory::configuration::Settings = local_settings();
+        inventory.http = HttpSettings { workers: 1, ..HttpSettings::on_port(0) };
+        inventory.database =
+            DatabaseSettings { pool_size: 8, consumer_pool_size: 4, ..DatabaseSettings::at(&inventory_db) };
+        inventory.topics = topics.clone();
+        inventory.consumer_group = format!("{name}-inventory");
+        inventory.gremlin = options.gremlin;
+        inventory.admin.token = options.admin_token.clone();
+        let inventory = inventory::startup::Application::build(inventory, shutdown.clone())
+            .await
+            .expect("inventory service builds");
 
         let mut system = Self {
             order_url: format!("http://127.0.0.1:{}", order.port()),
@@ -195,7 +205,12 @@ impl TestSystem {
 
     /// Starts one more relay instance for the outbox of `database_url`.
     pub fn spawn_relay(&self, name: &str, database_url: &str) -> RelayHandle {
-        let settings = RelaySettings { standby_retry_ms: 200, ..RelaySettings::default() };
+        #[derive(serde::Deserialize)]
+        struct Profile {
+            #[serde(default)]
+            relay: RelaySettings,
+        }
+        let settings = local_settings::<Profile>().relay;
         let relay = OutboxRelay::new(name, database_url, &self.kafka, settings).expect("relay");
         let stats = relay.stats();
         RelayHandle { stats, task: tokio::spawn(relay.run(self.shutdown.clone())) }

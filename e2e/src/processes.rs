@@ -76,6 +76,20 @@ impl Service {
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
+
+    /// Another instance of the same service: same settings, database and consumer group, a
+    /// port and log of its own. Not started.
+    pub fn replica(&self, log_name: &str) -> Service {
+        let port = free_port();
+        let mut env = self.env.clone();
+        for (key, value) in env.iter_mut() {
+            if key.ends_with("__HTTP__PORT") {
+                *value = port.to_string();
+            }
+        }
+        let log = self.log.with_file_name(format!("{log_name}.log"));
+        Service { name: self.name, port, env, child: None, log }
+    }
 }
 
 impl Drop for Service {
@@ -97,51 +111,53 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
 }
 
-/// A tansu broker of the test's own, on a free port, that the test may kill and restart.
+/// A single-node Kafka of the test's own, on free ports, that the test may kill and restart
+/// (its data is kept across restarts, as a real broker's would be). Started by `scripts/kafka`,
+/// the same launcher the local stack uses.
 pub struct Broker {
     pub address: String,
+    port: u16,
     dir: PathBuf,
     child: Option<Child>,
 }
 
 impl Broker {
     pub fn new(dir: PathBuf) -> Self {
-        Self { address: format!("127.0.0.1:{}", free_port()), dir, child: None }
+        // The controller listens on port + 1; take a pair that is free now.
+        let port = loop {
+            let port = free_port();
+            if port < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
+                break port;
+            }
+        };
+        Self { address: format!("127.0.0.1:{port}"), port, dir, child: None }
     }
 
+    /// Starts the broker and waits until it answers a metadata request.
     pub async fn start(&mut self) {
-        let tansu = std::env::var("TANSU_BIN").map(PathBuf::from).unwrap_or_else(|_| {
-            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/order-system/tansu-0.6.0/bin/tansu")
-        });
-        assert!(tansu.exists(), "no tansu at {} (set TANSU_BIN; scripts/test does)", tansu.display());
+        assert!(self.child.is_none(), "the broker is already running");
+        let launcher = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/kafka");
         std::fs::create_dir_all(&self.dir).expect("broker dir");
-        let log = std::fs::File::create(self.dir.join("broker.log")).expect("broker log");
-        let url = format!("tcp://{}", self.address);
-        let child = Command::new(tansu)
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-                "--storage-engine",
-                "sqlite://tansu.db",
-            ])
-            .current_dir(&self.dir)
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("broker.log")).expect("log");
+        let child = Command::new(launcher)
+            .args(["run", "--dir", &self.dir.to_string_lossy(), "--port", &self.port.to_string(), "--heap", "256m"])
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
             .spawn()
-            .expect("tansu starts");
+            .expect("scripts/kafka starts");
         self.child = Some(child);
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(&self.address).is_ok() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        let settings = platform::config::KafkaSettings { brokers: self.address.clone(), ..crate::kafka_settings() };
+        let probe = platform::kafka::BrokerProbe::new(&settings, None).expect("probe");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+        while probe.check(Duration::from_secs(1)).await.is_err() {
+            let exited = self.child.as_mut().is_some_and(|child| matches!(child.try_wait(), Ok(Some(_))));
+            assert!(!exited, "the test broker exited; see {}", self.dir.join("broker.log").display());
+            assert!(tokio::time::Instant::now() < deadline, "the test broker did not answer at {}", self.address);
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        panic!("the test broker did not start at {}", self.address);
     }
 
+    /// SIGKILL: the broker stops mid-flight; its data stays for the next start.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
@@ -153,6 +169,7 @@ impl Broker {
 impl Drop for Broker {
     fn drop(&mut self) {
         self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -179,7 +196,7 @@ impl Processes {
         let server = pg_server_url();
         let order_db = crate::create_database(&server, &format!("{name}_orders")).await;
         let inventory_db = crate::create_database(&server, &format!("{name}_inventory")).await;
-        let brokers = brokers.unwrap_or_else(|| crate::kafka_settings().brokers);
+        let brokers = brokers.unwrap_or_else(crate::test_brokers);
         let topics = schema::topics::Topics {
             orders: format!("{name}.orders.events"),
             inventory: format!("{name}.inventory.events"),
@@ -189,10 +206,8 @@ impl Processes {
 
         let common = |prefix: &str| {
             HashMap::from([
+                ("CONFIG_FILE".to_owned(), crate::local_config().to_string_lossy().into_owned()),
                 (format!("{prefix}__KAFKA__BROKERS"), brokers.clone()),
-                (format!("{prefix}__KAFKA__SESSION_TIMEOUT_MS"), "6000".to_owned()),
-                // These tests kill consumers; see docs/broker-notes.md for why not `group`.
-                (format!("{prefix}__KAFKA__ASSIGNMENT"), "all".to_owned()),
                 (format!("{prefix}__TOPICS__ORDERS"), topics.orders.clone()),
                 (format!("{prefix}__TOPICS__INVENTORY"), topics.inventory.clone()),
                 ("RUST_LOG".to_owned(), "info".to_owned()),
@@ -214,9 +229,6 @@ impl Processes {
         let mut relay_env = common("RELAY");
         relay_env.insert("RELAY__OUTBOXES__ORDER".into(), order_db.clone());
         relay_env.insert("RELAY__OUTBOXES__INVENTORY".into(), inventory_db.clone());
-        relay_env.insert("RELAY__RELAY__STANDBY_RETRY_MS".into(), "200".into());
-        // These tests restart brokers; see docs/broker-notes.md.
-        relay_env.insert("RELAY__KAFKA__IDEMPOTENCE".into(), "false".into());
 
         Self {
             order: service("order", "ORDER", order_env),
@@ -254,22 +266,34 @@ impl Processes {
                 "inventory" => &self.inventory,
                 _ => &self.relay,
             };
-            let url = format!("{}/health", service.url());
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-            loop {
-                if let Ok(response) = self.http.get(&url).send().await
-                    && response.status() == 200
-                {
-                    break;
-                }
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "{name} never became ready; see {}",
-                    self.logs.display()
-                );
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            self.wait_ready(service).await;
         }
+    }
+
+    /// Waits until `service` answers `/health` with 200.
+    pub async fn wait_ready(&self, service: &Service) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let ready = matches!(self.health(service).await, Some((200, _)));
+            if ready {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} on port {} never became ready; see {}",
+                service.name,
+                service.port,
+                self.logs.display()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// `GET /health` of `service`: status and body, `None` if it does not answer.
+    pub async fn health(&self, service: &Service) -> Option<(u16, Value)> {
+        let response = self.http.get(format!("{}/health", service.url())).send().await.ok()?;
+        let status = response.status().as_u16();
+        Some((status, response.json().await.ok()?))
     }
 
     /// `POST /orders`; `Err` when the connection failed (the process died, or is down).

@@ -41,7 +41,7 @@ fn default_http() -> HttpSettings {
 }
 
 fn default_database() -> DatabaseSettings {
-    DatabaseSettings { url: "postgres://postgres@127.0.0.1:5432/inventory".into(), pool_size: 16 }
+    DatabaseSettings::at("postgres://postgres@127.0.0.1:5432/inventory")
 }
 
 fn default_group() -> String {

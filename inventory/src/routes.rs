@@ -90,7 +90,9 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     )
     .await;
     let kafka = platform::health::broker(&state.broker).await;
-    platform::health::response(&[database, kafka])
+    let mut extra = serde_json::Map::new();
+    extra.insert("consumer".into(), platform::health::consumer(&state.consumer_group, &state.group));
+    platform::health::response_with(&[database, kafka], extra)
 }
 
 /// Holds a `/stock` reply when the gremlin's pattern makes its path slow.

@@ -30,6 +30,9 @@ pub struct AppState {
     pub gremlin: Arc<Gremlin>,
     pub readiness: Arc<Readiness>,
     pub broker: platform::kafka::BrokerProbe,
+    /// The consumer's group and what it assigned to this instance, for `/health`.
+    pub consumer_group: String,
+    pub group: Arc<platform::kafka::GroupContext>,
 }
 
 pub struct Application {
@@ -48,13 +51,15 @@ impl Application {
         let pool = platform::db::pool(&settings.database)?;
         let metrics = platform::metrics::Metrics::new();
         metrics.watch_pool("inventory", pool.clone());
+        let consumer_pool = platform::db::pool(&settings.database.for_consumer())?;
+        metrics.watch_pool("inventory-consumer", consumer_pool.clone());
         let readiness = Arc::new(Readiness::default());
         let gremlin = Arc::new(Gremlin::new(settings.gremlin));
         gremlin.register(&metrics);
         let handler = OrderEvents { topic: settings.topics.inventory.clone(), gremlin: Arc::clone(&gremlin) };
         let topics = [settings.topics.orders.as_str()];
         let consumer =
-            InboxConsumer::for_topics(&settings.kafka, &settings.consumer_group, &topics, pool.clone(), handler)
+            InboxConsumer::for_topics(&settings.kafka, &settings.consumer_group, &topics, consumer_pool, handler)
                 .context("creating the order-events consumer")?
                 .with_metrics(&metrics)
                 .with_poison_policy((&settings.inbox).into());
@@ -68,6 +73,8 @@ impl Application {
             gremlin: Arc::clone(&gremlin),
             readiness: Arc::clone(&readiness),
             broker: platform::kafka::BrokerProbe::new(&settings.kafka, Some(&settings.topics.orders))?,
+            consumer_group: settings.consumer_group.clone(),
+            group: consumer.group(),
         });
         let ready = web::Data::new(Arc::clone(&readiness));
         let admin = settings.admin.clone();

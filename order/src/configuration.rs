@@ -51,7 +51,7 @@ fn default_http() -> HttpSettings {
 }
 
 fn default_database() -> DatabaseSettings {
-    DatabaseSettings { url: "postgres://postgres@127.0.0.1:5432/orders".into(), pool_size: 16 }
+    DatabaseSettings::at("postgres://postgres@127.0.0.1:5432/orders")
 }
 
 fn default_wait_budget_ms() -> u64 {

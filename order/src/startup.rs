@@ -41,6 +41,9 @@ pub struct AppState {
     pub readiness: Arc<Readiness>,
     pub broker: platform::kafka::BrokerProbe,
     pub metrics: OrderMetrics,
+    /// The consumer's group and what it assigned to this instance, for `/health`.
+    pub consumer_group: String,
+    pub group: Arc<platform::kafka::GroupContext>,
 }
 
 pub struct Application {
@@ -58,12 +61,14 @@ impl Application {
         let pool = platform::db::pool(&settings.database)?;
         let metrics = platform::metrics::Metrics::new();
         metrics.watch_pool("orders", pool.clone());
+        let consumer_pool = platform::db::pool(&settings.database.for_consumer())?;
+        metrics.watch_pool("orders-consumer", consumer_pool.clone());
         let order_metrics = OrderMetrics::register(&metrics);
         let readiness = Arc::new(Readiness::default());
         let topics = [settings.topics.inventory.as_str()];
         let handler = InventoryEvents { metrics: order_metrics.clone() };
         let consumer =
-            InboxConsumer::for_topics(&settings.kafka, &settings.consumer_group, &topics, pool.clone(), handler)
+            InboxConsumer::for_topics(&settings.kafka, &settings.consumer_group, &topics, consumer_pool, handler)
                 .context("creating the inventory-events consumer")?
                 .with_metrics(&metrics)
                 .with_poison_policy((&settings.inbox).into());
@@ -82,6 +87,8 @@ impl Application {
             readiness: Arc::clone(&readiness),
             broker: platform::kafka::BrokerProbe::new(&settings.kafka, Some(&settings.topics.inventory))?,
             metrics: order_metrics,
+            consumer_group: settings.consumer_group.clone(),
+            group: consumer.group(),
         });
         let in_flight = web::Data::new(Arc::new(Semaphore::new(settings.admission.max_in_flight)));
         let ready = web::Data::new(Arc::clone(&readiness));

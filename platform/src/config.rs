@@ -1,20 +1,41 @@
 //! Layered configuration: defaults in code, then an optional TOML file, then environment
 //! variables. A service with prefix `ORDER` reads `ORDER__HTTP__PORT=8080` as `http.port`.
-//! The file is `$CONFIG_FILE` if set.
+//! The file is `$CONFIG_FILE` if set; the local stack and the tests all use
+//! `config/local.toml`, so a setting they share is changed in one line.
+
+use std::path::Path;
 
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 /// Loads the settings of the service whose environment prefix is `prefix` (e.g. `ORDER`).
 pub fn load<T: DeserializeOwned>(prefix: &str) -> Result<T, config::ConfigError> {
-    let mut builder = config::Config::builder();
-    if let Ok(path) = std::env::var("CONFIG_FILE") {
-        builder = builder.add_source(config::File::with_name(&path));
+    let file = std::env::var("CONFIG_FILE").ok();
+    let environment = config::Environment::with_prefix(prefix).prefix_separator("__").separator("__").try_parsing(true);
+    builder(file.as_deref().map(Path::new)).add_source(environment).build()?.try_deserialize()
+}
+
+/// Loads settings from the TOML `file` with `overrides` (`("database.url", value)`) on top and
+/// no environment: what a test uses to start a service in-process exactly as the local
+/// stack configures it, on its own ports, databases and topics.
+pub fn load_file_with<T: DeserializeOwned>(
+    file: &Path,
+    overrides: impl IntoIterator<Item = (String, config::Value)>,
+) -> Result<T, config::ConfigError> {
+    let mut builder = builder(Some(file));
+    for (key, value) in overrides {
+        builder = builder.set_override(key, value)?;
     }
-    builder
-        .add_source(config::Environment::with_prefix(prefix).prefix_separator("__").separator("__").try_parsing(true))
-        .build()?
-        .try_deserialize()
+    builder.build()?.try_deserialize()
+}
+
+fn builder(file: Option<&Path>) -> config::ConfigBuilder<config::builder::DefaultState> {
+    let builder = config::Config::builder();
+    match file {
+        // Required: a named file that is missing is a mistake, not an empty configuration.
+        Some(path) => builder.add_source(config::File::from(path).format(config::FileFormat::Toml)),
+        None => builder,
+    }
 }
 
 /// Where a service listens for HTTP.
@@ -47,93 +68,71 @@ fn default_workers() -> usize {
 pub struct DatabaseSettings {
     /// A libpq-style URL, e.g. `postgres://postgres@127.0.0.1:5432/orders`.
     pub url: String,
+    /// Connections for HTTP requests.
     #[serde(default = "default_pool_size")]
     pub pool_size: usize,
+    /// Connections for the consumer, a pool of its own so that a burst of events cannot
+    /// keep requests waiting for a connection (and the other way round).
+    #[serde(default = "default_consumer_pool_size")]
+    pub consumer_pool_size: usize,
+}
+
+impl DatabaseSettings {
+    /// A database at `url` with the default pool sizes.
+    pub fn at(url: impl Into<String>) -> Self {
+        Self { url: url.into(), pool_size: default_pool_size(), consumer_pool_size: default_consumer_pool_size() }
+    }
+
+    /// The settings of the consumer's pool.
+    pub fn for_consumer(&self) -> Self {
+        Self { pool_size: self.consumer_pool_size, ..self.clone() }
+    }
 }
 
 fn default_pool_size() -> usize {
     16
 }
 
-/// The Kafka cluster and the client settings that matter for latency.
+fn default_consumer_pool_size() -> usize {
+    8
+}
+
+/// The Kafka cluster and the client settings that matter for latency. Only standard client
+/// behaviour is used, so the same settings run on any Kafka cluster.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
 pub struct KafkaSettings {
-    #[serde(default = "default_brokers")]
+    /// Bootstrap servers, comma-separated.
     pub brokers: String,
-    /// How long the broker may hold a fetch waiting for data. Low, because some brokers
-    /// (tansu) do not answer a waiting fetch early when a record arrives.
-    #[serde(default = "default_fetch_wait_max_ms")]
+    /// How long the broker may hold a fetch while no data arrives. Kafka answers a waiting
+    /// fetch as soon as a record arrives, so this bounds idle polling, not latency.
     pub fetch_wait_max_ms: u32,
     /// How long the producer waits to fill a batch.
-    #[serde(default = "default_linger_ms")]
     pub linger_ms: u32,
     /// How long the producer keeps retrying a message before reporting it failed.
-    #[serde(default = "default_message_timeout_ms")]
     pub message_timeout_ms: u32,
     /// How long a silent consumer keeps its partitions before the group reassigns them.
-    #[serde(default = "default_session_timeout_ms")]
     pub session_timeout_ms: u32,
-    /// How partitions are given to consumers: `group` (the broker's group coordinator splits
-    /// them between instances; standard Kafka) or `all` (every instance reads every partition,
-    /// resuming from the group's committed offsets). `all` works around tansu 0.6.0 keeping a
-    /// killed member as group leader forever (docs/broker-notes.md); it is safe because
-    /// consumers deduplicate, but instances no longer share the work.
-    #[serde(default)]
-    pub assignment: Assignment,
-    /// Idempotent producer (the default, for Apache Kafka). `false` sends without a producer id
-    /// and with one request in flight per connection, which keeps per-partition order on
-    /// retries (retries may duplicate; consumers deduplicate). It works around tansu 0.6.0,
-    /// whose storage dies when a producer id from before a broker restart sends again
-    /// (docs/broker-notes.md).
-    #[serde(default = "default_true")]
-    pub idempotence: bool,
+    /// How long a request may go unanswered before the client gives up on the connection
+    /// and retries (a produce goes to the partition's new leader, without duplicates: the
+    /// producer is idempotent). Must exceed `fetch_wait_max_ms` by a good margin.
+    pub request_timeout_ms: u32,
     /// librdkafka debug contexts (e.g. `cgrp,fetch`), logged through tracing; empty: none.
-    #[serde(default)]
     pub debug: String,
 }
 
 impl Default for KafkaSettings {
     fn default() -> Self {
         Self {
-            brokers: default_brokers(),
-            fetch_wait_max_ms: default_fetch_wait_max_ms(),
-            linger_ms: default_linger_ms(),
-            message_timeout_ms: default_message_timeout_ms(),
-            session_timeout_ms: default_session_timeout_ms(),
-            assignment: Assignment::default(),
-            idempotence: true,
+            brokers: "127.0.0.1:9092".into(),
+            fetch_wait_max_ms: 500,
+            linger_ms: 2,
+            message_timeout_ms: 30_000,
+            session_timeout_ms: 10_000,
+            request_timeout_ms: 10_000,
             debug: String::new(),
         }
     }
-}
-
-fn default_true() -> bool {
-    true
-}
-
-fn default_brokers() -> String {
-    "127.0.0.1:9092".into()
-}
-fn default_fetch_wait_max_ms() -> u32 {
-    10
-}
-fn default_linger_ms() -> u32 {
-    2
-}
-fn default_message_timeout_ms() -> u32 {
-    30_000
-}
-fn default_session_timeout_ms() -> u32 {
-    10_000
-}
-
-/// See [`KafkaSettings::assignment`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Assignment {
-    #[default]
-    Group,
-    All,
 }
 
 /// How long consumers remember the events they applied.

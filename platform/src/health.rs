@@ -126,6 +126,15 @@ fn add_checks(body: &mut serde_json::Map<String, serde_json::Value>, checks: &[C
     body.insert("checks".into(), entries.into());
 }
 
+/// What `/health` says about a service's consumer: its group and the partitions the group
+/// gave this instance (`topic/partition`). Informational: an instance with no partitions (more
+/// instances than partitions) is a ready standby.
+pub fn consumer(group: &str, context: &crate::kafka::GroupContext) -> serde_json::Value {
+    let partitions: Vec<String> =
+        context.assigned().iter().map(|(topic, partition)| format!("{topic}/{partition}")).collect();
+    json!({ "group": group, "partitions": partitions })
+}
+
 /// The body of `/health/live`.
 pub fn live() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "up" }))

@@ -1,20 +1,20 @@
 //! Kafka client factories. Every non-obvious librdkafka key carries a comment saying why it
-//! has that value; the same settings work on Apache Kafka and on the local tansu broker.
+//! has that value. Only standard Kafka behaviour is relied on (consumer groups, the
+//! idempotent producer), so the same code runs on the local broker, compose and a cluster.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
 use rdkafka::admin::AdminClient;
-use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer as _, StreamConsumer};
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::consumer::{BaseConsumer, Consumer as _, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::KafkaResult;
 use rdkafka::producer::FutureProducer;
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Assignment, KafkaSettings};
+use crate::config::KafkaSettings;
 
 fn base(settings: &KafkaSettings) -> ClientConfig {
     let mut config = ClientConfig::new();
@@ -22,40 +22,39 @@ fn base(settings: &KafkaSettings) -> ClientConfig {
         .set("bootstrap.servers", &settings.brokers)
         // Find out quickly that a broker is gone, and come back quickly when it returns.
         .set("socket.connection.setup.timeout.ms", "5000")
-        .set("reconnect.backoff.max.ms", "2000");
+        .set("reconnect.backoff.max.ms", "2000")
+        // A broker that stops answering without closing its connections (hung, paused,
+        // partitioned) keeps requests waiting this long (librdkafka's default: 60 s) before
+        // they are retried elsewhere, e.g. at a partition's new leader.
+        .set("socket.timeout.ms", settings.request_timeout_ms.to_string());
     if !settings.debug.is_empty() {
         config.set("debug", &settings.debug).set_log_level(rdkafka::config::RDKafkaLogLevel::Debug);
     }
     config
 }
 
-/// The producer the relay publishes with.
+/// The producer the relay (and the dead-letter queue) publishes with.
 pub fn producer(settings: &KafkaSettings) -> KafkaResult<FutureProducer> {
-    let mut config = base(settings);
-    if settings.idempotence {
-        // The broker deduplicates the producer's own retries and keeps per-partition order,
-        // so a retried batch can neither duplicate nor reorder events of one order.
-        config.set("enable.idempotence", "true");
-    } else {
-        // Without idempotence, one request in flight keeps a retry from overtaking the
-        // messages after it; a retry may duplicate, which consumers recognise.
-        config.set("enable.idempotence", "false").set("max.in.flight.requests.per.connection", "1");
-    }
-    config
-        // A message counts as sent only once every in-sync replica has it.
+    base(settings)
+        // The broker deduplicates the producer's own retries and keeps per-partition order
+        // with up to 5 requests in flight, so a retried batch can neither duplicate nor
+        // reorder the events of one order.
+        .set("enable.idempotence", "true")
+        // A message counts as sent only once every in-sync replica has it (with
+        // min.insync.replicas=2 on a cluster: at least two copies).
         .set("acks", "all")
         .set("linger.ms", settings.linger_ms.to_string())
         // Give up on a message after this long; the relay keeps the outbox row and retries.
         .set("message.timeout.ms", settings.message_timeout_ms.to_string())
-        // tansu does not support snappy; lz4 is supported everywhere but costs CPU we lack.
+        // Events are small JSON documents and the machines have few cores: no compression.
         .set("compression.type", "none")
         .create()
 }
 
 /// A consumer in `group_id` that stores offsets only when told to (after the database
 /// transaction that handled the message committed) and commits stored offsets in the
-/// background.
-pub fn consumer(settings: &KafkaSettings, group_id: &str) -> KafkaResult<StreamConsumer> {
+/// background. Its context records the partitions the group gave it.
+pub fn consumer(settings: &KafkaSettings, group_id: &str) -> KafkaResult<GroupConsumer> {
     base(settings)
         .set("group.id", group_id)
         // Commit in the background, but only offsets we stored explicitly...
@@ -65,15 +64,58 @@ pub fn consumer(settings: &KafkaSettings, group_id: &str) -> KafkaResult<StreamC
         .set("enable.auto.offset.store", "false")
         // A new group starts from the beginning: no event published before it joined is lost.
         .set("auto.offset.reset", "earliest")
-        // See KafkaSettings::fetch_wait_max_ms: bounds the latency of one hop.
+        // See KafkaSettings::fetch_wait_max_ms.
         .set("fetch.wait.max.ms", settings.fetch_wait_max_ms.to_string())
         .set("session.timeout.ms", settings.session_timeout_ms.to_string())
         .set("heartbeat.interval.ms", (settings.session_timeout_ms / 5).max(500).to_string())
-        // The assignor verified on both Apache Kafka and tansu.
-        .set("partition.assignment.strategy", "range")
+        // Incremental rebalancing: when an instance joins or leaves, only the partitions that
+        // move are revoked; the others keep flowing (and keep their events in hand).
+        .set("partition.assignment.strategy", "cooperative-sticky")
         // Notice a topic created after the consumer started (e.g. broker up after the service).
         .set("topic.metadata.refresh.interval.ms", "5000")
-        .create()
+        .create_with_context(GroupContext::default())
+}
+
+/// A consumer made by [`consumer`].
+pub type GroupConsumer = StreamConsumer<GroupContext>;
+
+/// Keeps the partitions the consumer group assigned to this instance, for `/health`, and logs
+/// every change.
+#[derive(Default)]
+pub struct GroupContext {
+    assigned: Mutex<Vec<(String, i32)>>,
+}
+
+impl GroupContext {
+    /// The partitions this instance consumes now, as `(topic, partition)`, sorted.
+    pub fn assigned(&self) -> Vec<(String, i32)> {
+        self.assigned.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+}
+
+impl ClientContext for GroupContext {}
+
+impl ConsumerContext for GroupContext {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let mut now: Vec<(String, i32)> = match consumer.assignment() {
+            Ok(list) => list.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect(),
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the assignment after a rebalance");
+                return;
+            }
+        };
+        now.sort();
+        let (change, partitions) = match rebalance {
+            Rebalance::Assign(list) => ("assigned", list.count()),
+            Rebalance::Revoke(list) => ("revoked", list.count()),
+            Rebalance::Error(error) => {
+                tracing::warn!(%error, "consumer group rebalance failed");
+                return;
+            }
+        };
+        tracing::info!(change, partitions, now = now.len(), "consumer group rebalanced");
+        *self.assigned.lock().unwrap_or_else(PoisonError::into_inner) = now;
+    }
 }
 
 /// An admin client, for creating topics.
@@ -96,47 +138,6 @@ pub async fn wait_until_reachable(settings: &KafkaSettings, shutdown: &Cancellat
     .await
 }
 
-/// Starts consuming `topics` the way `settings.assignment` says. With [`Assignment::All`] it
-/// needs the topics' metadata, so it retries (logging each attempt) until the broker answers
-/// and the topics exist. `None` means shutdown came first.
-pub async fn start_consuming(
-    consumer: &StreamConsumer,
-    settings: &KafkaSettings,
-    topics: &[&str],
-    shutdown: &CancellationToken,
-) -> Option<()> {
-    match settings.assignment {
-        Assignment::Group => match consumer.subscribe(topics) {
-            Ok(()) => Some(()),
-            Err(error) => {
-                tracing::error!(%error, "cannot subscribe");
-                None
-            }
-        },
-        Assignment::All => {
-            crate::retry::until_ready("kafka topic metadata", shutdown, || async { assign_all(consumer, topics) }).await
-        }
-    }
-}
-
-fn assign_all(consumer: &StreamConsumer, topics: &[&str]) -> Result<(), String> {
-    let mut assignment = TopicPartitionList::new();
-    for topic in topics {
-        let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(2)).map_err(|e| e.to_string())?;
-        let partitions = metadata.topics().first().map(|t| t.partitions().len()).unwrap_or(0);
-        if partitions == 0 {
-            return Err(format!("topic {topic} does not exist yet"));
-        }
-        for partition in 0..partitions as i32 {
-            // Resume where the group committed last (or per auto.offset.reset).
-            assignment.add_partition_offset(topic, partition, Offset::Stored).map_err(|e| e.to_string())?;
-        }
-    }
-    consumer.assign(&assignment).map_err(|e| e.to_string())?;
-    tracing::info!(partitions = assignment.count(), "consuming every partition (assignment = all)");
-    Ok(())
-}
-
 /// A long-lived client for health checks: asks the broker for one topic's metadata.
 pub struct BrokerProbe {
     client: Arc<BaseConsumer>,
@@ -156,11 +157,18 @@ impl BrokerProbe {
 
     /// `Ok` when a broker answered within `timeout`; otherwise what went wrong, in words.
     pub async fn check(&self, timeout: Duration) -> Result<(), String> {
+        self.brokers(timeout).await.map(drop)
+    }
+
+    /// How many brokers the cluster has, as the answering broker sees it.
+    pub async fn brokers(&self, timeout: Duration) -> Result<usize, String> {
         let (client, topic) = (Arc::clone(&self.client), self.topic.clone());
-        let answered =
-            tokio::task::spawn_blocking(move || client.fetch_metadata(topic.as_deref(), timeout).map(drop)).await;
+        let answered = tokio::task::spawn_blocking(move || {
+            client.fetch_metadata(topic.as_deref(), timeout).map(|metadata| metadata.brokers().len())
+        })
+        .await;
         match answered {
-            Ok(Ok(())) => Ok(()),
+            Ok(Ok(brokers)) => Ok(brokers),
             Ok(Err(rdkafka::error::KafkaError::MetadataFetch(code))) => Err(match code {
                 RDKafkaErrorCode::OperationTimedOut => {
                     format!("metadata request timed out after {}s", timeout.as_secs())

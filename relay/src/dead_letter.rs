@@ -46,11 +46,8 @@ pub struct DeadLetterQueue {
 
 impl DeadLetterQueue {
     pub fn new(settings: &KafkaSettings, group: &str) -> KafkaResult<Self> {
-        // Not idempotent: a duplicated dead letter is harmless (redrives are deduplicated by
-        // the inbox), and tansu fails idempotent producers that outlive a broker restart.
-        let settings = KafkaSettings { idempotence: false, ..settings.clone() };
         Ok(Self {
-            producer: platform::kafka::producer(&settings)?,
+            producer: platform::kafka::producer(settings)?,
             group: group.to_owned(),
             timeout: Duration::from_millis(u64::from(settings.message_timeout_ms)),
         })

@@ -29,8 +29,9 @@ use diesel::result::DatabaseErrorKind;
 use diesel::result::QueryResult;
 use diesel_async::{AsyncConnection as _, AsyncPgConnection, RunQueryDsl};
 use platform::db::PgPool;
+use platform::kafka::GroupConsumer;
 use rdkafka::Message as _;
-use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer as _};
 use rdkafka::message::OwnedMessage;
 use schema::RawEnvelope;
 use schema::tables::messaging::inbox;
@@ -155,15 +156,15 @@ pub const DEFAULT_MAX_IN_FLIGHT: usize = 64;
 pub struct InboxConsumer<H> {
     shared: Arc<Shared<H>>,
     max_in_flight: usize,
-    /// What to consume, started when `run` starts.
-    source: Option<(platform::config::KafkaSettings, Vec<String>)>,
+    /// What to subscribe to when `run` starts.
+    topics: Option<Vec<String>>,
 }
 
 struct Shared<H> {
     metrics: Option<ConsumerMetrics>,
     dead_letters: Option<DeadLetterQueue>,
     poison: PoisonPolicy,
-    consumer: StreamConsumer,
+    consumer: GroupConsumer,
     pool: PgPool,
     handler: H,
     stats: Arc<ConsumerStats>,
@@ -185,12 +186,12 @@ impl<H: Handler> InboxConsumer<H> {
         if let Some(shared) = Arc::get_mut(&mut this.shared) {
             shared.dead_letters = Some(DeadLetterQueue::new(settings, group)?);
         }
-        this.source = Some((settings.clone(), topics.iter().map(|t| (*t).to_owned()).collect()));
+        this.topics = Some(topics.iter().map(|t| (*t).to_owned()).collect());
         Ok(this)
     }
 
     /// `consumer` must already be subscribed or assigned.
-    pub fn new(consumer: StreamConsumer, pool: PgPool, handler: H) -> Self {
+    pub fn new(consumer: GroupConsumer, pool: PgPool, handler: H) -> Self {
         let shared = Shared {
             metrics: None,
             dead_letters: None,
@@ -202,7 +203,7 @@ impl<H: Handler> InboxConsumer<H> {
             offsets: Mutex::default(),
             chains: Mutex::default(),
         };
-        Self { shared: Arc::new(shared), max_in_flight: DEFAULT_MAX_IN_FLIGHT, source: None }
+        Self { shared: Arc::new(shared), max_in_flight: DEFAULT_MAX_IN_FLIGHT, topics: None }
     }
 
     /// Records events by outcome and lag per partition in `metrics`.
@@ -231,12 +232,20 @@ impl<H: Handler> InboxConsumer<H> {
         Arc::clone(&self.shared.stats)
     }
 
+    /// The consumer's view of its group: which partitions this instance owns now.
+    pub fn group(&self) -> Arc<platform::kafka::GroupContext> {
+        Arc::clone(self.shared.consumer.context())
+    }
+
     /// Consumes until `shutdown`; events in hand are finished first, then the stored offsets
     /// are committed.
     pub async fn run(self, shutdown: CancellationToken) {
-        if let Some((settings, topics)) = &self.source {
+        if let Some(topics) = &self.topics {
             let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
-            if platform::kafka::start_consuming(&self.shared.consumer, settings, &topics, &shutdown).await.is_none() {
+            // Topics that do not exist yet are fine: the group assigns their partitions once
+            // they appear (the metadata refresh notices them).
+            if let Err(error) = self.shared.consumer.subscribe(&topics) {
+                tracing::error!(%error, "cannot subscribe");
                 return;
             }
         }
@@ -283,8 +292,8 @@ impl<H: Handler> InboxConsumer<H> {
         lag.abort();
         let _ = lag.await;
         // The final commit and the consumer's close (leaving the group) wait for the broker.
-        // A broker that accepts connections but does not answer (seen with tansu) would keep
-        // the process from ever exiting, so they run on a plain thread, given a few seconds.
+        // A broker that accepts connections but does not answer (a hung node) would keep the
+        // process from ever exiting, so they run on a plain thread, given a few seconds.
         let shared = self.shared;
         let (closed, done) = oneshot::channel();
         std::thread::spawn(move || {
@@ -402,7 +411,12 @@ impl<H: Handler> Shared<H> {
                     };
                     counter.fetch_add(1, Ordering::Relaxed);
                     self.record(&from.topic, name);
-                    tracing::info!(?outcome, "event handled");
+                    // One line per event would be most of a busy service's log; the counters
+                    // above count them. A redelivery is worth a line.
+                    match outcome {
+                        Outcome::Processed => tracing::debug!("event handled"),
+                        Outcome::Duplicate => tracing::info!("duplicate event: already handled"),
+                    }
                     match self.handler.after_commit() {
                         Ok(()) => return Decided::Applied,
                         // The effect is committed but not acknowledged: handle the event

@@ -54,7 +54,7 @@ async fn main() -> anyhow::Result<()> {
         let relay =
             OutboxRelay::new(name, url, &settings.kafka, settings.relay.clone())?.with_metrics(relay_metrics.clone());
         // A small pool for health checks, apart from the relay's own session.
-        let database = DatabaseSettings { url: url.clone(), pool_size: 1 };
+        let database = DatabaseSettings { pool_size: 1, ..DatabaseSettings::at(url.clone()) };
         outboxes.push(Outbox { name: name.clone(), stats: relay.stats(), pool: platform::db::pool(&database)? });
         tasks.spawn(relay.run(shutdown.clone()));
     }

@@ -21,7 +21,7 @@ use futures::{FutureExt as _, StreamExt as _};
 use platform::config::KafkaSettings;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use schema::tables::messaging::outbox;
 use tokio_util::sync::CancellationToken;
 
@@ -188,17 +188,19 @@ impl OutboxRelay {
         }
     }
 
-    /// Replaces the producer after failed deliveries. An idempotent producer can be left unable
-    /// to send (a fatal idempotence error; or, seen with tansu, a broker that forgot its producer
-    /// id across a restart); a new one starts with a fresh producer id. The pause keeps a
-    /// relay whose broker is down from spinning.
-    async fn renew_producer(&mut self) {
-        match platform::kafka::producer(&self.kafka) {
-            Ok(producer) => {
-                self.producer = producer;
-                tracing::info!(outbox = %self.name, "producer renewed after failed deliveries");
+    /// After failed deliveries: replaces the producer if it has a fatal error (an idempotent
+    /// producer that the broker can no longer sequence, e.g. after its producer id expired,
+    /// cannot send again; a new one starts with a fresh producer id), and pauses so that a
+    /// relay whose broker is down does not spin.
+    async fn recover_from_failed_deliveries(&mut self) {
+        if let Some((code, reason)) = self.producer.client().fatal_error() {
+            tracing::warn!(outbox = %self.name, ?code, reason, "the producer failed fatally; replacing it");
+            match platform::kafka::producer(&self.kafka) {
+                Ok(producer) => self.producer = producer,
+                Err(error) => {
+                    tracing::warn!(outbox = %self.name, %error, "cannot create a new producer; keeping the old one")
+                }
             }
-            Err(error) => tracing::warn!(outbox = %self.name, %error, "cannot renew the producer; keeping the old one"),
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -274,7 +276,7 @@ impl OutboxRelay {
                 acked = acked.len(),
                 "part of the batch was not acknowledged; it will be retried"
             );
-            self.renew_producer().await;
+            self.recover_from_failed_deliveries().await;
         }
         tracing::debug!(read = rows.len(), deleted, "batch relayed");
         Ok(rows.len())

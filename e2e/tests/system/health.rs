@@ -12,19 +12,11 @@ async fn a_service_started_before_its_database_exists_says_why_and_becomes_ready
     let server = e2e::pg_server_url();
     let name = format!("t{}_orders", &uuid::Uuid::new_v4().simple().to_string()[..12]);
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let settings = order::configuration::Settings {
-        http: platform::config::HttpSettings { port: 0, ..platform::config::HttpSettings::on_port(0) },
-        database: platform::config::DatabaseSettings { url: format!("{server}/{name}"), pool_size: 4 },
-        kafka: e2e::kafka_settings(),
-        topics: schema::topics::Topics::default(),
-        consumer_group: format!("{name}-group"),
-        wait_budget_ms: 0,
-        admission: Default::default(),
-        admin: Default::default(),
-        inbox: Default::default(),
-        latency_alert: Default::default(),
-        peers: Default::default(),
-    };
+    let mut settings: order::configuration::Settings = e2e::local_settings();
+    settings.http = platform::config::HttpSettings::on_port(0);
+    settings.database = platform::config::DatabaseSettings::at(format!("{server}/{name}"));
+    settings.consumer_group = format!("{name}-group");
+    settings.wait_budget_ms = 0;
     let app = order::startup::Application::build(settings, shutdown.clone()).await.expect("builds");
     let base = format!("http://127.0.0.1:{}", app.port());
     let running = tokio::spawn(app.run_until_stopped());
@@ -85,40 +77,20 @@ async fn with_the_broker_down_order_is_degraded_and_inventory_not_ready_both_say
     let system = TestSystem::start().await;
     let dead = platform::config::KafkaSettings { brokers: "127.0.0.1:1".into(), ..e2e::kafka_settings() };
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let http = platform::config::HttpSettings { port: 0, ..platform::config::HttpSettings::on_port(0) };
-    let order = order::startup::Application::build(
-        order::configuration::Settings {
-            http: http.clone(),
-            database: platform::config::DatabaseSettings { url: system.order_db.clone(), pool_size: 2 },
-            kafka: dead.clone(),
-            topics: system.topics.clone(),
-            consumer_group: "health-test".into(),
-            wait_budget_ms: 0,
-            admission: Default::default(),
-            admin: Default::default(),
-            inbox: Default::default(),
-            latency_alert: Default::default(),
-            peers: Default::default(),
-        },
-        shutdown.clone(),
-    )
-    .await
-    .expect("builds");
-    let inventory = inventory::startup::Application::build(
-        inventory::configuration::Settings {
-            http,
-            database: platform::config::DatabaseSettings { url: system.inventory_db.clone(), pool_size: 2 },
-            kafka: dead,
-            topics: system.topics.clone(),
-            consumer_group: "health-test".into(),
-            gremlin: Default::default(),
-            admin: Default::default(),
-            inbox: Default::default(),
-        },
-        shutdown.clone(),
-    )
-    .await
-    .expect("builds");
+    let mut order: order::configuration::Settings = e2e::local_settings();
+    order.http = platform::config::HttpSettings::on_port(0);
+    order.database = platform::config::DatabaseSettings::at(&system.order_db);
+    order.kafka = dead.clone();
+    order.topics = system.topics.clone();
+    order.consumer_group = "health-test".into();
+    let order = order::startup::Application::build(order, shutdown.clone()).await.expect("builds");
+    let mut inventory: inventory::configuration::Settings = e2e::local_settings();
+    inventory.http = platform::config::HttpSettings::on_port(0);
+    inventory.database = platform::config::DatabaseSettings::at(&system.inventory_db);
+    inventory.kafka = dead;
+    inventory.topics = system.topics.clone();
+    inventory.consumer_group = "health-test".into();
+    let inventory = inventory::startup::Application::build(inventory, shutdown.clone()).await.expect("builds");
     let (order_url, inventory_url) =
         (format!("http://127.0.0.1:{}/health", order.port()), format!("http://127.0.0.1:{}/health", inventory.port()));
     let running = [tokio::spawn(order.run_until_stopped()), tokio::spawn(inventory.run_until_stopped())];

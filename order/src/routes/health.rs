@@ -14,7 +14,9 @@ pub async fn live() -> HttpResponse {
 #[utoipa::path(responses((status = 200, description = "Ready"), (status = 503, description = "A dependency is down")))]
 #[get("/health")]
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
-    platform::health::response(&checks(&state).await)
+    let mut extra = serde_json::Map::new();
+    extra.insert("consumer".into(), platform::health::consumer(&state.consumer_group, &state.group));
+    platform::health::response_with(&checks(&state).await, extra)
 }
 
 /// The order database (required) and the broker (optional).

@@ -67,7 +67,7 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let settings = KafkaSettings { brokers: args.brokers, idempotence: false, ..KafkaSettings::default() };
+    let settings = KafkaSettings { brokers: args.brokers, ..KafkaSettings::default() };
     match args.command {
         Command::List { topic, json } => {
             let letters = read(&settings, &topic).await?;

@@ -25,9 +25,6 @@ struct Args {
     /// Bytes per message (a typical OrderPlaced envelope is about 600).
     #[arg(long, default_value_t = 600)]
     size: usize,
-    /// As the relay: idempotent, or not with one request in flight.
-    #[arg(long, default_value_t = false)]
-    idempotence: bool,
     /// Messages awaited at once (the relay sends batches of 500 and awaits each batch).
     #[arg(long, default_value_t = 10_000)]
     in_flight: usize,
@@ -36,8 +33,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let settings =
-        KafkaSettings { brokers: args.brokers.clone(), idempotence: args.idempotence, ..KafkaSettings::default() };
+    let settings = KafkaSettings { brokers: args.brokers.clone(), ..KafkaSettings::default() };
     let producer = platform::kafka::producer(&settings)?;
     let payload = "x".repeat(args.size);
     let started = Instant::now();

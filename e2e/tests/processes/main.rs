@@ -2,6 +2,7 @@
 //! under load, a broker that goes away, services started before their dependencies. Each
 //! test ends with the invariant checker: every order settled once, stock exact.
 
+mod consumer_group;
 mod crashes;
 mod dependencies;
 mod tracing;

@@ -9,6 +9,10 @@ use serde_json::{Value, json};
 /// What a request may add to its budget (see README, "Waiting for the outcome").
 const MARGIN: Duration = Duration::from_millis(250);
 
+/// How early a pending answer may come: the wait keeps this much of the budget for the
+/// last re-read of the order.
+const REREAD: Duration = Duration::from_millis(100);
+
 #[tokio::test]
 async fn an_order_decided_within_the_budget_is_answered_201_with_its_final_status() {
     let system = TestSystem::start().await;
@@ -49,7 +53,7 @@ async fn with_the_gremlin_slowing_one_order_in_four_the_slow_ones_get_202_in_bud
             assert_eq!(status, 202, "predicted slow: {order}");
             assert_eq!(order["status"], "PENDING");
             assert!(order["message"].as_str().expect("a message").contains("no need to order again"));
-            assert!(took >= budget && took <= budget + MARGIN, "answered in {took:?}");
+            assert!(took >= budget - REREAD && took <= budget + MARGIN, "answered in {took:?}");
         } else {
             assert_eq!((status, order["status"].as_str()), (201, Some("CONFIRMED")), "predicted fast: {order}");
         }
@@ -91,7 +95,7 @@ async fn a_client_may_ask_to_wait_less_and_never_waits_more_than_the_budget() {
     let took = started.elapsed();
     assert_eq!(greedy.status(), 202);
     assert!(
-        took >= Duration::from_secs(1) && took <= Duration::from_secs(1) + MARGIN,
+        took >= Duration::from_secs(1) - REREAD && took <= Duration::from_secs(1) + MARGIN,
         "capped at the budget: {took:?}"
     );
     system.stop().await;

@@ -73,7 +73,9 @@ pub async fn place_order(
     // Registered before the write, so that a decision committed at any moment wakes us.
     let mut waiter = state.waiters.register(id.0);
     let placement = {
-        let mut conn = state.pool.get().await?;
+        // Never queue for a connection past the budget (or a short floor, for `wait=0`).
+        let within = budget.max(ACCEPT_WAIT_FLOOR).saturating_sub(started.elapsed());
+        let mut conn = platform::db::get_within(&state.pool, within).await?;
         repository::place(&mut conn, id, key, &order, &trace, &state.topics.orders).await?
     };
     platform::crash::point("order.after_commit_before_reply")?;
@@ -89,20 +91,30 @@ pub async fn place_order(
         }
         Placement::KeyReused { existing } => return Err(ApiError::KeyReused { existing: existing.0 }),
     };
+    // The wait ends early enough for the last re-read to fit inside the budget: a client
+    // that asked for N seconds has its answer by then, even on a busy machine.
+    let wait_until = budget.saturating_sub(REREAD_MARGIN);
     while !is_terminal(&view) {
-        let remaining = budget.saturating_sub(started.elapsed());
+        let remaining = wait_until.saturating_sub(started.elapsed());
         if remaining.is_zero() {
             break;
         }
         waiter.changed_within(remaining).await;
-        let remaining = budget.saturating_sub(started.elapsed()).max(REREAD_MARGIN);
+        let remaining = budget.saturating_sub(started.elapsed()).max(REREAD_FLOOR);
         view = reread(&state, view.id, remaining).await.unwrap_or(view);
     }
     Ok(reply(view, replayed, preference))
 }
 
-/// The longest a re-read after the wait may add to a request's budget.
+/// The part of a request's budget kept for re-reading the order after the wait.
 const REREAD_MARGIN: Duration = Duration::from_millis(100);
+
+/// The least time a re-read gets, even when the budget is spent.
+const REREAD_FLOOR: Duration = Duration::from_millis(20);
+
+/// How long a request that asked not to wait (`Prefer: wait=0`) may still wait for a
+/// database connection to write its order.
+const ACCEPT_WAIT_FLOOR: Duration = Duration::from_millis(500);
 
 /// Reads the order again, giving up after `within`.
 async fn reread(state: &AppState, id: uuid::Uuid, within: Duration) -> Option<OrderView> {

@@ -117,6 +117,11 @@ pub struct KafkaSettings {
     /// and retries (a produce goes to the partition's new leader, without duplicates: the
     /// producer is idempotent). Must exceed `fetch_wait_max_ms` by a good margin.
     pub request_timeout_ms: u32,
+    /// A stable identity in the consumer group (Kafka's static membership), unique per
+    /// instance, e.g. `inventory-1`: an instance restarted under the same id gets its
+    /// partitions back at once, without a rebalance; one that does not come back keeps
+    /// them until `session_timeout_ms`. Empty: a new member at every start.
+    pub instance_id: String,
     /// librdkafka debug contexts (e.g. `cgrp,fetch`), logged through tracing; empty: none.
     pub debug: String,
 }
@@ -130,6 +135,7 @@ impl Default for KafkaSettings {
             message_timeout_ms: 30_000,
             session_timeout_ms: 10_000,
             request_timeout_ms: 10_000,
+            instance_id: String::new(),
             debug: String::new(),
         }
     }

@@ -55,7 +55,11 @@ pub fn producer(settings: &KafkaSettings) -> KafkaResult<FutureProducer> {
 /// transaction that handled the message committed) and commits stored offsets in the
 /// background. Its context records the partitions the group gave it.
 pub fn consumer(settings: &KafkaSettings, group_id: &str) -> KafkaResult<GroupConsumer> {
-    base(settings)
+    let mut config = base(settings);
+    if !settings.instance_id.is_empty() {
+        config.set("group.instance.id", &settings.instance_id);
+    }
+    config
         .set("group.id", group_id)
         // Commit in the background, but only offsets we stored explicitly...
         .set("enable.auto.commit", "true")

@@ -26,6 +26,15 @@ def stock(sku):
         return json.load(response)["available"]
 
 
+def add_product(token, sku, units):
+    """A product of the run's own, so that earlier load (sold-out stock) cannot decide it."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:8081/admin/products/{sku}",
+        data=json.dumps({"name": "lost-reply drill", "stock": units}).encode(), method="PUT",
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    urllib.request.urlopen(request, timeout=10).close()
+
+
 def send_and_hang_up(key, body):
     """Sends the whole request, then closes the socket without reading the reply."""
     payload = json.dumps(body).encode()
@@ -57,7 +66,8 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--token", required=True)
     args = parser.parse_args()
-    sku, failures = "MUG-01", 0
+    sku, failures = f"LOST-REPLY-{time.strftime('%y%m%d%H%M%S')}", 0
+    add_product(args.token, sku, 10)
     for name, lose in [("connection dropped after sending", None), ("500 after commit", "error")]:
         before = stock(sku)
         key = str(uuid.uuid4())

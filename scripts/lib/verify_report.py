@@ -72,6 +72,11 @@ def main() -> int:
         problems.append(f"loadgen exited {args.loadgen_status}")
 
     reply, e2e = summary["reply"], summary["accepted_to_final"]
+    # The orders the gremlin did not touch: what every other customer saw meanwhile.
+    untouched = sorted(float(o["reply_ms"]) for o in orders if o["order_id"] and not predicted(o))
+
+    def percentile(values, q):
+        return values[min(len(values) - 1, int(q * len(values)))] if values else None
 
     def ms(value):
         return f"{value:.1f} ms" if isinstance(value, (int, float)) else "-"
@@ -91,6 +96,8 @@ def main() -> int:
         f"p99 {ms(reply.get('p99_ms'))}, max {ms(reply.get('max_ms'))}.",
         f"- Accepted → final: p50 {ms(e2e.get('p50_ms'))}, p95 {ms(e2e.get('p95_ms'))}, "
         f"p99 {ms(e2e.get('p99_ms'))}, max {ms(e2e.get('max_ms'))}.",
+        f"- Unaffected orders (not slowed by the gremlin, {len(untouched)}): reply p50 "
+        f"{ms(percentile(untouched, 0.5))}, p99 {ms(percentile(untouched, 0.99))}.",
         "",
         "## Gremlin",
         f"- Pattern: `{{\"enabled\": true, \"one_in\": {args.one_in}, \"delay_ms\": {args.delay_ms}}}` — an order "

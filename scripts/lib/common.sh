@@ -175,6 +175,14 @@ supervisor() { supervisorctl -c "$LOCAL/supervisord.conf" "$@"; }
 pid_of() { supervisor pid "$1" 2>/dev/null | grep -E '^[0-9]+$' || true; }
 service_port() { case $1 in order) echo 8080 ;; inventory) echo 8081 ;; relay) echo 8082 ;; esac; }
 
+# Builds every binary of the workspace for $PROFILE, the one command the stack and the drills
+# share: selecting packages (-p) would unify features differently and rebuild the dependencies.
+build_bins() {
+  local flags=(--bins --quiet)
+  [ "$PROFILE" = release ] && flags+=(--release)
+  (cd "$ROOT" && cargo build "${flags[@]}")
+}
+
 require_stack() {
   [ -S "$LOCAL/supervisor.sock" ] && supervisor pid >/dev/null 2>&1 || die "the stack is not running: scripts/up first"
   ADMIN_TOKEN=$(cat "$LOCAL/admin-token")
@@ -184,9 +192,7 @@ require_stack() {
   source "$LOCAL/stack.env"
   export CARGO_TARGET_DIR
   BIN="$CARGO_TARGET_DIR/$PROFILE"
-  local flags=(--quiet -p loadgen -p checker)
-  [ "$PROFILE" = release ] && flags+=(--release)
-  (cd "$ROOT" && cargo build "${flags[@]}")
+  build_bins
   ensure_postgres 2>/dev/null
 }
 

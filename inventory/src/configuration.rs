@@ -27,7 +27,7 @@ pub struct Settings {
     pub admin: platform::admin::AdminSettings,
     /// `INVENTORY__INBOX__KEEP_HOURS` (default 336, above the topics' 168 h retention).
     #[serde(default)]
-    pub inbox: platform::config::InboxSettings,
+    pub inbox: messaging::settings::InboxSettings,
 }
 
 impl Settings {

@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use diesel_async::AsyncPgConnection;
+use messaging::inbox::{HandleError, Handler};
 use platform::crash::{self, InjectedFault};
-use relay::inbox::{HandleError, Handler};
 use schema::RawEnvelope;
 use schema::events::{OrderCancelled, OrderPlaced};
 
@@ -42,11 +42,11 @@ impl Handler for OrderEvents {
             }
             other => return Err(HandleError::Permanent(format!("unknown event type {other:?}"))),
         }
-        crash::point("inventory.before_commit")?;
+        crash::point(crate::BEFORE_COMMIT)?;
         Ok(())
     }
 
     fn after_commit(&self) -> Result<(), InjectedFault> {
-        crash::point("inventory.after_commit_before_ack")
+        crash::point(crate::AFTER_COMMIT_BEFORE_ACK)
     }
 }

@@ -1,9 +1,24 @@
-//! The inventory service: reserves and releases stock in response to `orders.events`,
-//! publishing its decisions on `inventory.events`, and shows stock levels over HTTP.
+//! The inventory service: reserves stock for `OrderPlaced` and releases it for
+//! `OrderCancelled`, each applied exactly once through its inbox, and publishes its
+//! decisions on `inventory.events` through its outbox. Map:
+//!
+//! - events in: [`consumer`] (which event does what) → [`stock`] (the transactions);
+//! - HTTP: [`routes`] (stock levels, health, admin: products and the gremlin);
+//! - faults on purpose: [`gremlin`] (a deterministic slowness pattern);
+//! - process: [`configuration`], [`state`], [`startup`].
 
 pub mod configuration;
 pub mod consumer;
 pub mod gremlin;
 pub mod routes;
 pub mod startup;
+pub mod state;
 pub mod stock;
+
+/// Inside the inbox transaction, after the stock changed, before the commit.
+pub const BEFORE_COMMIT: &str = "inventory.before_commit";
+/// After the commit, before the offset is stored: the event is redelivered.
+pub const AFTER_COMMIT_BEFORE_ACK: &str = "inventory.after_commit_before_ack";
+
+/// The crash points this crate has (see `platform::crash`).
+pub const CRASH_POINTS: &[&str] = &[BEFORE_COMMIT, AFTER_COMMIT_BEFORE_ACK];

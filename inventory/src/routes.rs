@@ -11,7 +11,7 @@ use actix_web::middleware::Next;
 use platform::admin::Admin;
 
 use crate::gremlin::Pattern;
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::stock::{self, StockView};
 
 #[derive(Debug, thiserror::Error)]
@@ -90,20 +90,20 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     )
     .await;
     let kafka = platform::health::broker(&state.broker).await;
+    let background = platform::health::background(&state.readiness);
     let mut extra = serde_json::Map::new();
     extra.insert("consumer".into(), platform::health::consumer(&state.consumer_group, &state.group));
-    platform::health::response_with(&[database, kafka], extra)
+    platform::health::response_with(&[database, kafka, background], extra)
 }
 
 /// Holds a `/stock` reply when the gremlin's pattern makes its path slow.
 pub async fn gremlin_delay(
+    gremlin: std::sync::Arc<crate::gremlin::Gremlin>,
     request: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    if let Some(state) = request.app_data::<web::Data<AppState>>() {
-        state.gremlin.strike(request.path()).await;
-    }
-    next.call(request).await
+) -> Result<ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
+    gremlin.strike(request.path()).await;
+    next.call(request).await.map(ServiceResponse::map_into_boxed_body)
 }
 
 /// The body of `PUT /admin/products/{sku}`.

@@ -1,19 +1,23 @@
 //! Builds the inventory service and runs it until shutdown. HTTP is served at once; the
 //! database is waited for and migrated in the background, and until then `/health` and
-//! `/stock` answer 503 with the reason.
+//! `/stock` answer 503 with the reason. The order-events consumer and the inbox purge then
+//! run as supervised tasks: if one dies, the process stops with an error.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
-use actix_web::dev::Server;
-use actix_web::middleware::from_fn;
+use actix_web::body::BoxBody;
+use actix_web::dev::{Server, ServiceRequest};
+use actix_web::middleware::{Next, from_fn};
 use actix_web::web;
 use anyhow::Context as _;
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
-use platform::db::PgPool;
+use messaging::inbox::InboxConsumer;
+use messaging::metrics::ConsumerMetrics;
 use platform::readiness::{Readiness, require_ready};
-use relay::inbox::{ConsumerStats, InboxConsumer};
+use platform::service::{fallible, task};
 use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi as _;
 
@@ -21,26 +25,22 @@ use crate::configuration::Settings;
 use crate::consumer::OrderEvents;
 use crate::gremlin::Gremlin;
 use crate::routes;
+use crate::state::AppState;
 
+/// The inventory database's own tables (the messaging tables come first, see [`migrations`]).
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/inventory");
 
-/// What request handlers share.
-pub struct AppState {
-    pub pool: PgPool,
-    pub gremlin: Arc<Gremlin>,
-    pub readiness: Arc<Readiness>,
-    pub broker: platform::kafka::BrokerProbe,
-    /// The consumer's group and what it assigned to this instance, for `/health`.
-    pub consumer_group: String,
-    pub group: Arc<platform::kafka::GroupContext>,
+/// Every migration the inventory database needs, in order.
+pub fn migrations() -> Vec<EmbeddedMigrations> {
+    vec![messaging::MIGRATIONS, MIGRATIONS]
 }
 
 pub struct Application {
     port: u16,
     server: Server,
-    consumer_stats: Arc<ConsumerStats>,
+    consumer_stats: ConsumerMetrics,
     gremlin: Arc<Gremlin>,
-    background: Pin<Box<dyn Future<Output = ()> + Send>>,
+    background: Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>,
     shutdown: CancellationToken,
 }
 
@@ -58,11 +58,16 @@ impl Application {
         gremlin.register(&metrics);
         let handler = OrderEvents { topic: settings.topics.inventory.clone(), gremlin: Arc::clone(&gremlin) };
         let topics = [settings.topics.orders.as_str()];
-        let consumer =
-            InboxConsumer::for_topics(&settings.kafka, &settings.consumer_group, &topics, consumer_pool, handler)
-                .context("creating the order-events consumer")?
-                .with_metrics(&metrics)
-                .with_poison_policy((&settings.inbox).into());
+        let consumer = InboxConsumer::new(
+            &settings.kafka,
+            &settings.consumer_group,
+            &topics,
+            &settings.inbox,
+            consumer_pool,
+            handler,
+        )
+        .context("creating the order-events consumer")?
+        .with_metrics(&metrics);
         let consumer_stats = consumer.stats();
 
         let listener = platform::service::bind(&settings.http)?;
@@ -76,25 +81,29 @@ impl Application {
             consumer_group: settings.consumer_group.clone(),
             group: consumer.group(),
         });
-        let ready = web::Data::new(Arc::clone(&readiness));
         let admin = settings.admin.clone();
+        let (ready, slow) = (Arc::clone(&readiness), Arc::clone(&gremlin));
         let server = platform::service::http_server(listener, settings.http.workers, metrics, move |config| {
-            config.app_data(state.clone()).app_data(ready.clone());
-            configure_routes(config, &admin);
+            config.app_data(state.clone());
+            configure_routes(config, &ready, &slow, &admin);
         })?;
         tracing::info!(port, "inventory service listening");
 
         let token = shutdown.clone();
         let background = async move {
-            if platform::service::prepare_database(&settings.database, || MIGRATIONS, &readiness, &token).await {
-                let purge = relay::inbox::purge_periodically(
-                    purge_pool,
-                    std::time::Duration::from_secs(settings.inbox.keep_hours * 3600),
-                    std::time::Duration::from_secs(settings.inbox.purge_every_secs),
-                    token.clone(),
-                );
-                futures::future::join(consumer.run(token), purge).await;
+            if !platform::service::prepare_database(&settings.database, migrations, &readiness, &token).await {
+                return Ok(());
             }
+            let keep = Duration::from_secs(settings.inbox.keep_hours * 3600);
+            let every = Duration::from_secs(settings.inbox.purge_every_secs);
+            let tasks = vec![
+                fallible("order-events consumer", {
+                    let token = token.clone();
+                    async move { Ok(consumer.run(token).await?) }
+                }),
+                task("inbox purge", messaging::inbox::purge_periodically(purge_pool, keep, every, token.clone())),
+            ];
+            platform::service::supervise(tasks, &readiness, &token).await
         };
         Ok(Self { port, server, consumer_stats, gremlin, background: Box::pin(background), shutdown })
     }
@@ -107,25 +116,36 @@ impl Application {
         Arc::clone(&self.gremlin)
     }
 
-    pub fn consumer_stats(&self) -> Arc<ConsumerStats> {
-        Arc::clone(&self.consumer_stats)
+    pub fn consumer_stats(&self) -> ConsumerMetrics {
+        self.consumer_stats.clone()
     }
 
     /// Serves and consumes until shutdown, then lets in-flight requests and the events in
-    /// hand finish.
+    /// hand finish. An error means a background task died.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        platform::service::run_until_stopped(self.server, self.background, self.shutdown).await?;
+        let result = platform::service::run_until_stopped(self.server, self.background, self.shutdown).await;
         tracing::info!("inventory service stopped");
-        Ok(())
+        result
     }
 }
 
-fn configure_routes(config: &mut web::ServiceConfig, admin: &platform::admin::AdminSettings) {
+/// The `/stock` middlewares get what they hold here, so a route can never run without it.
+fn configure_routes(
+    config: &mut web::ServiceConfig,
+    readiness: &Arc<Readiness>,
+    gremlin: &Arc<Gremlin>,
+    admin: &platform::admin::AdminSettings,
+) {
+    let (readiness, gremlin) = (Arc::clone(readiness), Arc::clone(gremlin));
     config
         .service(
             web::scope("/stock")
-                .wrap(from_fn(routes::gremlin_delay))
-                .wrap(from_fn(require_ready))
+                .wrap(from_fn(move |request: ServiceRequest, next: Next<BoxBody>| {
+                    routes::gremlin_delay(Arc::clone(&gremlin), request, next)
+                }))
+                .wrap(from_fn(move |request: ServiceRequest, next: Next<BoxBody>| {
+                    require_ready(Arc::clone(&readiness), request, next)
+                }))
                 .service(routes::list_stock)
                 .service(routes::get_stock),
         )
@@ -138,4 +158,31 @@ fn configure_routes(config: &mut web::ServiceConfig, admin: &platform::admin::Ad
             .route("/gremlin", web::put().to(routes::put_gremlin))
             .route("/products/{sku}", web::put().to(routes::add_product));
     });
+}
+
+/// The inventory service, for the shared start-up (`platform::service::main`).
+pub struct InventoryService;
+
+impl platform::service::Service for InventoryService {
+    type Settings = Settings;
+
+    fn settings() -> anyhow::Result<Settings> {
+        Ok(Settings::load()?)
+    }
+
+    fn database(settings: &Settings) -> &platform::config::DatabaseSettings {
+        &settings.database
+    }
+
+    fn migrations() -> Vec<EmbeddedMigrations> {
+        migrations()
+    }
+
+    fn crash_points() -> Vec<&'static str> {
+        [crate::CRASH_POINTS, messaging::CRASH_POINTS].concat()
+    }
+
+    async fn serve(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+        Application::build(settings, shutdown).await?.run_until_stopped().await
+    }
 }

@@ -51,7 +51,7 @@ pub async fn reserve(
         // Only possible if the order was cancelled before it reached inventory.
         let reason = "the order was cancelled before stock was reserved".to_owned();
         let rejected = InventoryRejected { order_id, reason, shortfalls: vec![] };
-        relay::outbox::enqueue(conn, topic, &Envelope::new(rejected, trace)).await?;
+        messaging::outbox::enqueue(conn, topic, &Envelope::new(rejected, trace)).await?;
         return Ok(Reservation::Rejected);
     }
 
@@ -79,7 +79,7 @@ pub async fn reserve(
     if !shortfalls.is_empty() {
         let rejected = InventoryRejected::from_shortfalls(order_id, shortfalls);
         record_decision(conn, order_id, Reservation::Rejected, Some(&rejected.reason)).await?;
-        relay::outbox::enqueue(conn, topic, &Envelope::new(rejected, trace)).await?;
+        messaging::outbox::enqueue(conn, topic, &Envelope::new(rejected, trace)).await?;
         return Ok(Reservation::Rejected);
     }
 
@@ -88,7 +88,7 @@ pub async fn reserve(
     }
     record_decision(conn, order_id, Reservation::Reserved, None).await?;
     let reserved = InventoryReserved { order_id, lines: placed.lines.clone() };
-    relay::outbox::enqueue(conn, topic, &Envelope::new(reserved, trace)).await?;
+    messaging::outbox::enqueue(conn, topic, &Envelope::new(reserved, trace)).await?;
     Ok(Reservation::Reserved)
 }
 
@@ -125,7 +125,7 @@ pub async fn release(
         }
     }
     let event = InventoryReleased { order_id, lines: released.clone() };
-    relay::outbox::enqueue(conn, topic, &Envelope::new(event, trace)).await?;
+    messaging::outbox::enqueue(conn, topic, &Envelope::new(event, trace)).await?;
     Ok(released)
 }
 

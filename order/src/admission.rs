@@ -10,7 +10,6 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
 use actix_web::http::header::{HeaderValue, RETRY_AFTER};
 use actix_web::middleware::Next;
-use actix_web::web;
 use serde::Deserialize;
 use tokio::sync::Semaphore;
 
@@ -92,12 +91,10 @@ pub fn retry_after(wait: Duration) -> HeaderValue {
 
 /// Middleware: refuses a request with 503 when `max_in_flight` are already being handled.
 pub async fn limit_in_flight(
+    slots: Arc<Semaphore>,
     request: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    let Some(slots) = request.app_data::<web::Data<Arc<Semaphore>>>().map(|s| Arc::clone(s.get_ref())) else {
-        return next.call(request).await.map(ServiceResponse::map_into_boxed_body);
-    };
     let Ok(_slot) = slots.try_acquire_owned() else {
         let mut response = platform::http::error_response(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -27,9 +27,9 @@ pub struct Settings {
     /// `ORDER__ADMIN__TOKEN` enables `/admin/*`.
     #[serde(default)]
     pub admin: platform::admin::AdminSettings,
-    /// `ORDER__INBOX__KEEP_HOURS` (default 336, above the topics' 168 h retention).
+    /// `ORDER__INBOX__*`: how long events are remembered, retries, concurrency.
     #[serde(default)]
-    pub inbox: platform::config::InboxSettings,
+    pub inbox: messaging::settings::InboxSettings,
     /// `ORDER__LATENCY_ALERT__WINDOW_SECS` (30) and `..__THRESHOLD_MS` (1000): the web
     /// page's latency alert.
     #[serde(default)]

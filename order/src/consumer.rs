@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 use diesel_async::AsyncPgConnection;
-use relay::inbox::{HandleError, Handler};
+use messaging::inbox::{HandleError, Handler};
 use schema::RawEnvelope;
 use schema::events::{InventoryRejected, InventoryReleased, InventoryReserved};
 
@@ -49,6 +49,6 @@ impl Handler for InventoryEvents {
     }
 
     fn after_commit(&self) -> Result<(), platform::crash::InjectedFault> {
-        platform::crash::point("order.consumer.after_commit_before_ack")
+        platform::crash::point(crate::CONSUMER_AFTER_COMMIT_BEFORE_ACK)
     }
 }

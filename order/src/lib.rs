@@ -1,5 +1,14 @@
-//! The order service: takes orders over HTTP, writes them with an `OrderPlaced` event in one
-//! transaction, and applies inventory's decisions from `inventory.events`.
+//! The order service: takes orders over HTTP, writes each with an `OrderPlaced` event in one
+//! transaction (the outbox; the relay publishes it), and applies inventory's decisions from
+//! `inventory.events` through its inbox, exactly once. Map:
+//!
+//! - HTTP in: [`routes`] (orders, health, the web page), guarded by [`admission`] and
+//!   answering with [`error`]; [`openapi`] documents them;
+//! - the model: [`domain`] (validated requests, statuses), [`repository`] (the transactions),
+//!   [`view`] (what a client sees);
+//! - events in: [`consumer`] (inventory's decisions → order status);
+//! - waiting for an outcome: [`waiters`] (woken by Postgres NOTIFY), [`latency`] (the page's alert);
+//! - process: [`configuration`], [`state`], [`metrics`], [`startup`].
 
 pub mod admission;
 pub mod configuration;
@@ -12,5 +21,15 @@ pub mod openapi;
 pub mod repository;
 pub mod routes;
 pub mod startup;
+pub mod state;
 pub mod view;
 pub mod waiters;
+
+/// The order process dies here, after its commit and before its reply: the client's
+/// retry must find the committed order.
+pub const AFTER_COMMIT_BEFORE_REPLY: &str = "order.after_commit_before_reply";
+/// After an inventory decision is applied, before its offset is stored.
+pub const CONSUMER_AFTER_COMMIT_BEFORE_ACK: &str = "order.consumer.after_commit_before_ack";
+
+/// The crash points this crate has (see `platform::crash`).
+pub const CRASH_POINTS: &[&str] = &[AFTER_COMMIT_BEFORE_REPLY, CONSUMER_AFTER_COMMIT_BEFORE_ACK];

@@ -1,38 +1,6 @@
-use clap::Parser;
-use order::configuration::Settings;
-use order::startup::{Application, MIGRATIONS};
-
-/// The order service.
-#[derive(Parser)]
-#[command(version)]
-struct Cli {
-    #[command(subcommand)]
-    command: Option<Command>,
-}
-
-#[derive(clap::Subcommand)]
-enum Command {
-    /// Serve the HTTP API and consume inventory events (the default).
-    Serve,
-    /// Apply pending database migrations and exit.
-    Migrate,
-}
+//! The order service's process: `order serve` (the default) or `order migrate`.
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    platform::telemetry::init();
-    let command = Cli::parse().command.unwrap_or(Command::Serve);
-    let settings = Settings::load()?;
-    platform::crash::arm_from_env()?;
-    match command {
-        Command::Migrate => {
-            let applied = platform::db::run_migrations(&settings.database.url, MIGRATIONS).await?;
-            tracing::info!(?applied, "migrations applied");
-        }
-        Command::Serve => {
-            let shutdown = platform::shutdown::on_signal();
-            Application::build(settings, shutdown).await?.run_until_stopped().await?;
-        }
-    }
-    Ok(())
+    platform::service::main::<order::startup::OrderService>().await
 }

@@ -87,7 +87,7 @@ pub async fn place(
             record_history(conn, id, OrderStatus::Pending, None).await?;
             let placed =
                 OrderPlaced { order_id: id, customer_id: order.customer_id.clone(), lines: order.lines.clone() };
-            relay::outbox::enqueue(conn, topic, &Envelope::new(placed, trace)).await?;
+            messaging::outbox::enqueue(conn, topic, &Envelope::new(placed, trace)).await?;
             Ok(true)
         })
         .await?;
@@ -138,7 +138,7 @@ pub async fn cancel(
                 OrderStatus::Pending | OrderStatus::Confirmed => {
                     transition(conn, id, &[status], OrderStatus::Cancelling, None).await?;
                     let event = Envelope::new(OrderCancelled { order_id: id }, trace);
-                    relay::outbox::enqueue(conn, topic, &event).await?;
+                    messaging::outbox::enqueue(conn, topic, &event).await?;
                     Ok(Some(Ok(true)))
                 }
                 OrderStatus::Cancelling => Ok(Some(Ok(false))),

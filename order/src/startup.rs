@@ -1,56 +1,50 @@
 //! Builds the order service and runs it until shutdown. HTTP is served at once; the database
 //! is waited for and migrated in the background, and until then `/health` and `/orders`
-//! answer 503 with the reason.
+//! answer 503 with the reason. The inventory-events consumer, the status listener and the
+//! inbox purge then run as supervised tasks: if one dies, the process stops with an error.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::dev::Server;
-use actix_web::middleware::from_fn;
+use actix_web::body::BoxBody;
+use actix_web::dev::{Server, ServiceRequest};
+use actix_web::middleware::{Next, from_fn};
 use actix_web::web;
 use anyhow::Context as _;
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
-use platform::db::PgPool;
+use messaging::inbox::InboxConsumer;
+use messaging::metrics::ConsumerMetrics;
 use platform::readiness::{Readiness, require_ready};
-use relay::inbox::{ConsumerStats, InboxConsumer};
-use schema::topics::Topics;
+use platform::service::{fallible, task};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi as _;
 
-use crate::admission::RateLimiter;
+use crate::admission::{RateLimiter, limit_in_flight};
 use crate::configuration::Settings;
 use crate::consumer::InventoryEvents;
 use crate::latency::LatencyWindow;
 use crate::metrics::OrderMetrics;
 use crate::routes;
-use crate::routes::page::Peers;
+use crate::routes::page::{Peers, record_latency};
+use crate::state::AppState;
 use crate::waiters::Waiters;
 
+/// The order database's own tables (the messaging tables come first, see [`migrations`]).
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/order");
 
-/// What request handlers share.
-pub struct AppState {
-    pub pool: PgPool,
-    pub topics: Topics,
-    pub waiters: Arc<Waiters>,
-    pub wait_budget: Duration,
-    pub rate_limiter: RateLimiter,
-    pub readiness: Arc<Readiness>,
-    pub broker: platform::kafka::BrokerProbe,
-    pub metrics: OrderMetrics,
-    /// The consumer's group and what it assigned to this instance, for `/health`.
-    pub consumer_group: String,
-    pub group: Arc<platform::kafka::GroupContext>,
+/// Every migration the order database needs, in order.
+pub fn migrations() -> Vec<EmbeddedMigrations> {
+    vec![messaging::MIGRATIONS, MIGRATIONS]
 }
 
 pub struct Application {
     port: u16,
     server: Server,
-    consumer_stats: Arc<ConsumerStats>,
-    background: Pin<Box<dyn Future<Output = ()> + Send>>,
+    consumer_stats: ConsumerMetrics,
+    background: Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>,
     shutdown: CancellationToken,
 }
 
@@ -65,19 +59,24 @@ impl Application {
         metrics.watch_pool("orders-consumer", consumer_pool.clone());
         let order_metrics = OrderMetrics::register(&metrics);
         let readiness = Arc::new(Readiness::default());
-        let topics = [settings.topics.inventory.as_str()];
         let handler = InventoryEvents { metrics: order_metrics.clone() };
-        let consumer =
-            InboxConsumer::for_topics(&settings.kafka, &settings.consumer_group, &topics, consumer_pool, handler)
-                .context("creating the inventory-events consumer")?
-                .with_metrics(&metrics)
-                .with_poison_policy((&settings.inbox).into());
+        let topics = [settings.topics.inventory.as_str()];
+        let consumer = InboxConsumer::new(
+            &settings.kafka,
+            &settings.consumer_group,
+            &topics,
+            &settings.inbox,
+            consumer_pool,
+            handler,
+        )
+        .context("creating the inventory-events consumer")?
+        .with_metrics(&metrics);
         let consumer_stats = consumer.stats();
         let waiters = Arc::new(Waiters::default());
 
         let listener = platform::service::bind(&settings.http)?;
         let port = platform::service::port_of(&listener);
-        let state_pool = pool.clone();
+        let purge_pool = pool.clone();
         let state = web::Data::new(AppState {
             pool,
             topics: settings.topics.clone(),
@@ -90,36 +89,35 @@ impl Application {
             consumer_group: settings.consumer_group.clone(),
             group: consumer.group(),
         });
-        let in_flight = web::Data::new(Arc::new(Semaphore::new(settings.admission.max_in_flight)));
-        let ready = web::Data::new(Arc::clone(&readiness));
-        let latency = web::Data::new(LatencyWindow::new(settings.latency_alert));
+        let guards = Guards {
+            ready: Arc::clone(&readiness),
+            in_flight: Arc::new(Semaphore::new(settings.admission.max_in_flight)),
+            latency: web::Data::new(LatencyWindow::new(settings.latency_alert)),
+        };
         let peers = web::Data::new(Peers::new(settings.peers.clone()).context("creating the HTTP client")?);
         let admin = settings.admin.clone();
         let server = platform::service::http_server(listener, settings.http.workers, metrics, move |config| {
-            config
-                .app_data(state.clone())
-                .app_data(in_flight.clone())
-                .app_data(ready.clone())
-                .app_data(latency.clone())
-                .app_data(peers.clone());
-            configure_routes(config, &admin);
+            config.app_data(state.clone()).app_data(guards.latency.clone()).app_data(peers.clone());
+            configure_routes(config, &guards, &admin);
         })?;
         tracing::info!(port, "order service listening");
 
         let token = shutdown.clone();
-        let purge_pool = state_pool;
         let background = async move {
-            if !platform::service::prepare_database(&settings.database, || MIGRATIONS, &readiness, &token).await {
-                return;
+            if !platform::service::prepare_database(&settings.database, migrations, &readiness, &token).await {
+                return Ok(());
             }
-            let listener = waiters.listen(settings.database.url.clone(), token.clone());
-            let purge = relay::inbox::purge_periodically(
-                purge_pool,
-                Duration::from_secs(settings.inbox.keep_hours * 3600),
-                Duration::from_secs(settings.inbox.purge_every_secs),
-                token.clone(),
-            );
-            futures::future::join3(consumer.run(token), listener, purge).await;
+            let keep = Duration::from_secs(settings.inbox.keep_hours * 3600);
+            let every = Duration::from_secs(settings.inbox.purge_every_secs);
+            let tasks = vec![
+                fallible("inventory-events consumer", {
+                    let token = token.clone();
+                    async move { Ok(consumer.run(token).await?) }
+                }),
+                task("order status listener", waiters.listen(settings.database.url.clone(), token.clone())),
+                task("inbox purge", messaging::inbox::purge_periodically(purge_pool, keep, every, token.clone())),
+            ];
+            platform::service::supervise(tasks, &readiness, &token).await
         };
         Ok(Self { port, server, consumer_stats, background: Box::pin(background), shutdown })
     }
@@ -128,31 +126,47 @@ impl Application {
         self.port
     }
 
-    pub fn consumer_stats(&self) -> Arc<ConsumerStats> {
-        Arc::clone(&self.consumer_stats)
+    pub fn consumer_stats(&self) -> ConsumerMetrics {
+        self.consumer_stats.clone()
     }
 
     /// Serves and consumes until shutdown, then lets in-flight requests and the events in
-    /// hand finish.
+    /// hand finish. An error means a background task died.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        platform::service::run_until_stopped(self.server, self.background, self.shutdown).await?;
+        let result = platform::service::run_until_stopped(self.server, self.background, self.shutdown).await;
         tracing::info!("order service stopped");
-        Ok(())
+        result
     }
 }
 
-fn configure_routes(config: &mut web::ServiceConfig, admin: &platform::admin::AdminSettings) {
+/// What the `/orders` middlewares hold: given when the routes are built, so a route can
+/// never run without them.
+#[derive(Clone)]
+struct Guards {
+    ready: Arc<Readiness>,
+    in_flight: Arc<Semaphore>,
+    latency: web::Data<LatencyWindow>,
+}
+
+fn configure_routes(config: &mut web::ServiceConfig, guards: &Guards, admin: &platform::admin::AdminSettings) {
+    let Guards { ready, in_flight, latency } = guards.clone();
     config
         .service(
             web::scope("/orders")
-                .wrap(from_fn(require_ready))
-                .wrap(from_fn(crate::admission::limit_in_flight))
+                .wrap(from_fn(move |request: ServiceRequest, next: Next<BoxBody>| {
+                    require_ready(Arc::clone(&ready), request, next)
+                }))
+                .wrap(from_fn(move |request: ServiceRequest, next: Next<BoxBody>| {
+                    limit_in_flight(Arc::clone(&in_flight), request, next)
+                }))
                 .service(routes::orders::place_order)
                 .service(routes::orders::list_orders)
                 .service(routes::orders::get_order)
                 .service(routes::orders::cancel_order)
                 // Outermost: the time a shopper waits, including admission's refusals.
-                .wrap(from_fn(routes::page::record_latency)),
+                .wrap(from_fn(move |request: ServiceRequest, next: Next<BoxBody>| {
+                    record_latency(latency.clone(), request, next)
+                })),
         )
         .service(routes::page::index)
         .service(routes::page::script)
@@ -166,4 +180,31 @@ fn configure_routes(config: &mut web::ServiceConfig, admin: &platform::admin::Ad
         .service(routes::health::ready)
         .route("/openapi.json", web::get().to(|| async { web::Json(crate::openapi::ApiDoc::openapi()) }));
     platform::admin::configure(config, admin, |_| {});
+}
+
+/// The order service, for the shared start-up (`platform::service::main`).
+pub struct OrderService;
+
+impl platform::service::Service for OrderService {
+    type Settings = Settings;
+
+    fn settings() -> anyhow::Result<Settings> {
+        Ok(Settings::load()?)
+    }
+
+    fn database(settings: &Settings) -> &platform::config::DatabaseSettings {
+        &settings.database
+    }
+
+    fn migrations() -> Vec<EmbeddedMigrations> {
+        migrations()
+    }
+
+    fn crash_points() -> Vec<&'static str> {
+        [crate::CRASH_POINTS, messaging::CRASH_POINTS].concat()
+    }
+
+    async fn serve(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+        Application::build(settings, shutdown).await?.run_until_stopped().await
+    }
 }

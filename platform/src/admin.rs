@@ -82,11 +82,11 @@ pub struct ArmRequest {
 /// `GET /admin/crash-points`: every point and its current action.
 pub async fn list_crash_points(_: Admin) -> HttpResponse {
     let armed = crate::crash::armed();
-    let points: serde_json::Map<String, serde_json::Value> = crate::crash::POINTS
-        .iter()
+    let points: serde_json::Map<String, serde_json::Value> = crate::crash::known()
+        .into_iter()
         .map(|name| {
             let action = armed.iter().find(|(n, _)| n == name).map_or("off", |(_, a)| a.as_str());
-            ((*name).to_owned(), serde_json::Value::from(action))
+            (name.to_owned(), serde_json::Value::from(action))
         })
         .collect();
     HttpResponse::Ok().json(points)

@@ -6,19 +6,29 @@
 //! or at run time through `PUT /admin/crash-points/{name}`. Actions: `abort`, `error`, `off`;
 //! `N*` limits an action to its next N hits.
 //!
+//! Each crate owns the names of its points (`order::CRASH_POINTS`, `messaging::CRASH_POINTS`,
+//! …); a process [`register`]s the names of the crates it runs before arming any.
+//!
 //! Cost: without the `crash-points` cargo feature, [`point`] is empty. With it, an unarmed
 //! process pays one relaxed atomic load per point.
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, PoisonError};
 
-/// Every crash point the code has. Arming any other name is refused.
-pub const POINTS: &[&str] = &[
-    "order.after_commit_before_reply",
-    "order.consumer.after_commit_before_ack",
-    "relay.after_publish_before_delete",
-    "inventory.before_commit",
-    "inventory.after_commit_before_ack",
-];
+/// The points this process has, as registered by the crates it runs. Arming any other name
+/// is refused.
+static KNOWN: Mutex<BTreeSet<&'static str>> = Mutex::new(BTreeSet::new());
+
+/// Makes `points` armable in this process.
+pub fn register(points: &[&'static str]) {
+    KNOWN.lock().unwrap_or_else(PoisonError::into_inner).extend(points);
+}
+
+/// Every point this process registered, by name.
+pub fn known() -> Vec<&'static str> {
+    KNOWN.lock().unwrap_or_else(PoisonError::into_inner).iter().copied().collect()
+}
 
 static ARMED: AtomicBool = AtomicBool::new(false);
 
@@ -48,7 +58,7 @@ pub fn point(name: &'static str) -> Result<(), InjectedFault> {
 /// Why a crash point could not be armed.
 #[derive(Debug, thiserror::Error)]
 pub enum ArmError {
-    #[error("unknown crash point {0:?}; known: {known}", known = POINTS.join(", "))]
+    #[error("unknown crash point {0:?}; known: {known}", known = known().join(", "))]
     Unknown(String),
     #[error("unknown action {0:?}; use abort, error or off, optionally as N*abort or N*error")]
     Action(String),
@@ -58,7 +68,7 @@ pub enum ArmError {
 
 /// Arms (or with `off`, disarms) one point.
 pub fn arm(name: &str, action: &str) -> Result<(), ArmError> {
-    if !POINTS.contains(&name) {
+    if !known().contains(&name) {
         return Err(ArmError::Unknown(name.to_owned()));
     }
     let spec = spec_of(action)?;
@@ -132,6 +142,7 @@ mod tests {
     #[cfg(feature = "crash-points")]
     #[test]
     fn an_armed_point_fails_its_next_hits_then_passes_again() {
+        register(&["order.consumer.after_commit_before_ack"]);
         arm("order.consumer.after_commit_before_ack", "2*error").expect("armed");
         assert!(point("order.consumer.after_commit_before_ack").is_err());
         assert!(point("order.consumer.after_commit_before_ack").is_err());

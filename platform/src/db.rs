@@ -54,20 +54,28 @@ pub enum MigrationError {
     Panicked,
 }
 
-/// Applies every pending migration. Holds a session advisory lock while doing so, so that
-/// several instances of a service can start at the same moment.
-pub async fn run_migrations(url: &str, migrations: EmbeddedMigrations) -> Result<Vec<String>, MigrationError> {
+/// Applies every pending migration of each set, in order (the messaging tables, then the
+/// service's own). Holds a session advisory lock while doing so, so that several instances
+/// of a service can start at the same moment.
+pub async fn run_migrations(url: &str, sets: Vec<EmbeddedMigrations>) -> Result<Vec<String>, MigrationError> {
     let connection = AsyncPgConnection::establish(url).await?;
     // The harness is synchronous; the wrapper drives the async connection from a blocking thread.
     tokio::task::spawn_blocking(move || {
         let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::from(connection);
         diesel::sql_query("SELECT pg_advisory_lock(7262201)").execute(&mut conn)?;
-        let applied = conn
-            .run_pending_migrations(migrations)
-            .map(|versions| versions.iter().map(ToString::to_string).collect())
-            .map_err(|e| MigrationError::Migration(e.to_string()));
+        let mut applied = Vec::new();
+        let mut outcome = Ok(());
+        for set in sets {
+            match conn.run_pending_migrations(set) {
+                Ok(versions) => applied.extend(versions.iter().map(ToString::to_string)),
+                Err(error) => {
+                    outcome = Err(MigrationError::Migration(error.to_string()));
+                    break;
+                }
+            }
+        }
         diesel::sql_query("SELECT pg_advisory_unlock(7262201)").execute(&mut conn)?;
-        applied
+        outcome.map(|()| applied)
     })
     .await
     .map_err(|_| MigrationError::Panicked)?

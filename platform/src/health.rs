@@ -34,6 +34,10 @@ impl Check {
         Self { name: name.to_owned(), status: "down", required: true, latency_ms: 0, message: Some(problem) }
     }
 
+    pub fn up(name: &str) -> Self {
+        Self { name: name.to_owned(), status: "up", required: true, latency_ms: 0, message: None }
+    }
+
     pub fn is_up(&self) -> bool {
         self.status == "up"
     }
@@ -133,6 +137,15 @@ pub fn consumer(group: &str, context: &crate::kafka::GroupContext) -> serde_json
     let partitions: Vec<String> =
         context.assigned().iter().map(|(topic, partition)| format!("{topic}/{partition}")).collect();
     json!({ "group": group, "partitions": partitions })
+}
+
+/// The process's own background tasks (consumer, listeners, relays): down, with what died,
+/// once one of them ended before shutdown; the process is then on its way out.
+pub fn background(readiness: &crate::readiness::Readiness) -> Check {
+    match readiness.failure() {
+        Some(failure) => Check::down("background tasks", failure),
+        None => Check::up("background tasks"),
+    }
 }
 
 /// The body of `/health/live`.

@@ -10,12 +10,13 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
 use actix_web::http::header::{HeaderValue, RETRY_AFTER};
 use actix_web::middleware::Next;
-use actix_web::web;
 
 #[derive(Debug, Default)]
 pub struct Readiness {
     ready: AtomicBool,
     waiting_for: Mutex<Option<String>>,
+    /// Set once a background task died: the process is stopping and never ready again.
+    failure: Mutex<Option<String>>,
 }
 
 impl Readiness {
@@ -24,8 +25,24 @@ impl Readiness {
     }
 
     pub fn set_ready(&self) {
+        if self.failure().is_some() {
+            return;
+        }
         *self.lock() = None;
         self.ready.store(true, Ordering::Release);
+    }
+
+    /// Records that part of the process died (`what`): not ready from now on, for good.
+    pub fn fail(&self, what: impl Into<String>) {
+        let what = what.into();
+        *self.failure.lock().unwrap_or_else(PoisonError::into_inner) = Some(what.clone());
+        *self.lock() = Some(what);
+        self.ready.store(false, Ordering::Release);
+    }
+
+    /// What died, if anything did.
+    pub fn failure(&self) -> Option<String> {
+        self.failure.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     /// Records what the service is still waiting for, for `/health`.
@@ -46,13 +63,15 @@ impl Readiness {
     }
 }
 
-/// Middleware for business routes: 503 with `Retry-After` until the service is ready.
+/// Middleware for business routes: 503 with `Retry-After` until the service is ready. Wrap
+/// a scope with it as `from_fn(move |req, next| require_ready(Arc::clone(&readiness), req, next))`:
+/// the readiness is given, not looked up, so it cannot be missing.
 pub async fn require_ready(
+    readiness: std::sync::Arc<Readiness>,
     request: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    let problem = request.app_data::<web::Data<std::sync::Arc<Readiness>>>().and_then(|r| r.problem());
-    if let Some(problem) = problem {
+    if let Some(problem) = readiness.problem() {
         let mut response = crate::http::error_response(
             StatusCode::SERVICE_UNAVAILABLE,
             "starting",

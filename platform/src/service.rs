@@ -1,16 +1,19 @@
-//! The life of a service process, shared by order, inventory and the relay: serve HTTP at
-//! once with the common conventions, get the database ready in the background, run the
-//! service's loops beside the server, and stop both cleanly on shutdown.
+//! The life of a service process, shared by order, inventory and the relay: parse the
+//! command line, load settings, serve HTTP at once with the common conventions, get the
+//! database ready in the background, run the service's tasks beside the server, and stop
+//! everything cleanly on shutdown — or loudly, with a non-zero exit, when a task dies.
 
 use std::future::Future;
 use std::net::TcpListener;
+use std::pin::Pin;
+use std::sync::Arc;
 
 use actix_web::dev::Server;
 use actix_web::{App, HttpServer, web};
+use anyhow::Context as _;
 use diesel_migrations::EmbeddedMigrations;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-
-use std::sync::Arc;
 
 use crate::config::{DatabaseSettings, HttpSettings};
 use crate::metrics::Metrics;
@@ -19,12 +22,58 @@ use crate::readiness::Readiness;
 /// How long in-flight requests get to finish after shutdown is requested.
 pub const HTTP_GRACE_SECS: u64 = 10;
 
-/// Waits for the database and applies the migrations `migrations` returns, retrying (with backoff, one log line per
+/// What a service is, for the shared `main` ([`main`]).
+pub trait Service {
+    type Settings: Send + 'static;
+    /// Settings from the configuration file and the environment.
+    fn settings() -> anyhow::Result<Self::Settings>;
+    fn database(settings: &Self::Settings) -> &DatabaseSettings;
+    /// Every migration set the database needs, in the order they apply.
+    fn migrations() -> Vec<EmbeddedMigrations>;
+    /// The crash points of the crates the process runs.
+    fn crash_points() -> Vec<&'static str>;
+    /// Serves until `shutdown`; an error ends the process with a non-zero status.
+    fn serve(settings: Self::Settings, shutdown: CancellationToken) -> impl Future<Output = anyhow::Result<()>> + Send;
+}
+
+#[derive(clap::Parser)]
+#[command(version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Serve the HTTP API and consume events (the default).
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+}
+
+/// The `main` of a service: `serve` (the default) or `migrate`.
+pub async fn main<S: Service>() -> anyhow::Result<()> {
+    crate::telemetry::init();
+    let command = <Cli as clap::Parser>::parse().command.unwrap_or(Command::Serve);
+    let settings = S::settings()?;
+    crate::crash::register(&S::crash_points());
+    crate::crash::arm_from_env()?;
+    match command {
+        Command::Migrate => {
+            let applied = crate::db::run_migrations(&S::database(&settings).url, S::migrations()).await?;
+            tracing::info!(?applied, "migrations applied");
+        }
+        Command::Serve => S::serve(settings, crate::shutdown::on_signal()).await?,
+    }
+    Ok(())
+}
+
+/// Waits for the database and applies `migrations`, retrying (with backoff, one log line per
 /// attempt) until both succeed, and marks `readiness` ready. Returns false if shutdown came
 /// first.
 pub async fn prepare_database(
     settings: &DatabaseSettings,
-    migrations: fn() -> EmbeddedMigrations,
+    migrations: fn() -> Vec<EmbeddedMigrations>,
     readiness: &Readiness,
     shutdown: &CancellationToken,
 ) -> bool {
@@ -88,11 +137,62 @@ where
     .run())
 }
 
-/// Runs `server` and `background` until `shutdown`, then stops accepting, lets in-flight
-/// requests finish (up to [`HTTP_GRACE_SECS`]) and waits for `background` to return.
+/// A named background task: it runs until shutdown, and ending earlier is a failure.
+pub type Task = (String, Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>);
+
+/// Wraps a task that has nothing to report but its end.
+pub fn task<F>(name: impl Into<String>, future: F) -> Task
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    fallible(name, async move {
+        future.await;
+        Ok(())
+    })
+}
+
+/// A task that may fail.
+pub fn fallible<F>(name: impl Into<String>, future: F) -> Task
+where
+    F: Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    (name.into(), Box::pin(future))
+}
+
+/// Runs `tasks` until `shutdown`. If one ends (returns, fails or panics) before shutdown,
+/// `readiness` reports what died (`/health` answers 503 with it), shutdown is requested so
+/// the others stop as usual, finishing what they hold, and the first failure is returned.
+pub async fn supervise(tasks: Vec<Task>, readiness: &Readiness, shutdown: &CancellationToken) -> anyhow::Result<()> {
+    let mut set = JoinSet::new();
+    for (name, future) in tasks {
+        set.spawn(async move { (name, future.await) });
+    }
+    let mut failure = None;
+    while let Some(joined) = set.join_next().await {
+        let problem = match joined {
+            Ok((_, Ok(()))) if shutdown.is_cancelled() => continue,
+            Ok((name, Ok(()))) => anyhow::anyhow!("{name} stopped before shutdown"),
+            Ok((name, Err(error))) => error.context(format!("{name} failed")),
+            Err(error) if error.is_panic() => anyhow::anyhow!("a background task panicked"),
+            Err(error) => anyhow::anyhow!("a background task was cancelled: {error}"),
+        };
+        if failure.is_none() {
+            let reason = format!("{problem:#}");
+            tracing::error!(error = reason, "a background task died; the process stops");
+            readiness.fail(reason);
+            failure = Some(problem);
+            shutdown.cancel();
+        }
+    }
+    failure.map_or(Ok(()), Err)
+}
+
+/// Runs `server` and `background` until `shutdown` (which a dying task requests too, see
+/// [`supervise`]), then stops accepting, lets in-flight requests finish (up to
+/// [`HTTP_GRACE_SECS`]) and waits for `background`; its failure is returned (a non-zero exit).
 pub async fn run_until_stopped<B>(server: Server, background: B, shutdown: CancellationToken) -> anyhow::Result<()>
 where
-    B: Future<Output = ()> + Send + 'static,
+    B: Future<Output = anyhow::Result<()>> + Send + 'static,
 {
     let handle = server.handle();
     let server = tokio::spawn(server);
@@ -100,6 +200,62 @@ where
     shutdown.cancelled().await;
     handle.stop(true).await;
     server.await??;
-    background.await?;
-    Ok(())
+    background.await.context("the background tasks panicked")?
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio_util::sync::CancellationToken;
+
+    use super::{fallible, supervise, task};
+    use crate::readiness::Readiness;
+
+    /// A task that runs until shutdown, as a consumer does.
+    fn until_shutdown(shutdown: &CancellationToken) -> super::Task {
+        let shutdown = shutdown.clone();
+        task("steady", async move { shutdown.cancelled().await })
+    }
+
+    #[tokio::test]
+    async fn tasks_that_end_at_shutdown_are_a_clean_stop() {
+        let (readiness, shutdown) = (Readiness::default(), CancellationToken::new());
+        readiness.set_ready();
+        let tasks = vec![until_shutdown(&shutdown), until_shutdown(&shutdown)];
+        let stopper = shutdown.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            stopper.cancel();
+        });
+        assert!(supervise(tasks, &readiness, &shutdown).await.is_ok());
+        assert!(readiness.is_ready() && readiness.failure().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_task_that_returns_early_stops_the_process_and_fails_readiness() {
+        let (readiness, shutdown) = (Readiness::default(), CancellationToken::new());
+        readiness.set_ready();
+        let tasks = vec![until_shutdown(&shutdown), task("consumer", async {})];
+        let error = supervise(tasks, &readiness, &shutdown).await.expect_err("an early end is a failure");
+        assert!(error.to_string().contains("consumer stopped before shutdown"), "{error}");
+        assert!(shutdown.is_cancelled(), "the other tasks were asked to stop");
+        assert!(!readiness.is_ready());
+        assert!(readiness.failure().is_some_and(|f| f.contains("consumer")));
+        readiness.set_ready();
+        assert!(!readiness.is_ready(), "a failed process never becomes ready again");
+    }
+
+    #[tokio::test]
+    async fn a_failing_or_panicking_task_is_a_failure_too() {
+        let (readiness, shutdown) = (Readiness::default(), CancellationToken::new());
+        let failing = vec![until_shutdown(&shutdown), fallible("relay", async { anyhow::bail!("lost") })];
+        let error = supervise(failing, &readiness, &shutdown).await.expect_err("failure");
+        assert!(format!("{error:#}").contains("relay failed: lost"), "{error:#}");
+
+        let shutdown = CancellationToken::new();
+        let panicking = vec![until_shutdown(&shutdown), task("purge", async { panic!("bug") })];
+        let error = supervise(panicking, &readiness, &shutdown).await.expect_err("a panic is a failure");
+        assert!(error.to_string().contains("panicked"), "{error}");
+    }
 }

@@ -1,5 +1,6 @@
 //! The relay process: one leader-elected relay per configured outbox database, plus
-//! `/health` and `/health/live` on its HTTP port.
+//! `/health` and `/health/live` on its HTTP port. A relay task that dies takes the process
+//! down with a non-zero exit, so its supervisor restarts it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -7,62 +8,70 @@ use std::sync::Arc;
 use actix_web::{HttpResponse, web};
 use platform::config::{DatabaseSettings, HttpSettings, KafkaSettings};
 use platform::kafka::BrokerProbe;
-use relay::publisher::{OutboxRelay, RelaySettings};
-use relay::stats::RelayStats;
+use platform::readiness::Readiness;
+use relay::metrics::{OutboxMetrics, RelayMetrics};
+use relay::relay::OutboxRelay;
+use relay::settings::RelaySettings;
 use serde::Deserialize;
 
 /// `RELAY__*` variables, e.g. `RELAY__OUTBOXES__ORDER=postgres://…/orders`.
 #[derive(Debug, Deserialize)]
+#[serde(default)]
 struct Settings {
-    #[serde(default = "default_http")]
     http: HttpSettings,
-    #[serde(default)]
     kafka: KafkaSettings,
-    #[serde(default)]
     relay: RelaySettings,
     /// Outbox name → database URL.
-    #[serde(default = "default_outboxes")]
     outboxes: BTreeMap<String, String>,
     /// `RELAY__ADMIN__TOKEN` enables `/admin/crash-points`.
-    #[serde(default)]
     admin: platform::admin::AdminSettings,
 }
 
-fn default_http() -> HttpSettings {
-    HttpSettings::on_port(8082)
-}
-
-fn default_outboxes() -> BTreeMap<String, String> {
-    BTreeMap::from([
-        ("order".to_owned(), "postgres://postgres@127.0.0.1:5432/orders".to_owned()),
-        ("inventory".to_owned(), "postgres://postgres@127.0.0.1:5432/inventory".to_owned()),
-    ])
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            http: HttpSettings::on_port(8082),
+            kafka: KafkaSettings::default(),
+            relay: RelaySettings::default(),
+            outboxes: BTreeMap::from([
+                ("order".to_owned(), "postgres://postgres@127.0.0.1:5432/orders".to_owned()),
+                ("inventory".to_owned(), "postgres://postgres@127.0.0.1:5432/inventory".to_owned()),
+            ]),
+            admin: platform::admin::AdminSettings::default(),
+        }
+    }
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     platform::telemetry::init();
     let settings: Settings = platform::config::load("RELAY")?;
+    platform::crash::register(relay::CRASH_POINTS);
     platform::crash::arm_from_env()?;
     let shutdown = platform::shutdown::on_signal();
     let metrics = platform::metrics::Metrics::new();
-    let relay_metrics = relay::metrics::RelayMetrics::register(&metrics);
+    let relay_metrics = RelayMetrics::default();
+    relay_metrics.register(&metrics);
 
-    let mut tasks = tokio::task::JoinSet::new();
+    let mut tasks = Vec::new();
     let mut outboxes = Vec::new();
     for (name, url) in &settings.outboxes {
-        let relay =
-            OutboxRelay::new(name, url, &settings.kafka, settings.relay.clone())?.with_metrics(relay_metrics.clone());
+        let relay = OutboxRelay::new(name, url, &settings.kafka, settings.relay.clone())?.with_metrics(&relay_metrics);
         // A small pool for health checks, apart from the relay's own session.
         let database = DatabaseSettings { pool_size: 1, ..DatabaseSettings::at(url.clone()) };
         outboxes.push(Outbox { name: name.clone(), stats: relay.stats(), pool: platform::db::pool(&database)? });
-        tasks.spawn(relay.run(shutdown.clone()));
+        tasks.push(platform::service::task(format!("{name} relay"), relay.run(shutdown.clone())));
     }
     let broker = BrokerProbe::new(&settings.kafka, Some(schema::topics::ORDERS))?;
-    let relays = async move { while tasks.join_next().await.is_some() {} };
+    let readiness = Arc::new(Readiness::default());
+    readiness.set_ready();
+    let background = {
+        let (readiness, shutdown) = (Arc::clone(&readiness), shutdown.clone());
+        async move { platform::service::supervise(tasks, &readiness, &shutdown).await }
+    };
 
     let listener = platform::service::bind(&settings.http)?;
-    let state = web::Data::new(Health { outboxes, broker });
+    let state = web::Data::new(Health { outboxes, broker, readiness });
     let admin = settings.admin.clone();
     let server = platform::service::http_server(listener, 1, metrics, move |config: &mut web::ServiceConfig| {
         config
@@ -72,26 +81,27 @@ async fn main() -> anyhow::Result<()> {
         platform::admin::configure(config, &admin, |_| {});
     })?;
     // Each relay finishes its batch (waiting for its acknowledgements) before it returns.
-    platform::service::run_until_stopped(server, relays, shutdown).await?;
-    Ok(())
+    platform::service::run_until_stopped(server, background, shutdown).await
 }
 
 /// What `/health` looks at.
 struct Health {
     outboxes: Vec<Outbox>,
     broker: BrokerProbe,
+    readiness: Arc<Readiness>,
 }
 
 struct Outbox {
     name: String,
-    stats: Arc<RelayStats>,
+    stats: OutboxMetrics,
     pool: platform::db::PgPool,
 }
 
-/// Ready when every outbox database and the broker answer. Per outbox: whether this instance
-/// is the active relay, what it published, and the backlog (rows, oldest age) it last measured.
+/// Ready when every outbox database and the broker answer and no relay died. Per outbox:
+/// whether this instance is the active relay, what it published, and the backlog (rows,
+/// oldest age) it last measured.
 async fn health(state: web::Data<Health>) -> HttpResponse {
-    let mut checks = Vec::new();
+    let mut checks = vec![platform::health::background(&state.readiness)];
     let mut outboxes = serde_json::Map::new();
     for outbox in &state.outboxes {
         let name = format!("{} outbox database", outbox.name);
@@ -101,7 +111,7 @@ async fn health(state: web::Data<Health>) -> HttpResponse {
             outbox.name.clone(),
             serde_json::json!({
                 "active": outbox.stats.is_active(),
-                "published": outbox.stats.published(),
+                "published": outbox.stats.published_count(),
                 "backlog_rows": backlog.map(|(rows, _)| rows),
                 "oldest_pending_age_seconds": backlog.map(|(_, age)| age),
             }),

@@ -1,5 +1,9 @@
-//! The metrics of transactional messaging: what consumers did with events and how far
-//! behind they are, and how the relay keeps up with the outbox.
+//! What the relay records, kept once: the Prometheus families below are both what
+//! `/metrics` shows and what `/health` and tests read, through [`OutboxMetrics`].
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -11,105 +15,133 @@ use prometheus_client::registry::Unit;
 use platform::metrics::{Metrics, latency_histogram};
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct OutcomeLabels {
-    pub topic: String,
-    /// processed, duplicate, failed or dead_lettered.
-    pub outcome: &'static str,
+struct OutboxLabels {
+    outbox: String,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct PartitionLabels {
-    pub topic: String,
-    pub partition: i32,
+struct PublishedLabels {
+    outbox: String,
+    topic: String,
 }
 
-/// What an inbox consumer records.
-#[derive(Clone, Default)]
-pub struct ConsumerMetrics {
-    events: Family<OutcomeLabels, Counter>,
-    lag: Family<PartitionLabels, Gauge>,
-}
-
-impl ConsumerMetrics {
-    pub fn register(metrics: &Metrics) -> Self {
-        let this = Self::default();
-        metrics.register("consumer_events", "Events a consumer finished with, by outcome", this.events.clone());
-        metrics.register("consumer_lag_messages", "Messages on a partition not yet consumed", this.lag.clone());
-        this
-    }
-
-    pub fn event(&self, topic: &str, outcome: &'static str) {
-        self.events.get_or_create(&OutcomeLabels { topic: topic.to_owned(), outcome }).inc();
-    }
-
-    pub fn lag(&self, topic: &str, partition: i32, messages: i64) {
-        self.lag.get_or_create(&PartitionLabels { topic: topic.to_owned(), partition }).set(messages);
-    }
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct OutboxLabels {
-    pub outbox: String,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct TopicLabels {
-    pub topic: String,
-}
-
-/// What the relay records.
+/// The relay process's families, one series per outbox (or topic).
 #[derive(Clone)]
 pub struct RelayMetrics {
-    published: Family<TopicLabels, Counter>,
+    published: Family<PublishedLabels, Counter>,
     commit_to_ack: Family<OutboxLabels, Histogram>,
     pending: Family<OutboxLabels, Gauge>,
-    oldest_age: Family<OutboxLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    oldest_age: Family<OutboxLabels, Gauge<f64, AtomicU64>>,
     active: Family<OutboxLabels, Gauge>,
 }
 
-impl RelayMetrics {
-    pub fn register(metrics: &Metrics) -> Self {
-        let this = Self {
+impl Default for RelayMetrics {
+    fn default() -> Self {
+        Self {
             published: Family::default(),
             commit_to_ack: Family::new_with_constructor(latency_histogram),
             pending: Family::default(),
             oldest_age: Family::default(),
             active: Family::default(),
-        };
+        }
+    }
+}
+
+impl RelayMetrics {
+    /// Shows the families on `metrics`' `/metrics`.
+    pub fn register(&self, metrics: &Metrics) {
         metrics.register(
             "relay_published_events",
-            "Events published and acknowledged, by topic",
-            this.published.clone(),
+            "Events published and acknowledged, by outbox and topic",
+            self.published.clone(),
         );
         metrics.register_with_unit(
             "relay_commit_to_ack",
             "From the outbox row's commit to the broker's acknowledgement",
             Unit::Seconds,
-            this.commit_to_ack.clone(),
+            self.commit_to_ack.clone(),
         );
-        metrics.register("outbox_pending_rows", "Outbox rows not yet published", this.pending.clone());
+        metrics.register("outbox_pending_rows", "Outbox rows not yet published", self.pending.clone());
         metrics.register_with_unit(
             "outbox_oldest_pending_age",
             "Age of the oldest unpublished outbox row (0 when empty)",
             Unit::Seconds,
-            this.oldest_age.clone(),
+            self.oldest_age.clone(),
         );
-        metrics.register("relay_active", "1 if this instance holds the outbox's leader lock", this.active.clone());
-        this
+        metrics.register("relay_active", "1 if this instance holds the outbox's leader lock", self.active.clone());
     }
 
-    pub fn published(&self, topic: &str, outbox: &str, commit_to_ack_seconds: f64) {
-        self.published.get_or_create(&TopicLabels { topic: topic.to_owned() }).inc();
-        self.commit_to_ack.get_or_create(&OutboxLabels { outbox: outbox.to_owned() }).observe(commit_to_ack_seconds);
+    /// The series of one outbox.
+    pub fn outbox(&self, name: &str) -> OutboxMetrics {
+        let labels = OutboxLabels { outbox: name.to_owned() };
+        OutboxMetrics {
+            outbox: name.to_owned(),
+            published: self.published.clone(),
+            topics: Arc::default(),
+            commit_to_ack: self.commit_to_ack.get_or_create_owned(&labels),
+            pending: self.pending.get_or_create_owned(&labels),
+            oldest_age: self.oldest_age.get_or_create_owned(&labels),
+            active: self.active.get_or_create_owned(&labels),
+            measured: Arc::default(),
+        }
+    }
+}
+
+/// One outbox's series: what its relay writes and what `/health` reads.
+#[derive(Clone)]
+pub struct OutboxMetrics {
+    outbox: String,
+    /// The topics this outbox published to, to add its counts up.
+    topics: Arc<Mutex<BTreeSet<String>>>,
+    published: Family<PublishedLabels, Counter>,
+    commit_to_ack: Histogram,
+    pending: Gauge,
+    oldest_age: Gauge<f64, AtomicU64>,
+    active: Gauge,
+    /// Whether `pending` and `oldest_age` were ever measured (a standby never measures).
+    measured: Arc<AtomicBool>,
+}
+
+impl OutboxMetrics {
+    pub fn published(&self, topic: &str, commit_to_ack_seconds: f64) {
+        let labels = PublishedLabels { outbox: self.outbox.clone(), topic: topic.to_owned() };
+        self.published.get_or_create(&labels).inc();
+        lock(&self.topics).insert(labels.topic);
+        self.commit_to_ack.observe(commit_to_ack_seconds);
     }
 
-    pub fn backlog(&self, outbox: &str, rows: i64, oldest_age_seconds: f64) {
-        let labels = OutboxLabels { outbox: outbox.to_owned() };
-        self.pending.get_or_create(&labels).set(rows);
-        self.oldest_age.get_or_create(&labels).set(oldest_age_seconds);
+    pub fn set_backlog(&self, rows: i64, oldest_age_seconds: f64) {
+        self.pending.set(rows);
+        self.oldest_age.set(oldest_age_seconds);
+        self.measured.store(true, Ordering::Relaxed);
     }
 
-    pub fn active(&self, outbox: &str, active: bool) {
-        self.active.get_or_create(&OutboxLabels { outbox: outbox.to_owned() }).set(i64::from(active));
+    pub fn set_active(&self, active: bool) {
+        self.active.set(i64::from(active));
     }
+
+    /// Whether this instance holds the outbox's leader lock right now.
+    pub fn is_active(&self) -> bool {
+        self.active.get() == 1
+    }
+
+    /// Events of this outbox published and acknowledged since start.
+    pub fn published_count(&self) -> u64 {
+        lock(&self.topics)
+            .iter()
+            .filter_map(|topic| {
+                let labels = PublishedLabels { outbox: self.outbox.clone(), topic: topic.clone() };
+                self.published.get(&labels).map(|c| c.get())
+            })
+            .sum()
+    }
+
+    /// (rows, oldest age in seconds) as last measured by this instance, if it ever led.
+    pub fn backlog(&self) -> Option<(i64, f64)> {
+        self.measured.load(Ordering::Relaxed).then(|| (self.pending.get(), self.oldest_age.get()))
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }

@@ -115,7 +115,7 @@ print("""
    namespace, stopping at the first step that fails.
 5. 100,000 rows inserted into the order outbox (topic of their own, real envelope size)
    before the relay starts; timed from starting the relay until the outbox is empty. The
-   ceiling: `produce-bench` (`relay/src/bin/produce-bench.rs`) sends as many messages of the
+   ceiling: `produce-bench` (`tools/src/bin/produce-bench.rs`) sends as many messages of the
    same size with `platform::kafka::producer` and the relay's settings (idempotent, acks=all,
    linger 2 ms, up to 5 requests in flight per connection).
 6. `kill -KILL` inventory, wait 2 s while orders queue up, start it again; the time from

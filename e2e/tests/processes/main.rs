@@ -5,4 +5,5 @@
 mod consumer_group;
 mod crashes;
 mod dependencies;
+mod supervision;
 mod tracing;

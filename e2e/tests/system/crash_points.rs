@@ -1,6 +1,6 @@
 //! Crash points set to `error`, in-process: each failure must leave the books exact. (The
-//! `abort` variants kill real processes; see `e2e/tests/processes`.) cargo-nextest runs each
-//! test in its own process, so a point armed here affects only its own test.
+//! `abort` variants kill real processes; see `e2e/tests/processes`.) A point is process-wide:
+//! `TestSystem::arm` refuses to arm one while another test system runs in the process.
 
 use e2e::TestSystem;
 use serde_json::{Value, json};
@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 #[tokio::test]
 async fn a_failure_before_inventory_commits_applies_nothing_and_the_retry_applies_once() {
     let system = TestSystem::start().await;
-    platform::crash::arm("inventory.before_commit", "1*error").expect("armed");
+    let _armed = system.arm("inventory.before_commit", "1*error");
     let before = system.stock("MUG-01").await;
 
     let id = system.place("MUG-01", 2).await;
@@ -23,7 +23,7 @@ async fn a_failure_before_inventory_commits_applies_nothing_and_the_retry_applie
 #[tokio::test]
 async fn an_event_whose_acknowledgement_fails_three_times_is_applied_once() {
     let system = TestSystem::start().await;
-    platform::crash::arm("inventory.after_commit_before_ack", "3*error").expect("armed");
+    let _armed = system.arm("inventory.after_commit_before_ack", "3*error");
     let before = system.stock("MUG-01").await;
 
     let id = system.place("MUG-01", 3).await;
@@ -39,7 +39,7 @@ async fn an_event_whose_acknowledgement_fails_three_times_is_applied_once() {
 #[tokio::test]
 async fn a_reply_lost_after_commit_is_recovered_by_retrying_with_the_same_key() {
     let system = TestSystem::start().await;
-    platform::crash::arm("order.after_commit_before_reply", "1*error").expect("armed");
+    let _armed = system.arm("order.after_commit_before_reply", "1*error");
     let before = system.stock("LAMP-01").await;
     let body = json!({"customer_id": "c", "lines": [{"sku": "LAMP-01", "quantity": 1}]});
 
@@ -59,7 +59,7 @@ async fn a_reply_lost_after_commit_is_recovered_by_retrying_with_the_same_key() 
 #[tokio::test]
 async fn a_relay_that_fails_between_publish_and_delete_republishes_and_nothing_applies_twice() {
     let system = TestSystem::start().await;
-    platform::crash::arm("relay.after_publish_before_delete", "1*error").expect("armed");
+    let _armed = system.arm("relay.after_publish_before_delete", "1*error");
     let before = system.stock("CABLE-01").await;
 
     let id = system.place("CABLE-01", 6).await;

@@ -1,8 +1,8 @@
 use std::time::Duration;
 
 use e2e::{Options, TestSystem, kafka};
+use messaging::dead_letter::{self, DeadLetter};
 use rdkafka::producer::FutureRecord;
-use relay::dead_letter::{self, DeadLetter};
 
 /// Reads the dead-letter topic until it holds `count` letters.
 async fn dead_letters(system: &TestSystem, topic: &str, count: usize) -> Vec<DeadLetter> {
@@ -70,7 +70,7 @@ async fn a_fixed_event_redriven_from_the_dead_letter_topic_is_applied_exactly_on
     let id = system.place("MUG-01", 3).await;
 
     let mut conn = TestSystem::connect(&system.order_db).await;
-    let batch = relay::publisher::fetch_batch(&mut conn, 10).await.expect("outbox");
+    let batch = relay::publish::fetch_batch(&mut conn, 10).await.expect("outbox");
     assert_eq!(batch.len(), 1);
     let row = &batch[0];
     let fixed = row.envelope.to_string();
@@ -80,14 +80,14 @@ async fn a_fixed_event_redriven_from_the_dead_letter_topic_is_applied_exactly_on
     let broken = broken.to_string();
     let record = FutureRecord::to(&row.topic).key(&row.message_key).payload(&broken);
     producer.send(record, Duration::from_secs(10)).await.map_err(|(e, _)| e).expect("published");
-    relay::publisher::delete(&mut conn, &[row.id]).await.expect("outbox row gone");
+    relay::publish::delete(&mut conn, &[row.id]).await.expect("outbox row gone");
 
     // The handler rejects it on every attempt, then it is dead-lettered.
     let letters = dead_letters(&system, &system.topics.orders, 1).await;
     assert_eq!(letters.len(), 1);
     let letter = &letters[0];
     assert_eq!(letter.event_id.as_deref(), Some(row.event_id.to_string().as_str()));
-    assert_eq!(letter.attempts, Some(platform::config::InboxSettings::default().dead_letter_attempts as u32));
+    assert_eq!(letter.attempts, Some(messaging::settings::InboxSettings::default().dead_letter_attempts as u32));
     assert!(letter.error.contains("lines"), "error names the bad field: {}", letter.error);
     assert_eq!(system.order(&id).await["status"], "PENDING");
     assert_eq!(system.stock("MUG-01").await, before, "nothing reserved for the broken event");

@@ -9,6 +9,7 @@ mod dead_letters;
 mod happy_path;
 mod health;
 mod idempotency;
+mod judge;
 mod load;
 mod redelivery;
 mod relay_failover;

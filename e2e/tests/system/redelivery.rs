@@ -30,14 +30,13 @@ async fn a_relay_batch_published_twice_before_its_delete_is_applied_once() {
 
     let mut conn = TestSystem::connect(&system.order_db).await;
     let producer = platform::kafka::producer(&system.kafka).expect("producer");
-    let batch = relay::publisher::fetch_batch(&mut conn, 100).await.expect("batch");
+    let batch = relay::publish::fetch_batch(&mut conn, 100).await.expect("batch");
     assert_eq!(batch.len(), 1);
-    let first = relay::publisher::publish(&producer, &batch).await;
+    let first = relay::publish::publish(&producer, &batch).await;
     let again =
-        relay::publisher::publish(&producer, &relay::publisher::fetch_batch(&mut conn, 100).await.expect("batch"))
-            .await;
+        relay::publish::publish(&producer, &relay::publish::fetch_batch(&mut conn, 100).await.expect("batch")).await;
     assert_eq!((first.len(), again.len()), (1, 1), "both runs acknowledged");
-    assert_eq!(relay::publisher::delete(&mut conn, &again).await.expect("delete"), 1);
+    assert_eq!(relay::publish::delete(&mut conn, &again).await.expect("delete"), 1);
 
     assert_eq!(system.settled(&id).await["status"], "CONFIRMED");
     e2e::eventually("a duplicate delivery", || system.inventory_consumer.duplicates() >= 1).await;

@@ -27,7 +27,7 @@ async fn the_inbox_purge_removes_old_rows_and_keeps_recent_ones() {
         .await
         .expect("rows");
 
-    let purged = relay::inbox::purge(&mut conn, Duration::from_secs(336 * 3600)).await.expect("purge");
+    let purged = messaging::inbox::purge(&mut conn, Duration::from_secs(336 * 3600)).await.expect("purge");
 
     assert_eq!(purged, 2, "rows older than 14 days are gone");
     let mut left: Vec<i64> = inbox::table.select(inbox::kafka_offset).load(&mut conn).await.expect("rows");

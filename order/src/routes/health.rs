@@ -2,7 +2,7 @@
 
 use actix_web::{HttpResponse, get, web};
 
-use crate::startup::AppState;
+use crate::state::AppState;
 
 #[utoipa::path(responses((status = 200, description = "The process is running")))]
 #[get("/health/live")]
@@ -30,5 +30,5 @@ pub async fn checks(state: &AppState) -> Vec<platform::health::Check> {
     .await;
     // Orders are still accepted into the outbox while the broker is away.
     let kafka = platform::health::broker(&state.broker).await.optional();
-    vec![database, kafka]
+    vec![database, kafka, platform::health::background(&state.readiness)]
 }

@@ -11,7 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::domain::{OrderStatus, PlaceOrder};
 use crate::error::ApiError;
 use crate::repository::{self, Cancellation, Placement};
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::view::OrderView;
 
 /// The body of `POST /orders` (documentation; the handler validates field by field).
@@ -78,7 +78,7 @@ pub async fn place_order(
         let mut conn = platform::db::get_within(&state.pool, within).await?;
         repository::place(&mut conn, id, key, &order, &trace, &state.topics.orders).await?
     };
-    platform::crash::point("order.after_commit_before_reply")?;
+    platform::crash::point(crate::AFTER_COMMIT_BEFORE_REPLY)?;
     let (mut view, replayed) = match placement {
         Placement::Created(view) => {
             state.metrics.accepted();

@@ -13,7 +13,7 @@ use actix_web::{HttpRequest, HttpResponse, get, put, web};
 use serde::Deserialize;
 
 use crate::latency::{LatencySummary, LatencyWindow};
-use crate::startup::AppState;
+use crate::state::AppState;
 
 const INDEX: &str = include_str!("../../../web/index.html");
 const SCRIPT: &str = include_str!("../../../web/app.js");
@@ -40,14 +40,14 @@ fn no_store() -> (header::HeaderName, &'static str) {
 
 /// Records every `POST /orders` response time in the latency window.
 pub async fn record_latency(
+    window: web::Data<LatencyWindow>,
     request: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let timed = request.method() == Method::POST && request.path() == "/orders";
-    let window = request.app_data::<web::Data<LatencyWindow>>().cloned();
     let started = Instant::now();
     let response = next.call(request).await;
-    if timed && let Some(window) = window {
+    if timed {
         let now = Instant::now();
         window.record(now, now - started);
     }

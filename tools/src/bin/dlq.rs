@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
+use messaging::dead_letter::{self, DeadLetter};
 use platform::config::KafkaSettings;
-use relay::dead_letter::{self, DeadLetter};
 
 #[derive(Parser)]
 #[command(version, about = "List and redrive dead-lettered events")]

@@ -5,173 +5,16 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::process::{Child, Command};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
+mod service;
+
+use self::service::free_port;
+pub use self::service::{Broker, Service, binary};
+use crate::databases::TestDatabase;
 use crate::{kafka, pg_server_url};
-
-/// One supervised-by-the-test process.
-pub struct Service {
-    pub name: &'static str,
-    pub port: u16,
-    env: HashMap<String, String>,
-    child: Option<Child>,
-    log: PathBuf,
-}
-
-impl Service {
-    /// Starts the process with its environment plus `extra`.
-    pub fn start(&mut self, extra: &[(&str, &str)]) {
-        assert!(self.child.is_none(), "{} is already running", self.name);
-        let binary = binary(self.name);
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log file");
-        let mut command = Command::new(&binary);
-        command.envs(&self.env).env_remove("CRASH_POINTS").stdout(log.try_clone().expect("log")).stderr(log);
-        for (key, value) in extra {
-            command.env(key, value);
-        }
-        self.child = Some(command.spawn().unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display())));
-    }
-
-    /// SIGKILL: no cleanup, no flush.
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// SIGTERM, then waits for a clean exit (up to `within`); returns whether it exited in time.
-    pub async fn terminate(&mut self, within: Duration) -> bool {
-        let Some(mut child) = self.child.take() else { return true };
-        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-        let deadline = tokio::time::Instant::now() + within;
-        while tokio::time::Instant::now() < deadline {
-            if let Ok(Some(status)) = child.try_wait() {
-                return status.success();
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        false
-    }
-
-    /// Waits until the process exits by itself (a crash point aborted it).
-    pub async fn exited(&mut self, within: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + within;
-        while tokio::time::Instant::now() < deadline {
-            let done = self.child.as_mut().is_none_or(|child| matches!(child.try_wait(), Ok(Some(_))));
-            if done {
-                self.child = None;
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        false
-    }
-
-    pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    /// Another instance of the same service: same settings, database and consumer group, a
-    /// port and log of its own. Not started.
-    pub fn replica(&self, log_name: &str) -> Service {
-        let port = free_port();
-        let mut env = self.env.clone();
-        for (key, value) in env.iter_mut() {
-            if key.ends_with("__HTTP__PORT") {
-                *value = port.to_string();
-            }
-        }
-        let log = self.log.with_file_name(format!("{log_name}.log"));
-        Service { name: self.name, port, env, child: None, log }
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// Where `cargo build --bins` put the service binaries: next to the test's `deps` folder.
-pub fn binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>");
-    let path = dir.join(name);
-    assert!(path.exists(), "{} is missing: run `cargo build --bins` first (scripts/test does)", path.display());
-    path
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
-}
-
-/// A single-node Kafka of the test's own, on free ports, that the test may kill and restart
-/// (its data is kept across restarts, as a real broker's would be). Started by `scripts/kafka`,
-/// the same launcher the local stack uses.
-pub struct Broker {
-    pub address: String,
-    port: u16,
-    dir: PathBuf,
-    child: Option<Child>,
-}
-
-impl Broker {
-    pub fn new(dir: PathBuf) -> Self {
-        // The controller listens on port + 1; take a pair that is free now.
-        let port = loop {
-            let port = free_port();
-            if port < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
-                break port;
-            }
-        };
-        Self { address: format!("127.0.0.1:{port}"), port, dir, child: None }
-    }
-
-    /// Starts the broker and waits until it answers a metadata request.
-    pub async fn start(&mut self) {
-        assert!(self.child.is_none(), "the broker is already running");
-        let launcher = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/kafka");
-        std::fs::create_dir_all(&self.dir).expect("broker dir");
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("broker.log")).expect("log");
-        let child = Command::new(launcher)
-            .args(["run", "--dir", &self.dir.to_string_lossy(), "--port", &self.port.to_string(), "--heap", "256m"])
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("scripts/kafka starts");
-        self.child = Some(child);
-        let settings = platform::config::KafkaSettings { brokers: self.address.clone(), ..crate::kafka_settings() };
-        let probe = platform::kafka::BrokerProbe::new(&settings, None).expect("probe");
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-        while probe.check(Duration::from_secs(1)).await.is_err() {
-            let exited = self.child.as_mut().is_some_and(|child| matches!(child.try_wait(), Ok(Some(_))));
-            assert!(!exited, "the test broker exited; see {}", self.dir.join("broker.log").display());
-            assert!(tokio::time::Instant::now() < deadline, "the test broker did not answer at {}", self.address);
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-
-    /// SIGKILL: the broker stops mid-flight; its data stays for the next start.
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        self.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 /// Order, inventory and relay as processes, plus the test's databases and topics.
 pub struct Processes {
@@ -185,6 +28,8 @@ pub struct Processes {
     pub brokers: String,
     pub http: reqwest::Client,
     pub logs: PathBuf,
+    /// Dropped with the system, even if the test panics.
+    _databases: [TestDatabase; 2],
 }
 
 impl Processes {
@@ -194,8 +39,11 @@ impl Processes {
         crate::init_telemetry();
         let name = format!("p{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
         let server = pg_server_url();
-        let order_db = crate::create_database(&server, &format!("{name}_orders")).await;
-        let inventory_db = crate::create_database(&server, &format!("{name}_inventory")).await;
+        let databases = [
+            TestDatabase::create(&server, &format!("{name}_orders")).await,
+            TestDatabase::create(&server, &format!("{name}_inventory")).await,
+        ];
+        let (order_db, inventory_db) = (databases[0].url.clone(), databases[1].url.clone());
         let brokers = brokers.unwrap_or_else(crate::test_brokers);
         let topics = schema::topics::Topics {
             orders: format!("{name}.orders.events"),
@@ -241,6 +89,7 @@ impl Processes {
             brokers,
             http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("http client"),
             logs,
+            _databases: databases,
         }
     }
 
@@ -350,13 +199,10 @@ impl Processes {
         }
     }
 
-    /// Stops everything and drops the databases.
+    /// Stops everything; the databases are dropped with the system.
     pub async fn stop(mut self) {
         self.order.kill();
         self.inventory.kill();
         self.relay.kill();
-        let server = pg_server_url();
-        crate::drop_database(&server, &self.order_db).await;
-        crate::drop_database(&server, &self.inventory_db).await;
     }
 }

@@ -1,0 +1,177 @@
+//! One process a test starts, kills and restarts ([`Service`]), and a broker of the test's
+//! own ([`Broker`]).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus};
+use std::time::Duration;
+
+/// One supervised-by-the-test process.
+pub struct Service {
+    pub name: &'static str,
+    pub port: u16,
+    pub(super) env: HashMap<String, String>,
+    pub(super) child: Option<Child>,
+    pub(super) log: PathBuf,
+}
+
+impl Service {
+    /// Starts the process with its environment plus `extra`.
+    pub fn start(&mut self, extra: &[(&str, &str)]) {
+        assert!(self.child.is_none(), "{} is already running", self.name);
+        let binary = binary(self.name);
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log file");
+        let mut command = Command::new(&binary);
+        command.envs(&self.env).env_remove("CRASH_POINTS").stdout(log.try_clone().expect("log")).stderr(log);
+        for (key, value) in extra {
+            command.env(key, value);
+        }
+        self.child = Some(command.spawn().unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display())));
+    }
+
+    /// SIGKILL: no cleanup, no flush.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then waits for a clean exit (up to `within`); returns whether it exited in time.
+    pub async fn terminate(&mut self, within: Duration) -> bool {
+        let Some(mut child) = self.child.take() else { return true };
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let deadline = tokio::time::Instant::now() + within;
+        while tokio::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.success();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        false
+    }
+
+    /// Waits until the process exits by itself (a crash point aborted it).
+    pub async fn exited(&mut self, within: Duration) -> bool {
+        self.exit_status(within).await.is_some()
+    }
+
+    /// How the process ended by itself within `within`, if it did (a process that was not
+    /// running counts as a clean exit).
+    pub async fn exit_status(&mut self, within: Duration) -> Option<ExitStatus> {
+        let deadline = tokio::time::Instant::now() + within;
+        while tokio::time::Instant::now() < deadline {
+            let status = match self.child.as_mut() {
+                None => Some(ExitStatus::default()),
+                Some(child) => child.try_wait().ok().flatten(),
+            };
+            if status.is_some() {
+                self.child = None;
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        None
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Another instance of the same service: same settings, database and consumer group, a
+    /// port and log of its own. Not started.
+    pub fn replica(&self, log_name: &str) -> Service {
+        let port = free_port();
+        let mut env = self.env.clone();
+        for (key, value) in env.iter_mut() {
+            if key.ends_with("__HTTP__PORT") {
+                *value = port.to_string();
+            }
+        }
+        let log = self.log.with_file_name(format!("{log_name}.log"));
+        Service { name: self.name, port, env, child: None, log }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Where `cargo build --bins` put the service binaries: next to the test's `deps` folder.
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>");
+    let path = dir.join(name);
+    assert!(path.exists(), "{} is missing: run `cargo build --bins` first (scripts/test does)", path.display());
+    path
+}
+
+pub(super) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+/// A single-node Kafka of the test's own, on free ports, that the test may kill and restart
+/// (its data is kept across restarts, as a real broker's would be). Started by `scripts/kafka`,
+/// the same launcher the local stack uses.
+pub struct Broker {
+    pub address: String,
+    port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Broker {
+    pub fn new(dir: PathBuf) -> Self {
+        // The controller listens on port + 1; take a pair that is free now.
+        let port = loop {
+            let port = free_port();
+            if port < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
+                break port;
+            }
+        };
+        Self { address: format!("127.0.0.1:{port}"), port, dir, child: None }
+    }
+
+    /// Starts the broker and waits until it answers a metadata request.
+    pub async fn start(&mut self) {
+        assert!(self.child.is_none(), "the broker is already running");
+        let launcher = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/kafka");
+        std::fs::create_dir_all(&self.dir).expect("broker dir");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("broker.log")).expect("log");
+        let child = Command::new(launcher)
+            .args(["run", "--dir", &self.dir.to_string_lossy(), "--port", &self.port.to_string(), "--heap", "256m"])
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("scripts/kafka starts");
+        self.child = Some(child);
+        let settings = platform::config::KafkaSettings { brokers: self.address.clone(), ..crate::kafka_settings() };
+        let probe = platform::kafka::BrokerProbe::new(&settings, None).expect("probe");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+        while probe.check(Duration::from_secs(1)).await.is_err() {
+            let exited = self.child.as_mut().is_some_and(|child| matches!(child.try_wait(), Ok(Some(_))));
+            assert!(!exited, "the test broker exited; see {}", self.dir.join("broker.log").display());
+            assert!(tokio::time::Instant::now() < deadline, "the test broker did not answer at {}", self.address);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// SIGKILL: the broker stops mid-flight; its data stays for the next start.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -1,0 +1,311 @@
+//! [`TestSystem`]: the order and inventory services and the relays in this test's process,
+//! on databases and topics of their own.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use diesel_async::{AsyncConnection as _, AsyncPgConnection};
+use messaging::metrics::ConsumerMetrics;
+use platform::config::{DatabaseSettings, HttpSettings, KafkaSettings};
+use relay::metrics::OutboxMetrics;
+use relay::relay::OutboxRelay;
+use relay::settings::RelaySettings;
+use schema::topics::Topics;
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::databases::TestDatabase;
+use crate::{SETTLE_TIMEOUT, init_telemetry, kafka, kafka_settings, local_settings, pg_server_url};
+
+/// How the system starts.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Relay instances running for each outbox (0 lets a test drive the order outbox itself).
+    pub order_relays: usize,
+    pub inventory_relays: usize,
+    pub wait_budget_ms: u64,
+    pub gremlin: inventory::gremlin::Pattern,
+    pub admin_token: Option<String>,
+    pub admission: order::admission::AdmissionSettings,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            order_relays: 1,
+            inventory_relays: 1,
+            wait_budget_ms: 2_000,
+            gremlin: inventory::gremlin::Pattern::default(),
+            admin_token: None,
+            admission: order::admission::AdmissionSettings {
+                // Tests place many orders for one customer quickly.
+                per_customer_per_second: 10_000.0,
+                per_customer_burst: 10_000.0,
+                ..Default::default()
+            },
+        }
+    }
+}
+
+/// One relay instance that a test can kill.
+pub struct RelayHandle {
+    pub stats: OutboxMetrics,
+    task: JoinHandle<()>,
+}
+
+impl RelayHandle {
+    /// Kills the relay as a crash would: its task is dropped mid-flight, its database
+    /// session closes, and its leader lock goes with it.
+    pub fn kill(&self) {
+        self.task.abort();
+    }
+}
+
+pub struct TestSystem {
+    pub name: String,
+    pub order_url: String,
+    pub inventory_url: String,
+    pub order_db: String,
+    pub inventory_db: String,
+    pub topics: Topics,
+    pub kafka: KafkaSettings,
+    pub order_consumer: ConsumerMetrics,
+    pub inventory_consumer: ConsumerMetrics,
+    pub gremlin: Arc<inventory::gremlin::Gremlin>,
+    pub order_relays: Vec<RelayHandle>,
+    pub inventory_relays: Vec<RelayHandle>,
+    pub http: reqwest::Client,
+    shutdown: CancellationToken,
+    services: Vec<JoinHandle<anyhow::Result<()>>>,
+    /// Dropped last: the databases go when the system does, even if the test panics.
+    _databases: [TestDatabase; 2],
+    _live: Live,
+}
+
+/// How many test systems this process runs now. Crash points are process-wide, so a test
+/// that arms one must be the only one in its process (cargo-nextest runs each test in a
+/// process of its own; scripts/test's fallback runs them one at a time).
+static LIVE_SYSTEMS: AtomicUsize = AtomicUsize::new(0);
+
+struct Live;
+
+impl Live {
+    fn new() -> Self {
+        LIVE_SYSTEMS.fetch_add(1, Ordering::SeqCst);
+        Self
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        LIVE_SYSTEMS.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// An armed crash point, disarmed when dropped.
+#[must_use = "the point is disarmed when this is dropped"]
+pub struct ArmedPoint(&'static str);
+
+impl Drop for ArmedPoint {
+    fn drop(&mut self) {
+        let _ = platform::crash::arm(self.0, "off");
+    }
+}
+
+impl TestSystem {
+    pub async fn start() -> Self {
+        Self::start_with(Options::default()).await
+    }
+
+    pub async fn start_with(options: Options) -> Self {
+        init_telemetry();
+        platform::crash::register(order::CRASH_POINTS);
+        platform::crash::register(inventory::CRASH_POINTS);
+        platform::crash::register(relay::CRASH_POINTS);
+        platform::crash::register(messaging::CRASH_POINTS);
+        let name = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let server = pg_server_url();
+        let databases = [
+            TestDatabase::create(&server, &format!("{name}_orders")).await,
+            TestDatabase::create(&server, &format!("{name}_inventory")).await,
+        ];
+        let (order_db, inventory_db) = (databases[0].url.clone(), databases[1].url.clone());
+        let kafka = kafka_settings();
+        let topics = Topics { orders: format!("{name}.orders.events"), inventory: format!("{name}.inventory.events") };
+        kafka::create_topics_with_dead_letters(&kafka, &[&topics.orders, &topics.inventory]).await;
+
+        let shutdown = CancellationToken::new();
+        let mut order: order::configuration::Settings = local_settings();
+        order.http = HttpSettings { workers: 1, ..HttpSettings::on_port(0) };
+        order.database = DatabaseSettings { pool_size: 8, consumer_pool_size: 4, ..DatabaseSettings::at(&order_db) };
+        order.topics = topics.clone();
+        order.consumer_group = format!("{name}-order");
+        order.wait_budget_ms = options.wait_budget_ms;
+        order.admission = options.admission.clone();
+        order.admin.token = options.admin_token.clone();
+        let order = order::startup::Application::build(order, shutdown.clone()).await.expect("order service builds");
+
+        let mut inventory: inventory::configuration::Settings = local_settings();
+        inventory.http = HttpSettings { workers: 1, ..HttpSettings::on_port(0) };
+        inventory.database =
+            DatabaseSettings { pool_size: 8, consumer_pool_size: 4, ..DatabaseSettings::at(&inventory_db) };
+        inventory.topics = topics.clone();
+        inventory.consumer_group = format!("{name}-inventory");
+        inventory.gremlin = options.gremlin;
+        inventory.admin.token = options.admin_token.clone();
+        let inventory = inventory::startup::Application::build(inventory, shutdown.clone())
+            .await
+            .expect("inventory service builds");
+
+        let mut system = Self {
+            order_url: format!("http://127.0.0.1:{}", order.port()),
+            inventory_url: format!("http://127.0.0.1:{}", inventory.port()),
+            order_consumer: order.consumer_stats(),
+            inventory_consumer: inventory.consumer_stats(),
+            gremlin: inventory.gremlin(),
+            services: vec![tokio::spawn(order.run_until_stopped()), tokio::spawn(inventory.run_until_stopped())],
+            name,
+            order_db,
+            inventory_db,
+            topics,
+            kafka,
+            order_relays: Vec::new(),
+            inventory_relays: Vec::new(),
+            http: reqwest::Client::builder().timeout(Duration::from_secs(20)).build().expect("http client"),
+            shutdown,
+            _databases: databases,
+            _live: Live::new(),
+        };
+        system.wait_until_ready().await;
+        for _ in 0..options.order_relays {
+            let relay = system.spawn_relay("order", &system.order_db.clone());
+            system.order_relays.push(relay);
+        }
+        for _ in 0..options.inventory_relays {
+            let relay = system.spawn_relay("inventory", &system.inventory_db.clone());
+            system.inventory_relays.push(relay);
+        }
+        system
+    }
+
+    async fn wait_until_ready(&self) {
+        for base in [&self.order_url, &self.inventory_url] {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            while !self.http.get(format!("{base}/health")).send().await.is_ok_and(|r| r.status() == 200) {
+                assert!(tokio::time::Instant::now() < deadline, "{base} never became ready");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+
+    /// Starts one more relay instance for the outbox of `database_url`.
+    pub fn spawn_relay(&self, name: &str, database_url: &str) -> RelayHandle {
+        #[derive(serde::Deserialize)]
+        struct Profile {
+            #[serde(default)]
+            relay: RelaySettings,
+        }
+        let settings = local_settings::<Profile>().relay;
+        let relay = OutboxRelay::new(name, database_url, &self.kafka, settings).expect("relay");
+        let stats = relay.stats();
+        RelayHandle { stats, task: tokio::spawn(relay.run(self.shutdown.clone())) }
+    }
+
+    /// Arms crash point `name` (e.g. `1*error`) for this test. Refused when another test
+    /// system runs in this process: the point would fire in that test too.
+    pub fn arm(&self, name: &'static str, action: &str) -> ArmedPoint {
+        let live = LIVE_SYSTEMS.load(Ordering::SeqCst);
+        assert_eq!(live, 1, "crash points are process-wide: run this test alone in its process ({live} systems run)");
+        platform::crash::arm(name, action).expect("crash point armed");
+        ArmedPoint(name)
+    }
+
+    /// Stops every service; the test's databases are dropped with the system.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        for service in &mut self.services {
+            let _ = tokio::time::timeout(Duration::from_secs(30), service).await;
+        }
+        for relay in self.order_relays.iter().chain(&self.inventory_relays) {
+            relay.kill();
+        }
+    }
+
+    /// `POST /orders` with the given key and body.
+    pub async fn post_order(&self, key: &str, body: &Value) -> reqwest::Response {
+        self.http
+            .post(format!("{}/orders", self.order_url))
+            .header("Idempotency-Key", key)
+            .json(body)
+            .send()
+            .await
+            .expect("order service answers")
+    }
+
+    /// Places an order for one line without waiting for the outcome (`Prefer: wait=0`) and
+    /// returns its id.
+    pub async fn place(&self, sku: &str, quantity: i64) -> String {
+        let body = json!({"customer_id": "test-customer", "lines": [{"sku": sku, "quantity": quantity}]});
+        let response = self
+            .http
+            .post(format!("{}/orders", self.order_url))
+            .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
+            .header("Prefer", "wait=0")
+            .json(&body)
+            .send()
+            .await
+            .expect("order service answers");
+        assert_eq!(response.status(), 202, "order accepted");
+        let order: Value = response.json().await.expect("json");
+        order["id"].as_str().expect("id").to_owned()
+    }
+
+    pub async fn order(&self, id: &str) -> Value {
+        let response = self.http.get(format!("{}/orders/{id}", self.order_url)).send().await.expect("answers");
+        let status = response.status();
+        let body: Value = response.json().await.expect("json");
+        assert_eq!(status, 200, "order {id}: {body}");
+        body
+    }
+
+    pub async fn cancel(&self, id: &str) -> reqwest::Response {
+        self.http.post(format!("{}/orders/{id}/cancel", self.order_url)).send().await.expect("answers")
+    }
+
+    /// Waits until the order reaches a terminal status and returns it.
+    pub async fn settled(&self, id: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
+        loop {
+            let order = self.order(id).await;
+            if matches!(order["status"].as_str(), Some("CONFIRMED" | "REJECTED" | "CANCELLED")) {
+                return order;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "order {id} did not settle: {order}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn stock(&self, sku: &str) -> i64 {
+        let response = self.http.get(format!("{}/stock/{sku}", self.inventory_url)).send().await.expect("answers");
+        let body: Value = response.json().await.expect("json");
+        body["available"].as_i64().expect("available")
+    }
+
+    /// Runs the invariant checker against this system's databases with no grace period:
+    /// every order must be settled.
+    pub async fn books(&self) -> checker::Report {
+        checker::check(&self.order_db, &self.inventory_db, 0.0).await.expect("checker runs")
+    }
+
+    /// Asserts the books balance, printing the report if they do not.
+    pub async fn assert_books_balance(&self) {
+        let report = self.books().await;
+        assert!(report.is_clean(), "{}", checker::render(&report));
+    }
+
+    pub async fn connect(url: &str) -> AsyncPgConnection {
+        AsyncPgConnection::establish(url).await.expect("database connection")
+    }
+}

@@ -1,0 +1,39 @@
+//! Consumer lag: every few seconds, for each assigned partition, the high watermark minus the
+//! next offset this consumer will read.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use platform::kafka::GroupConsumer;
+use rdkafka::consumer::Consumer as _;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::ConsumerMetrics;
+
+const EVERY: Duration = Duration::from_secs(5);
+
+pub(super) async fn report_lag(consumer: Arc<GroupConsumer>, metrics: ConsumerMetrics, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(EVERY) => {}
+        }
+        let consumer = Arc::clone(&consumer);
+        let metrics = metrics.clone();
+        // The client's calls block (watermarks ask the broker).
+        let _ = tokio::task::spawn_blocking(move || {
+            let Ok(positions) = consumer.position() else { return };
+            for element in positions.elements() {
+                let Ok((_, high)) =
+                    consumer.fetch_watermarks(element.topic(), element.partition(), Duration::from_secs(1))
+                else {
+                    continue;
+                };
+                if let Some(position) = element.offset().to_raw() {
+                    metrics.lag(element.topic(), element.partition(), (high - position).max(0));
+                }
+            }
+        })
+        .await;
+    }
+}

@@ -1,0 +1,231 @@
+//! The inbox consumer: each Kafka message is applied in one database transaction together
+//! with an inbox row keyed by its event id, and its offset is stored only after that
+//! transaction committed. A redelivered or re-published event finds its inbox row and is
+//! skipped, so at-least-once delivery becomes exactly-once effect.
+//!
+//! - [`handler`]: what a service plugs in, and the one-transaction [`apply_once`];
+//! - `sequence`: the events of one order one after the other, offsets never past unfinished work;
+//! - `attempt`: retry what may pass (a lost connection, a serialization failure) until it
+//!   succeeds or shutdown comes; try a permanent failure [`PoisonPolicy::attempts`] times, then
+//!   publish it to `<topic>.dlq` and move on; an unreadable message goes there at once;
+//! - `lag`: the `consumer_lag_messages` gauge; [`purge`]: forgetting old inbox rows.
+//!
+//! [`InboxConsumer::run`] returns an error when the consumer cannot work (it cannot
+//! subscribe, or its loop was made to fail): the service treats that as fatal, so a process
+//! never looks healthy while nothing is consumed.
+
+mod attempt;
+pub mod handler;
+mod lag;
+pub mod poison;
+pub mod purge;
+mod sequence;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use platform::config::KafkaSettings;
+use platform::db::PgPool;
+use platform::kafka::GroupConsumer;
+use rdkafka::consumer::{CommitMode, Consumer as _};
+use rdkafka::error::{KafkaError, KafkaResult};
+use tokio::sync::{Semaphore, oneshot};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+pub use self::handler::{Coordinates, HandleError, Handler, Outcome, apply_once};
+pub use self::poison::PoisonPolicy;
+pub use self::purge::{purge, purge_periodically};
+use self::sequence::Sequencer;
+use crate::dead_letter::DeadLetterQueue;
+use crate::metrics::ConsumerMetrics;
+use crate::settings::InboxSettings;
+
+/// Armed with `error`, makes the consume loop end with an error, as a consumer that died
+/// would: the test of "a background task that dies takes its process down".
+pub const CONSUME_LOOP_POINT: &str = "inbox.consume_loop";
+
+/// How long a stopping consumer waits for its final commit and close.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why a consumer stopped working before shutdown was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsumeError {
+    #[error("cannot subscribe to {topics}: {source}")]
+    Subscribe { topics: String, source: KafkaError },
+    #[error(transparent)]
+    Injected(#[from] platform::crash::InjectedFault),
+}
+
+/// A Kafka consumer group member bound to a database and a handler.
+pub struct InboxConsumer<H> {
+    consumer: GroupConsumer,
+    topics: Vec<String>,
+    pool: PgPool,
+    handler: H,
+    metrics: ConsumerMetrics,
+    dead_letters: DeadLetterQueue,
+    poison: PoisonPolicy,
+    max_in_flight: usize,
+}
+
+/// What the tasks handling events share, built when the consumer starts.
+struct Shared<H> {
+    consumer: Arc<GroupConsumer>,
+    pool: PgPool,
+    handler: H,
+    metrics: ConsumerMetrics,
+    dead_letters: DeadLetterQueue,
+    poison: PoisonPolicy,
+    sequencer: Sequencer,
+}
+
+impl<H: Handler> InboxConsumer<H> {
+    /// A member of consumer group `group` for `topics`, applying events to `pool`'s database.
+    /// Topics that do not exist yet are fine: the group assigns their partitions once they
+    /// appear.
+    pub fn new(
+        kafka: &KafkaSettings,
+        group: &str,
+        topics: &[&str],
+        settings: &InboxSettings,
+        pool: PgPool,
+        handler: H,
+    ) -> KafkaResult<Self> {
+        Ok(Self {
+            consumer: platform::kafka::consumer(kafka, group)?,
+            topics: topics.iter().map(|t| (*t).to_owned()).collect(),
+            pool,
+            handler,
+            metrics: ConsumerMetrics::new(topics),
+            dead_letters: DeadLetterQueue::new(kafka, group)?,
+            poison: PoisonPolicy::from(settings),
+            max_in_flight: settings.max_in_flight.max(1),
+        })
+    }
+
+    /// Shows the consumer's counts and lag on `metrics`' `/metrics`.
+    pub fn with_metrics(self, metrics: &platform::metrics::Metrics) -> Self {
+        self.metrics.register(metrics);
+        self
+    }
+
+    /// What the consumer did so far (the same counts `/metrics` shows).
+    pub fn stats(&self) -> ConsumerMetrics {
+        self.metrics.clone()
+    }
+
+    /// The consumer's view of its group: which partitions this instance owns now.
+    pub fn group(&self) -> Arc<platform::kafka::GroupContext> {
+        Arc::clone(self.consumer.context())
+    }
+
+    /// Consumes until `shutdown`; events in hand are finished first, then the stored offsets
+    /// are committed. Returns an error if the consumer stopped working before shutdown.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), ConsumeError> {
+        let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
+        if let Err(source) = self.consumer.subscribe(&topics) {
+            return Err(ConsumeError::Subscribe { topics: topics.join(", "), source });
+        }
+        let shared = Arc::new(Shared {
+            consumer: Arc::new(self.consumer),
+            pool: self.pool,
+            handler: self.handler,
+            metrics: self.metrics,
+            dead_letters: self.dead_letters,
+            poison: self.poison,
+            sequencer: Sequencer::default(),
+        });
+        let lag = tokio::spawn(lag::report_lag(Arc::clone(&shared.consumer), shared.metrics.clone(), shutdown.clone()));
+        let result = consume(&shared, self.max_in_flight, &shutdown).await;
+        lag.abort();
+        let _ = lag.await;
+        close(shared).await;
+        result
+    }
+}
+
+/// Receives and dispatches messages until shutdown (or an injected failure); returns when
+/// every event in hand is finished.
+async fn consume<H: Handler>(
+    shared: &Arc<Shared<H>>,
+    max_in_flight: usize,
+    shutdown: &CancellationToken,
+) -> Result<(), ConsumeError> {
+    let permits = Arc::new(Semaphore::new(max_in_flight));
+    let mut tasks = JoinSet::new();
+    let result = loop {
+        if let Err(fault) = platform::crash::point(CONSUME_LOOP_POINT) {
+            break Err(fault.into());
+        }
+        let permit = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break Ok(()),
+            permit = Arc::clone(&permits).acquire_owned() => permit,
+        };
+        let Ok(permit) = permit else { break Ok(()) };
+        let message = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break Ok(()),
+            message = shared.consumer.recv() => message,
+        };
+        let message = match message {
+            Ok(message) => message.detach(),
+            Err(error) => {
+                // The client reconnects by itself; its errors here are reports, not ends.
+                tracing::warn!(%error, "kafka consumer error; continuing");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        let mut turn = shared.sequencer.begin(&message);
+        let shared = Arc::clone(shared);
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            if let Some(previous) = turn.previous.take() {
+                let _ = previous.await; // the previous event of this order finished (or was dropped)
+            }
+            let settled = shared.process(&message, &shutdown).await;
+            if let Some(offset) = shared.sequencer.end(&message, turn, settled) {
+                shared.store_offset(&message, offset);
+            }
+            drop(permit);
+        });
+        while tasks.try_join_next().is_some() {}
+    };
+    while tasks.join_next().await.is_some() {}
+    result
+}
+
+impl<H> Shared<H> {
+    fn store_offset(&self, message: &rdkafka::message::OwnedMessage, offset: i64) {
+        use rdkafka::Message as _;
+        if let Err(error) = self.consumer.store_offset(message.topic(), message.partition(), offset) {
+            // The partition was probably reassigned; its new owner will redeliver, and
+            // the inbox recognises what was already applied.
+            tracing::debug!(%error, "cannot store offset");
+        }
+    }
+}
+
+/// Commits the stored offsets and leaves the group. Both wait for the broker, and a broker
+/// that accepts connections but does not answer (a hung node) would keep the process from
+/// ever exiting, so they run on a plain thread, given a few seconds.
+async fn close<H: Send + Sync + 'static>(shared: Arc<Shared<H>>) {
+    let (closed, done) = oneshot::channel();
+    std::thread::spawn(move || {
+        if let Err(error) = shared.consumer.commit_consumer_state(CommitMode::Sync) {
+            // Nothing stored since the last commit, or the broker is gone: the events
+            // will be redelivered and recognised as duplicates.
+            tracing::info!(%error, "final offset commit did not happen");
+        }
+        drop(shared);
+        let _ = closed.send(());
+    });
+    if tokio::time::timeout(CLOSE_TIMEOUT, done).await.is_err() {
+        tracing::warn!(
+            timeout_s = CLOSE_TIMEOUT.as_secs(),
+            "the broker did not let the consumer close in time; stopping anyway (uncommitted events are redelivered)"
+        );
+    }
+}

@@ -1,0 +1,25 @@
+//! Transactional messaging, the library every service links; it knows nothing of orders.
+//!
+//! - [`outbox`]: write an event in the same transaction as the state change it describes
+//!   (the relay process publishes it later);
+//! - [`inbox`]: consume a topic and apply each event exactly once per database, in per-order
+//!   sequence, retrying what may pass and dead-lettering what never will;
+//! - [`offsets`]: which offset may be committed while events finish out of order;
+//! - [`dead_letter`]: the `<topic>.dlq` topics, and listing and redriving what is on them;
+//! - [`MIGRATIONS`]: the `outbox` and `inbox` tables, applied to each service's database
+//!   before the service's own migrations.
+
+use diesel_migrations::{EmbeddedMigrations, embed_migrations};
+
+pub mod dead_letter;
+pub mod inbox;
+pub mod metrics;
+pub mod offsets;
+pub mod outbox;
+pub mod settings;
+
+/// The messaging tables, which every service's database has.
+pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
+
+/// The crash points this crate has (see `platform::crash`).
+pub const CRASH_POINTS: &[&str] = &[inbox::CONSUME_LOOP_POINT];

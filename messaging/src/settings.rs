@@ -1,0 +1,34 @@
+//! How a service's inbox behaves: how long it remembers events, how patiently it retries an
+//! event that fails, and how many events it handles at once.
+
+use serde::Deserialize;
+
+/// `<SERVICE>__INBOX__*` settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct InboxSettings {
+    /// How long an applied event's id is remembered. Must exceed the topics' retention
+    /// (kafka-init sets 168 h): an older event cannot be redelivered. 14 days by default.
+    pub keep_hours: u64,
+    pub purge_every_secs: u64,
+    /// How many times an event whose handler fails permanently is tried before it goes to
+    /// the dead-letter topic (`<topic>.dlq`).
+    pub dead_letter_attempts: usize,
+    /// The first pause between those attempts; it doubles after each.
+    pub retry_first_delay_ms: u64,
+    /// How many events one consumer handles at once, across its partitions (the events of
+    /// one order are always handled one after the other).
+    pub max_in_flight: usize,
+}
+
+impl Default for InboxSettings {
+    fn default() -> Self {
+        Self {
+            keep_hours: 14 * 24,
+            purge_every_secs: 3_600,
+            dead_letter_attempts: 4,
+            retry_first_delay_ms: 200,
+            max_in_flight: 64,
+        }
+    }
+}

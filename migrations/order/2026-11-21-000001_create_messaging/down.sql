@@ -1,4 +1,0 @@
-DROP TABLE inbox;
-DROP TRIGGER outbox_notify ON outbox;
-DROP FUNCTION outbox_notify();
-DROP TABLE outbox;

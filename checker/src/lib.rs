@@ -7,7 +7,8 @@
 //!   an order the order service does not know (no double deduction, no deduction without a
 //!   confirmed order, no confirmed order without a deduction);
 //! - no idempotency key has more than one order;
-//! - how much is still waiting in each outbox.
+//! - how much is still waiting in each outbox, and that nothing waits there longer than
+//!   [`OUTBOX_STALE_SECS`] (or the grace period, if longer): a relay that stopped publishing.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -16,6 +17,10 @@ use diesel::sql_types::{BigInt, Double, Integer, Nullable, Text, Uuid as SqlUuid
 use diesel_async::{AsyncConnection as _, AsyncPgConnection, RunQueryDsl as _};
 use serde::Serialize;
 use uuid::Uuid;
+
+/// An outbox row older than this (or than the grace period, if longer) means the relay of
+/// that outbox is not publishing.
+pub const OUTBOX_STALE_SECS: f64 = 60.0;
 
 #[derive(Debug, Serialize)]
 pub struct Report {
@@ -161,9 +166,18 @@ pub async fn check(order_url: &str, inventory_url: &str, grace_secs: f64) -> any
 
     let backlog_sql =
         "SELECT count(*) AS rows, extract(epoch FROM now() - min(created_at))::float8 AS oldest_age_secs FROM outbox";
-    let mut outbox_backlog = BTreeMap::new();
+    let mut outbox_backlog: BTreeMap<String, Backlog> = BTreeMap::new();
     outbox_backlog.insert("order".to_owned(), diesel::sql_query(backlog_sql).get_result(&mut orders).await?);
     outbox_backlog.insert("inventory".to_owned(), diesel::sql_query(backlog_sql).get_result(&mut inventory).await?);
+    let stale_after = grace_secs.max(OUTBOX_STALE_SECS);
+    for (name, backlog) in &outbox_backlog {
+        if let Some(age) = backlog.oldest_age_secs.filter(|age| *age > stale_after) {
+            violations.push(format!(
+                "outbox {name}: {} rows waiting, the oldest for {age:.0}s (a relay is not publishing)",
+                backlog.rows
+            ));
+        }
+    }
 
     Ok(Report { orders_by_status, stuck, skus, outbox_backlog, violations })
 }

@@ -1,0 +1,180 @@
+//! The judge is judged: the invariant checker decides every test and drill, so each kind of
+//! fault is planted here in fresh, migrated databases, and the checker must report exactly
+//! that fault — and nothing on books that balance.
+
+use diesel_async::RunQueryDsl as _;
+use e2e::{TestDatabase, TestSystem, pg_server_url};
+use uuid::Uuid;
+
+/// A fresh pair of databases with every migration applied and one product, JUDGE-1, with 10
+/// units; orders planted here are an hour old, well past any grace period.
+struct Books {
+    orders: TestDatabase,
+    inventory: TestDatabase,
+}
+
+impl Books {
+    async fn fresh() -> Self {
+        let server = pg_server_url();
+        let name = format!("j{}", &Uuid::new_v4().simple().to_string()[..12]);
+        let orders = TestDatabase::create(&server, &format!("{name}_orders")).await;
+        let inventory = TestDatabase::create(&server, &format!("{name}_inventory")).await;
+        platform::db::run_migrations(&orders.url, order::startup::migrations()).await.expect("order migrations");
+        platform::db::run_migrations(&inventory.url, inventory::startup::migrations()).await.expect("migrations");
+        let books = Self { orders, inventory };
+        books
+            .inventory_sql(
+                "INSERT INTO products (sku, name, initial_stock, available) VALUES ('JUDGE-1', 'Judged', 10, 10)",
+            )
+            .await;
+        books
+    }
+
+    async fn orders_sql(&self, sql: &str) {
+        let mut conn = TestSystem::connect(&self.orders.url).await;
+        diesel::sql_query(sql).execute(&mut conn).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    async fn inventory_sql(&self, sql: &str) {
+        let mut conn = TestSystem::connect(&self.inventory.url).await;
+        diesel::sql_query(sql).execute(&mut conn).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    /// An order for `quantity` JUDGE-1 in `status`, under idempotency key `key`.
+    async fn order(&self, key: &str, status: &str, quantity: i32) -> Uuid {
+        let id = Uuid::now_v7();
+        self.orders_sql(&format!(
+            "INSERT INTO orders (id, customer_id, idempotency_key, request_hash, status, correlation_id, created_at) \
+             VALUES ('{id}', 'judge', '{key}', 'h', '{status}', 'c', now() - interval '1 hour')"
+        ))
+        .await;
+        self.orders_sql(&format!(
+            "INSERT INTO order_lines (order_id, line_no, sku, quantity) VALUES ('{id}', 1, 'JUDGE-1', {quantity})"
+        ))
+        .await;
+        id
+    }
+
+    /// A stock change of `delta` JUDGE-1 for `order`, in the ledger and in `available` alike.
+    async fn deduct(&self, order: Uuid, delta: i32, reason: &str) {
+        self.inventory_sql(&format!(
+            "INSERT INTO stock_ledger (order_id, sku, delta, reason, event_id) \
+             VALUES ('{order}', 'JUDGE-1', {delta}, '{reason}', '{}')",
+            Uuid::now_v7()
+        ))
+        .await;
+        self.inventory_sql(&format!("UPDATE products SET available = available + {delta} WHERE sku = 'JUDGE-1'")).await;
+    }
+
+    /// What the checker says, with the default grace of the command line (30 s).
+    async fn violations(&self) -> Vec<String> {
+        checker::check(&self.orders.url, &self.inventory.url, 30.0).await.expect("checker runs").violations
+    }
+
+    /// The `check-invariants` command's exit code on these books.
+    fn exit_code(&self) -> Option<i32> {
+        std::process::Command::new(e2e::processes::binary("check-invariants"))
+            .args(["--order-db", &self.orders.url, "--inventory-db", &self.inventory.url])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("check-invariants runs")
+            .code()
+    }
+
+    /// Books that balance: a confirmed order deducted once, a rejected one never, a
+    /// cancelled one deducted and released.
+    async fn balanced() -> Self {
+        let books = Self::fresh().await;
+        let confirmed = books.order("confirmed", "CONFIRMED", 2).await;
+        books.deduct(confirmed, -2, "reserve").await;
+        books.order("rejected", "REJECTED", 50).await;
+        let cancelled = books.order("cancelled", "CANCELLED", 3).await;
+        books.deduct(cancelled, -3, "reserve").await;
+        books.deduct(cancelled, 3, "release").await;
+        books
+    }
+}
+
+/// Exactly one violation, containing `expected`.
+fn assert_only(violations: &[String], expected: &str) {
+    assert!(
+        violations.len() == 1 && violations[0].contains(expected),
+        "expected one violation about {expected:?}, got {violations:#?}"
+    );
+}
+
+#[tokio::test]
+async fn balanced_books_pass_with_a_zero_exit() {
+    let books = Books::balanced().await;
+    assert_eq!(books.violations().await, Vec::<String>::new());
+    assert_eq!(books.exit_code(), Some(0));
+}
+
+#[tokio::test]
+async fn a_lost_order_is_reported_as_stuck() {
+    let books = Books::balanced().await;
+    let lost = books.order("lost", "PENDING", 1).await;
+    assert_only(&books.violations().await, &format!("order {lost} is still PENDING"));
+    assert_eq!(books.exit_code(), Some(1));
+}
+
+#[tokio::test]
+async fn a_double_deduction_is_reported_even_when_the_stock_adds_up() {
+    let books = Books::balanced().await;
+    let twice = books.order("twice", "CONFIRMED", 1).await;
+    books.deduct(twice, -1, "reserve").await;
+    // The ledger's own guard would refuse the second row; plant it past the guard.
+    books.inventory_sql("ALTER TABLE stock_ledger DROP CONSTRAINT stock_ledger_order_id_sku_reason_key").await;
+    books.deduct(twice, -1, "reserve").await;
+    assert_only(&books.violations().await, &format!("order {twice} (CONFIRMED) JUDGE-1: ledger nets -2, expected -1"));
+    assert_eq!(books.exit_code(), Some(1));
+}
+
+#[tokio::test]
+async fn a_deduction_without_a_confirmed_order_is_reported() {
+    let books = Books::balanced().await;
+    let rejected = books.order("rejected-but-deducted", "REJECTED", 4).await;
+    books.deduct(rejected, -4, "reserve").await;
+    assert_only(&books.violations().await, &format!("order {rejected} (REJECTED) JUDGE-1: ledger nets -4, expected 0"));
+
+    let books = Books::balanced().await;
+    let unknown = Uuid::now_v7();
+    books.deduct(unknown, -1, "reserve").await;
+    assert_only(&books.violations().await, &format!("for order {unknown}, which has no such line"));
+}
+
+#[tokio::test]
+async fn a_confirmed_order_without_a_deduction_is_reported() {
+    let books = Books::balanced().await;
+    let free = books.order("free", "CONFIRMED", 2).await;
+    assert_only(&books.violations().await, &format!("order {free} (CONFIRMED) JUDGE-1: ledger nets 0, expected -2"));
+}
+
+#[tokio::test]
+async fn stock_that_moved_outside_the_ledger_is_reported() {
+    let books = Books::balanced().await;
+    books.inventory_sql("UPDATE products SET available = available - 1 WHERE sku = 'JUDGE-1'").await;
+    assert_only(&books.violations().await, "JUDGE-1: initial 10 + ledger -2 != available 7");
+}
+
+#[tokio::test]
+async fn two_orders_under_one_idempotency_key_are_reported() {
+    let books = Books::balanced().await;
+    books.orders_sql("ALTER TABLE orders DROP CONSTRAINT orders_idempotency_key_key").await;
+    books.order("confirmed", "REJECTED", 1).await;
+    assert_only(&books.violations().await, "idempotency key \"confirmed\" has 2 orders");
+}
+
+#[tokio::test]
+async fn an_outbox_that_nobody_publishes_is_reported() {
+    let books = Books::balanced().await;
+    books
+        .orders_sql(&format!(
+            "INSERT INTO outbox (event_id, topic, message_key, event_type, correlation_id, envelope, created_at) \
+             VALUES ('{}', 'orders.events', 'k', 'OrderPlaced', 'c', '{{}}', now() - interval '5 minutes')",
+            Uuid::now_v7()
+        ))
+        .await;
+    assert_only(&books.violations().await, "outbox order: 1 rows waiting");
+    assert_eq!(books.exit_code(), Some(1));
+}

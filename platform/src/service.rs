@@ -209,11 +209,18 @@ mod tests {
 
     use tokio_util::sync::CancellationToken;
 
-    use super::{fallible, supervise, task};
+    use super::{Task, fallible, task};
     use crate::readiness::Readiness;
 
+    /// [`super::supervise`], bounded: a supervisor that waits forever fails the test.
+    async fn supervise(tasks: Vec<Task>, readiness: &Readiness, shutdown: &CancellationToken) -> anyhow::Result<()> {
+        tokio::time::timeout(Duration::from_secs(5), super::supervise(tasks, readiness, shutdown))
+            .await
+            .expect("the supervisor returned")
+    }
+
     /// A task that runs until shutdown, as a consumer does.
-    fn until_shutdown(shutdown: &CancellationToken) -> super::Task {
+    fn until_shutdown(shutdown: &CancellationToken) -> Task {
         let shutdown = shutdown.clone();
         task("steady", async move { shutdown.cancelled().await })
     }

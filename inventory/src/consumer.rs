@@ -6,8 +6,9 @@ use async_trait::async_trait;
 use diesel_async::AsyncPgConnection;
 use messaging::inbox::{HandleError, Handler};
 use platform::crash::{self, InjectedFault};
+use schema::Event as _;
 use schema::RawEnvelope;
-use schema::events::{OrderCancelled, OrderPlaced};
+use schema::events::{OrderEvent, OrderPlaced};
 
 use crate::gremlin::Gremlin;
 use crate::stock;
@@ -21,26 +22,22 @@ pub struct OrderEvents {
 #[async_trait]
 impl Handler for OrderEvents {
     async fn before(&self, event: &RawEnvelope) {
-        if event.event_type == "OrderPlaced" {
+        if event.event_type == OrderPlaced::TYPE {
             self.gremlin.strike(&event.aggregate_id.to_string()).await;
         }
     }
 
     async fn handle(&self, conn: &mut AsyncPgConnection, event: &RawEnvelope) -> Result<(), HandleError> {
-        let permanent = |e: schema::envelope::DecodeError| HandleError::Permanent(e.to_string());
         let trace = event.trace();
-        match event.event_type.as_str() {
-            "OrderPlaced" => {
-                let placed: OrderPlaced = event.decode().map_err(permanent)?;
+        match OrderEvent::decode(event).map_err(|e| HandleError::Permanent(e.to_string()))? {
+            OrderEvent::Placed(placed) => {
                 let decision = stock::reserve(conn, event.event_id, &placed, &trace, &self.topic).await?;
                 tracing::info!(order_id = %placed.order_id, ?decision, "order decided");
             }
-            "OrderCancelled" => {
-                let cancelled: OrderCancelled = event.decode().map_err(permanent)?;
+            OrderEvent::Cancelled(cancelled) => {
                 let released = stock::release(conn, event.event_id, &cancelled, &trace, &self.topic).await?;
                 tracing::info!(order_id = %cancelled.order_id, lines = released.len(), "stock released");
             }
-            other => return Err(HandleError::Permanent(format!("unknown event type {other:?}"))),
         }
         crash::point(crate::BEFORE_COMMIT)?;
         Ok(())

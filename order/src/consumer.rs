@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use diesel_async::AsyncPgConnection;
 use messaging::inbox::{HandleError, Handler};
 use schema::RawEnvelope;
-use schema::events::{InventoryRejected, InventoryReleased, InventoryReserved};
+use schema::events::InventoryEvent;
 
 use crate::domain::OrderStatus::{Cancelled, Cancelling, Confirmed, Pending, Rejected};
 use crate::metrics::OrderMetrics;
@@ -18,23 +18,19 @@ pub struct InventoryEvents {
 #[async_trait]
 impl Handler for InventoryEvents {
     async fn handle(&self, conn: &mut AsyncPgConnection, event: &RawEnvelope) -> Result<(), HandleError> {
-        let permanent = |e: schema::envelope::DecodeError| HandleError::Permanent(e.to_string());
+        let decision = InventoryEvent::decode(event).map_err(|e| HandleError::Permanent(e.to_string()))?;
         // An order being cancelled ignores the reservation outcome: the release that follows
         // decides its end.
-        let (accepted_at, outcome) = match event.event_type.as_str() {
-            "InventoryReserved" => {
-                let reserved: InventoryReserved = event.decode().map_err(permanent)?;
+        let (accepted_at, outcome) = match decision {
+            InventoryEvent::Reserved(reserved) => {
                 (transition(conn, reserved.order_id, &[Pending], Confirmed, None).await?, "confirmed")
             }
-            "InventoryRejected" => {
-                let rejected: InventoryRejected = event.decode().map_err(permanent)?;
+            InventoryEvent::Rejected(rejected) => {
                 (transition(conn, rejected.order_id, &[Pending], Rejected, Some(&rejected.reason)).await?, "rejected")
             }
-            "InventoryReleased" => {
-                let released: InventoryReleased = event.decode().map_err(permanent)?;
+            InventoryEvent::Released(released) => {
                 (transition(conn, released.order_id, &[Cancelling], Cancelled, None).await?, "cancelled")
             }
-            other => return Err(HandleError::Permanent(format!("unknown event type {other:?}"))),
         };
         if let Some(accepted_at) = accepted_at {
             // End to end is acceptance to the first decision; a cancellation is the customer's doing.

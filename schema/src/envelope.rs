@@ -62,6 +62,9 @@ impl<P: Event> Envelope<P> {
 /// Why a raw envelope could not be read as a given event.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
+    /// The topic carries no event of this type (`expected` lists those it does carry).
+    #[error("unknown event type {found:?} (this topic carries {expected})")]
+    UnknownType { expected: &'static str, found: String },
     #[error("event type {found:?} is not {expected:?}")]
     WrongType { expected: &'static str, found: String },
     #[error("{event_type} schema version {found} is not supported (this build reads version {supported})")]

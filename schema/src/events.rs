@@ -3,7 +3,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::envelope::Event;
+use crate::envelope::{DecodeError, Event, RawEnvelope};
 use crate::ids::{OrderId, Quantity, Sku};
 
 /// One line of an order: so many units of one SKU.
@@ -91,5 +91,65 @@ impl InventoryRejected {
             .collect::<Vec<_>>()
             .join("; ");
         Self { order_id, reason, shortfalls }
+    }
+}
+
+/// Decodes an envelope into one of the listed payload types, by its `event_type`.
+macro_rules! topic_events {
+    ($(#[$doc:meta])* $name:ident { $($variant:ident($payload:ty)),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub enum $name {
+            $($variant($payload),)+
+        }
+
+        impl $name {
+            /// The payload of `envelope`, decoded once: a consumer matches on the variant, so
+            /// a type it forgets does not compile and a typo cannot hide in a string.
+            pub fn decode(envelope: &RawEnvelope) -> Result<Self, DecodeError> {
+                $(if envelope.event_type == <$payload as Event>::TYPE {
+                    return envelope.decode::<$payload>().map(Self::$variant);
+                })+
+                Err(DecodeError::UnknownType {
+                    expected: concat!($(stringify!($payload), " "),+),
+                    found: envelope.event_type.clone(),
+                })
+            }
+        }
+    };
+}
+
+topic_events! {
+    /// Every event on `orders.events`.
+    OrderEvent { Placed(OrderPlaced), Cancelled(OrderCancelled) }
+}
+
+topic_events! {
+    /// Every event on `inventory.events`.
+    InventoryEvent { Reserved(InventoryReserved), Rejected(InventoryRejected), Released(InventoryReleased) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{InventoryEvent, OrderCancelled, OrderEvent};
+    use crate::envelope::{DecodeError, Envelope, RawEnvelope, Trace};
+    use crate::ids::OrderId;
+
+    fn raw(event: OrderCancelled) -> RawEnvelope {
+        let bytes = serde_json::to_vec(&Envelope::new(event, &Trace { correlation_id: "c".into(), traceparent: None }))
+            .expect("serialises");
+        RawEnvelope::from_slice(&bytes).expect("reads")
+    }
+
+    #[test]
+    fn an_event_decodes_into_its_variant() {
+        let cancelled = OrderCancelled { order_id: OrderId::new() };
+        assert_eq!(OrderEvent::decode(&raw(cancelled.clone())).ok(), Some(OrderEvent::Cancelled(cancelled)));
+    }
+
+    #[test]
+    fn an_event_of_another_topic_is_an_unknown_type() {
+        let error = InventoryEvent::decode(&raw(OrderCancelled { order_id: OrderId::new() })).expect_err("unknown");
+        assert!(matches!(&error, DecodeError::UnknownType { found, .. } if found == "OrderCancelled"), "{error}");
     }
 }

@@ -3,12 +3,14 @@
 //! decisions on `inventory.events` through its outbox. Map:
 //!
 //! - events in: [`consumer`] (which event does what) → [`stock`] (the transactions);
-//! - HTTP: [`routes`] (stock levels, health, admin: products and the gremlin);
+//! - HTTP: [`routes`] (stock levels, health, admin: products and the gremlin), answering
+//!   with [`error`];
 //! - faults on purpose: [`gremlin`] (a deterministic slowness pattern);
 //! - process: [`configuration`], [`state`], [`startup`].
 
 pub mod configuration;
 pub mod consumer;
+pub mod error;
 pub mod gremlin;
 pub mod routes;
 pub mod startup;

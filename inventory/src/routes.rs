@@ -1,8 +1,6 @@
 //! HTTP routes of the inventory service: stock levels and health.
 
-use actix_web::http::StatusCode;
-use actix_web::{HttpResponse, ResponseError, get, web};
-use platform::http::error_response;
+use actix_web::{HttpResponse, get, web};
 use schema::Sku;
 
 use actix_web::body::MessageBody;
@@ -10,44 +8,10 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
 use platform::admin::Admin;
 
+use crate::error::ApiError;
 use crate::gremlin::Pattern;
 use crate::state::AppState;
 use crate::stock::{self, StockView};
-
-#[derive(Debug, thiserror::Error)]
-pub enum ApiError {
-    #[error("{0}")]
-    BadSku(String),
-    #[error("unknown sku")]
-    NotFound,
-    #[error("database: {0}")]
-    Database(#[from] diesel::result::Error),
-    #[error("no database connection: {0}")]
-    Pool(#[from] diesel_async::pooled_connection::deadpool::PoolError),
-}
-
-impl ResponseError for ApiError {
-    fn status_code(&self) -> actix_web::http::StatusCode {
-        match self {
-            Self::BadSku(_) => StatusCode::BAD_REQUEST,
-            Self::NotFound => StatusCode::NOT_FOUND,
-            Self::Database(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            Self::Pool(_) => StatusCode::SERVICE_UNAVAILABLE,
-        }
-    }
-
-    fn error_response(&self) -> HttpResponse {
-        let status = self.status_code();
-        match self {
-            Self::BadSku(problem) => error_response(status, "invalid_sku", format!("sku {problem}")),
-            Self::NotFound => error_response(status, "not_found", "no product with this sku"),
-            Self::Database(_) | Self::Pool(_) => {
-                tracing::error!(error = %self, "request failed");
-                error_response(status, "internal", "something went wrong on our side; retry shortly")
-            }
-        }
-    }
-}
 
 /// Every product with its available stock.
 #[utoipa::path(get, path = "/stock", responses((status = 200, body = [StockView])))]
@@ -126,16 +90,16 @@ pub async fn add_product(
     let sku = Sku::parse(&sku).map_err(|e| ApiError::BadSku(e.to_string()))?;
     let name = product.name.trim();
     if name.is_empty() || name.chars().count() > 100 {
-        return Ok(error_response(StatusCode::BAD_REQUEST, "invalid_name", "name must be 1 to 100 characters"));
+        return Err(ApiError::InvalidName);
     }
     if !(0..=1_000_000_000).contains(&product.stock) {
-        return Ok(error_response(StatusCode::BAD_REQUEST, "invalid_stock", "stock must be 0 to 1000000000"));
+        return Err(ApiError::InvalidStock);
     }
     let mut conn = state.pool.get().await?;
     if stock::add_product(&mut conn, &sku, name, product.stock).await? {
         Ok(HttpResponse::Created().json(stock::find(&mut conn, &sku).await?))
     } else {
-        Ok(error_response(StatusCode::CONFLICT, "exists", format!("{sku} is already in the catalogue")))
+        Err(ApiError::Exists(sku))
     }
 }
 
@@ -145,12 +109,14 @@ pub async fn get_gremlin(_: Admin, state: web::Data<AppState>) -> HttpResponse {
 }
 
 /// `PUT /admin/gremlin` with a full pattern, e.g. `{"enabled": true, "one_in": 4, "delay_ms": 5000}`.
-pub async fn put_gremlin(_: Admin, state: web::Data<AppState>, pattern: web::Json<Pattern>) -> HttpResponse {
-    if let Err(problem) = pattern.validate() {
-        return error_response(actix_web::http::StatusCode::BAD_REQUEST, "invalid_pattern", problem);
-    }
+pub async fn put_gremlin(
+    _: Admin,
+    state: web::Data<AppState>,
+    pattern: web::Json<Pattern>,
+) -> Result<HttpResponse, ApiError> {
+    pattern.validate().map_err(ApiError::InvalidPattern)?;
     state.gremlin.set(*pattern);
-    HttpResponse::Ok().json(gremlin_body(&state))
+    Ok(HttpResponse::Ok().json(gremlin_body(&state)))
 }
 
 fn gremlin_body(state: &AppState) -> serde_json::Value {

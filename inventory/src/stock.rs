@@ -45,7 +45,7 @@ pub async fn reserve(
     placed: &OrderPlaced,
     trace: &Trace,
     topic: &str,
-) -> QueryResult<Reservation> {
+) -> Result<Reservation, StockError> {
     let order_id = placed.order_id;
     if decision(conn, order_id).await?.is_some() {
         // Only possible if the order was cancelled before it reached inventory.
@@ -99,7 +99,7 @@ pub async fn release(
     cancelled: &OrderCancelled,
     trace: &Trace,
     topic: &str,
-) -> QueryResult<Vec<Line>> {
+) -> Result<Vec<Line>, StockError> {
     let order_id = cancelled.order_id;
     let mut released = Vec::new();
     match decision(conn, order_id).await? {
@@ -112,9 +112,10 @@ pub async fn release(
                 .load(conn)
                 .await?;
             for (sku, delta) in reserved {
-                let sku = Sku::parse(&sku).map_err(|e| corrupt(format!("ledger sku: {e}")))?;
+                let sku = Sku::parse(&sku).map_err(|e| StockError::Impossible(format!("ledger sku: {e}")))?;
                 change_stock(conn, order_id, cause, &sku, -delta, "release").await?;
-                let quantity = Quantity::parse(i64::from(-delta)).map_err(|e| corrupt(format!("ledger delta: {e}")))?;
+                let quantity = Quantity::parse(i64::from(-delta))
+                    .map_err(|e| StockError::Impossible(format!("ledger delta: {e}")))?;
                 released.push(Line { sku, quantity });
             }
             update_decision(conn, order_id, Reservation::Released).await?;
@@ -138,13 +139,13 @@ async fn change_stock(
     sku: &Sku,
     delta: i32,
     reason: &str,
-) -> QueryResult<()> {
+) -> Result<(), StockError> {
     let updated = diesel::update(products::table.find(sku.as_str()).filter(products::available.ge(-delta)))
         .set((products::available.eq(products::available + delta), products::updated_at.eq(diesel::dsl::now)))
         .execute(conn)
         .await?;
     if updated != 1 {
-        return Err(corrupt(format!("stock of {sku} cannot change by {delta}")));
+        return Err(StockError::Impossible(format!("stock of {sku} cannot change by {delta}")));
     }
     diesel::insert_into(stock_ledger::table)
         .values((
@@ -155,8 +156,8 @@ async fn change_stock(
             stock_ledger::event_id.eq(cause.0),
         ))
         .execute(conn)
-        .await
-        .map(drop)
+        .await?;
+    Ok(())
 }
 
 async fn decision(conn: &mut AsyncPgConnection, order_id: OrderId) -> QueryResult<Option<Reservation>> {
@@ -194,10 +195,24 @@ async fn update_decision(conn: &mut AsyncPgConnection, order_id: OrderId, status
         .map(drop)
 }
 
-/// A state that should be impossible; the transaction rolls back and the event is skipped
-/// with this message in the log.
-fn corrupt(message: String) -> diesel::result::Error {
-    diesel::result::Error::QueryBuilderError(message.into())
+/// Why stock could not change.
+#[derive(Debug, thiserror::Error)]
+pub enum StockError {
+    #[error(transparent)]
+    Database(#[from] diesel::result::Error),
+    /// A state that should be impossible (stock below zero, an unreadable ledger row). The
+    /// transaction rolls back; the event is tried again a few times, then dead-lettered.
+    #[error("{0}")]
+    Impossible(String),
+}
+
+impl From<StockError> for messaging::inbox::HandleError {
+    fn from(error: StockError) -> Self {
+        match error {
+            StockError::Database(error) => Self::Database(error),
+            StockError::Impossible(message) => Self::Permanent(message),
+        }
+    }
 }
 
 /// One product as the API shows it.

@@ -54,7 +54,7 @@ pub async fn place(
         .transaction::<_, diesel::result::Error, _>(async |conn| {
             // Under concurrent retries this waits for the first attempt's transaction and
             // then inserts nothing.
-            let inserted = diesel::insert_into(orders::table)
+            let created_at: Option<DateTime<Utc>> = diesel::insert_into(orders::table)
                 .values((
                     orders::id.eq(id.0),
                     orders::customer_id.eq(&order.customer_id),
@@ -65,11 +65,13 @@ pub async fn place(
                 ))
                 .on_conflict(orders::idempotency_key)
                 .do_nothing()
-                .execute(conn)
-                .await?;
-            if inserted == 0 {
-                return Ok(false);
-            }
+                .returning(orders::created_at)
+                .get_result(conn)
+                .await
+                .optional()?;
+            let Some(created_at) = created_at else {
+                return Ok(None);
+            };
             let lines: Vec<_> = order
                 .lines
                 .iter()
@@ -84,15 +86,30 @@ pub async fn place(
                 })
                 .collect();
             diesel::insert_into(order_lines::table).values(lines).execute(conn).await?;
-            record_history(conn, id, OrderStatus::Pending, None).await?;
+            let pending_at = record_history(conn, id, OrderStatus::Pending, None).await?;
             let placed =
                 OrderPlaced { order_id: id, customer_id: order.customer_id.clone(), lines: order.lines.clone() };
             messaging::outbox::enqueue(conn, topic, &Envelope::new(placed, trace)).await?;
-            Ok(true)
+            Ok(Some((created_at, pending_at)))
         })
         .await?;
-    if created {
-        return Ok(Placement::Created(find(conn, id).await?.ok_or(diesel::result::Error::NotFound)?));
+    if let Some((created_at, pending_at)) = created {
+        // What was just written, as a read would show it, without reading it back.
+        return Ok(Placement::Created(OrderView {
+            id: id.0,
+            customer_id: order.customer_id.clone(),
+            status: OrderStatus::Pending,
+            rejection_reason: None,
+            correlation_id: trace.correlation_id.clone(),
+            lines: order
+                .lines
+                .iter()
+                .map(|line| LineView { sku: line.sku.as_str().to_owned(), quantity: line.quantity.get() })
+                .collect(),
+            history: vec![HistoryEntry { status: OrderStatus::Pending, reason: None, at: pending_at }],
+            created_at,
+            updated_at: created_at,
+        }));
     }
     let (existing, hash): (Uuid, String) = orders::table
         .filter(orders::idempotency_key.eq(idempotency_key))
@@ -189,16 +206,16 @@ async fn record_history(
     id: OrderId,
     status: OrderStatus,
     reason: Option<&str>,
-) -> QueryResult<()> {
+) -> QueryResult<DateTime<Utc>> {
     diesel::insert_into(order_status_history::table)
         .values((
             order_status_history::order_id.eq(id.0),
             order_status_history::status.eq(status.as_str()),
             order_status_history::reason.eq(reason),
         ))
-        .execute(conn)
+        .returning(order_status_history::at)
+        .get_result(conn)
         .await
-        .map(drop)
 }
 
 /// One order with its lines and history.
@@ -246,20 +263,27 @@ async fn assemble(conn: &mut AsyncPgConnection, rows: Vec<OrderRow>) -> QueryRes
     }
     let mut history_of: HashMap<Uuid, Vec<HistoryEntry>> = HashMap::new();
     for (order_id, status, reason, at) in history {
-        history_of.entry(order_id).or_default().push(HistoryEntry { status, reason, at });
+        history_of.entry(order_id).or_default().push(HistoryEntry { status: status_of(&status)?, reason, at });
     }
-    Ok(rows
-        .into_iter()
-        .map(|row| OrderView {
-            id: row.id,
-            customer_id: row.customer_id,
-            status: row.status,
-            rejection_reason: row.rejection_reason,
-            correlation_id: row.correlation_id,
-            lines: lines_of.remove(&row.id).unwrap_or_default(),
-            history: history_of.remove(&row.id).unwrap_or_default(),
-            created_at: row.created_at,
-            updated_at: row.updated_at,
+    rows.into_iter()
+        .map(|row| {
+            Ok(OrderView {
+                id: row.id,
+                customer_id: row.customer_id,
+                status: status_of(&row.status)?,
+                rejection_reason: row.rejection_reason,
+                correlation_id: row.correlation_id,
+                lines: lines_of.remove(&row.id).unwrap_or_default(),
+                history: history_of.remove(&row.id).unwrap_or_default(),
+                created_at: row.created_at,
+                updated_at: row.updated_at,
+            })
         })
-        .collect())
+        .collect()
+}
+
+/// A status as stored; the table's CHECK constraint allows only the known ones.
+fn status_of(raw: &str) -> QueryResult<OrderStatus> {
+    OrderStatus::parse(raw)
+        .ok_or_else(|| diesel::result::Error::DeserializationError(format!("unknown order status {raw:?}").into()))
 }

@@ -5,13 +5,14 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use crate::domain::OrderStatus;
+
 /// An order as clients see it: its lines and every status it has been in.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct OrderView {
     pub id: Uuid,
     pub customer_id: String,
-    /// PENDING, CONFIRMED, REJECTED, CANCELLING or CANCELLED.
-    pub status: String,
+    pub status: OrderStatus,
     /// Why inventory refused the order, when it did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rejection_reason: Option<String>,
@@ -32,7 +33,7 @@ pub struct LineView {
 /// One status change.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct HistoryEntry {
-    pub status: String,
+    pub status: OrderStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     pub at: DateTime<Utc>,

@@ -8,7 +8,7 @@ use schema::OrderId;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::domain::{OrderStatus, PlaceOrder};
+use crate::domain::PlaceOrder;
 use crate::error::ApiError;
 use crate::repository::{self, Cancellation, Placement};
 use crate::state::AppState;
@@ -85,7 +85,10 @@ pub async fn place_order(
             tracing::info!(order_id = %view.id, correlation_id = %view.correlation_id, "order accepted");
             (view, false)
         }
+        Placement::Replayed(view) if is_terminal(&view) => (view, true),
         Placement::Replayed(view) => {
+            // A decision committed between that read and this registration would wake no
+            // one: read once more after registering.
             waiter = state.waiters.register(view.id);
             (reread(&state, view.id, Duration::from_secs(1)).await.unwrap_or(view), true)
         }
@@ -126,7 +129,7 @@ async fn reread(state: &AppState, id: uuid::Uuid, within: Duration) -> Option<Or
 }
 
 fn is_terminal(view: &OrderView) -> bool {
-    OrderStatus::parse(&view.status).is_some_and(OrderStatus::is_terminal)
+    view.status.is_terminal()
 }
 
 /// The budget for this request: the configured one, or less if the client prefers

@@ -129,6 +129,7 @@ ensure_packages() {
   command -v kcat >/dev/null || missing+=(kcat)
   command -v cmake >/dev/null || missing+=(cmake)
   command -v curl >/dev/null || missing+=(curl)
+  command -v jq >/dev/null || missing+=(jq)
   command -v psql >/dev/null || missing+=(postgresql-client)
   [ -n "$(postgres_bin_dir)" ] || missing+=(postgresql)
   command -v promtool >/dev/null || missing+=(prometheus)

@@ -5,6 +5,7 @@
 //! would. Afterwards each order is followed with GET until it is final; its accepted → final
 //! time comes from the order's own status history (server clocks, no polling error).
 
+mod report;
 mod stats;
 
 use std::path::PathBuf;
@@ -15,6 +16,7 @@ use clap::Parser;
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use crate::report::{render, summarise, write_csv};
 use crate::stats::Summary;
 
 #[derive(Parser, Debug, Clone)]
@@ -63,7 +65,7 @@ struct Args {
 
 /// What happened to one order.
 #[derive(Debug, Clone, Serialize, Default)]
-struct Record {
+pub struct Record {
     key: String,
     sku: String,
     quantity: i64,
@@ -240,63 +242,6 @@ fn accepted_to_final(order: &Value) -> Option<f64> {
     Some((last - first).num_microseconds()? as f64 / 1e3)
 }
 
-#[derive(Debug, Serialize)]
-struct RunSummary {
-    requests: usize,
-    seconds: f64,
-    rps: f64,
-    by_reply_status: std::collections::BTreeMap<String, usize>,
-    by_final_status: std::collections::BTreeMap<String, usize>,
-    transport_errors: usize,
-    retried: usize,
-    reply: Summary,
-    accepted_to_final: Summary,
-}
-
-fn summarise(records: &[Record], elapsed: Duration) -> RunSummary {
-    let mut by_reply_status = std::collections::BTreeMap::new();
-    let mut by_final_status = std::collections::BTreeMap::new();
-    for r in records {
-        let status = if r.reply_status == 0 { "error".to_owned() } else { r.reply_status.to_string() };
-        *by_reply_status.entry(status).or_insert(0) += 1;
-        let final_status = if r.final_status.is_empty() { "none".to_owned() } else { r.final_status.clone() };
-        *by_final_status.entry(final_status).or_insert(0) += 1;
-    }
-    let replies: Vec<Duration> = records.iter().map(|r| Duration::from_secs_f64(r.reply_ms / 1e3)).collect();
-    let finals: Vec<Duration> = records
-        .iter()
-        .filter_map(|r| r.accepted_to_final_ms)
-        .map(|ms| Duration::from_secs_f64(ms.max(0.0) / 1e3))
-        .collect();
-    RunSummary {
-        requests: records.len(),
-        seconds: elapsed.as_secs_f64(),
-        rps: records.len() as f64 / elapsed.as_secs_f64().max(1e-9),
-        by_reply_status,
-        by_final_status,
-        transport_errors: records.iter().filter(|r| r.reply_status == 0).count(),
-        retried: records.iter().filter(|r| r.attempts > 1).count(),
-        reply: Summary::of(&replies),
-        accepted_to_final: Summary::of(&finals),
-    }
-}
-
-fn render(s: &RunSummary) -> String {
-    format!(
-        "requests {} in {:.1} s ({:.1}/s); replies {:?}; final {:?}; transport errors {}; retried {}\n\
-         reply:              {}\naccepted -> final:  {}",
-        s.requests,
-        s.seconds,
-        s.rps,
-        s.by_reply_status,
-        s.by_final_status,
-        s.transport_errors,
-        s.retried,
-        s.reply,
-        s.accepted_to_final
-    )
-}
-
 fn spawn_progress(records: Arc<Mutex<Vec<Record>>>, started: Instant, every: f64) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         if every <= 0.0 {
@@ -319,28 +264,4 @@ fn spawn_progress(records: Arc<Mutex<Vec<Record>>>, started: Instant, every: f64
             );
         }
     })
-}
-
-fn write_csv(path: &PathBuf, records: &[Record]) -> anyhow::Result<()> {
-    let mut out = String::from(
-        "order_id,key,sku,quantity,reply_status,reply_ms,attempts,final_status,accepted_to_final_ms,error\n",
-    );
-    for r in records {
-        let error = r.error.replace(['"', '\n'], "'");
-        out.push_str(&format!(
-            "{},{},{},{},{},{:.3},{},{},{},\"{}\"\n",
-            r.order_id,
-            r.key,
-            r.sku,
-            r.quantity,
-            r.reply_status,
-            r.reply_ms,
-            r.attempts,
-            r.final_status,
-            r.accepted_to_final_ms.map(|ms| format!("{ms:.3}")).unwrap_or_default(),
-            error
-        ));
-    }
-    std::fs::write(path, out)?;
-    Ok(())
 }

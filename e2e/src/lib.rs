@@ -6,6 +6,7 @@
 
 pub mod databases;
 pub mod kafka;
+pub mod options;
 pub mod processes;
 pub mod system;
 

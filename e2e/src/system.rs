@@ -17,37 +17,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::databases::TestDatabase;
+pub use crate::options::Options;
 use crate::{SETTLE_TIMEOUT, init_telemetry, kafka, kafka_settings, local_settings, pg_server_url};
-
-/// How the system starts.
-#[derive(Debug, Clone)]
-pub struct Options {
-    /// Relay instances running for each outbox (0 lets a test drive the order outbox itself).
-    pub order_relays: usize,
-    pub inventory_relays: usize,
-    pub wait_budget_ms: u64,
-    pub gremlin: inventory::gremlin::Pattern,
-    pub admin_token: Option<String>,
-    pub admission: order::admission::AdmissionSettings,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Self {
-            order_relays: 1,
-            inventory_relays: 1,
-            wait_budget_ms: 2_000,
-            gremlin: inventory::gremlin::Pattern::default(),
-            admin_token: None,
-            admission: order::admission::AdmissionSettings {
-                // Tests place many orders for one customer quickly.
-                per_customer_per_second: 10_000.0,
-                per_customer_burst: 10_000.0,
-                ..Default::default()
-            },
-        }
-    }
-}
 
 /// One relay instance that a test can kill.
 pub struct RelayHandle {

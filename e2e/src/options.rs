@@ -1,0 +1,32 @@
+//! How a [`crate::TestSystem`] starts: relays per outbox, the wait budget, the gremlin, the
+//! admin token and admission limits.
+
+/// How the system starts.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Relay instances running for each outbox (0 lets a test drive the order outbox itself).
+    pub order_relays: usize,
+    pub inventory_relays: usize,
+    pub wait_budget_ms: u64,
+    pub gremlin: inventory::gremlin::Pattern,
+    pub admin_token: Option<String>,
+    pub admission: order::admission::AdmissionSettings,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            order_relays: 1,
+            inventory_relays: 1,
+            wait_budget_ms: 2_000,
+            gremlin: inventory::gremlin::Pattern::default(),
+            admin_token: None,
+            admission: order::admission::AdmissionSettings {
+                // Tests place many orders for one customer quickly.
+                per_customer_per_second: 10_000.0,
+                per_customer_burst: 10_000.0,
+                ..Default::default()
+            },
+        }
+    }
+}

@@ -30,12 +30,6 @@ pub struct Settings {
     pub inbox: messaging::settings::InboxSettings,
 }
 
-impl Settings {
-    pub fn load() -> Result<Self, config::ConfigError> {
-        platform::config::load("INVENTORY")
-    }
-}
-
 fn default_http() -> HttpSettings {
     HttpSettings::on_port(8081)
 }

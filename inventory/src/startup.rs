@@ -165,10 +165,7 @@ pub struct InventoryService;
 
 impl platform::service::Service for InventoryService {
     type Settings = Settings;
-
-    fn settings() -> anyhow::Result<Settings> {
-        Ok(Settings::load()?)
-    }
+    const PREFIX: &'static str = "INVENTORY";
 
     fn database(settings: &Settings) -> &platform::config::DatabaseSettings {
         &settings.database

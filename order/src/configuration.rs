@@ -40,12 +40,6 @@ pub struct Settings {
     pub peers: crate::routes::page::PeerSettings,
 }
 
-impl Settings {
-    pub fn load() -> Result<Self, config::ConfigError> {
-        platform::config::load("ORDER")
-    }
-}
-
 fn default_http() -> HttpSettings {
     HttpSettings::on_port(8080)
 }

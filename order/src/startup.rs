@@ -187,10 +187,7 @@ pub struct OrderService;
 
 impl platform::service::Service for OrderService {
     type Settings = Settings;
-
-    fn settings() -> anyhow::Result<Settings> {
-        Ok(Settings::load()?)
-    }
+    const PREFIX: &'static str = "ORDER";
 
     fn database(settings: &Settings) -> &platform::config::DatabaseSettings {
         &settings.database

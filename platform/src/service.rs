@@ -24,9 +24,9 @@ pub const HTTP_GRACE_SECS: u64 = 10;
 
 /// What a service is, for the shared `main` ([`main`]).
 pub trait Service {
-    type Settings: Send + 'static;
-    /// Settings from the configuration file and the environment.
-    fn settings() -> anyhow::Result<Self::Settings>;
+    type Settings: serde::de::DeserializeOwned + Send + 'static;
+    /// The prefix of the service's environment variables (`ORDER` for `ORDER__HTTP__PORT`).
+    const PREFIX: &'static str;
     fn database(settings: &Self::Settings) -> &DatabaseSettings;
     /// Every migration set the database needs, in the order they apply.
     fn migrations() -> Vec<EmbeddedMigrations>;
@@ -55,7 +55,7 @@ enum Command {
 pub async fn main<S: Service>() -> anyhow::Result<()> {
     crate::telemetry::init();
     let command = <Cli as clap::Parser>::parse().command.unwrap_or(Command::Serve);
-    let settings = S::settings()?;
+    let settings: S::Settings = crate::config::load(S::PREFIX)?;
     crate::crash::register(&S::crash_points());
     crate::crash::arm_from_env()?;
     match command {

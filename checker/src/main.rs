@@ -1,3 +1,6 @@
+//! `check-invariants`: runs the checker (see the library) against the two databases, prints
+//! the report, and exits 1 on any violation.
+
 use clap::Parser;
 
 /// Checks that the books of the order system balance. Exits 1 on any violation.

@@ -1,6 +1,12 @@
-//! What every process stands on: layered configuration, JSON telemetry, Postgres pools and
-//! migrations, Kafka client factories, and the shutdown signal. Nothing here knows about
-//! orders or stock.
+//! What every process stands on; nothing here knows about orders or stock.
+//!
+//! - a process's life: [`service`] (the shared `main`, HTTP server, supervised background
+//!   tasks, clean or loud stop), [`readiness`], [`health`], [`shutdown`];
+//! - its dependencies: [`db`] (pools, migrations under a lock), [`kafka`] (client factories
+//!   that explain every key), [`retry`];
+//! - its conventions: [`config`] (defaults, file, environment), [`telemetry`] (JSON logs),
+//!   [`metrics`], [`http`] (JSON errors, extractor limits);
+//! - faults on purpose: [`crash`] (named crash points), [`admin`] (token-guarded endpoints).
 
 pub mod admin;
 pub mod config;

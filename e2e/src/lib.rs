@@ -17,6 +17,14 @@ use platform::config::KafkaSettings;
 pub use self::databases::TestDatabase;
 pub use self::system::{Options, RelayHandle, TestSystem};
 
+/// The tests' HTTP client. Idle connections are dropped after a second, well before the
+/// services' 5 s keep-alive: a request sent on a connection the server is closing at that
+/// moment fails with "connection closed before message completed", a race of the client's
+/// making, not a fault of the system under test.
+pub fn http_client(timeout: Duration) -> reqwest::Client {
+    reqwest::Client::builder().timeout(timeout).pool_idle_timeout(Duration::from_secs(1)).build().expect("http client")
+}
+
 /// How long a test waits for an order to settle before failing.
 pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(45);
 

@@ -144,7 +144,7 @@ impl TestSystem {
             kafka,
             order_relays: Vec::new(),
             inventory_relays: Vec::new(),
-            http: reqwest::Client::builder().timeout(Duration::from_secs(20)).build().expect("http client"),
+            http: crate::http_client(Duration::from_secs(20)),
             shutdown,
             _databases: databases,
             _live: Live::new(),

@@ -87,7 +87,7 @@ impl Processes {
             inventory_db,
             topics,
             brokers,
-            http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("http client"),
+            http: crate::http_client(Duration::from_secs(10)),
             logs,
             _databases: databases,
         }

@@ -6,7 +6,6 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 use actix_web::body::BoxBody;
 use actix_web::dev::{Server, ServiceRequest};
@@ -17,7 +16,7 @@ use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 use messaging::inbox::InboxConsumer;
 use messaging::metrics::ConsumerMetrics;
 use platform::readiness::{Readiness, require_ready};
-use platform::service::{fallible, task};
+use platform::service::task;
 use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi as _;
 
@@ -94,14 +93,9 @@ impl Application {
             if !platform::service::prepare_database(&settings.database, migrations, &readiness, &token).await {
                 return Ok(());
             }
-            let keep = Duration::from_secs(settings.inbox.keep_hours * 3600);
-            let every = Duration::from_secs(settings.inbox.purge_every_secs);
             let tasks = vec![
-                fallible("order-events consumer", {
-                    let token = token.clone();
-                    async move { Ok(consumer.run(token).await?) }
-                }),
-                task("inbox purge", messaging::inbox::purge_periodically(purge_pool, keep, every, token.clone())),
+                consumer.into_task("order-events consumer", token.clone()),
+                task("inbox purge", messaging::inbox::purge_periodically(purge_pool, &settings.inbox, token.clone())),
             ];
             platform::service::supervise(tasks, &readiness, &token).await
         };

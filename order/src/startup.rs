@@ -17,7 +17,7 @@ use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 use messaging::inbox::InboxConsumer;
 use messaging::metrics::ConsumerMetrics;
 use platform::readiness::{Readiness, require_ready};
-use platform::service::{fallible, task};
+use platform::service::task;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi as _;
@@ -107,15 +107,10 @@ impl Application {
             if !platform::service::prepare_database(&settings.database, migrations, &readiness, &token).await {
                 return Ok(());
             }
-            let keep = Duration::from_secs(settings.inbox.keep_hours * 3600);
-            let every = Duration::from_secs(settings.inbox.purge_every_secs);
             let tasks = vec![
-                fallible("inventory-events consumer", {
-                    let token = token.clone();
-                    async move { Ok(consumer.run(token).await?) }
-                }),
+                consumer.into_task("inventory-events consumer", token.clone()),
                 task("order status listener", waiters.listen(settings.database.url.clone(), token.clone())),
-                task("inbox purge", messaging::inbox::purge_periodically(purge_pool, keep, every, token.clone())),
+                task("inbox purge", messaging::inbox::purge_periodically(purge_pool, &settings.inbox, token.clone())),
             ];
             platform::service::supervise(tasks, &readiness, &token).await
         };

@@ -27,8 +27,10 @@ use std::time::Duration;
 use platform::config::KafkaSettings;
 use platform::db::PgPool;
 use platform::kafka::GroupConsumer;
+use rdkafka::Message as _;
 use rdkafka::consumer::{CommitMode, Consumer as _};
 use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::message::OwnedMessage;
 use tokio::sync::{Semaphore, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -120,6 +122,11 @@ impl<H: Handler> InboxConsumer<H> {
         Arc::clone(self.consumer.context())
     }
 
+    /// [`run`](Self::run) as a supervised task named `name` (see `platform::service::supervise`).
+    pub fn into_task(self, name: &str, shutdown: CancellationToken) -> platform::service::Task {
+        platform::service::fallible(name, async move { Ok(self.run(shutdown).await?) })
+    }
+
     /// Consumes until `shutdown`; events in hand are finished first, then the stored offsets
     /// are committed. Returns an error if the consumer stopped working before shutdown.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), ConsumeError> {
@@ -198,8 +205,7 @@ async fn consume<H: Handler>(
 }
 
 impl<H> Shared<H> {
-    fn store_offset(&self, message: &rdkafka::message::OwnedMessage, offset: i64) {
-        use rdkafka::Message as _;
+    fn store_offset(&self, message: &OwnedMessage, offset: i64) {
         if let Err(error) = self.consumer.store_offset(message.topic(), message.partition(), offset) {
             // The partition was probably reassigned; its new owner will redeliver, and
             // the inbox recognises what was already applied.

@@ -1,7 +1,7 @@
 //! What the relay records, kept once: the Prometheus families below are both what
 //! `/metrics` shows and what `/health` and tests read, through [`OutboxMetrics`].
 
-use std::collections::BTreeSet;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -77,7 +77,7 @@ impl RelayMetrics {
         OutboxMetrics {
             outbox: name.to_owned(),
             published: self.published.clone(),
-            topics: Arc::default(),
+            published_by_topic: Arc::default(),
             commit_to_ack: self.commit_to_ack.get_or_create_owned(&labels),
             pending: self.pending.get_or_create_owned(&labels),
             oldest_age: self.oldest_age.get_or_create_owned(&labels),
@@ -91,9 +91,10 @@ impl RelayMetrics {
 #[derive(Clone)]
 pub struct OutboxMetrics {
     outbox: String,
-    /// The topics this outbox published to, to add its counts up.
-    topics: Arc<Mutex<BTreeSet<String>>>,
     published: Family<PublishedLabels, Counter>,
+    /// This outbox's published counters by topic, so that recording a publication does not
+    /// build labels each time, and the outbox's own count can be added up.
+    published_by_topic: Arc<Mutex<HashMap<String, Counter>>>,
     commit_to_ack: Histogram,
     pending: Gauge,
     oldest_age: Gauge<f64, AtomicU64>,
@@ -104,9 +105,15 @@ pub struct OutboxMetrics {
 
 impl OutboxMetrics {
     pub fn published(&self, topic: &str, commit_to_ack_seconds: f64) {
-        let labels = PublishedLabels { outbox: self.outbox.clone(), topic: topic.to_owned() };
-        self.published.get_or_create(&labels).inc();
-        lock(&self.topics).insert(labels.topic);
+        let mut by_topic = lock(&self.published_by_topic);
+        if !by_topic.contains_key(topic) {
+            let labels = PublishedLabels { outbox: self.outbox.clone(), topic: topic.to_owned() };
+            by_topic.insert(labels.topic.clone(), self.published.get_or_create_owned(&labels));
+        }
+        if let Some(counter) = by_topic.get(topic) {
+            counter.inc();
+        }
+        drop(by_topic);
         self.commit_to_ack.observe(commit_to_ack_seconds);
     }
 
@@ -127,13 +134,7 @@ impl OutboxMetrics {
 
     /// Events of this outbox published and acknowledged since start.
     pub fn published_count(&self) -> u64 {
-        lock(&self.topics)
-            .iter()
-            .filter_map(|topic| {
-                let labels = PublishedLabels { outbox: self.outbox.clone(), topic: topic.clone() };
-                self.published.get(&labels).map(|c| c.get())
-            })
-            .sum()
+        lock(&self.published_by_topic).values().map(Counter::get).sum()
     }
 
     /// (rows, oldest age in seconds) as last measured by this instance, if it ever led.

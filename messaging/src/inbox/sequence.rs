@@ -3,6 +3,7 @@
 //! stored only up to the oldest unfinished event of each partition.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use rdkafka::Message as _;
@@ -19,7 +20,7 @@ type ChainLink = (u64, oneshot::Receiver<()>);
 pub(super) struct Sequencer {
     offsets: Mutex<OffsetTracker>,
     chains: Mutex<HashMap<Vec<u8>, ChainLink>>,
-    generation: Mutex<u64>,
+    generation: AtomicU64,
 }
 
 /// What a received event waits for before it starts, and the signal it gives when done.
@@ -33,11 +34,7 @@ impl Sequencer {
     /// Registers `message` as the latest event of its order.
     pub fn begin(&self, message: &OwnedMessage) -> Turn {
         lock(&self.offsets).begin(message.topic(), message.partition(), message.offset());
-        let generation = {
-            let mut generation = lock(&self.generation);
-            *generation += 1;
-            *generation
-        };
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
         let (done, finished) = oneshot::channel();
         let key = message.key().unwrap_or_default().to_vec();
         let previous = lock(&self.chains).insert(key, (generation, finished)).map(|(_, rx)| rx);

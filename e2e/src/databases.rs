@@ -9,6 +9,16 @@ pub struct TestDatabase {
 }
 
 impl TestDatabase {
+    /// The order and inventory databases of one test, `<name>_orders` and `<name>_inventory`,
+    /// on the test server.
+    pub async fn pair(name: &str) -> [Self; 2] {
+        let server = crate::pg_server_url();
+        [
+            Self::create(&server, &format!("{name}_orders")).await,
+            Self::create(&server, &format!("{name}_inventory")).await,
+        ]
+    }
+
     /// Creates database `name` on `server` (a URL without a database).
     pub async fn create(server: &str, name: &str) -> Self {
         let mut admin = admin(server).await;

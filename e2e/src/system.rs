@@ -8,6 +8,7 @@ use std::time::Duration;
 use diesel_async::{AsyncConnection as _, AsyncPgConnection};
 use messaging::metrics::ConsumerMetrics;
 use platform::config::{DatabaseSettings, HttpSettings, KafkaSettings};
+use platform::service::Service as _;
 use relay::metrics::OutboxMetrics;
 use relay::relay::OutboxRelay;
 use relay::settings::RelaySettings;
@@ -18,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::databases::TestDatabase;
 pub use crate::options::Options;
-use crate::{SETTLE_TIMEOUT, init_telemetry, kafka, kafka_settings, local_settings, pg_server_url};
+use crate::{SETTLE_TIMEOUT, init_telemetry, kafka, kafka_settings, local_settings};
 
 /// One relay instance that a test can kill.
 pub struct RelayHandle {
@@ -92,16 +93,11 @@ impl TestSystem {
 
     pub async fn start_with(options: Options) -> Self {
         init_telemetry();
-        platform::crash::register(order::CRASH_POINTS);
-        platform::crash::register(inventory::CRASH_POINTS);
+        platform::crash::register(&order::startup::OrderService::crash_points());
+        platform::crash::register(&inventory::startup::InventoryService::crash_points());
         platform::crash::register(relay::CRASH_POINTS);
-        platform::crash::register(messaging::CRASH_POINTS);
         let name = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-        let server = pg_server_url();
-        let databases = [
-            TestDatabase::create(&server, &format!("{name}_orders")).await,
-            TestDatabase::create(&server, &format!("{name}_inventory")).await,
-        ];
+        let databases = TestDatabase::pair(&name).await;
         let (order_db, inventory_db) = (databases[0].url.clone(), databases[1].url.clone());
         let kafka = kafka_settings();
         let topics = Topics { orders: format!("{name}.orders.events"), inventory: format!("{name}.inventory.events") };

@@ -14,7 +14,7 @@ mod service;
 use self::service::free_port;
 pub use self::service::{Broker, Service, binary};
 use crate::databases::TestDatabase;
-use crate::{kafka, pg_server_url};
+use crate::kafka;
 
 /// Order, inventory and relay as processes, plus the test's databases and topics.
 pub struct Processes {
@@ -38,11 +38,7 @@ impl Processes {
     pub async fn prepare(brokers: Option<String>) -> Self {
         crate::init_telemetry();
         let name = format!("p{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-        let server = pg_server_url();
-        let databases = [
-            TestDatabase::create(&server, &format!("{name}_orders")).await,
-            TestDatabase::create(&server, &format!("{name}_inventory")).await,
-        ];
+        let databases = TestDatabase::pair(&name).await;
         let (order_db, inventory_db) = (databases[0].url.clone(), databases[1].url.clone());
         let brokers = brokers.unwrap_or_else(crate::test_brokers);
         let topics = schema::topics::Topics {

@@ -3,7 +3,7 @@
 //! that fault — and nothing on books that balance.
 
 use diesel_async::RunQueryDsl as _;
-use e2e::{TestDatabase, TestSystem, pg_server_url};
+use e2e::{TestDatabase, TestSystem};
 use uuid::Uuid;
 
 /// A fresh pair of databases with every migration applied and one product, JUDGE-1, with 10
@@ -15,10 +15,8 @@ struct Books {
 
 impl Books {
     async fn fresh() -> Self {
-        let server = pg_server_url();
         let name = format!("j{}", &Uuid::new_v4().simple().to_string()[..12]);
-        let orders = TestDatabase::create(&server, &format!("{name}_orders")).await;
-        let inventory = TestDatabase::create(&server, &format!("{name}_inventory")).await;
+        let [orders, inventory] = TestDatabase::pair(&name).await;
         platform::db::run_migrations(&orders.url, order::startup::migrations()).await.expect("order migrations");
         platform::db::run_migrations(&inventory.url, inventory::startup::migrations()).await.expect("migrations");
         let books = Self { orders, inventory };

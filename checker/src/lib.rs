@@ -115,6 +115,14 @@ struct DuplicateKey {
 pub async fn check(order_url: &str, inventory_url: &str, grace_secs: f64) -> anyhow::Result<Report> {
     let mut orders = AsyncPgConnection::establish(order_url).await?;
     let mut inventory = AsyncPgConnection::establish(inventory_url).await?;
+    // Each database is read in one snapshot, so that counts, stuck orders and ledger agree
+    // with each other even while orders are still moving. The order database's snapshot is
+    // taken first (its first query comes first): inventory commits a decision before the
+    // order service records it, so the inventory snapshot, taken later, holds every decision
+    // the order snapshot shows. The connections are dropped at the end; nothing is written.
+    for conn in [&mut orders, &mut inventory] {
+        diesel::sql_query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").execute(conn).await?;
+    }
     let mut violations = Vec::new();
 
     let orders_by_status: BTreeMap<String, i64> =

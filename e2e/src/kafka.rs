@@ -78,3 +78,35 @@ pub fn event_type(message: &OwnedMessage) -> String {
 pub fn key(message: &OwnedMessage) -> String {
     String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned()
 }
+
+/// Reads `topic`'s dead-letter topic until it holds `count` letters (or 30 s passed).
+pub async fn dead_letters(
+    settings: &KafkaSettings,
+    topic: &str,
+    count: usize,
+) -> Vec<messaging::dead_letter::DeadLetter> {
+    let dlq = schema::topics::dead_letter(topic);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (settings, reading) = (settings.clone(), dlq.clone());
+        let letters = tokio::task::spawn_blocking(move || {
+            messaging::dead_letter::read_all(&settings, &reading, Duration::from_secs(10))
+        })
+        .await
+        .expect("reader")
+        .expect("dead-letter topic readable");
+        if letters.len() >= count || tokio::time::Instant::now() > deadline {
+            return letters;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Publishes raw bytes to `topic` under `key`, as a hostile or broken producer would.
+pub async fn publish_raw(producer: &rdkafka::producer::FutureProducer, topic: &str, key: &str, payload: &[u8]) {
+    producer
+        .send(FutureRecord::to(topic).key(key).payload(payload), Duration::from_secs(10))
+        .await
+        .map_err(|(e, _)| e)
+        .expect("published");
+}

@@ -28,6 +28,20 @@ pub fn http_client(timeout: Duration) -> reqwest::Client {
 /// How long a test waits for an order to settle before failing.
 pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(45);
 
+/// Waits until an asynchronous `check` holds, failing the test with `what` after
+/// [`SETTLE_TIMEOUT`].
+pub async fn eventually_async<F, Fut>(what: &str, check: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "{what} did not happen");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// Waits until `check` holds, failing the test with `what` after [`SETTLE_TIMEOUT`].
 pub async fn eventually(what: &str, check: impl Fn() -> bool) {
     let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;

@@ -11,6 +11,10 @@ pub struct Options {
     pub gremlin: inventory::gremlin::Pattern,
     pub admin_token: Option<String>,
     pub admission: order::admission::AdmissionSettings,
+    /// Both services' inbox settings; `None`: the local profile's.
+    pub inbox: Option<messaging::settings::InboxSettings>,
+    /// The consumers' statement timeout; `None`: the default.
+    pub consumer_statement_timeout_ms: Option<u64>,
 }
 
 impl Default for Options {
@@ -27,6 +31,8 @@ impl Default for Options {
                 per_customer_burst: 10_000.0,
                 ..Default::default()
             },
+            inbox: None,
+            consumer_statement_timeout_ms: None,
         }
     }
 }

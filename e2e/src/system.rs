@@ -49,6 +49,8 @@ pub struct TestSystem {
     pub order_relays: Vec<RelayHandle>,
     pub inventory_relays: Vec<RelayHandle>,
     pub http: reqwest::Client,
+    /// For tests that publish messages themselves (one producer: making one takes a while).
+    producer: std::sync::OnceLock<rdkafka::producer::FutureProducer>,
     shutdown: CancellationToken,
     services: Vec<JoinHandle<anyhow::Result<()>>>,
     /// Dropped last: the databases go when the system does, even if the test panics.
@@ -112,6 +114,12 @@ impl TestSystem {
         order.wait_budget_ms = options.wait_budget_ms;
         order.admission = options.admission.clone();
         order.admin.token = options.admin_token.clone();
+        if let Some(inbox) = &options.inbox {
+            order.inbox = inbox.clone();
+        }
+        if let Some(timeout) = options.consumer_statement_timeout_ms {
+            order.database.consumer_statement_timeout_ms = timeout;
+        }
         let order = order::startup::Application::build(order, shutdown.clone()).await.expect("order service builds");
 
         let mut inventory: inventory::configuration::Settings = local_settings();
@@ -122,6 +130,12 @@ impl TestSystem {
         inventory.consumer_group = format!("{name}-inventory");
         inventory.gremlin = options.gremlin;
         inventory.admin.token = options.admin_token.clone();
+        if let Some(inbox) = &options.inbox {
+            inventory.inbox = inbox.clone();
+        }
+        if let Some(timeout) = options.consumer_statement_timeout_ms {
+            inventory.database.consumer_statement_timeout_ms = timeout;
+        }
         let inventory = inventory::startup::Application::build(inventory, shutdown.clone())
             .await
             .expect("inventory service builds");
@@ -141,6 +155,7 @@ impl TestSystem {
             order_relays: Vec::new(),
             inventory_relays: Vec::new(),
             http: crate::http_client(Duration::from_secs(20)),
+            producer: std::sync::OnceLock::new(),
             shutdown,
             _databases: databases,
             _live: Live::new(),
@@ -165,6 +180,11 @@ impl TestSystem {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
+    }
+
+    /// A producer for this system's broker, made on first use.
+    pub fn producer(&self) -> &rdkafka::producer::FutureProducer {
+        self.producer.get_or_init(|| platform::kafka::producer(&self.kafka).expect("producer"))
     }
 
     /// Starts one more relay instance for the outbox of `database_url`.

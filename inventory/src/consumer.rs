@@ -8,7 +8,7 @@ use messaging::inbox::{HandleError, Handler};
 use platform::crash::{self, InjectedFault};
 use schema::Event as _;
 use schema::RawEnvelope;
-use schema::events::{OrderEvent, OrderPlaced};
+use schema::events::{OrderCancelled, OrderEvent, OrderPlaced};
 
 use crate::gremlin::Gremlin;
 use crate::stock;
@@ -40,6 +40,35 @@ impl Handler for OrderEvents {
             }
         }
         crash::point(crate::BEFORE_COMMIT)?;
+        Ok(())
+    }
+
+    /// A dead-lettered event still ends its order (decision 0011): a placement that cannot be
+    /// processed is rejected (nothing was reserved: its transaction rolled back), and a
+    /// cancellation that cannot be read still releases whatever the order holds, since only
+    /// an order being cancelled is ever sent one. An event of a type this topic does not
+    /// carry is about nothing inventory can end.
+    async fn refused(
+        &self,
+        conn: &mut AsyncPgConnection,
+        event: &RawEnvelope,
+        reason: &str,
+    ) -> Result<(), HandleError> {
+        let trace = event.trace();
+        let order_id = event.aggregate_id;
+        match event.event_type.as_str() {
+            OrderPlaced::TYPE => {
+                let reason = format!("unprocessable order event: {}", stock::short(reason));
+                let decision = stock::refuse(conn, order_id, &reason, &trace, &self.topic).await?;
+                tracing::warn!(%order_id, ?decision, "refused placement answered");
+            }
+            OrderCancelled::TYPE => {
+                let cancelled = OrderCancelled { order_id };
+                let released = stock::release(conn, event.event_id, &cancelled, &trace, &self.topic).await?;
+                tracing::warn!(%order_id, lines = released.len(), "refused cancellation answered with a release");
+            }
+            _ => {}
+        }
         Ok(())
     }
 

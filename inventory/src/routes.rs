@@ -55,9 +55,10 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     .await;
     let kafka = platform::health::broker(&state.broker).await;
     let background = platform::health::background(&state.readiness);
+    let progress = state.stalls.check();
     let mut extra = serde_json::Map::new();
     extra.insert("consumer".into(), platform::health::consumer(&state.consumer_group, &state.group));
-    platform::health::response_with(&[database, kafka, background], extra)
+    platform::health::response_with(&[database, kafka, progress, background], extra)
 }
 
 /// Holds a `/stock` reply when the gremlin's pattern makes its path slow.

@@ -79,6 +79,7 @@ impl Application {
             broker: platform::kafka::BrokerProbe::new(&settings.kafka, Some(&settings.topics.orders))?,
             consumer_group: settings.consumer_group.clone(),
             group: consumer.group(),
+            stalls: consumer.stalls(),
         });
         let admin = settings.admin.clone();
         let (ready, slow) = (Arc::clone(&readiness), Arc::clone(&gremlin));

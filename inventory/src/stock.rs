@@ -47,9 +47,13 @@ pub async fn reserve(
     topic: &str,
 ) -> Result<Reservation, StockError> {
     let order_id = placed.order_id;
-    if decision(conn, order_id).await?.is_some() {
-        // Only possible if the order was cancelled before it reached inventory.
-        let reason = "the order was cancelled before stock was reserved".to_owned();
+    if let Some(earlier) = decision(conn, order_id).await? {
+        // The order was cancelled before it reached inventory, or an earlier event about it
+        // could not be processed and was answered with a rejection.
+        let reason = match earlier {
+            Reservation::Cancelled => "the order was cancelled before stock was reserved".to_owned(),
+            other => format!("inventory had already decided this order ({})", other.as_str()),
+        };
         let rejected = InventoryRejected { order_id, reason, shortfalls: vec![] };
         messaging::outbox::enqueue(conn, topic, &Envelope::new(rejected, trace)).await?;
         return Ok(Reservation::Rejected);
@@ -90,6 +94,34 @@ pub async fn reserve(
     let reserved = InventoryReserved { order_id, lines: placed.lines.clone() };
     messaging::outbox::enqueue(conn, topic, &Envelope::new(reserved, trace)).await?;
     Ok(Reservation::Reserved)
+}
+
+/// Answers a placement that could not be processed: the order is rejected with `reason`,
+/// unless inventory had already decided it (then nothing changes).
+pub async fn refuse(
+    conn: &mut AsyncPgConnection,
+    order_id: OrderId,
+    reason: &str,
+    trace: &Trace,
+    topic: &str,
+) -> Result<Option<Reservation>, StockError> {
+    if let Some(earlier) = decision(conn, order_id).await? {
+        return Ok(Some(earlier));
+    }
+    record_decision(conn, order_id, Reservation::Rejected, Some(reason)).await?;
+    let rejected = InventoryRejected { order_id, reason: reason.to_owned(), shortfalls: vec![] };
+    messaging::outbox::enqueue(conn, topic, &Envelope::new(rejected, trace)).await?;
+    Ok(None)
+}
+
+/// At most the first 300 characters of a failure, for a reason a customer may read.
+pub fn short(reason: &str) -> String {
+    const LEN: usize = 300;
+    let mut short: String = reason.chars().take(LEN).collect();
+    if reason.chars().nth(LEN).is_some() {
+        short.push('…');
+    }
+    short
 }
 
 /// Puts back whatever was reserved for a cancelled order and writes `InventoryReleased`.

@@ -40,6 +40,7 @@ pub struct ConsumerMetrics {
     topics: Arc<[String]>,
     events: Family<OutcomeLabels, Counter>,
     lag: Family<PartitionLabels, Gauge>,
+    stalled: Family<PartitionLabels, Gauge>,
 }
 
 impl ConsumerMetrics {
@@ -49,6 +50,7 @@ impl ConsumerMetrics {
             topics: topics.iter().map(|t| (*t).to_owned()).collect(),
             events: Family::default(),
             lag: Family::default(),
+            stalled: Family::default(),
         }
     }
 
@@ -56,6 +58,11 @@ impl ConsumerMetrics {
     pub fn register(&self, metrics: &Metrics) {
         metrics.register("consumer_events", "Events a consumer finished with, by outcome", self.events.clone());
         metrics.register("consumer_lag_messages", "Messages on a partition not yet consumed", self.lag.clone());
+        metrics.register(
+            "consumer_stalled_seconds",
+            "How long a partition's oldest failing event has been failing (0: none is)",
+            self.stalled.clone(),
+        );
     }
 
     pub fn event(&self, topic: &str, outcome: EventOutcome) {
@@ -64,6 +71,10 @@ impl ConsumerMetrics {
 
     pub fn lag(&self, topic: &str, partition: i32, messages: i64) {
         self.lag.get_or_create(&PartitionLabels { topic: topic.to_owned(), partition }).set(messages);
+    }
+
+    pub fn stalled(&self, topic: &str, partition: i32, seconds: i64) {
+        self.stalled.get_or_create(&PartitionLabels { topic: topic.to_owned(), partition }).set(seconds);
     }
 
     /// Events that ended with `outcome`, over all the consumer's topics.

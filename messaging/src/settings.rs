@@ -11,11 +11,15 @@ pub struct InboxSettings {
     /// (kafka-init sets 168 h): an older event cannot be redelivered. 14 days by default.
     pub keep_hours: u64,
     pub purge_every_secs: u64,
-    /// How many times an event whose handler fails permanently is tried before it goes to
-    /// the dead-letter topic (`<topic>.dlq`).
+    /// How many times an event failing for a reason of unknown kind is tried before it goes
+    /// to the dead-letter topic (`<topic>.dlq`). A refused event goes there at once; one
+    /// failing because the database is busy or unreachable never does (decision 0011).
     pub dead_letter_attempts: usize,
-    /// The first pause between those attempts; it doubles after each.
+    /// The first pause between those attempts; it doubles after each (up to 16×).
     pub retry_first_delay_ms: u64,
+    /// How long a partition's oldest event may keep failing before the partition counts as
+    /// stuck: `/health` then says not ready, naming it and the reason.
+    pub stall_after_secs: u64,
     /// How many events one consumer handles at once, across its partitions (the events of
     /// one order are always handled one after the other).
     pub max_in_flight: usize,
@@ -26,8 +30,9 @@ impl Default for InboxSettings {
         Self {
             keep_hours: 14 * 24,
             purge_every_secs: 3_600,
-            dead_letter_attempts: 4,
-            retry_first_delay_ms: 200,
+            dead_letter_attempts: 6,
+            retry_first_delay_ms: 250,
+            stall_after_secs: 30,
             max_in_flight: 64,
         }
     }

@@ -4,8 +4,9 @@
 use async_trait::async_trait;
 use diesel_async::AsyncPgConnection;
 use messaging::inbox::{HandleError, Handler};
-use schema::RawEnvelope;
-use schema::events::InventoryEvent;
+use schema::Event as _;
+use schema::events::{InventoryEvent, InventoryRejected, InventoryReleased, InventoryReserved, OrderCancelled};
+use schema::{Envelope, RawEnvelope};
 
 use crate::domain::OrderStatus::{Cancelled, Cancelling, Confirmed, Pending, Rejected};
 use crate::metrics::OrderMetrics;
@@ -13,6 +14,8 @@ use crate::repository::transition;
 
 pub struct InventoryEvents {
     pub metrics: OrderMetrics,
+    /// Where a cancellation is published (see [`Handler::refused`] below).
+    pub orders_topic: String,
 }
 
 #[async_trait]
@@ -41,6 +44,37 @@ impl Handler for InventoryEvents {
         } else {
             tracing::info!(order_id = %event.aggregate_id, event_type = %event.event_type, "event does not change the order in its current status");
         }
+        Ok(())
+    }
+
+    /// A dead-lettered answer from inventory still ends its order (decision 0011). If the
+    /// answer to a placement cannot be read, whether stock was reserved is unknown: the order
+    /// is cancelled, so inventory releases whatever it holds and the release ends it. If the
+    /// answer to a cancellation cannot be read, it was the release (inventory's only answer
+    /// to one): the order is cancelled.
+    async fn refused(
+        &self,
+        conn: &mut AsyncPgConnection,
+        event: &RawEnvelope,
+        reason: &str,
+    ) -> Result<(), HandleError> {
+        let order_id = event.aggregate_id;
+        let why: String = format!("inventory's answer could not be processed: {reason}").chars().take(300).collect();
+        let (from, to) = match event.event_type.as_str() {
+            InventoryReserved::TYPE | InventoryRejected::TYPE => (Pending, Cancelling),
+            InventoryReleased::TYPE => (Cancelling, Cancelled),
+            _ => return Ok(()),
+        };
+        if transition(conn, order_id, &[from], to, Some(&why)).await?.is_none() {
+            return Ok(());
+        }
+        if to == Cancelling {
+            let cancel = Envelope::new(OrderCancelled { order_id }, &event.trace());
+            messaging::outbox::enqueue(conn, &self.orders_topic, &cancel).await?;
+        } else {
+            self.metrics.finished("cancelled", None);
+        }
+        tracing::warn!(%order_id, status = to.as_str(), "inventory's answer could not be processed; the order moves on");
         Ok(())
     }
 

@@ -59,7 +59,7 @@ impl Application {
         metrics.watch_pool("orders-consumer", consumer_pool.clone());
         let order_metrics = OrderMetrics::register(&metrics);
         let readiness = Arc::new(Readiness::default());
-        let handler = InventoryEvents { metrics: order_metrics.clone() };
+        let handler = InventoryEvents { metrics: order_metrics.clone(), orders_topic: settings.topics.orders.clone() };
         let topics = [settings.topics.inventory.as_str()];
         let consumer = InboxConsumer::new(
             &settings.kafka,
@@ -88,6 +88,7 @@ impl Application {
             metrics: order_metrics,
             consumer_group: settings.consumer_group.clone(),
             group: consumer.group(),
+            stalls: consumer.stalls(),
         });
         let guards = Guards {
             ready: Arc::clone(&readiness),

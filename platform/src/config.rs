@@ -75,17 +75,36 @@ pub struct DatabaseSettings {
     /// keep requests waiting for a connection (and the other way round).
     #[serde(default = "default_consumer_pool_size")]
     pub consumer_pool_size: usize,
+    /// The longest a consumer's statement may run (a lock held elsewhere, a hung query)
+    /// before Postgres cancels it: the event then fails as "busy" and is retried, and a
+    /// partition held that long shows in `/health` instead of hanging unseen.
+    #[serde(default = "default_consumer_statement_timeout_ms")]
+    pub consumer_statement_timeout_ms: u64,
+    /// Set on every connection of this pool; none for request pools (their deadline is
+    /// the reply budget).
+    #[serde(skip)]
+    pub statement_timeout_ms: Option<u64>,
 }
 
 impl DatabaseSettings {
     /// A database at `url` with the default pool sizes.
     pub fn at(url: impl Into<String>) -> Self {
-        Self { url: url.into(), pool_size: default_pool_size(), consumer_pool_size: default_consumer_pool_size() }
+        Self {
+            url: url.into(),
+            pool_size: default_pool_size(),
+            consumer_pool_size: default_consumer_pool_size(),
+            consumer_statement_timeout_ms: default_consumer_statement_timeout_ms(),
+            statement_timeout_ms: None,
+        }
     }
 
     /// The settings of the consumer's pool.
     pub fn for_consumer(&self) -> Self {
-        Self { pool_size: self.consumer_pool_size, ..self.clone() }
+        Self {
+            pool_size: self.consumer_pool_size,
+            statement_timeout_ms: Some(self.consumer_statement_timeout_ms),
+            ..self.clone()
+        }
     }
 }
 
@@ -95,6 +114,10 @@ fn default_pool_size() -> usize {
 
 fn default_consumer_pool_size() -> usize {
     8
+}
+
+fn default_consumer_statement_timeout_ms() -> u64 {
+    10_000
 }
 
 /// The Kafka cluster and the client settings that matter for latency. Only standard client

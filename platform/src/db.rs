@@ -6,7 +6,7 @@ use diesel::RunQueryDsl as _;
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
 use diesel_async::pooled_connection::deadpool::{BuildError, Object, Pool};
 use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod};
-use diesel_async::{AsyncConnection, AsyncPgConnection};
+use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection as _};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness};
 
 use crate::config::DatabaseSettings;
@@ -22,6 +22,18 @@ pub fn pool(settings: &DatabaseSettings) -> Result<PgPool, BuildError> {
     // its first query (answered as any database error is) and is then discarded.
     let mut config = ManagerConfig::default();
     config.recycling_method = RecyclingMethod::Fast;
+    if let Some(timeout_ms) = settings.statement_timeout_ms {
+        config.custom_setup = Box::new(move |url| {
+            let url = url.to_owned();
+            Box::pin(async move {
+                let mut conn = AsyncPgConnection::establish(&url).await?;
+                conn.batch_execute(&format!("SET statement_timeout = {timeout_ms}"))
+                    .await
+                    .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+                Ok(conn)
+            })
+        });
+    }
     let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(&settings.url, config);
     Pool::builder(manager)
         .max_size(settings.pool_size)

@@ -37,6 +37,7 @@ ensure_postgres() {
     PATH="$(postgres_bin_dir):$PATH"
     local as=()
     # initdb refuses to run as root; the private cluster belongs to the postgres user then.
+    # Messages in English: the consumers classify some errors by their text (decision 0011).
     if [ "$(id -u)" = 0 ]; then as=(runuser -u postgres --); fi
     mkdir -p "$data"
     [ "$(id -u)" = 0 ] && chown postgres "$data"
@@ -45,7 +46,7 @@ ensure_postgres() {
         || die "initdb failed; see $LOCAL/postgres-init.log"
     fi
     "${as[@]}" pg_ctl -D "$data" -l "$data/server.log" -w \
-      -o "-p $PRIVATE_PG_PORT -k $data -c listen_addresses=127.0.0.1" start >/dev/null \
+      -o "-p $PRIVATE_PG_PORT -k $data -c listen_addresses=127.0.0.1 -c lc_messages=C" start >/dev/null \
       || die "the private cluster did not start; see $data/server.log"
   fi
   PG_URL="$url"

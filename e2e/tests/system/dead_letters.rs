@@ -1,26 +1,11 @@
 use std::time::Duration;
 
 use e2e::{Options, TestSystem, kafka};
-use messaging::dead_letter::{self, DeadLetter};
+use messaging::dead_letter::DeadLetter;
 use rdkafka::producer::FutureRecord;
 
-/// Reads the dead-letter topic until it holds `count` letters.
 async fn dead_letters(system: &TestSystem, topic: &str, count: usize) -> Vec<DeadLetter> {
-    let dlq = schema::topics::dead_letter(topic);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let settings = system.kafka.clone();
-        let reading = dlq.clone();
-        let letters =
-            tokio::task::spawn_blocking(move || dead_letter::read_all(&settings, &reading, Duration::from_secs(10)))
-                .await
-                .expect("reader")
-                .expect("dead-letter topic readable");
-        if letters.len() >= count || tokio::time::Instant::now() > deadline {
-            return letters;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    kafka::dead_letters(&system.kafka, topic, count).await
 }
 
 #[tokio::test]
@@ -62,39 +47,22 @@ async fn garbage_on_the_orders_topic_is_dead_lettered_and_the_orders_behind_it_g
     system.stop().await;
 }
 
-#[tokio::test]
-async fn a_fixed_event_redriven_from_the_dead_letter_topic_is_applied_exactly_once() {
-    // No order relay: the test publishes the order's event itself, broken.
-    let system = TestSystem::start_with(Options { order_relays: 0, ..Options::default() }).await;
-    let before = system.stock("MUG-01").await;
-    let id = system.place("MUG-01", 3).await;
-
+/// Places one order with no order relay running and takes its `OrderPlaced` out of the
+/// outbox: the test publishes it itself, broken.
+async fn take_the_placement(system: &TestSystem, quantity: i64) -> (String, messaging::outbox::OutboxRow) {
+    let id = system.place("MUG-01", quantity).await;
     let mut conn = TestSystem::connect(&system.order_db).await;
     let batch = relay::publish::fetch_batch(&mut conn, 10).await.expect("outbox");
     assert_eq!(batch.len(), 1);
-    let row = &batch[0];
-    let fixed = row.envelope.to_string();
-    let mut broken = row.envelope.clone();
-    broken["payload"]["lines"] = serde_json::json!("three mugs, please");
-    let producer = platform::kafka::producer(&system.kafka).expect("producer");
-    let broken = broken.to_string();
-    let record = FutureRecord::to(&row.topic).key(&row.message_key).payload(&broken);
-    producer.send(record, Duration::from_secs(10)).await.map_err(|(e, _)| e).expect("published");
-    relay::publish::delete(&mut conn, &[row.id]).await.expect("outbox row gone");
+    relay::publish::delete(&mut conn, &[batch[0].id]).await.expect("outbox row gone");
+    (id, batch.into_iter().next().expect("one row"))
+}
 
-    // The handler rejects it on every attempt, then it is dead-lettered.
-    let letters = dead_letters(&system, &system.topics.orders, 1).await;
-    assert_eq!(letters.len(), 1);
-    let letter = &letters[0];
-    assert_eq!(letter.event_id.as_deref(), Some(row.event_id.to_string().as_str()));
-    assert_eq!(letter.attempts, Some(messaging::settings::InboxSettings::default().dead_letter_attempts as u32));
-    assert!(letter.error.contains("lines"), "error names the bad field: {}", letter.error);
-    assert_eq!(system.order(&id).await["status"], "PENDING");
-    assert_eq!(system.stock("MUG-01").await, before, "nothing reserved for the broken event");
-
-    // The operator fixes it and redrives it with the CLI, twice by mistake.
+/// Runs `dlq redrive` for the dead letter at `letter`, replacing its payload with `fixed`,
+/// twice (an operator's mistake).
+fn redrive_twice(system: &TestSystem, letter: &DeadLetter, fixed: &str) {
     let fixed_file = std::env::temp_dir().join(format!("{}-fixed.json", system.name));
-    std::fs::write(&fixed_file, &fixed).expect("write fixed payload");
+    std::fs::write(&fixed_file, fixed).expect("write fixed payload");
     let at = format!("{}/{}", letter.dlq_partition, letter.dlq_offset);
     for _ in 0..2 {
         let output = std::process::Command::new(e2e::processes::binary("dlq"))
@@ -105,19 +73,70 @@ async fn a_fixed_event_redriven_from_the_dead_letter_topic_is_applied_exactly_on
             .expect("dlq runs");
         assert!(output.status.success(), "dlq redrive: {}", String::from_utf8_lossy(&output.stderr));
     }
+    let _ = std::fs::remove_file(&fixed_file);
+}
+
+#[tokio::test]
+async fn a_broken_placement_rejects_its_order_and_a_redrive_of_it_changes_nothing() {
+    let system = TestSystem::start_with(Options { order_relays: 0, ..Options::default() }).await;
+    let before = system.stock("MUG-01").await;
+    let (id, row) = take_the_placement(&system, 3).await;
+    let mut broken = row.envelope.clone();
+    broken["payload"]["lines"] = serde_json::json!("three mugs, please");
+    kafka::publish_raw(system.producer(), &row.topic, &row.message_key, broken.to_string().as_bytes()).await;
+
+    // Its content is refused: dead-lettered at the first attempt, and its order rejected.
+    let letters = dead_letters(&system, &system.topics.orders, 1).await;
+    assert_eq!(letters.len(), 1);
+    let letter = &letters[0];
+    assert_eq!(letter.event_id.as_deref(), Some(row.event_id.to_string().as_str()));
+    assert_eq!(letter.attempts, Some(1), "a refused event is not tried again");
+    assert!(letter.error.contains("lines"), "error names the bad field: {}", letter.error);
+    let order = system.settled(&id).await;
+    assert_eq!(order["status"], "REJECTED", "{order}");
+    let reason = order["rejection_reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("unprocessable") && reason.contains("lines"), "the reason says why: {order}");
+    assert_eq!(system.stock("MUG-01").await, before, "nothing reserved for the broken event");
+
+    // Redriving it, even fixed, changes nothing: its order has ended.
+    redrive_twice(&system, letter, &row.envelope.to_string());
+    e2e::eventually("both redrives recognised", || system.inventory_consumer.duplicates() >= 2).await;
+    assert_eq!(system.order(&id).await["status"], "REJECTED");
+    assert_eq!(system.inventory_consumer.processed(), 0);
+    assert_eq!(system.stock("MUG-01").await, before);
+    system.assert_books_balance().await;
+    system.stop().await;
+}
+
+#[tokio::test]
+async fn a_fixed_unreadable_event_redriven_from_the_dead_letter_topic_is_applied_exactly_once() {
+    let system = TestSystem::start_with(Options { order_relays: 0, ..Options::default() }).await;
+    let before = system.stock("MUG-01").await;
+    let (id, row) = take_the_placement(&system, 3).await;
+    let fixed = row.envelope.to_string();
+    // A producer bug cut the message short: nothing in it can be trusted, not even its ids.
+    kafka::publish_raw(system.producer(), &row.topic, &row.message_key, &fixed.as_bytes()[..fixed.len() / 2]).await;
+
+    let letters = dead_letters(&system, &system.topics.orders, 1).await;
+    assert_eq!(letters.len(), 1);
+    let letter = &letters[0];
+    assert!(letter.error.starts_with("unreadable event"), "{}", letter.error);
+    assert_eq!(system.order(&id).await["status"], "PENDING", "no order could be named");
+
+    // The operator fixes it and redrives it with the CLI, twice by mistake.
+    redrive_twice(&system, letter, &fixed);
     let listed = std::process::Command::new(e2e::processes::binary("dlq"))
         .args(["--brokers", &system.kafka.brokers, "list", &system.topics.orders])
         .output()
         .expect("dlq runs");
     let listing = String::from_utf8_lossy(&listed.stdout);
-    assert!(listing.contains(&row.event_id.to_string()) && listing.contains("lines"), "list shows it: {listing}");
+    assert!(listing.contains("unreadable"), "list shows it: {listing}");
 
     assert_eq!(system.settled(&id).await["status"], "CONFIRMED");
     e2e::eventually("the second redrive recognised", || system.inventory_consumer.duplicates() >= 1).await;
     assert_eq!(system.inventory_consumer.processed(), 1, "applied once");
     assert_eq!(system.inventory_consumer.dead_lettered(), 1);
     assert_eq!(system.stock("MUG-01").await, before - 3, "stock deducted once");
-    let _ = std::fs::remove_file(&fixed_file);
     system.assert_books_balance().await;
     system.stop().await;
 }

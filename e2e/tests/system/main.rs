@@ -1,6 +1,10 @@
 //! System tests: the order, inventory and relay processes together on the real Postgres and
 //! the real broker. Each test has its own databases, topics and consumer groups.
 
+/// The hostile-event strategies of the reader's property tests, shared.
+#[path = "../../../schema/tests/support/hostile.rs"]
+mod hostile;
+
 mod admin;
 mod api;
 mod bounded_wait;
@@ -11,6 +15,7 @@ mod health;
 mod idempotency;
 mod judge;
 mod load;
+mod poison;
 mod redelivery;
 mod relay_failover;
 mod retention;

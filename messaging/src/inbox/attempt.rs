@@ -1,5 +1,7 @@
-//! Handling one event to the end: applied (or recognised as a duplicate), retried while its
-//! failure may pass, and dead-lettered when it never will.
+//! Handling one event to the end: applied (or recognised as a duplicate); retried for as long
+//! as the database is busy; dead-lettered at once when its content is refused, or after a
+//! few tries when the failure is of an unknown kind (decision 0011). A dead-lettered event is
+//! then recorded in the inbox and answered by the handler, so its order still ends.
 
 use std::time::Duration;
 
@@ -10,15 +12,8 @@ use schema::RawEnvelope;
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
-use super::handler::{Coordinates, HandleError, Handler, Outcome, apply_once};
+use super::handler::{Coordinates, Failure, HandleError, Handler, Outcome, apply_once, refuse_once};
 use crate::metrics::EventOutcome;
-
-/// How one attempt at an event ended.
-enum Decided {
-    Applied,
-    Permanent(HandleError),
-    Interrupted,
-}
 
 impl<H: Handler> Shared<H> {
     /// Handles one message to the end: applied, recognised as a duplicate, or dead-lettered.
@@ -27,14 +22,27 @@ impl<H: Handler> Shared<H> {
     pub(super) async fn process(&self, message: &OwnedMessage, shutdown: &CancellationToken) -> bool {
         let from =
             Coordinates { topic: message.topic().to_owned(), partition: message.partition(), offset: message.offset() };
-        let event = match RawEnvelope::from_slice(message.payload().unwrap_or_default()) {
+        let settled = self.process_at(message, &from, shutdown).await;
+        self.stalls.settled(&from);
+        settled
+    }
+
+    async fn process_at(&self, message: &OwnedMessage, from: &Coordinates, shutdown: &CancellationToken) -> bool {
+        // Reading the same bytes again cannot give another answer (decision 0007).
+        let event = match RawEnvelope::parse(message.payload().unwrap_or_default()) {
             Ok(event) => event,
             Err(error) => {
-                // Parsing the same bytes again cannot give another answer (decision 0007).
-                tracing::error!(%error, "unreadable event");
-                return self.dead_letter(message, &format!("unreadable event: {error}"), 1, shutdown).await;
+                tracing::warn!(%error, "unreadable event");
+                return self.dead_letter(message, None, &format!("unreadable event: {error}"), 1, shutdown).await;
             }
         };
+        if let Err(error) = event.validate() {
+            // A value no query may see: refused before any, and answered from the event's
+            // identity alone (its payload is not trusted).
+            tracing::warn!(%error, "event refused on reading");
+            let reason = format!("unreadable event: {error}");
+            return self.dead_letter(message, event.identity().as_ref(), &reason, 1, shutdown).await;
+        }
         let span = tracing::Span::current();
         span.record("event_id", tracing::field::display(event.event_id));
         span.record("event_type", event.event_type.as_str());
@@ -42,74 +50,99 @@ impl<H: Handler> Shared<H> {
         span.record("correlation_id", event.correlation_id.as_str());
         self.handler.before(&event).await;
 
-        let mut pauses = self.poison.backoff();
-        let mut attempts = 1;
+        let mut busy_pauses = platform::retry::dependency_backoff().build();
+        let mut unknown_pauses = self.poison.backoff();
+        let mut attempts = 0;
         loop {
-            let error = match self.apply_until_decided(&event, &from, shutdown).await {
-                Decided::Applied => return true,
-                Decided::Interrupted => return false,
-                Decided::Permanent(error) => error,
+            attempts += 1;
+            let error = match self.apply(&event, from).await {
+                Ok(()) => return true,
+                Err(error) => error,
             };
-            let Some(pause) = pauses.next() else {
-                tracing::error!(%error, attempts, "event cannot be applied; dead-lettering it");
-                return self.dead_letter(message, &error.to_string(), attempts, shutdown).await;
+            self.stalls.failed(from, &error.to_string());
+            let pause = match error.failure() {
+                Failure::Busy => {
+                    let pause = busy_pauses.next().unwrap_or(Duration::from_secs(5));
+                    tracing::warn!(%error, attempts, retry_in_ms = pause.as_millis() as u64, "database busy or unreachable; trying again");
+                    pause
+                }
+                Failure::Refused => {
+                    tracing::warn!(%error, attempts, "event refused; dead-lettering it");
+                    return self.dead_letter(message, Some(&event), &error.to_string(), attempts, shutdown).await;
+                }
+                Failure::Unknown => match unknown_pauses.next() {
+                    Some(pause) => {
+                        tracing::warn!(%error, attempts, retry_in_ms = pause.as_millis() as u64, "event failed for an unknown reason; trying again");
+                        pause
+                    }
+                    None => {
+                        tracing::error!(%error, attempts, "event keeps failing for an unknown reason; dead-lettering it");
+                        return self.dead_letter(message, Some(&event), &error.to_string(), attempts, shutdown).await;
+                    }
+                },
             };
-            tracing::warn!(%error, attempts, retry_in_ms = pause.as_millis() as u64, "event failed; trying again");
             tokio::select! {
                 () = shutdown.cancelled() => return false,
                 () = tokio::time::sleep(pause) => {}
             }
-            attempts += 1;
         }
     }
 
-    /// Applies the event, retrying transient failures until it is applied, fails
-    /// permanently, or shutdown comes.
-    async fn apply_until_decided(
+    /// One attempt: the event applied (or recognised as a duplicate) and its transaction
+    /// committed, or why not.
+    async fn apply(&self, event: &RawEnvelope, from: &Coordinates) -> Result<(), HandleError> {
+        let mut conn = self.pool.get().await.map_err(|e| HandleError::Unavailable(e.to_string()))?;
+        let outcome = apply_once(&mut conn, &self.handler, event, from).await?;
+        drop(conn);
+        // One line per event would be most of a busy service's log; the counters count
+        // them. A redelivery is worth a line.
+        match outcome {
+            Outcome::Processed => {
+                self.metrics.event(&from.topic, EventOutcome::processed);
+                tracing::debug!("event handled");
+            }
+            Outcome::Duplicate => {
+                self.metrics.event(&from.topic, EventOutcome::duplicate);
+                tracing::info!("duplicate event: already handled");
+            }
+        }
+        // The effect is committed but not acknowledged: the fault makes the event be
+        // handled again, as a redelivery would, and the inbox recognises it.
+        self.handler.after_commit().map_err(HandleError::from)
+    }
+
+    /// Records the refusal of a dead-lettered event in the inbox and lets the handler answer
+    /// it (decision 0011), retrying while the database is busy. Gives up, loudly, on any
+    /// other failure: the event is in the dead-letter topic already.
+    async fn answer_refusal(
         &self,
         event: &RawEnvelope,
         from: &Coordinates,
+        reason: &str,
         shutdown: &CancellationToken,
-    ) -> Decided {
+    ) -> bool {
         let mut pauses = platform::retry::dependency_backoff().build();
         loop {
             let result = match self.pool.get().await {
-                Ok(mut conn) => apply_once(&mut conn, &self.handler, event, from).await,
+                Ok(mut conn) => refuse_once(&mut conn, &self.handler, event, from, reason).await,
                 Err(error) => Err(HandleError::Unavailable(error.to_string())),
             };
-            let pause = match result {
-                Ok(outcome) => {
-                    // One line per event would be most of a busy service's log; the counters
-                    // count them. A redelivery is worth a line.
-                    match outcome {
-                        Outcome::Processed => {
-                            self.metrics.event(&from.topic, EventOutcome::processed);
-                            tracing::debug!("event handled");
-                        }
-                        Outcome::Duplicate => {
-                            self.metrics.event(&from.topic, EventOutcome::duplicate);
-                            tracing::info!("duplicate event: already handled");
-                        }
-                    }
-                    match self.handler.after_commit() {
-                        Ok(()) => return Decided::Applied,
-                        // The effect is committed but not acknowledged: handle the event
-                        // again, as a redelivery would, and the inbox recognises it.
-                        Err(fault) => {
-                            tracing::warn!(%fault, "acknowledgement failed; handling the event again");
-                            continue;
-                        }
-                    }
+            let error = match result {
+                Ok(Outcome::Processed) => return true,
+                Ok(Outcome::Duplicate) => {
+                    tracing::info!("dead-lettered event was already answered");
+                    return true;
                 }
-                Err(error) if error.is_transient() => {
-                    let pause = pauses.next().unwrap_or(Duration::from_secs(5));
-                    tracing::warn!(%error, retry_in_ms = pause.as_millis() as u64, "event not applied yet; retrying");
-                    pause
-                }
-                Err(error) => return Decided::Permanent(error),
+                Err(error) => error,
             };
+            if error.failure() != Failure::Busy {
+                tracing::error!(%error, "cannot record the refusal of a dead-lettered event; its order is left to the checker");
+                return true;
+            }
+            let pause = pauses.next().unwrap_or(Duration::from_secs(5));
+            tracing::warn!(%error, retry_in_ms = pause.as_millis() as u64, "cannot record the refusal yet");
             tokio::select! {
-                () = shutdown.cancelled() => return Decided::Interrupted,
+                () = shutdown.cancelled() => return false,
                 () = tokio::time::sleep(pause) => {}
             }
         }
@@ -122,6 +155,7 @@ impl<H: Handler> Shared<H> {
     async fn dead_letter(
         &self,
         message: &OwnedMessage,
+        event: Option<&RawEnvelope>,
         error: &str,
         attempts: usize,
         shutdown: &CancellationToken,
@@ -133,7 +167,13 @@ impl<H: Handler> Shared<H> {
                 Ok((partition, offset)) => {
                     self.metrics.event(message.topic(), EventOutcome::dead_lettered);
                     tracing::warn!(dlq_partition = partition, dlq_offset = offset, error, "event dead-lettered");
-                    return true;
+                    let Some(event) = event else { return true };
+                    let from = Coordinates {
+                        topic: message.topic().to_owned(),
+                        partition: message.partition(),
+                        offset: message.offset(),
+                    };
+                    return self.answer_refusal(event, &from, error, shutdown).await;
                 }
                 Err(publish_error) => {
                     let pause = pauses.next().unwrap_or(Duration::from_secs(5));

@@ -18,6 +18,21 @@ pub trait Handler: Send + Sync + 'static {
 
     async fn handle(&self, conn: &mut AsyncPgConnection, event: &RawEnvelope) -> Result<(), HandleError>;
 
+    /// Runs when `event` was dead-lettered, inside the transaction that records its id in the
+    /// inbox (so a later redrive of it changes nothing): the place to end what the event was
+    /// about, e.g. answer "rejected: unprocessable" for its order (decision 0011). `reason`
+    /// says why the event was refused. Not called for messages that are not envelopes; when
+    /// the refusal was of a value in the envelope, `event` is its [`RawEnvelope::identity`]
+    /// (ids and type, payload `null`).
+    async fn refused(
+        &self,
+        _conn: &mut AsyncPgConnection,
+        _event: &RawEnvelope,
+        _reason: &str,
+    ) -> Result<(), HandleError> {
+        Ok(())
+    }
+
     /// Runs after the transaction committed, before the offset is stored: the place of the
     /// service's `*.after_commit_before_ack` crash point.
     fn after_commit(&self) -> Result<(), platform::crash::InjectedFault> {
@@ -39,26 +54,101 @@ pub enum HandleError {
     Permanent(String),
 }
 
+/// Why an event failed, which decides what happens to it next (decision 0011).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The database is unreachable or busy (a lost connection, a restart, a serialization
+    /// failure, a deadlock, a lock or statement timeout): nothing is wrong with the event.
+    /// Retried with backoff for as long as it lasts, never dead-lettered.
+    Busy,
+    /// The event's content is refused (a value the database rejects, a broken constraint, a
+    /// payload that does not decode): trying again gives the same answer. Dead-lettered at once.
+    Refused,
+    /// Anything else: tried a bounded number of times, then dead-lettered with the reason.
+    Unknown,
+}
+
+/// Postgres message openings of errors that mean "busy, try again" (SQLSTATE classes 08,
+/// 40, 53, 55P03, 57). diesel-async reports these as `DatabaseErrorKind::Unknown` without
+/// their SQLSTATE, so the (English) message is all there is; a server speaking another
+/// language makes them [`Failure::Unknown`], which is still retried, only not for ever.
+const BUSY: &[&str] = &[
+    "deadlock detected",
+    "could not obtain lock",
+    "canceling statement due to",
+    "terminating connection",
+    "the database system is",
+    "sorry, too many clients",
+    "remaining connection slots are reserved",
+    "could not serialize access",
+    "out of memory",
+    "could not extend file",
+    "no space left on device",
+];
+
+/// Postgres message openings of data exceptions (SQLSTATE class 22): the value is refused,
+/// whenever it is tried.
+const REFUSED: &[&str] = &[
+    "invalid byte sequence",
+    "invalid input syntax",
+    "invalid input value",
+    "value too long",
+    "value out of range",
+    "integer out of range",
+    "bigint out of range",
+    "smallint out of range",
+    "numeric field overflow",
+    "unsupported unicode escape sequence",
+    "character with byte sequence",
+    "date/time field value out of range",
+    "division by zero",
+    "array size exceeds",
+    "string is too long",
+];
+
 impl HandleError {
-    /// Whether trying the same event again may succeed. Constraint violations and queries
-    /// that cannot be built or read are deterministic: they would fail the same way forever.
-    pub fn is_transient(&self) -> bool {
+    /// What kind of failure this is: the one place that decides between retrying for ever,
+    /// dead-lettering at once, and trying a few times.
+    pub fn failure(&self) -> Failure {
+        use DatabaseErrorKind as Kind;
         match self {
-            Self::Permanent(_) => false,
-            Self::Database(DieselError::DatabaseError(kind, _)) => !matches!(
-                kind,
-                DatabaseErrorKind::UniqueViolation
-                    | DatabaseErrorKind::ForeignKeyViolation
-                    | DatabaseErrorKind::CheckViolation
-                    | DatabaseErrorKind::NotNullViolation
-            ),
+            Self::Unavailable(_) | Self::Injected(_) => Failure::Busy,
+            Self::Permanent(_) => Failure::Refused,
+            Self::Database(DieselError::DatabaseError(kind, info)) => match kind {
+                Kind::ClosedConnection
+                | Kind::UnableToSendCommand
+                | Kind::SerializationFailure
+                | Kind::ReadOnlyTransaction => Failure::Busy,
+                Kind::UniqueViolation
+                | Kind::ForeignKeyViolation
+                | Kind::CheckViolation
+                | Kind::NotNullViolation
+                | Kind::RestrictViolation
+                | Kind::ExclusionViolation => Failure::Refused,
+                _ => by_message(info.message()),
+            },
+            // The transaction manager lost track after a failed rollback (a dropped
+            // connection): the pool discards that connection and the next try has a fresh one.
+            Self::Database(DieselError::BrokenTransactionManager) => Failure::Busy,
             Self::Database(
                 DieselError::QueryBuilderError(_)
                 | DieselError::DeserializationError(_)
-                | DieselError::SerializationError(_),
-            ) => false,
-            Self::Database(_) | Self::Unavailable(_) | Self::Injected(_) => true,
+                | DieselError::SerializationError(_)
+                | DieselError::InvalidCString(_),
+            ) => Failure::Refused,
+            Self::Database(_) => Failure::Unknown,
         }
+    }
+}
+
+fn by_message(message: &str) -> Failure {
+    let message = message.to_ascii_lowercase();
+    if BUSY.iter().any(|opening| message.starts_with(opening)) {
+        Failure::Busy
+    } else if REFUSED.iter().any(|opening| message.starts_with(opening)) {
+        Failure::Refused
+    } else {
+        Failure::Unknown
     }
 }
 
@@ -77,6 +167,41 @@ pub enum Outcome {
     Duplicate,
 }
 
+/// Records a dead-lettered `event` in the inbox and lets the handler answer it, in one
+/// transaction; [`Outcome::Duplicate`] if its id was already there (then nothing is done).
+pub async fn refuse_once<H: Handler>(
+    conn: &mut AsyncPgConnection,
+    handler: &H,
+    event: &RawEnvelope,
+    from: &Coordinates,
+    reason: &str,
+) -> Result<Outcome, HandleError> {
+    conn.transaction::<_, HandleError, _>(async |conn| {
+        if !remember(conn, event, from).await? {
+            return Ok(Outcome::Duplicate);
+        }
+        handler.refused(conn, event, reason).await?;
+        Ok(Outcome::Processed)
+    })
+    .await
+}
+
+/// Inserts the event's inbox row; false if it was already there.
+async fn remember(conn: &mut AsyncPgConnection, event: &RawEnvelope, from: &Coordinates) -> Result<bool, HandleError> {
+    let inserted = diesel::insert_into(inbox::table)
+        .values((
+            inbox::event_id.eq(event.event_id.0),
+            inbox::event_type.eq(&event.event_type),
+            inbox::topic.eq(&from.topic),
+            inbox::kafka_partition.eq(from.partition),
+            inbox::kafka_offset.eq(from.offset),
+        ))
+        .on_conflict_do_nothing()
+        .execute(conn)
+        .await?;
+    Ok(inserted == 1)
+}
+
 /// Applies `event` once: inbox row and handler in one transaction. A second call with the
 /// same event id changes nothing and returns [`Outcome::Duplicate`].
 pub async fn apply_once<H: Handler>(
@@ -86,18 +211,7 @@ pub async fn apply_once<H: Handler>(
     from: &Coordinates,
 ) -> Result<Outcome, HandleError> {
     conn.transaction::<_, HandleError, _>(async |conn| {
-        let inserted = diesel::insert_into(inbox::table)
-            .values((
-                inbox::event_id.eq(event.event_id.0),
-                inbox::event_type.eq(&event.event_type),
-                inbox::topic.eq(&from.topic),
-                inbox::kafka_partition.eq(from.partition),
-                inbox::kafka_offset.eq(from.offset),
-            ))
-            .on_conflict_do_nothing()
-            .execute(conn)
-            .await?;
-        if inserted == 0 {
+        if !remember(conn, event, from).await? {
             return Ok(Outcome::Duplicate);
         }
         handler.handle(conn, event).await?;
@@ -110,14 +224,14 @@ pub async fn apply_once<H: Handler>(
 mod tests {
     use diesel::result::{DatabaseErrorInformation, DatabaseErrorKind, Error as DieselError};
 
-    use super::HandleError;
+    use super::{Failure, HandleError};
 
     #[derive(Debug)]
-    struct Info;
+    struct Info(&'static str);
 
     impl DatabaseErrorInformation for Info {
         fn message(&self) -> &str {
-            "planted"
+            self.0
         }
         fn details(&self) -> Option<&str> {
             None
@@ -140,35 +254,72 @@ mod tests {
     }
 
     fn database(kind: DatabaseErrorKind) -> HandleError {
-        HandleError::Database(DieselError::DatabaseError(kind, Box::new(Info)))
+        with_message(kind, "planted")
+    }
+
+    fn with_message(kind: DatabaseErrorKind, message: &'static str) -> HandleError {
+        HandleError::Database(DieselError::DatabaseError(kind, Box::new(Info(message))))
     }
 
     #[test]
-    fn failures_that_may_pass_are_retried() {
+    fn an_unreachable_or_busy_database_is_waited_for() {
         for kind in [
             DatabaseErrorKind::SerializationFailure,
             DatabaseErrorKind::ClosedConnection,
             DatabaseErrorKind::UnableToSendCommand,
+            DatabaseErrorKind::ReadOnlyTransaction,
         ] {
-            assert!(database(kind).is_transient(), "{kind:?}");
+            assert_eq!(database(kind).failure(), Failure::Busy, "{kind:?}");
         }
-        assert!(HandleError::Unavailable("pool timed out".into()).is_transient());
-        assert!(HandleError::Injected(platform::crash::InjectedFault("test")).is_transient());
-        assert!(HandleError::Database(DieselError::BrokenTransactionManager).is_transient());
+        for message in [
+            "deadlock detected",
+            "canceling statement due to statement timeout",
+            "canceling statement due to lock timeout",
+            "could not obtain lock on row in relation \"products\"",
+            "terminating connection due to administrator command",
+            "the database system is shutting down",
+            "sorry, too many clients already",
+        ] {
+            assert_eq!(with_message(DatabaseErrorKind::Unknown, message).failure(), Failure::Busy, "{message}");
+        }
+        assert_eq!(HandleError::Unavailable("pool timed out".into()).failure(), Failure::Busy);
+        assert_eq!(HandleError::Injected(platform::crash::InjectedFault("test")).failure(), Failure::Busy);
+        assert_eq!(HandleError::Database(DieselError::BrokenTransactionManager).failure(), Failure::Busy);
     }
 
     #[test]
-    fn failures_that_repeat_are_not_retried() {
+    fn content_the_database_refuses_is_refused_at_once() {
         for kind in [
             DatabaseErrorKind::UniqueViolation,
             DatabaseErrorKind::ForeignKeyViolation,
             DatabaseErrorKind::CheckViolation,
             DatabaseErrorKind::NotNullViolation,
+            DatabaseErrorKind::RestrictViolation,
+            DatabaseErrorKind::ExclusionViolation,
         ] {
-            assert!(!database(kind).is_transient(), "{kind:?}");
+            assert_eq!(database(kind).failure(), Failure::Refused, "{kind:?}");
         }
-        assert!(!HandleError::Permanent("unknown event type".into()).is_transient());
-        assert!(!HandleError::Database(DieselError::QueryBuilderError("empty".into())).is_transient());
-        assert!(!HandleError::Database(DieselError::DeserializationError("bad row".into())).is_transient());
+        for message in [
+            "invalid byte sequence for encoding \"UTF8\": 0x00",
+            "value too long for type character varying(32)",
+            "integer out of range",
+            "invalid input syntax for type uuid: \"x\"",
+            "unsupported Unicode escape sequence",
+        ] {
+            assert_eq!(with_message(DatabaseErrorKind::Unknown, message).failure(), Failure::Refused, "{message}");
+        }
+        assert_eq!(HandleError::Permanent("unknown event type".into()).failure(), Failure::Refused);
+        assert_eq!(HandleError::Database(DieselError::QueryBuilderError("empty".into())).failure(), Failure::Refused);
+        assert_eq!(
+            HandleError::Database(DieselError::DeserializationError("bad row".into())).failure(),
+            Failure::Refused
+        );
+    }
+
+    #[test]
+    fn anything_else_is_unknown_and_tried_a_bounded_number_of_times() {
+        assert_eq!(with_message(DatabaseErrorKind::Unknown, "planted").failure(), Failure::Unknown);
+        assert_eq!(with_message(DatabaseErrorKind::Unknown, "interblocage détecté").failure(), Failure::Unknown);
+        assert_eq!(HandleError::Database(DieselError::NotFound).failure(), Failure::Unknown);
     }
 }

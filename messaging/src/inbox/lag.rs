@@ -1,6 +1,8 @@
 //! Consumer lag: every few seconds, for each assigned partition, the high watermark minus the
-//! next offset this consumer will read.
+//! next offset this consumer will read; and how long each partition's oldest failing event
+//! has been failing.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,16 +10,36 @@ use platform::kafka::GroupConsumer;
 use rdkafka::consumer::Consumer as _;
 use tokio_util::sync::CancellationToken;
 
+use super::Stalls;
 use crate::metrics::ConsumerMetrics;
 
 const EVERY: Duration = Duration::from_secs(5);
 
-pub(super) async fn report_lag(consumer: Arc<GroupConsumer>, metrics: ConsumerMetrics, shutdown: CancellationToken) {
+pub(super) async fn report_lag(
+    consumer: Arc<GroupConsumer>,
+    metrics: ConsumerMetrics,
+    stalls: Arc<Stalls>,
+    shutdown: CancellationToken,
+) {
+    // Partitions shown as stalled at the last report, to show 0 once they move again.
+    let mut stalled = HashSet::new();
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(EVERY) => {}
         }
+        let now: HashSet<(String, i32)> = stalls
+            .oldest()
+            .into_iter()
+            .map(|stall| {
+                metrics.stalled(&stall.topic, stall.partition, stall.failing_for.as_secs() as i64);
+                (stall.topic, stall.partition)
+            })
+            .collect();
+        for (topic, partition) in stalled.difference(&now) {
+            metrics.stalled(topic, *partition, 0);
+        }
+        stalled = now;
         let consumer = Arc::clone(&consumer);
         let metrics = metrics.clone();
         // The client's calls block (watermarks ask the broker).

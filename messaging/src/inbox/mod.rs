@@ -5,9 +5,13 @@
 //!
 //! - [`handler`]: what a service plugs in, and the one-transaction [`apply_once`];
 //! - `sequence`: the events of one order one after the other, offsets never past unfinished work;
-//! - `attempt`: retry what may pass (a lost connection, a serialization failure) until it
-//!   succeeds or shutdown comes; try a permanent failure [`PoisonPolicy::attempts`] times, then
-//!   publish it to `<topic>.dlq` and move on; an unreadable message goes there at once;
+//! - `attempt`: what a failure means ([`handler::Failure`]): a busy or unreachable database
+//!   is waited for; an event whose content is refused goes to `<topic>.dlq` at once (an
+//!   unreadable message too); a failure of unknown kind is tried [`PoisonPolicy::attempts`]
+//!   times first. A dead-lettered event is recorded in the inbox and answered by the
+//!   handler ([`Handler::refused`]), so the order it was about still ends;
+//! - [`stall`]: a partition whose oldest failing event has failed for too long shows in
+//!   `/health` and in `consumer_stalled_seconds`;
 //! - `lag`: the `consumer_lag_messages` gauge; [`purge`]: forgetting old inbox rows.
 //!
 //! [`InboxConsumer::run`] returns an error when the consumer cannot work (it cannot
@@ -20,6 +24,7 @@ mod lag;
 pub mod poison;
 pub mod purge;
 mod sequence;
+pub mod stall;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,10 +40,11 @@ use tokio::sync::{Semaphore, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-pub use self::handler::{Coordinates, HandleError, Handler, Outcome, apply_once};
+pub use self::handler::{Coordinates, Failure, HandleError, Handler, Outcome, apply_once, refuse_once};
 pub use self::poison::PoisonPolicy;
 pub use self::purge::{purge, purge_periodically};
 use self::sequence::Sequencer;
+pub use self::stall::{Stall, Stalls};
 use crate::dead_letter::DeadLetterQueue;
 use crate::metrics::ConsumerMetrics;
 use crate::settings::InboxSettings;
@@ -68,6 +74,7 @@ pub struct InboxConsumer<H> {
     metrics: ConsumerMetrics,
     dead_letters: DeadLetterQueue,
     poison: PoisonPolicy,
+    stalls: Arc<Stalls>,
     max_in_flight: usize,
 }
 
@@ -79,6 +86,7 @@ struct Shared<H> {
     metrics: ConsumerMetrics,
     dead_letters: DeadLetterQueue,
     poison: PoisonPolicy,
+    stalls: Arc<Stalls>,
     sequencer: Sequencer,
 }
 
@@ -102,6 +110,7 @@ impl<H: Handler> InboxConsumer<H> {
             metrics: ConsumerMetrics::new(topics),
             dead_letters: DeadLetterQueue::new(kafka, group)?,
             poison: PoisonPolicy::from(settings),
+            stalls: Arc::new(Stalls::new(Duration::from_secs(settings.stall_after_secs))),
             max_in_flight: settings.max_in_flight.max(1),
         })
     }
@@ -115,6 +124,11 @@ impl<H: Handler> InboxConsumer<H> {
     /// What the consumer did so far (the same counts `/metrics` shows).
     pub fn stats(&self) -> ConsumerMetrics {
         self.metrics.clone()
+    }
+
+    /// The events failing now: what the service's `/health` reports as "consumer progress".
+    pub fn stalls(&self) -> Arc<Stalls> {
+        Arc::clone(&self.stalls)
     }
 
     /// The consumer's view of its group: which partitions this instance owns now.
@@ -141,9 +155,15 @@ impl<H: Handler> InboxConsumer<H> {
             metrics: self.metrics,
             dead_letters: self.dead_letters,
             poison: self.poison,
+            stalls: self.stalls,
             sequencer: Sequencer::default(),
         });
-        let lag = tokio::spawn(lag::report_lag(Arc::clone(&shared.consumer), shared.metrics.clone(), shutdown.clone()));
+        let lag = tokio::spawn(lag::report_lag(
+            Arc::clone(&shared.consumer),
+            shared.metrics.clone(),
+            Arc::clone(&shared.stalls),
+            shutdown.clone(),
+        ));
         let result = consume(&shared, self.max_in_flight, &shutdown).await;
         lag.abort();
         let _ = lag.await;

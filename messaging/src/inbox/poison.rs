@@ -1,4 +1,4 @@
-//! How patiently an event whose handler fails permanently is tried before it is
+//! How patiently an event failing for a reason of unknown kind is tried before it is
 //! dead-lettered.
 
 use std::time::Duration;

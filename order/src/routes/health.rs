@@ -19,7 +19,8 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     platform::health::response_with(&checks(&state).await, extra)
 }
 
-/// The order database (required) and the broker (optional).
+/// The order database (required), the broker (optional), the consumer's progress and the
+/// background tasks.
 pub async fn checks(state: &AppState) -> Vec<platform::health::Check> {
     let database = platform::health::database_when_ready(
         "order database",
@@ -30,5 +31,5 @@ pub async fn checks(state: &AppState) -> Vec<platform::health::Check> {
     .await;
     // Orders are still accepted into the outbox while the broker is away.
     let kafka = platform::health::broker(&state.broker).await.optional();
-    vec![database, kafka, platform::health::background(&state.readiness)]
+    vec![database, kafka, state.stalls.check(), platform::health::background(&state.readiness)]
 }

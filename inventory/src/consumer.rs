@@ -43,11 +43,13 @@ impl Handler for OrderEvents {
         Ok(())
     }
 
-    /// A dead-lettered event still ends its order (decision 0011): a placement that cannot be
-    /// processed is rejected (nothing was reserved: its transaction rolled back), and a
-    /// cancellation that cannot be read still releases whatever the order holds, since only
-    /// an order being cancelled is ever sent one. An event of a type this topic does not
-    /// carry is about nothing inventory can end.
+    /// A dead-lettered event still ends its order (decision 0011). A placement that cannot
+    /// be processed is rejected (nothing was reserved: its transaction rolled back). A
+    /// cancellation that cannot be processed changes no stock: inventory cannot tell a
+    /// broken cancellation of an order being cancelled from a forged one of a confirmed
+    /// order, so it says what it holds (`InventoryRefused`) and the order service, which
+    /// knows, ends the cancellation. An event of a type this topic does not carry is about
+    /// nothing inventory can end.
     async fn refused(
         &self,
         conn: &mut AsyncPgConnection,
@@ -63,9 +65,16 @@ impl Handler for OrderEvents {
                 tracing::warn!(%order_id, ?decision, "refused placement answered");
             }
             OrderCancelled::TYPE => {
-                let cancelled = OrderCancelled { order_id };
-                let released = stock::release(conn, event.event_id, &cancelled, &trace, &self.topic).await?;
-                tracing::warn!(%order_id, lines = released.len(), "refused cancellation answered with a release");
+                let held = stock::report_refusal(
+                    conn,
+                    order_id,
+                    OrderCancelled::TYPE,
+                    &stock::short(reason),
+                    &trace,
+                    &self.topic,
+                )
+                .await?;
+                tracing::warn!(%order_id, ?held, "refused cancellation answered with what inventory holds");
             }
             _ => {}
         }

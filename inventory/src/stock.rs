@@ -12,7 +12,8 @@ use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use schema::envelope::Trace;
 use schema::events::{
-    InventoryRejected, InventoryReleased, InventoryReserved, Line, OrderCancelled, OrderPlaced, Shortfall,
+    InventoryRefused, InventoryRejected, InventoryReleased, InventoryReserved, Line, OrderCancelled, OrderPlaced,
+    ReservationStatus, Shortfall,
 };
 use schema::tables::inventory_db::{products, reservations, stock_ledger};
 use schema::{Envelope, EventId, OrderId, Quantity, Sku};
@@ -28,6 +29,16 @@ pub enum Reservation {
 }
 
 impl Reservation {
+    /// As other services are told it.
+    fn status(self) -> ReservationStatus {
+        match self {
+            Self::Reserved => ReservationStatus::Reserved,
+            Self::Rejected => ReservationStatus::Rejected,
+            Self::Released => ReservationStatus::Released,
+            Self::Cancelled => ReservationStatus::Cancelled,
+        }
+    }
+
     fn as_str(self) -> &'static str {
         match self {
             Self::Reserved => "RESERVED",
@@ -112,6 +123,27 @@ pub async fn refuse(
     let rejected = InventoryRejected { order_id, reason: reason.to_owned(), shortfalls: vec![] };
     messaging::outbox::enqueue(conn, topic, &Envelope::new(rejected, trace)).await?;
     Ok(None)
+}
+
+/// Answers an event about `order_id` that could not be processed with what inventory holds
+/// for the order, changing nothing.
+pub async fn report_refusal(
+    conn: &mut AsyncPgConnection,
+    order_id: OrderId,
+    refused_type: &str,
+    reason: &str,
+    trace: &Trace,
+    topic: &str,
+) -> Result<Option<Reservation>, StockError> {
+    let held = decision(conn, order_id).await?;
+    let refused = InventoryRefused {
+        order_id,
+        refused_type: refused_type.to_owned(),
+        reason: reason.to_owned(),
+        reservation: held.map(Reservation::status),
+    };
+    messaging::outbox::enqueue(conn, topic, &Envelope::new(refused, trace)).await?;
+    Ok(held)
 }
 
 /// At most the first 300 characters of a failure, for a reason a customer may read.

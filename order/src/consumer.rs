@@ -5,7 +5,10 @@ use async_trait::async_trait;
 use diesel_async::AsyncPgConnection;
 use messaging::inbox::{HandleError, Handler};
 use schema::Event as _;
-use schema::events::{InventoryEvent, InventoryRejected, InventoryReleased, InventoryReserved, OrderCancelled};
+use schema::events::{
+    InventoryEvent, InventoryRefused, InventoryRejected, InventoryReleased, InventoryReserved, OrderCancelled,
+    ReservationStatus,
+};
 use schema::{Envelope, RawEnvelope};
 
 use crate::domain::OrderStatus::{Cancelled, Cancelling, Confirmed, Pending, Rejected};
@@ -33,6 +36,10 @@ impl Handler for InventoryEvents {
             }
             InventoryEvent::Released(released) => {
                 (transition(conn, released.order_id, &[Cancelling], Cancelled, None).await?, "cancelled")
+            }
+            InventoryEvent::Refused(refused) => {
+                end_refused_cancellation(conn, &refused).await?;
+                return Ok(());
             }
         };
         if let Some(accepted_at) = accepted_at {
@@ -81,4 +88,25 @@ impl Handler for InventoryEvents {
     fn after_commit(&self) -> Result<(), platform::crash::InjectedFault> {
         platform::crash::point(crate::CONSUMER_AFTER_COMMIT_BEFORE_ACK)
     }
+}
+
+/// Inventory could not process this order's cancellation and changed nothing: the order
+/// leaves CANCELLING for what inventory holds (a reserved order is confirmed again, the
+/// customer may cancel again), with the reason in its history. Any other refusal, or an
+/// order not being cancelled (a forged cancellation), changes nothing.
+async fn end_refused_cancellation(conn: &mut AsyncPgConnection, refused: &InventoryRefused) -> Result<(), HandleError> {
+    if refused.refused_type != OrderCancelled::TYPE {
+        return Ok(());
+    }
+    let back_to = match refused.reservation {
+        Some(ReservationStatus::Reserved) => Confirmed,
+        Some(ReservationStatus::Rejected) => Rejected,
+        Some(ReservationStatus::Released | ReservationStatus::Cancelled) => Cancelled,
+        None => Pending,
+    };
+    let why = format!("the cancellation could not be processed: {}", refused.reason);
+    if transition(conn, refused.order_id, &[Cancelling], back_to, Some(&why)).await?.is_some() {
+        tracing::warn!(order_id = %refused.order_id, status = back_to.as_str(), "cancellation refused by inventory; the order is back to what inventory holds");
+    }
+    Ok(())
 }

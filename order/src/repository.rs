@@ -189,7 +189,8 @@ pub async fn transition(
             .set((
                 orders::status.eq(to.as_str()),
                 orders::updated_at.eq(diesel::dsl::now),
-                orders::rejection_reason.eq(reason),
+                // The reason of any other change is in the history only.
+                orders::rejection_reason.eq(reason.filter(|_| to == OrderStatus::Rejected)),
             ))
             .returning(orders::created_at)
             .get_result(conn)

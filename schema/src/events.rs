@@ -60,6 +60,31 @@ pub struct InventoryReleased {
     pub lines: Vec<Line>,
 }
 
+/// What inventory holds for an order, as it tells others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ReservationStatus {
+    Reserved,
+    Rejected,
+    Released,
+    /// Cancelled before inventory reserved anything.
+    Cancelled,
+}
+
+/// An event about the order could not be processed and went to the dead-letter topic;
+/// nothing changed for the order. Sent for a refused cancellation, so the order service can
+/// end the cancellation from what inventory holds (decision 0011).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct InventoryRefused {
+    pub order_id: OrderId,
+    /// The type of the refused event, e.g. `OrderCancelled`.
+    pub refused_type: String,
+    /// For people: why it was refused.
+    pub reason: String,
+    /// Inventory's decision for the order; none if it has not decided it.
+    pub reservation: Option<ReservationStatus>,
+}
+
 macro_rules! event {
     ($type:ty, $name:literal, $version:literal) => {
         impl Event for $type {
@@ -77,6 +102,7 @@ event!(OrderCancelled, "OrderCancelled", 1);
 event!(InventoryReserved, "InventoryReserved", 1);
 event!(InventoryRejected, "InventoryRejected", 1);
 event!(InventoryReleased, "InventoryReleased", 1);
+event!(InventoryRefused, "InventoryRefused", 1);
 
 impl InventoryRejected {
     /// Builds the event with a reason a person can read, e.g.
@@ -126,7 +152,12 @@ topic_events! {
 
 topic_events! {
     /// Every event on `inventory.events`.
-    InventoryEvent { Reserved(InventoryReserved), Rejected(InventoryRejected), Released(InventoryReleased) }
+    InventoryEvent {
+        Reserved(InventoryReserved),
+        Rejected(InventoryRejected),
+        Released(InventoryReleased),
+        Refused(InventoryRefused),
+    }
 }
 
 #[cfg(test)]

@@ -6,7 +6,9 @@
 
 use std::path::PathBuf;
 
-use schema::events::{InventoryRejected, InventoryReleased, InventoryReserved, OrderCancelled, OrderPlaced};
+use schema::events::{
+    InventoryRefused, InventoryRejected, InventoryReleased, InventoryReserved, OrderCancelled, OrderPlaced,
+};
 use schema::{Envelope, Event};
 
 fn check<E: Event>() {
@@ -30,6 +32,7 @@ fn every_event_type_has_an_up_to_date_json_schema_file() {
     check::<InventoryReserved>();
     check::<InventoryRejected>();
     check::<InventoryReleased>();
+    check::<InventoryRefused>();
 }
 
 #[test]

@@ -13,8 +13,8 @@ use serde_json::{Value, json};
 
 use crate::hostile;
 
-/// The order's `OrderPlaced` rows, taken out of the outbox (no order relay runs), by order id.
-async fn take_placements(system: &TestSystem, count: usize) -> Vec<Value> {
+/// The order outbox's rows (no order relay runs), taken out of it, oldest first.
+async fn take_outbox_rows(system: &TestSystem, count: usize) -> Vec<Value> {
     let mut conn = TestSystem::connect(&system.order_db).await;
     let batch = relay::publish::fetch_batch(&mut conn, 100).await.expect("outbox");
     assert_eq!(batch.len(), count);
@@ -37,7 +37,7 @@ async fn every_kind_of_poison_is_dead_lettered_and_every_order_still_ends() {
         system.place("MUG-01", 1).await,
         system.place("MUG-01", 1).await,
     ];
-    let placed = take_placements(&system, 4).await;
+    let placed = take_outbox_rows(&system, 4).await;
     let [nul_value, wrong_type, behind_unknown, behind_bad_type] = &placed[..] else { unreachable!() };
 
     // A value Postgres cannot store, refused on reading; its order is answered from its ids.
@@ -202,6 +202,47 @@ async fn arbitrary_events_end_applied_or_dead_lettered_and_the_orders_behind_the
     let positions: HashSet<_> = letters.iter().map(|l| (l.original_partition, l.original_offset)).collect();
     assert_eq!(positions.len(), letters.len(), "each dead-lettered once");
     assert!(letters.iter().all(|l| !l.error.is_empty()), "each with its reason");
+    system.assert_books_balance().await;
+    system.stop().await;
+}
+
+#[tokio::test]
+async fn a_cancellation_inventory_cannot_process_changes_no_stock_and_the_order_returns_to_what_inventory_holds() {
+    let system = TestSystem::start_with(Options { order_relays: 0, ..Options::default() }).await;
+    let before = system.stock("MUG-01").await;
+    let [confirmed, cancelling] = [system.place("MUG-01", 1).await, system.place("MUG-01", 2).await];
+    for placed in take_outbox_rows(&system, 2).await {
+        publish(&system, &placed).await;
+    }
+    for id in [&confirmed, &cancelling] {
+        assert_eq!(system.settled(id).await["status"], "CONFIRMED");
+    }
+
+    // A broken cancellation nobody asked for, about a confirmed order: nothing changes.
+    let forged = json!({
+        "event_id": schema::EventId::new(), "event_type": "OrderCancelled", "schema_version": 1,
+        "aggregate_id": confirmed, "occurred_at": "2026-11-28T12:00:00Z", "correlation_id": "forged",
+        "payload": { "order_id": "not an id" },
+    });
+    publish(&system, &forged).await;
+    // A real cancellation whose event broke on the way.
+    assert_eq!(system.cancel(&cancelling).await.status(), 202);
+    let [real] = &take_outbox_rows(&system, 1).await[..] else { unreachable!() };
+    assert_eq!(real["event_type"], "OrderCancelled");
+    let mut broken = real.clone();
+    broken["schema_version"] = json!(2);
+    publish(&system, &broken).await;
+
+    let letters = kafka::dead_letters(&system.kafka, &system.topics.orders, 2).await;
+    assert_eq!(letters.len(), 2, "{letters:#?}");
+    e2e::eventually_async("the cancelling order is back to confirmed", || async {
+        system.order(&cancelling).await["status"] == "CONFIRMED"
+    })
+    .await;
+    let order = system.order(&cancelling).await;
+    assert!(order["history"].to_string().contains("cancellation could not be processed"), "{order}");
+    assert_eq!(system.order(&confirmed).await["status"], "CONFIRMED");
+    assert_eq!(system.stock("MUG-01").await, before - 3, "no stock was released");
     system.assert_books_balance().await;
     system.stop().await;
 }

@@ -11,7 +11,7 @@ pub enum ApiError {
     BadSku(String),
     #[error("unknown sku")]
     NotFound,
-    #[error("name must be 1 to 100 characters")]
+    #[error("name must be 1 to 100 characters, none of them a control character")]
     InvalidName,
     #[error("stock must be 0 to 1000000000")]
     InvalidStock,

@@ -90,7 +90,8 @@ pub async fn add_product(
 ) -> Result<HttpResponse, ApiError> {
     let sku = Sku::parse(&sku).map_err(|e| ApiError::BadSku(e.to_string()))?;
     let name = product.name.trim();
-    if name.is_empty() || name.chars().count() > 100 {
+    // Postgres cannot store NUL, and no product name needs a control character.
+    if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
         return Err(ApiError::InvalidName);
     }
     if !(0..=1_000_000_000).contains(&product.stock) {

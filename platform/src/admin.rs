@@ -56,7 +56,7 @@ impl FromRequest for Admin {
             .headers()
             .get(actix_web::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
+            .and_then(bearer_token);
         ready(match (expected, presented) {
             (Some(expected), Some(presented)) if constant_time_eq(expected.0.as_bytes(), presented.as_bytes()) => {
                 Ok(Admin)
@@ -64,6 +64,14 @@ impl FromRequest for Admin {
             _ => Err(Unauthorized),
         })
     }
+}
+
+/// The token of an `Authorization: Bearer <token>` value; the scheme is case-insensitive
+/// (RFC 9110, section 11.1), and spaces around the token are ignored.
+pub fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 /// Compares without an early exit, so timing does not reveal how much of a guess was right.
@@ -131,5 +139,15 @@ mod tests {
         assert!(super::constant_time_eq(b"secret", b"secret"));
         assert!(!super::constant_time_eq(b"secret", b"secreT"));
         assert!(!super::constant_time_eq(b"secret", b"secret-longer"));
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for value in ["Bearer s3cret", "bearer s3cret", "BEARER  s3cret ", " Bearer s3cret"] {
+            assert_eq!(super::bearer_token(value), Some("s3cret"), "{value:?}");
+        }
+        for value in ["Basic s3cret", "Bearer", "Bearer ", "Bearers3cret", "s3cret"] {
+            assert_eq!(super::bearer_token(value), None, "{value:?}");
+        }
     }
 }

@@ -52,6 +52,20 @@ async fn a_wrong_or_missing_token_is_refused_and_changes_nothing() {
         .await
         .expect("answers");
     assert_eq!(invalid.status(), 400);
+
+    // The scheme is case-insensitive; a product name Postgres cannot store is a 400, not a 500.
+    let product = format!("{}/admin/products/NUL-01", system.inventory_url);
+    for (name, status) in [("mug\u{0}cup", 400), ("bell\u{7}", 400), ("Plain mug", 201)] {
+        let response = system
+            .http
+            .put(&product)
+            .header("Authorization", "bearer s3cret")
+            .json(&json!({"name": name, "stock": 5}))
+            .send()
+            .await
+            .expect("answers");
+        assert_eq!(response.status(), status, "{name:?}");
+    }
     system.stop().await;
 }
 

@@ -154,3 +154,16 @@ fn a_refused_envelope_keeps_a_storable_identity_when_its_type_is_one() {
     let envelope = RawEnvelope::parse(&serde_json::to_vec(&type_refused).unwrap()).expect("parses");
     assert!(envelope.identity().is_none(), "no identity to answer with");
 }
+
+#[test]
+fn a_number_reads_the_same_after_a_round_trip() {
+    // Found by the envelope fuzzer: without correctly rounded parsing this huge integer read
+    // as one float, and that float, written and read again, as its neighbour.
+    let mut envelope = valid();
+    envelope["payload"]["extra"] = json!(0);
+    let text =
+        serde_json::to_string(&envelope).unwrap().replace("\"extra\":0", "\"extra\":500000000077770000000000000");
+    let first = read(text.as_bytes()).expect("reads");
+    let again = read(&serde_json::to_vec(&first).unwrap()).expect("reads again");
+    assert_eq!(again, first);
+}

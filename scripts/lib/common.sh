@@ -159,6 +159,19 @@ nextest_bin() {
   fi
 }
 
+# Prints the path of cargo-fuzz, installing the pinned version into the cache if missing
+# (a few minutes, once per machine).
+FUZZ_VERSION=0.13.2
+fuzz_bin() {
+  local installed="$CACHE/cargo-fuzz-$FUZZ_VERSION/bin/cargo-fuzz"
+  if [ -x "$installed" ]; then echo "$installed"; return; fi
+  log "installing cargo-fuzz $FUZZ_VERSION (a few minutes, once per machine)"
+  CARGO_TARGET_DIR="$CACHE/cargo-fuzz-build" cargo install cargo-fuzz --version "$FUZZ_VERSION" --locked \
+    --root "$CACHE/cargo-fuzz-$FUZZ_VERSION" >&2 || return 1
+  rm -rf "$CACHE/cargo-fuzz-build"
+  echo "$installed"
+}
+
 # Prints the path of diesel_cli (for `print-schema`), installing it into the cache if missing.
 DIESEL_VERSION=2.3.4
 diesel_bin() {

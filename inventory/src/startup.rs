@@ -83,7 +83,7 @@ impl Application {
         });
         let admin = settings.admin.clone();
         let (ready, slow) = (Arc::clone(&readiness), Arc::clone(&gremlin));
-        let server = platform::service::http_server(listener, settings.http.workers, metrics, move |config| {
+        let server = platform::service::http_server(listener, &settings.http, metrics, move |config| {
             config.app_data(state.clone());
             configure_routes(config, &ready, &slow, &admin);
         })?;

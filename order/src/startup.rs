@@ -97,7 +97,7 @@ impl Application {
         };
         let peers = web::Data::new(Peers::new(settings.peers.clone()).context("creating the HTTP client")?);
         let admin = settings.admin.clone();
-        let server = platform::service::http_server(listener, settings.http.workers, metrics, move |config| {
+        let server = platform::service::http_server(listener, &settings.http, metrics, move |config| {
             config.app_data(state.clone()).app_data(guards.latency.clone()).app_data(peers.clone());
             configure_routes(config, &guards, &admin);
         })?;

@@ -47,12 +47,21 @@ pub struct HttpSettings {
     /// actix-web worker threads; the machine this runs on has 2 cores.
     #[serde(default = "default_workers")]
     pub workers: usize,
+    /// How long a client may take to send a request's body once its headers arrived. A
+    /// request counts against admission only once its body is in, so a client trickling
+    /// bytes holds a connection, not a slot, and only this long (then 408).
+    #[serde(default = "default_body_deadline_ms")]
+    pub body_deadline_ms: u64,
 }
 
 impl HttpSettings {
     pub fn on_port(port: u16) -> Self {
-        Self { host: default_host(), port, workers: default_workers() }
+        Self { host: default_host(), port, workers: default_workers(), body_deadline_ms: default_body_deadline_ms() }
     }
+}
+
+fn default_body_deadline_ms() -> u64 {
+    5_000
 }
 
 fn default_host() -> String {

@@ -1,8 +1,11 @@
 //! HTTP conventions shared by every service: the error body, how malformed JSON is
 //! reported, and where a request's correlation id and trace context come from.
 
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
 use actix_web::http::header::HeaderMap;
+use actix_web::middleware::Next;
 use actix_web::{HttpResponse, error, web};
 use rand::RngCore as _;
 use schema::envelope::Trace;
@@ -47,6 +50,69 @@ pub fn json_config() -> web::JsonConfig {
         let response = error_response(StatusCode::BAD_REQUEST, "malformed_body", message.clone());
         error::InternalError::from_response(message, response).into()
     })
+}
+
+/// Receives a request's whole body, within `deadline` and [`MAX_BODY_BYTES`], before anything
+/// behind it runs: admission (the order service's in-flight slots) counts a request only once
+/// its body is in, so a client sending one byte at a time holds a connection for at most
+/// `deadline`, never a slot. Too slow: 408 and the connection closed; too large: 400
+/// (decision 0004); a body that breaks off: 400.
+pub async fn receive_body(
+    deadline: std::time::Duration,
+    mut request: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, error::Error> {
+    use actix_web::HttpMessage as _;
+    use futures::StreamExt as _;
+
+    let too_large = |length: Option<usize>| {
+        let message = match length {
+            Some(length) => format!("the body is {length} bytes; the limit is {MAX_BODY_BYTES} bytes"),
+            None => format!("the body is larger than the limit of {MAX_BODY_BYTES} bytes"),
+        };
+        error_response(StatusCode::BAD_REQUEST, "malformed_body", message)
+    };
+    let declared = request
+        .headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|length| length > MAX_BODY_BYTES) {
+        return Ok(request.into_response(too_large(declared)));
+    }
+    let mut payload = request.take_payload();
+    let mut body = web::BytesMut::new();
+    let received = tokio::time::timeout(deadline, async {
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk.map_err(|e| e.to_string())?;
+            if body.len() + chunk.len() > MAX_BODY_BYTES {
+                return Err(String::new());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(())
+    })
+    .await;
+    let refusal = match received {
+        Ok(Ok(())) => {
+            request.set_payload(actix_web::dev::Payload::from(body.freeze()));
+            return next.call(request).await.map(ServiceResponse::map_into_boxed_body);
+        }
+        Ok(Err(reason)) if reason.is_empty() => too_large(None),
+        Ok(Err(reason)) => {
+            error_response(StatusCode::BAD_REQUEST, "malformed_body", format!("the body broke off: {reason}"))
+        }
+        Err(_) => {
+            let mut response = error_response(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                format!("the body did not arrive within {} ms", deadline.as_millis()),
+            );
+            response.head_mut().set_connection_type(actix_web::http::ConnectionType::Close);
+            response
+        }
+    };
+    Ok(request.into_response(refusal))
 }
 
 /// Path and query extractor errors are 400s with the reason too.

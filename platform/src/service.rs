@@ -7,6 +7,7 @@ use std::future::Future;
 use std::net::TcpListener;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::dev::Server;
 use actix_web::{App, HttpServer, web};
@@ -110,7 +111,7 @@ pub fn port_of(listener: &TcpListener) -> u16 {
 /// `/metrics`; `routes` adds the service's own routes and state.
 pub fn http_server<F>(
     listener: TcpListener,
-    workers: usize,
+    settings: &HttpSettings,
     metrics: Arc<Metrics>,
     routes: F,
 ) -> std::io::Result<Server>
@@ -118,8 +119,12 @@ where
     F: Fn(&mut web::ServiceConfig) + Send + Clone + 'static,
 {
     let metrics = web::Data::new(metrics);
+    let body_deadline = Duration::from_millis(settings.body_deadline_ms);
     Ok(HttpServer::new(move || {
         App::new()
+            .wrap(actix_web::middleware::from_fn(move |request, next| {
+                crate::http::receive_body(body_deadline, request, next)
+            }))
             .wrap(actix_web::middleware::from_fn(crate::metrics::record_requests))
             .wrap(actix_web::middleware::Logger::new("%r %s %Dms").log_target("http"))
             .app_data(metrics.clone())
@@ -129,7 +134,7 @@ where
             .app_data(crate::http::path_config())
             .configure(routes.clone())
     })
-    .workers(workers)
+    .workers(settings.workers)
     // Shutdown is driven by the process's token, not by actix's own signal handling.
     .disable_signals()
     .shutdown_timeout(HTTP_GRACE_SECS)

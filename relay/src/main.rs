@@ -73,13 +73,18 @@ async fn main() -> anyhow::Result<()> {
     let listener = platform::service::bind(&settings.http)?;
     let state = web::Data::new(Health { outboxes, broker, readiness });
     let admin = settings.admin.clone();
-    let server = platform::service::http_server(listener, 1, metrics, move |config: &mut web::ServiceConfig| {
-        config
-            .app_data(state.clone())
-            .route("/health/live", web::get().to(|| async { platform::health::live() }))
-            .route("/health", web::get().to(health));
-        platform::admin::configure(config, &admin, |_| {});
-    })?;
+    let server = platform::service::http_server(
+        listener,
+        &HttpSettings { workers: 1, ..settings.http.clone() },
+        metrics,
+        move |config: &mut web::ServiceConfig| {
+            config
+                .app_data(state.clone())
+                .route("/health/live", web::get().to(|| async { platform::health::live() }))
+                .route("/health", web::get().to(health));
+            platform::admin::configure(config, &admin, |_| {});
+        },
+    )?;
     // Each relay finishes its batch (waiting for its acknowledgements) before it returns.
     platform::service::run_until_stopped(server, background, shutdown).await
 }

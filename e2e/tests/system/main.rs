@@ -19,3 +19,4 @@ mod poison;
 mod redelivery;
 mod relay_failover;
 mod retention;
+mod slow_clients;

@@ -115,6 +115,25 @@ pub async fn receive_body(
     Ok(request.into_response(refusal))
 }
 
+/// Answers `HEAD` for every `GET` route: the request is routed as a `GET`, and the server
+/// sends the head of the answer without its body (actix-http decided that when it read the
+/// request line).
+pub async fn head_as_get(
+    mut request: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, error::Error> {
+    if request.method() == actix_web::http::Method::HEAD {
+        request.head_mut().method = actix_web::http::Method::GET;
+    }
+    next.call(request).await.map(ServiceResponse::map_into_boxed_body)
+}
+
+/// What a request no route takes gets: a JSON 404 like every other refusal.
+pub async fn no_route(request: actix_web::HttpRequest) -> HttpResponse {
+    let path: String = request.path().chars().take(200).collect();
+    error_response(StatusCode::NOT_FOUND, "not_found", format!("nothing here: {} {path}", request.method()))
+}
+
 /// Path and query extractor errors are 400s with the reason too.
 pub fn query_config() -> web::QueryConfig {
     web::QueryConfig::default().error_handler(|err, _req| {

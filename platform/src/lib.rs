@@ -14,6 +14,7 @@ pub mod crash;
 pub mod db;
 pub mod health;
 pub mod http;
+pub mod json;
 pub mod kafka;
 pub mod metrics;
 pub mod readiness;

@@ -125,6 +125,7 @@ where
             .wrap(actix_web::middleware::from_fn(move |request, next| {
                 crate::http::receive_body(body_deadline, request, next)
             }))
+            .wrap(actix_web::middleware::from_fn(crate::http::head_as_get))
             .wrap(actix_web::middleware::from_fn(crate::metrics::record_requests))
             .wrap(actix_web::middleware::Logger::new("%r %s %Dms").log_target("http"))
             .app_data(metrics.clone())
@@ -133,6 +134,7 @@ where
             .app_data(crate::http::query_config())
             .app_data(crate::http::path_config())
             .configure(routes.clone())
+            .default_service(web::to(crate::http::no_route))
     })
     .workers(settings.workers)
     // Shutdown is driven by the process's token, not by actix's own signal handling.

@@ -12,6 +12,7 @@ mod crash_points;
 mod dead_letters;
 mod happy_path;
 mod health;
+mod hostile_http;
 mod idempotency;
 mod judge;
 mod load;

@@ -56,7 +56,7 @@ pub struct PlaceOrderLine {
 #[post("")]
 pub async fn place_order(
     request: HttpRequest,
-    body: web::Json<serde_json::Value>,
+    body: web::Json<platform::json::StrictValue>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let started = Instant::now();

@@ -22,9 +22,7 @@ impl<H: Handler> Shared<H> {
     pub(super) async fn process(&self, message: &OwnedMessage, shutdown: &CancellationToken) -> bool {
         let from =
             Coordinates { topic: message.topic().to_owned(), partition: message.partition(), offset: message.offset() };
-        let settled = self.process_at(message, &from, shutdown).await;
-        self.stalls.settled(&from);
-        settled
+        self.process_at(message, &from, shutdown).await
     }
 
     async fn process_at(&self, message: &OwnedMessage, from: &Coordinates, shutdown: &CancellationToken) -> bool {
@@ -33,7 +31,7 @@ impl<H: Handler> Shared<H> {
             Ok(event) => event,
             Err(error) => {
                 tracing::warn!(%error, "unreadable event");
-                return self.dead_letter(message, None, &format!("unreadable event: {error}"), 1, shutdown).await;
+                return self.dead_letter(message, from, None, &format!("unreadable event: {error}"), 1, shutdown).await;
             }
         };
         if let Err(error) = event.validate() {
@@ -41,7 +39,7 @@ impl<H: Handler> Shared<H> {
             // identity alone (its payload is not trusted).
             tracing::warn!(%error, "event refused on reading");
             let reason = format!("unreadable event: {error}");
-            return self.dead_letter(message, event.identity().as_ref(), &reason, 1, shutdown).await;
+            return self.dead_letter(message, from, event.identity().as_ref(), &reason, 1, shutdown).await;
         }
         let span = tracing::Span::current();
         span.record("event_id", tracing::field::display(event.event_id));
@@ -53,13 +51,14 @@ impl<H: Handler> Shared<H> {
         let mut busy_pauses = platform::retry::dependency_backoff().build();
         let mut unknown_pauses = self.poison.backoff();
         let mut attempts = 0;
+        let mut failure = None;
         loop {
             attempts += 1;
             let error = match self.apply(&event, from).await {
                 Ok(()) => return true,
                 Err(error) => error,
             };
-            self.stalls.failed(from, &error.to_string());
+            failure.get_or_insert_with(|| self.stalls.failing(from)).again(&error.to_string());
             let pause = match error.failure() {
                 Failure::Busy => {
                     let pause = busy_pauses.next().unwrap_or(Duration::from_secs(5));
@@ -68,7 +67,7 @@ impl<H: Handler> Shared<H> {
                 }
                 Failure::Refused => {
                     tracing::warn!(%error, attempts, "event refused; dead-lettering it");
-                    return self.dead_letter(message, Some(&event), &error.to_string(), attempts, shutdown).await;
+                    return self.dead_letter(message, from, Some(&event), &error.to_string(), attempts, shutdown).await;
                 }
                 Failure::Unknown => match unknown_pauses.next() {
                     Some(pause) => {
@@ -77,7 +76,9 @@ impl<H: Handler> Shared<H> {
                     }
                     None => {
                         tracing::error!(%error, attempts, "event keeps failing for an unknown reason; dead-lettering it");
-                        return self.dead_letter(message, Some(&event), &error.to_string(), attempts, shutdown).await;
+                        return self
+                            .dead_letter(message, from, Some(&event), &error.to_string(), attempts, shutdown)
+                            .await;
                     }
                 },
             };
@@ -155,6 +156,7 @@ impl<H: Handler> Shared<H> {
     async fn dead_letter(
         &self,
         message: &OwnedMessage,
+        from: &Coordinates,
         event: Option<&RawEnvelope>,
         error: &str,
         attempts: usize,
@@ -168,12 +170,7 @@ impl<H: Handler> Shared<H> {
                     self.metrics.event(message.topic(), EventOutcome::dead_lettered);
                     tracing::warn!(dlq_partition = partition, dlq_offset = offset, error, "event dead-lettered");
                     let Some(event) = event else { return true };
-                    let from = Coordinates {
-                        topic: message.topic().to_owned(),
-                        partition: message.partition(),
-                        offset: message.offset(),
-                    };
-                    return self.answer_refusal(event, &from, error, shutdown).await;
+                    return self.answer_refusal(event, from, error, shutdown).await;
                 }
                 Err(publish_error) => {
                     let pause = pauses.next().unwrap_or(Duration::from_secs(5));

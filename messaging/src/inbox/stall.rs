@@ -12,14 +12,36 @@ use super::handler::Coordinates;
 /// The events failing now, shared between the consumer's tasks and its service's `/health`.
 #[derive(Debug)]
 pub struct Stalls {
-    failing: Mutex<HashMap<(String, i32, i64), Failing>>,
+    failing: Mutex<HashMap<(String, i32, i64), Record>>,
     bound: Duration,
 }
 
 #[derive(Debug)]
-struct Failing {
+/// When an event first failed, and its latest reason.
+struct Record {
     since: Instant,
     reason: String,
+}
+
+/// One event's failures being recorded; see [`Stalls::failing`].
+pub(super) struct Failing<'a> {
+    stalls: &'a Stalls,
+    key: (String, i32, i64),
+}
+
+impl Failing<'_> {
+    /// The event failed (again) for `reason`; the first failure's time is kept.
+    pub(super) fn again(&self, reason: &str) {
+        if let Some(failing) = self.stalls.lock().get_mut(&self.key) {
+            failing.reason = reason.chars().take(REASON_LEN).collect();
+        }
+    }
+}
+
+impl Drop for Failing<'_> {
+    fn drop(&mut self) {
+        self.stalls.lock().remove(&self.key);
+    }
 }
 
 /// A partition's oldest failing event.
@@ -41,22 +63,13 @@ impl Stalls {
         Self { failing: Mutex::default(), bound }
     }
 
-    /// The event at `from` failed (again): the first failure's time is kept.
-    pub(super) fn failed(&self, from: &Coordinates, reason: &str) {
-        let reason: String = reason.chars().take(REASON_LEN).collect();
+    /// Starts recording the failures of the event at `from`; the record goes when the
+    /// returned guard is dropped (the event applied, dead-lettered or left for redelivery).
+    /// Taken at the first failure only, so an event that succeeds at once costs nothing here.
+    pub(super) fn failing(&self, from: &Coordinates) -> Failing<'_> {
         let key = (from.topic.clone(), from.partition, from.offset);
-        self.lock()
-            .entry(key)
-            .and_modify(|f| f.reason.clone_from(&reason))
-            .or_insert(Failing { since: Instant::now(), reason });
-    }
-
-    /// The event at `from` is finished with (applied, dead-lettered or left for redelivery).
-    pub(super) fn settled(&self, from: &Coordinates) {
-        let mut failing = self.lock();
-        if !failing.is_empty() {
-            failing.remove(&(from.topic.clone(), from.partition, from.offset));
-        }
+        self.lock().insert(key.clone(), Record { since: Instant::now(), reason: String::new() });
+        Failing { stalls: self, key }
     }
 
     /// Per partition with a failing event, the oldest one.
@@ -115,7 +128,7 @@ impl Stalls {
         platform::health::Check::down(NAME, problem)
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<(String, i32, i64), Failing>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<(String, i32, i64), Record>> {
         self.failing.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -134,11 +147,13 @@ mod tests {
     #[test]
     fn a_partition_is_stuck_while_its_oldest_event_fails_past_the_bound() {
         let stalls = Stalls::new(Duration::from_millis(50));
-        stalls.failed(&at(2, 7), "first reason");
-        stalls.failed(&at(2, 9), "later event");
+        let first = stalls.failing(&at(2, 7));
+        first.again("first reason");
+        let later = stalls.failing(&at(2, 9));
+        later.again("later event");
         assert!(stalls.check().is_up(), "not yet past the bound");
         std::thread::sleep(Duration::from_millis(60));
-        stalls.failed(&at(2, 7), "deadlock detected");
+        first.again("deadlock detected");
         let stuck = stalls.stuck();
         assert_eq!(stuck.len(), 1, "one partition: {stuck:?}");
         assert_eq!((stuck[0].partition, stuck[0].offset), (2, 7), "the oldest failing event");
@@ -148,9 +163,9 @@ mod tests {
         assert!(!check.is_up());
         assert!(format!("{check:?}").contains("orders.events[2] offset 7"), "{check:?}");
 
-        stalls.settled(&at(2, 7));
+        drop(first);
         assert_eq!(stalls.oldest()[0].offset, 9, "the next failing event is the partition's oldest");
-        stalls.settled(&at(2, 9));
+        drop(later);
         assert!(stalls.oldest().is_empty());
         assert!(stalls.check().is_up());
     }

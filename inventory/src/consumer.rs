@@ -60,20 +60,13 @@ impl Handler for OrderEvents {
         let order_id = event.aggregate_id;
         match event.event_type.as_str() {
             OrderPlaced::TYPE => {
-                let reason = format!("unprocessable order event: {}", stock::short(reason));
+                let reason = format!("unprocessable order event: {reason}");
                 let decision = stock::refuse(conn, order_id, &reason, &trace, &self.topic).await?;
                 tracing::warn!(%order_id, ?decision, "refused placement answered");
             }
             OrderCancelled::TYPE => {
-                let held = stock::report_refusal(
-                    conn,
-                    order_id,
-                    OrderCancelled::TYPE,
-                    &stock::short(reason),
-                    &trace,
-                    &self.topic,
-                )
-                .await?;
+                let held =
+                    stock::report_refusal(conn, order_id, OrderCancelled::TYPE, reason, &trace, &self.topic).await?;
                 tracing::warn!(%order_id, ?held, "refused cancellation answered with what inventory holds");
             }
             _ => {}

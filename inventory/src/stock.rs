@@ -146,16 +146,6 @@ pub async fn report_refusal(
     Ok(held)
 }
 
-/// At most the first 300 characters of a failure, for a reason a customer may read.
-pub fn short(reason: &str) -> String {
-    const LEN: usize = 300;
-    let mut short: String = reason.chars().take(LEN).collect();
-    if reason.chars().nth(LEN).is_some() {
-        short.push('…');
-    }
-    short
-}
-
 /// Puts back whatever was reserved for a cancelled order and writes `InventoryReleased`.
 pub async fn release(
     conn: &mut AsyncPgConnection,

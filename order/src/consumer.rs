@@ -66,7 +66,7 @@ impl Handler for InventoryEvents {
         reason: &str,
     ) -> Result<(), HandleError> {
         let order_id = event.aggregate_id;
-        let why: String = format!("inventory's answer could not be processed: {reason}").chars().take(300).collect();
+        let why = format!("inventory's answer could not be processed: {reason}");
         let (from, to) = match event.event_type.as_str() {
             InventoryReserved::TYPE | InventoryRejected::TYPE => (Pending, Cancelling),
             InventoryReleased::TYPE => (Cancelling, Cancelled),

@@ -15,6 +15,9 @@ use super::Shared;
 use super::handler::{Coordinates, Failure, HandleError, Handler, Outcome, apply_once, refuse_once};
 use crate::metrics::EventOutcome;
 
+/// How much of a failure's text [`Handler::refused`] is given.
+const REFUSAL_REASON_LEN: usize = 300;
+
 impl<H: Handler> Shared<H> {
     /// Handles one message to the end: applied, recognised as a duplicate, or dead-lettered.
     /// Returns false if shutdown came first and the message must be delivered again.
@@ -122,10 +125,12 @@ impl<H: Handler> Shared<H> {
         reason: &str,
         shutdown: &CancellationToken,
     ) -> bool {
+        // The handler may show the reason to a customer: the start of it is enough.
+        let reason: String = reason.chars().take(REFUSAL_REASON_LEN).collect();
         let mut pauses = platform::retry::dependency_backoff().build();
         loop {
             let result = match self.pool.get().await {
-                Ok(mut conn) => refuse_once(&mut conn, &self.handler, event, from, reason).await,
+                Ok(mut conn) => refuse_once(&mut conn, &self.handler, event, from, &reason).await,
                 Err(error) => Err(HandleError::Unavailable(error.to_string())),
             };
             let error = match result {

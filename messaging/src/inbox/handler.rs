@@ -21,7 +21,7 @@ pub trait Handler: Send + Sync + 'static {
     /// Runs when `event` was dead-lettered, inside the transaction that records its id in the
     /// inbox (so a later redrive of it changes nothing): the place to end what the event was
     /// about, e.g. answer "rejected: unprocessable" for its order (decision 0011). `reason`
-    /// says why the event was refused. Not called for messages that are not envelopes; when
+    /// says why the event was refused (its first 300 characters). Not called for messages that are not envelopes; when
     /// the refusal was of a value in the envelope, `event` is its [`RawEnvelope::identity`]
     /// (ids and type, payload `null`).
     async fn refused(

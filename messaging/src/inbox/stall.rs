@@ -16,8 +16,8 @@ pub struct Stalls {
     bound: Duration,
 }
 
-#[derive(Debug)]
 /// When an event first failed, and its latest reason.
+#[derive(Debug)]
 struct Record {
     since: Instant,
     reason: String,

@@ -5,6 +5,8 @@
 
 #[path = "support/hostile.rs"]
 mod hostile;
+#[path = "support/storable.rs"]
+mod storable;
 
 use hostile::envelope;
 use proptest::prelude::*;
@@ -13,40 +15,12 @@ use schema::events::{InventoryEvent, OrderEvent};
 use schema::{EventId, OrderId, RawEnvelope};
 use serde_json::{Value, json};
 
-/// What a text or jsonb column accepts, checked independently of the reader: no NUL, no
-/// control character but tab and line breaks, within the limits.
-fn storable(text: &str, max: usize) -> bool {
-    text.len() <= max && !text.chars().any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
-}
-
-fn all_storable(value: &Value, depth: usize) -> bool {
-    match value {
-        Value::String(text) => storable(text, limits::STRING_LEN),
-        Value::Array(items) => {
-            depth < limits::DEPTH && items.len() <= limits::ITEMS && items.iter().all(|v| all_storable(v, depth + 1))
-        }
-        Value::Object(members) => {
-            depth < limits::DEPTH
-                && members.len() <= limits::ITEMS
-                && members.iter().all(|(k, v)| storable(k, limits::EVENT_TYPE_LEN) && all_storable(v, depth + 1))
-        }
-        _ => true,
-    }
-}
-
 /// Reads `bytes`; an envelope that passes must be storable and must decode (or be refused
 /// by decoding) without panicking.
 fn read(bytes: &[u8]) -> Result<RawEnvelope, ReadError> {
     let read = RawEnvelope::from_slice(bytes);
     if let Ok(envelope) = &read {
-        assert!(
-            !envelope.event_type.is_empty() && storable(&envelope.event_type, limits::EVENT_TYPE_LEN),
-            "event_type {:?}",
-            envelope.event_type
-        );
-        assert!(storable(&envelope.correlation_id, limits::TRACE_LEN), "correlation_id {:?}", envelope.correlation_id);
-        assert!(envelope.traceparent.as_deref().is_none_or(|t| storable(t, limits::TRACE_LEN)));
-        assert!(all_storable(&envelope.payload, 0), "payload {}", envelope.payload);
+        storable::assert_storable(envelope);
         let _ = OrderEvent::decode(envelope);
         let _ = InventoryEvent::decode(envelope);
     }

@@ -292,6 +292,25 @@ impl TestSystem {
         assert!(report.is_clean(), "{}", checker::render(&report));
     }
 
+    /// Takes `count` rows out of the outbox of `database_url`, oldest first, waiting up to
+    /// 30 s for them to be written (for a test that runs no relay for that outbox and
+    /// publishes the events itself, broken or not). Fails if more are there.
+    pub async fn take_outbox(database_url: &str, count: usize) -> Vec<messaging::outbox::OutboxRow> {
+        let mut conn = Self::connect(database_url).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let rows = loop {
+            let rows = relay::publish::fetch_batch(&mut conn, 100).await.expect("outbox readable");
+            if rows.len() >= count {
+                break rows;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{count} outbox rows never appeared ({} did)", rows.len());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(rows.len(), count, "the outbox holds only the expected rows");
+        relay::publish::delete(&mut conn, &rows.iter().map(|r| r.id).collect::<Vec<_>>()).await.expect("rows deleted");
+        rows
+    }
+
     pub async fn connect(url: &str) -> AsyncPgConnection {
         AsyncPgConnection::establish(url).await.expect("database connection")
     }

@@ -51,11 +51,8 @@ async fn garbage_on_the_orders_topic_is_dead_lettered_and_the_orders_behind_it_g
 /// outbox: the test publishes it itself, broken.
 async fn take_the_placement(system: &TestSystem, quantity: i64) -> (String, messaging::outbox::OutboxRow) {
     let id = system.place("MUG-01", quantity).await;
-    let mut conn = TestSystem::connect(&system.order_db).await;
-    let batch = relay::publish::fetch_batch(&mut conn, 10).await.expect("outbox");
-    assert_eq!(batch.len(), 1);
-    relay::publish::delete(&mut conn, &[batch[0].id]).await.expect("outbox row gone");
-    (id, batch.into_iter().next().expect("one row"))
+    let [row] = TestSystem::take_outbox(&system.order_db, 1).await.try_into().expect("one row");
+    (id, row)
 }
 
 /// Runs `dlq redrive` for the dead letter at `letter`, replacing its payload with `fixed`,

@@ -13,13 +13,9 @@ use serde_json::{Value, json};
 
 use crate::hostile;
 
-/// The order outbox's rows (no order relay runs), taken out of it, oldest first.
+/// The order outbox's envelopes (no order relay runs), taken out of it, oldest first.
 async fn take_outbox_rows(system: &TestSystem, count: usize) -> Vec<Value> {
-    let mut conn = TestSystem::connect(&system.order_db).await;
-    let batch = relay::publish::fetch_batch(&mut conn, 100).await.expect("outbox");
-    assert_eq!(batch.len(), count);
-    relay::publish::delete(&mut conn, &batch.iter().map(|r| r.id).collect::<Vec<_>>()).await.expect("deleted");
-    batch.into_iter().map(|row| row.envelope).collect()
+    TestSystem::take_outbox(&system.order_db, count).await.into_iter().map(|row| row.envelope).collect()
 }
 
 async fn publish(system: &TestSystem, envelope: &Value) {
@@ -95,17 +91,7 @@ async fn an_unreadable_answer_from_inventory_cancels_its_order_and_releases_the_
     let system = TestSystem::start_with(Options { inventory_relays: 0, ..Options::default() }).await;
     let before = system.stock("MUG-01").await;
     let id = system.place("MUG-01", 2).await;
-    let mut conn = TestSystem::connect(&system.inventory_db).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let reserved = loop {
-        let batch = relay::publish::fetch_batch(&mut conn, 10).await.expect("outbox");
-        if let Some(row) = batch.into_iter().next() {
-            relay::publish::delete(&mut conn, &[row.id]).await.expect("deleted");
-            break row;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "inventory never answered");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let [reserved] = &TestSystem::take_outbox(&system.inventory_db, 1).await[..] else { unreachable!() };
     assert_eq!(reserved.event_type, "InventoryReserved");
     assert_eq!(system.stock("MUG-01").await, before - 2);
     let mut broken = reserved.envelope.clone();

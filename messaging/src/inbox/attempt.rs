@@ -23,12 +23,11 @@ impl<H: Handler> Shared<H> {
     /// Returns false if shutdown came first and the message must be delivered again.
     #[tracing::instrument(skip_all, fields(topic = message.topic(), partition = message.partition(), offset = message.offset(), event_id, event_type, order_id, correlation_id))]
     pub(super) async fn process(&self, message: &OwnedMessage, shutdown: &CancellationToken) -> bool {
-        let from =
-            Coordinates { topic: message.topic().to_owned(), partition: message.partition(), offset: message.offset() };
-        self.process_at(message, &from, shutdown).await
-    }
-
-    async fn process_at(&self, message: &OwnedMessage, from: &Coordinates, shutdown: &CancellationToken) -> bool {
+        let from = &Coordinates {
+            topic: message.topic().to_owned(),
+            partition: message.partition(),
+            offset: message.offset(),
+        };
         // Reading the same bytes again cannot give another answer (decision 0007).
         let event = match RawEnvelope::parse(message.payload().unwrap_or_default()) {
             Ok(event) => event,

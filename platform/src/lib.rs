@@ -6,9 +6,11 @@
 //!   that explain every key), [`retry`];
 //! - its conventions: [`config`] (defaults, file, environment), [`telemetry`] (JSON logs),
 //!   [`metrics`], [`http`] (JSON errors, extractor limits);
+//! - who is calling: [`auth`] (customers' signed tokens);
 //! - faults on purpose: [`crash`] (named crash points), [`admin`] (token-guarded endpoints).
 
 pub mod admin;
+pub mod auth;
 pub mod config;
 pub mod crash;
 pub mod db;

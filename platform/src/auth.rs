@@ -1,0 +1,352 @@
+//! Customers' identity: JSON Web Tokens signed with Ed25519 (`alg: EdDSA`), decision 0013.
+//!
+//! A service that checks tokens holds only public keys ([`Verifier`]); whoever issues them
+//! holds the private key ([`Signer`]): an identity provider in production, `scripts/token`
+//! and the development endpoint locally. Every token must carry `sub` (the customer), `iss`,
+//! `aud` and `exp`; the issuer and audience must be the configured ones, and the clock may be
+//! off by [`AuthSettings::leeway_secs`] either way.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ed25519_dalek::pkcs8::{EncodePrivateKey as _, EncodePublicKey as _, spki::der::pem::LineEnding};
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+pub const DEFAULT_ISSUER: &str = "order-system";
+pub const DEFAULT_AUDIENCE: &str = "order-api";
+
+/// `<PREFIX>__AUTH__*`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AuthSettings {
+    /// A PEM file of the Ed25519 public keys that tokens may be signed with: one
+    /// `PUBLIC KEY` block, or several while keys are rotated. Required by the order service.
+    #[serde(default)]
+    pub public_key_file: Option<PathBuf>,
+    #[serde(default = "default_issuer")]
+    pub issuer: String,
+    #[serde(default = "default_audience")]
+    pub audience: String,
+    /// How far the issuer's clock and ours may disagree, in seconds, for `exp` and `nbf`.
+    #[serde(default = "default_leeway_secs")]
+    pub leeway_secs: u64,
+    /// Development only: a PEM private key with which the service mints a token for any
+    /// customer who asks (`POST /auth/token`). Never set it where real customers are.
+    #[serde(default)]
+    pub dev_signing_key_file: Option<PathBuf>,
+    /// How long a development token lasts.
+    #[serde(default = "default_dev_token_ttl_secs")]
+    pub dev_token_ttl_secs: u64,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            public_key_file: None,
+            issuer: default_issuer(),
+            audience: default_audience(),
+            leeway_secs: default_leeway_secs(),
+            dev_signing_key_file: None,
+            dev_token_ttl_secs: default_dev_token_ttl_secs(),
+        }
+    }
+}
+
+fn default_issuer() -> String {
+    DEFAULT_ISSUER.into()
+}
+
+fn default_audience() -> String {
+    DEFAULT_AUDIENCE.into()
+}
+
+fn default_leeway_secs() -> u64 {
+    30
+}
+
+fn default_dev_token_ttl_secs() -> u64 {
+    12 * 3600
+}
+
+/// A key file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("no PUBLIC KEY block")]
+    NoPublicKey,
+    #[error("{what} is not an Ed25519 key in PEM form: {source}")]
+    Invalid { what: String, source: jsonwebtoken::errors::Error },
+}
+
+fn read(path: &Path) -> Result<String, KeyError> {
+    std::fs::read_to_string(path).map_err(|source| KeyError::Read { path: path.to_owned(), source })
+}
+
+/// Why a token was refused; [`Rejection::describe`] is safe to show the caller (RFC 6750's
+/// `error_description`): it says what is wrong, never what would have been right.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rejection {
+    Malformed,
+    Algorithm,
+    Signature,
+    Expired,
+    NotYetValid,
+    Issuer,
+    Audience,
+    MissingClaim(String),
+}
+
+impl Rejection {
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Malformed => "the token is not a well-formed JWT".into(),
+            Self::Algorithm => "the token's algorithm is not accepted (EdDSA only)".into(),
+            Self::Signature => "the token's signature does not match a trusted key".into(),
+            Self::Expired => "the token has expired".into(),
+            Self::NotYetValid => "the token is not valid yet".into(),
+            Self::Issuer => "the token was issued by an issuer this service does not trust".into(),
+            Self::Audience => "the token is meant for another audience".into(),
+            Self::MissingClaim(claim) => format!("the token has no valid {claim} claim"),
+        }
+    }
+}
+
+impl From<jsonwebtoken::errors::Error> for Rejection {
+    fn from(error: jsonwebtoken::errors::Error) -> Self {
+        match error.kind() {
+            ErrorKind::InvalidSignature => Self::Signature,
+            ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName | ErrorKind::UnsupportedAlgorithm => {
+                Self::Algorithm
+            }
+            ErrorKind::ExpiredSignature => Self::Expired,
+            ErrorKind::ImmatureSignature => Self::NotYetValid,
+            ErrorKind::InvalidIssuer => Self::Issuer,
+            ErrorKind::InvalidAudience => Self::Audience,
+            ErrorKind::MissingRequiredClaim(claim) | ErrorKind::InvalidClaimFormat(claim) => {
+                Self::MissingClaim(claim.clone())
+            }
+            _ => Self::Malformed,
+        }
+    }
+}
+
+/// What a token says, as issued.
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    sub: String,
+    iss: String,
+    aud: String,
+    exp: u64,
+    nbf: u64,
+    iat: u64,
+}
+
+/// The part of a verified token the caller needs.
+#[derive(Deserialize)]
+struct Subject {
+    sub: String,
+}
+
+/// Checks tokens against the trusted public keys.
+pub struct Verifier {
+    keys: Vec<DecodingKey>,
+    validation: Validation,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier").field("keys", &self.keys.len()).finish_non_exhaustive()
+    }
+}
+
+impl Verifier {
+    /// From the settings' public key file.
+    pub fn from_settings(settings: &AuthSettings) -> anyhow::Result<Self> {
+        let path = settings.public_key_file.as_deref().ok_or_else(|| {
+            anyhow::anyhow!(
+                "no public key for customers' tokens: set <PREFIX>__AUTH__PUBLIC_KEY_FILE to a PEM file of Ed25519 \
+                 public keys (scripts/token keygen makes a pair for local use)"
+            )
+        })?;
+        Self::from_pem(&read(path)?, &settings.issuer, &settings.audience, settings.leeway_secs)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    }
+
+    /// From PEM text holding one or more `PUBLIC KEY` blocks.
+    pub fn from_pem(pem: &str, issuer: &str, audience: &str, leeway_secs: u64) -> Result<Self, KeyError> {
+        const END: &str = "-----END PUBLIC KEY-----";
+        let keys = pem
+            .split_inclusive(END)
+            .filter(|block| block.contains(END))
+            .enumerate()
+            .map(|(n, block)| {
+                DecodingKey::from_ed_pem(block.trim().as_bytes())
+                    .map_err(|source| KeyError::Invalid { what: format!("public key {}", n + 1), source })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if keys.is_empty() {
+            return Err(KeyError::NoPublicKey);
+        }
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.set_issuer(&[issuer]);
+        validation.set_audience(&[audience]);
+        validation.leeway = leeway_secs;
+        validation.validate_nbf = true;
+        Ok(Self { keys, validation })
+    }
+
+    /// The token's subject, if the token is signed by a trusted key and valid now.
+    pub fn verify(&self, token: &str) -> Result<String, Rejection> {
+        for key in &self.keys {
+            match jsonwebtoken::decode::<Subject>(token, key, &self.validation) {
+                Ok(data) => return Ok(data.claims.sub),
+                // Signed with another key, perhaps one of the others (rotation).
+                Err(e) if matches!(e.kind(), ErrorKind::InvalidSignature) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Rejection::Signature)
+    }
+}
+
+/// Mints tokens: for the local stack, the tools and the tests; production tokens come from
+/// the shop's identity provider.
+pub struct Signer {
+    key: EncodingKey,
+    issuer: String,
+    audience: String,
+}
+
+impl Signer {
+    pub fn from_file(path: &Path, issuer: &str, audience: &str) -> Result<Self, KeyError> {
+        Self::from_pem(&read(path)?, issuer, audience)
+            .map_err(|e| KeyError::Invalid { what: path.display().to_string(), source: e })
+    }
+
+    pub fn from_pem(pem: &str, issuer: &str, audience: &str) -> Result<Self, jsonwebtoken::errors::Error> {
+        Ok(Self { key: EncodingKey::from_ed_pem(pem.as_bytes())?, issuer: issuer.into(), audience: audience.into() })
+    }
+
+    /// A token for `subject`, valid from now for `ttl`.
+    pub fn mint(&self, subject: &str, ttl: Duration) -> String {
+        let now = jsonwebtoken::get_current_timestamp();
+        let claims = Claims {
+            sub: subject.into(),
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+            exp: now.saturating_add(ttl.as_secs()),
+            nbf: now,
+            iat: now,
+        };
+        // Signing with a key that parsed cannot fail; if it ever did, the token would be
+        // refused where it is used, with the reason.
+        jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), &claims, &self.key).unwrap_or_default()
+    }
+}
+
+/// A fresh Ed25519 key pair as PEM text: (private key in PKCS#8, public key in SPKI), the
+/// forms `openssl genpkey -algorithm ed25519` and `openssl pkey -pubout` write.
+pub fn generate_key_pair() -> anyhow::Result<(String, String)> {
+    let signing = ed25519_dalek::SigningKey::from_bytes(&rand::random::<[u8; 32]>());
+    let private = signing.to_pkcs8_pem(LineEnding::LF).map_err(|e| anyhow::anyhow!("encoding the private key: {e}"))?;
+    let public = signing
+        .verifying_key()
+        .to_public_key_pem(LineEnding::LF)
+        .map_err(|e| anyhow::anyhow!("encoding the public key: {e}"))?;
+    Ok((private.to_string(), public))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair() -> (Signer, String) {
+        let (private, public) = generate_key_pair().expect("keys");
+        (Signer::from_pem(&private, DEFAULT_ISSUER, DEFAULT_AUDIENCE).expect("signer"), public)
+    }
+
+    fn verifier(public: &str) -> Verifier {
+        Verifier::from_pem(public, DEFAULT_ISSUER, DEFAULT_AUDIENCE, 30).expect("verifier")
+    }
+
+    #[test]
+    fn a_token_from_the_trusted_key_names_its_customer() {
+        let (signer, public) = pair();
+        let token = signer.mint("alice", Duration::from_secs(60));
+        assert_eq!(verifier(&public).verify(&token), Ok("alice".to_owned()));
+    }
+
+    #[test]
+    fn another_key_another_issuer_or_audience_is_refused() {
+        let (signer, _) = pair();
+        let (_, other_public) = pair();
+        let token = signer.mint("alice", Duration::from_secs(60));
+        assert_eq!(verifier(&other_public).verify(&token), Err(Rejection::Signature));
+
+        let (private, public) = generate_key_pair().expect("keys");
+        let foreign = Signer::from_pem(&private, "elsewhere", DEFAULT_AUDIENCE).expect("signer");
+        assert_eq!(verifier(&public).verify(&foreign.mint("a", Duration::from_secs(60))), Err(Rejection::Issuer));
+        let foreign = Signer::from_pem(&private, DEFAULT_ISSUER, "billing").expect("signer");
+        assert_eq!(verifier(&public).verify(&foreign.mint("a", Duration::from_secs(60))), Err(Rejection::Audience));
+    }
+
+    #[test]
+    fn during_a_rotation_either_key_is_trusted() {
+        let (old, old_public) = pair();
+        let (new, new_public) = pair();
+        let both = verifier(&format!("{old_public}\n{new_public}"));
+        for signer in [old, new] {
+            assert!(both.verify(&signer.mint("bob", Duration::from_secs(60))).is_ok());
+        }
+    }
+
+    #[test]
+    fn an_expired_token_is_refused_beyond_the_leeway() {
+        let (signer, public) = pair();
+        let token = signer.mint("alice", Duration::ZERO);
+        // Expired just now: inside the leeway.
+        assert!(verifier(&public).verify(&token).is_ok());
+        let strict = Verifier::from_pem(&public, DEFAULT_ISSUER, DEFAULT_AUDIENCE, 0).expect("verifier");
+        std::thread::sleep(Duration::from_millis(1100));
+        assert_eq!(strict.verify(&token), Err(Rejection::Expired));
+    }
+
+    #[test]
+    fn hmac_and_unsigned_tokens_are_refused() {
+        let (_, public) = pair();
+        let claims = Claims {
+            sub: "mallory".into(),
+            iss: DEFAULT_ISSUER.into(),
+            aud: DEFAULT_AUDIENCE.into(),
+            exp: jsonwebtoken::get_current_timestamp() + 60,
+            nbf: 0,
+            iat: 0,
+        };
+        // HS256 keyed with the public key's own text: the classic algorithm confusion.
+        let key = EncodingKey::from_secret(public.as_bytes()).expect("hmac key");
+        let hs256 = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key).expect("token");
+        assert_eq!(verifier(&public).verify(&hs256), Err(Rejection::Algorithm));
+
+        let encode = |json: &str| base64_url(json.as_bytes());
+        let body = encode(&serde_json::to_string(&claims).expect("json"));
+        for unsigned in [format!("{}.{body}.", encode(r#"{"alg":"none","typ":"JWT"}"#)), body.clone(), String::new()] {
+            assert!(verifier(&public).verify(&unsigned).is_err(), "{unsigned}");
+        }
+    }
+
+    fn base64_url(bytes: &[u8]) -> String {
+        use base64::Engine as _;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    #[test]
+    fn a_file_without_a_public_key_is_refused() {
+        assert!(matches!(
+            Verifier::from_pem("nothing here", DEFAULT_ISSUER, DEFAULT_AUDIENCE, 0),
+            Err(KeyError::NoPublicKey)
+        ));
+    }
+}

@@ -6,7 +6,7 @@
 //!   exactly its quantity, a REJECTED or CANCELLED one nets to zero, and no ledger row names
 //!   an order the order service does not know (no double deduction, no deduction without a
 //!   confirmed order, no confirmed order without a deduction);
-//! - no idempotency key has more than one order;
+//! - no customer's idempotency key has more than one order;
 //! - how much is still waiting in each outbox, and that nothing waits there longer than
 //!   [`OUTBOX_STALE_SECS`] (or the grace period, if longer): a relay that stopped publishing.
 
@@ -105,6 +105,8 @@ struct LedgerNet {
 #[derive(QueryableByName)]
 struct DuplicateKey {
     #[diesel(sql_type = Text)]
+    customer_id: String,
+    #[diesel(sql_type = Text)]
     idempotency_key: String,
     #[diesel(sql_type = BigInt)]
     orders: i64,
@@ -164,12 +166,16 @@ pub async fn check(order_url: &str, inventory_url: &str, grace_secs: f64) -> any
     violations.extend(ledger_against_orders(&mut orders, &mut inventory).await?);
 
     let duplicates: Vec<DuplicateKey> = diesel::sql_query(
-        "SELECT idempotency_key, count(*) AS orders FROM orders GROUP BY idempotency_key HAVING count(*) > 1",
+        "SELECT customer_id, idempotency_key, count(*) AS orders FROM orders \
+         GROUP BY customer_id, idempotency_key HAVING count(*) > 1",
     )
     .load(&mut orders)
     .await?;
     for duplicate in duplicates {
-        violations.push(format!("idempotency key {:?} has {} orders", duplicate.idempotency_key, duplicate.orders));
+        violations.push(format!(
+            "customer {:?}'s idempotency key {:?} has {} orders",
+            duplicate.customer_id, duplicate.idempotency_key, duplicate.orders
+        ));
     }
 
     let backlog_sql =

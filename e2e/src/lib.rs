@@ -4,6 +4,7 @@
 //! `postgres://postgres@127.0.0.1:5432`) and the real broker (`TEST_KAFKA_BROKERS`, default
 //! `127.0.0.1:9092`).
 
+pub mod auth;
 pub mod databases;
 pub mod kafka;
 pub mod options;
@@ -14,6 +15,7 @@ use std::time::Duration;
 
 use platform::config::KafkaSettings;
 
+pub use self::auth::{TEST_CUSTOMER, TestKeys};
 pub use self::databases::TestDatabase;
 pub use self::system::{Options, RelayHandle, TestSystem};
 
@@ -22,7 +24,12 @@ pub use self::system::{Options, RelayHandle, TestSystem};
 /// moment fails with "connection closed before message completed", a race of the client's
 /// making, not a fault of the system under test.
 pub fn http_client(timeout: Duration) -> reqwest::Client {
-    reqwest::Client::builder().timeout(timeout).pool_idle_timeout(Duration::from_secs(1)).build().expect("http client")
+    client_builder(timeout).build().expect("http client")
+}
+
+/// [`http_client`]'s settings, for a client that adds its own (a customer's token).
+pub fn client_builder(timeout: Duration) -> reqwest::ClientBuilder {
+    reqwest::Client::builder().timeout(timeout).pool_idle_timeout(Duration::from_secs(1))
 }
 
 /// How long a test waits for an order to settle before failing.

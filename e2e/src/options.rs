@@ -1,5 +1,5 @@
 //! How a [`crate::TestSystem`] starts: relays per outbox, the wait budget, the gremlin, the
-//! admin token and admission limits.
+//! admin token, admission limits and development tokens.
 
 /// How the system starts.
 #[derive(Debug, Clone)]
@@ -15,6 +15,8 @@ pub struct Options {
     pub inbox: Option<messaging::settings::InboxSettings>,
     /// The consumers' statement timeout; `None`: the default.
     pub consumer_statement_timeout_ms: Option<u64>,
+    /// The development token endpoint (`POST /auth/token`), signing with the test's key.
+    pub dev_tokens: bool,
 }
 
 impl Default for Options {
@@ -33,6 +35,7 @@ impl Default for Options {
             },
             inbox: None,
             consumer_statement_timeout_ms: None,
+            dev_tokens: false,
         }
     }
 }

@@ -48,7 +48,10 @@ pub struct TestSystem {
     pub gremlin: Arc<inventory::gremlin::Gremlin>,
     pub order_relays: Vec<RelayHandle>,
     pub inventory_relays: Vec<RelayHandle>,
+    /// Acts as [`crate::TEST_CUSTOMER`]: its requests carry that customer's token.
     pub http: reqwest::Client,
+    /// The customers' key pair: `keys.token(customer)`, `keys.client(customer, timeout)`.
+    pub keys: crate::TestKeys,
     /// For tests that publish messages themselves (one producer: making one takes a while).
     producer: std::sync::OnceLock<rdkafka::producer::FutureProducer>,
     shutdown: CancellationToken,
@@ -106,7 +109,10 @@ impl TestSystem {
         kafka::create_topics_with_dead_letters(&kafka, &[&topics.orders, &topics.inventory]).await;
 
         let shutdown = CancellationToken::new();
+        let keys = crate::TestKeys::new(&name);
         let mut order: order::configuration::Settings = local_settings();
+        order.auth.public_key_file = Some(keys.public_key_file.clone());
+        order.auth.dev_signing_key_file = options.dev_tokens.then(|| keys.private_key_file.clone());
         order.http = HttpSettings { workers: 1, ..HttpSettings::on_port(0) };
         order.database = DatabaseSettings { pool_size: 8, consumer_pool_size: 4, ..DatabaseSettings::at(&order_db) };
         order.topics = topics.clone();
@@ -154,7 +160,8 @@ impl TestSystem {
             kafka,
             order_relays: Vec::new(),
             inventory_relays: Vec::new(),
-            http: crate::http_client(Duration::from_secs(20)),
+            http: keys.client(crate::TEST_CUSTOMER, Duration::from_secs(20)),
+            keys,
             producer: std::sync::OnceLock::new(),
             shutdown,
             _databases: databases,
@@ -220,10 +227,16 @@ impl TestSystem {
         }
     }
 
-    /// `POST /orders` with the given key and body.
+    /// `POST /orders` with the given key and body, as [`crate::TEST_CUSTOMER`].
     pub async fn post_order(&self, key: &str, body: &Value) -> reqwest::Response {
+        self.post_order_as(crate::TEST_CUSTOMER, key, body).await
+    }
+
+    /// `POST /orders` with the given key and body, as `customer`.
+    pub async fn post_order_as(&self, customer: &str, key: &str, body: &Value) -> reqwest::Response {
         self.http
             .post(format!("{}/orders", self.order_url))
+            .bearer_auth(self.keys.token(customer))
             .header("Idempotency-Key", key)
             .json(body)
             .send()
@@ -234,7 +247,7 @@ impl TestSystem {
     /// Places an order for one line without waiting for the outcome (`Prefer: wait=0`) and
     /// returns its id.
     pub async fn place(&self, sku: &str, quantity: i64) -> String {
-        let body = json!({"customer_id": "test-customer", "lines": [{"sku": sku, "quantity": quantity}]});
+        let body = json!({"lines": [{"sku": sku, "quantity": quantity}]});
         let response = self
             .http
             .post(format!("{}/orders", self.order_url))

@@ -24,6 +24,10 @@ pub struct Settings {
     pub wait_budget_ms: u64,
     #[serde(default)]
     pub admission: crate::admission::AdmissionSettings,
+    /// `ORDER__AUTH__PUBLIC_KEY_FILE` (required), `..__ISSUER`, `..__AUDIENCE`: how customers'
+    /// tokens are checked (decision 0013).
+    #[serde(default)]
+    pub auth: platform::auth::AuthSettings,
     /// `ORDER__ADMIN__TOKEN` enables `/admin/*`.
     #[serde(default)]
     pub admin: platform::admin::AdminSettings,

@@ -69,17 +69,19 @@ impl PlaceOrder {
     pub const MAX_LINES: usize = 100;
     pub const MAX_CUSTOMER_ID_LEN: usize = 64;
 
-    /// Validates a JSON body, collecting every problem rather than stopping at the first.
-    pub fn parse(body: &Value) -> Result<Self, FieldErrors> {
+    /// Validates a JSON body for `customer` (the authenticated caller), collecting every
+    /// problem rather than stopping at the first. The body's `customer_id` may be left out;
+    /// if given, it must be the caller.
+    pub fn parse(body: &Value, customer: &str) -> Result<Self, FieldErrors> {
         let mut errors = FieldErrors::new();
         let Some(object) = body.as_object() else {
-            errors.insert("body".into(), "must be a JSON object with customer_id and lines".into());
+            errors.insert("body".into(), "must be a JSON object with lines".into());
             return Err(errors);
         };
-        let customer_id = parse_customer_id(object.get("customer_id"), &mut errors);
+        check_customer_id(object.get("customer_id"), customer, &mut errors);
         let lines = parse_lines(object.get("lines"), &mut errors);
-        match (customer_id, lines) {
-            (Some(customer_id), Some(lines)) if errors.is_empty() => Ok(Self { customer_id, lines }),
+        match lines {
+            Some(lines) if errors.is_empty() => Ok(Self { customer_id: customer.to_owned(), lines }),
             _ => Err(errors),
         }
     }
@@ -98,20 +100,25 @@ impl PlaceOrder {
     }
 }
 
-fn parse_customer_id(value: Option<&Value>, errors: &mut FieldErrors) -> Option<String> {
+/// A customer id: 1 to 64 characters of letters, digits, '-', '_', '.' or '@'.
+pub fn is_customer_id(id: &str) -> bool {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@');
+    (1..=PlaceOrder::MAX_CUSTOMER_ID_LEN).contains(&id.len()) && id.chars().all(allowed)
+}
+
+/// A `customer_id` in the body is optional (the token says who the customer is) but must
+/// not contradict the token.
+fn check_customer_id(value: Option<&Value>, customer: &str, errors: &mut FieldErrors) {
     let problem = match value {
-        None | Some(Value::Null) => "is required",
-        Some(Value::String(id)) => {
-            let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@');
-            if (1..=PlaceOrder::MAX_CUSTOMER_ID_LEN).contains(&id.len()) && id.chars().all(allowed) {
-                return Some(id.clone());
-            }
-            "must be 1 to 64 characters of letters, digits, '-', '_', '.' or '@'"
+        None | Some(Value::Null) => return,
+        Some(Value::String(id)) if id == customer => return,
+        Some(Value::String(id)) if is_customer_id(id) => {
+            "names another customer than your token; leave it out (the token says who you are)"
         }
+        Some(Value::String(_)) => "must be 1 to 64 characters of letters, digits, '-', '_', '.' or '@'",
         Some(_) => "must be a string",
     };
     errors.insert("customer_id".into(), problem.into());
-    None
 }
 
 fn parse_lines(value: Option<&Value>, errors: &mut FieldErrors) -> Option<Vec<Line>> {
@@ -190,17 +197,21 @@ mod tests {
 
     #[test]
     fn a_well_formed_order_is_accepted() {
-        let order = PlaceOrder::parse(&json!({"customer_id": "c-1", "lines": [{"sku": "MUG-01", "quantity": 2}]}))
-            .expect("valid");
+        let order =
+            PlaceOrder::parse(&json!({"customer_id": "c-1", "lines": [{"sku": "MUG-01", "quantity": 2}]}), "c-1")
+                .expect("valid");
         assert_eq!(order.lines.len(), 1);
     }
 
     #[test]
     fn every_problem_is_reported_against_its_field() {
-        let errors = PlaceOrder::parse(&json!({
-            "customer_id": "",
-            "lines": [{"sku": "bad sku", "quantity": 0}, {"quantity": 1.5}, "x"]
-        }))
+        let errors = PlaceOrder::parse(
+            &json!({
+                "customer_id": "",
+                "lines": [{"sku": "bad sku", "quantity": 0}, {"quantity": 1.5}, "x"]
+            }),
+            "c",
+        )
         .expect_err("invalid");
         assert_eq!(
             errors.keys().map(String::as_str).collect::<Vec<_>>(),
@@ -216,29 +227,42 @@ mod tests {
             (json!({"customer_id": "c", "lines": []}), "must contain at least one line"),
             (json!({"customer_id": "c", "lines": {}}), "must be an array of {sku, quantity}"),
         ] {
-            assert_eq!(PlaceOrder::parse(&body).expect_err("invalid")["lines"], message);
+            assert_eq!(PlaceOrder::parse(&body, "c").expect_err("invalid")["lines"], message);
         }
         let huge =
             json!({"customer_id": "c", "lines": [{"sku": "MUG-01", "quantity": 99999999999999999999u128 as f64}]});
-        assert!(PlaceOrder::parse(&huge).expect_err("invalid").contains_key("lines[0].quantity"));
+        assert!(PlaceOrder::parse(&huge, "c").expect_err("invalid").contains_key("lines[0].quantity"));
+    }
+
+    #[test]
+    fn the_body_may_not_speak_for_another_customer() {
+        let order =
+            |customer_id: Value| json!({"customer_id": customer_id, "lines": [{"sku": "MUG-01", "quantity": 1}]});
+        assert_eq!(PlaceOrder::parse(&order(json!("alice")), "alice").expect("valid").customer_id, "alice");
+        assert_eq!(PlaceOrder::parse(&order(Value::Null), "alice").expect("valid").customer_id, "alice");
+        let errors = PlaceOrder::parse(&order(json!("bob")), "alice").expect_err("another customer");
+        assert!(errors["customer_id"].contains("another customer"), "{errors:?}");
     }
 
     #[test]
     fn a_sku_twice_in_one_order_is_refused() {
-        let errors = PlaceOrder::parse(&json!({"customer_id": "c", "lines": [
-            {"sku": "MUG-01", "quantity": 1}, {"sku": "MUG-01", "quantity": 2}
-        ]}))
+        let errors = PlaceOrder::parse(
+            &json!({"customer_id": "c", "lines": [
+                {"sku": "MUG-01", "quantity": 1}, {"sku": "MUG-01", "quantity": 2}
+            ]}),
+            "c",
+        )
         .expect_err("invalid");
         assert!(errors["lines[1].sku"].contains("more than one line"));
     }
 
     #[test]
     fn the_fingerprint_changes_with_any_field() {
-        let a = PlaceOrder::parse(&json!({"customer_id": "c", "lines": [{"sku": "MUG-01", "quantity": 1}]}))
-            .expect("valid");
-        let b = PlaceOrder::parse(&json!({"customer_id": "c", "lines": [{"sku": "MUG-01", "quantity": 2}]}))
-            .expect("valid");
+        let a = PlaceOrder::parse(&json!({"lines": [{"sku": "MUG-01", "quantity": 1}]}), "c").expect("valid");
+        let b = PlaceOrder::parse(&json!({"lines": [{"sku": "MUG-01", "quantity": 2}]}), "c").expect("valid");
+        let c = PlaceOrder::parse(&json!({"lines": [{"sku": "MUG-01", "quantity": 1}]}), "d").expect("valid");
         assert_ne!(a.fingerprint(), b.fingerprint());
+        assert_ne!(a.fingerprint(), c.fingerprint());
         assert_eq!(a.fingerprint(), a.clone().fingerprint());
     }
 

@@ -2,8 +2,8 @@
 //! transaction (the outbox; the relay publishes it), and applies inventory's decisions from
 //! `inventory.events` through its inbox, exactly once. Map:
 //!
-//! - HTTP in: [`routes`] (orders, health, the web page), guarded by [`admission`] and
-//!   answering with [`error`]; [`openapi`] documents them;
+//! - HTTP in: [`routes`] (orders, health, the web page), guarded by [`admission`], taken
+//!   for a customer by [`auth`] and answering with [`error`]; [`openapi`] documents them;
 //! - the model: [`domain`] (validated requests, statuses), [`repository`] (the transactions),
 //!   [`view`] (what a client sees);
 //! - events in: [`consumer`] (inventory's decisions → order status);
@@ -11,6 +11,7 @@
 //! - process: [`configuration`], [`state`], [`metrics`], [`startup`].
 
 pub mod admission;
+pub mod auth;
 pub mod configuration;
 pub mod consumer;
 pub mod domain;

@@ -63,7 +63,7 @@ pub async fn place(
                     orders::status.eq(OrderStatus::Pending.as_str()),
                     orders::correlation_id.eq(&trace.correlation_id),
                 ))
-                .on_conflict(orders::idempotency_key)
+                .on_conflict((orders::customer_id, orders::idempotency_key))
                 .do_nothing()
                 .returning(orders::created_at)
                 .get_result(conn)
@@ -112,6 +112,7 @@ pub async fn place(
         }));
     }
     let (existing, hash): (Uuid, String) = orders::table
+        .filter(orders::customer_id.eq(&order.customer_id))
         .filter(orders::idempotency_key.eq(idempotency_key))
         .select((orders::id, orders::request_hash))
         .first(conn)
@@ -135,19 +136,27 @@ pub enum Cancellation {
     NotFound,
 }
 
-/// Asks for an order to be cancelled. Pending and confirmed orders can be.
+/// Asks for one of `customer`'s orders to be cancelled. Pending and confirmed orders can be;
+/// another customer's order is not found.
 #[tracing::instrument(skip_all, fields(order_id = %id), err)]
 pub async fn cancel(
     conn: &mut AsyncPgConnection,
     id: OrderId,
+    customer: &str,
     trace: &Trace,
     topic: &str,
 ) -> QueryResult<Cancellation> {
     let outcome = conn
         .transaction::<_, diesel::result::Error, _>(async |conn| {
             // The row lock serialises this with the consumer, and orders this order's events.
-            let status: Option<String> =
-                orders::table.find(id.0).select(orders::status).for_update().first(conn).await.optional()?;
+            let status: Option<String> = orders::table
+                .find(id.0)
+                .filter(orders::customer_id.eq(customer))
+                .select(orders::status)
+                .for_update()
+                .first(conn)
+                .await
+                .optional()?;
             let Some(status) = status.as_deref().and_then(OrderStatus::parse) else {
                 return Ok(None);
             };
@@ -219,18 +228,36 @@ async fn record_history(
         .await
 }
 
-/// One order with its lines and history.
+/// One of `customer`'s orders with its lines and history; another customer's is `None`.
+pub async fn find_for(conn: &mut AsyncPgConnection, id: OrderId, customer: &str) -> QueryResult<Option<OrderView>> {
+    find_where(conn, id, Some(customer)).await
+}
+
+/// One order with its lines and history, whoever it belongs to (for the service itself).
 pub async fn find(conn: &mut AsyncPgConnection, id: OrderId) -> QueryResult<Option<OrderView>> {
-    let row: Option<OrderRow> = orders::table.find(id.0).select(OrderRow::as_select()).first(conn).await.optional()?;
+    find_where(conn, id, None).await
+}
+
+async fn find_where(
+    conn: &mut AsyncPgConnection,
+    id: OrderId,
+    customer: Option<&str>,
+) -> QueryResult<Option<OrderView>> {
+    let mut query = orders::table.find(id.0).select(OrderRow::as_select()).into_boxed();
+    if let Some(customer) = customer {
+        query = query.filter(orders::customer_id.eq(customer));
+    }
+    let row: Option<OrderRow> = query.first(conn).await.optional()?;
     match row {
         None => Ok(None),
         Some(row) => Ok(assemble(conn, vec![row]).await?.pop()),
     }
 }
 
-/// The most recent orders, newest first.
-pub async fn recent(conn: &mut AsyncPgConnection, limit: i64) -> QueryResult<Vec<OrderView>> {
+/// `customer`'s most recent orders, newest first.
+pub async fn recent(conn: &mut AsyncPgConnection, customer: &str, limit: i64) -> QueryResult<Vec<OrderView>> {
     let rows: Vec<OrderRow> = orders::table
+        .filter(orders::customer_id.eq(customer))
         .order((orders::created_at.desc(), orders::id.desc()))
         .limit(limit)
         .select(OrderRow::as_select())

@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi as _;
 
 use crate::admission::{RateLimiter, limit_in_flight};
+use crate::auth::DevTokens;
 use crate::configuration::Settings;
 use crate::consumer::InventoryEvents;
 use crate::latency::LatencyWindow;
@@ -96,9 +97,21 @@ impl Application {
             latency: web::Data::new(LatencyWindow::new(settings.latency_alert)),
         };
         let peers = web::Data::new(Peers::new(settings.peers.clone()).context("creating the HTTP client")?);
+        let verifier = web::Data::new(
+            platform::auth::Verifier::from_settings(&settings.auth)
+                .context("loading the keys for customers' tokens")?,
+        );
+        let dev_tokens = DevTokens::from_settings(&settings.auth).context("loading the development signing key")?;
         let admin = settings.admin.clone();
         let server = platform::service::http_server(listener, &settings.http, metrics, move |config| {
-            config.app_data(state.clone()).app_data(guards.latency.clone()).app_data(peers.clone());
+            config
+                .app_data(state.clone())
+                .app_data(guards.latency.clone())
+                .app_data(peers.clone())
+                .app_data(verifier.clone());
+            if let Some(tokens) = &dev_tokens {
+                config.app_data(web::Data::from(Arc::clone(tokens))).service(crate::auth::dev_token);
+            }
             configure_routes(config, &guards, &admin);
         })?;
         tracing::info!(port, "order service listening");

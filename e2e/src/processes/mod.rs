@@ -26,7 +26,9 @@ pub struct Processes {
     pub inventory_db: String,
     pub topics: schema::topics::Topics,
     pub brokers: String,
+    /// Acts as [`crate::TEST_CUSTOMER`]: its requests carry that customer's token.
     pub http: reqwest::Client,
+    pub keys: crate::TestKeys,
     pub logs: PathBuf,
     /// Dropped with the system, even if the test panics.
     _databases: [TestDatabase; 2],
@@ -62,7 +64,9 @@ impl Processes {
             env.insert(format!("{prefix}__HTTP__PORT"), port.to_string());
             Service { name, port, env, child: None, log: logs.join(format!("{name}.log")) }
         };
+        let keys = crate::TestKeys::new(&name);
         let mut order_env = common("ORDER");
+        order_env.insert("ORDER__AUTH__PUBLIC_KEY_FILE".into(), keys.public_key_file.to_string_lossy().into_owned());
         order_env.insert("ORDER__DATABASE__URL".into(), order_db.clone());
         order_env.insert("ORDER__CONSUMER_GROUP".into(), format!("{name}-order"));
         order_env.insert("ORDER__ADMISSION__PER_CUSTOMER_PER_SECOND".into(), "10000".into());
@@ -83,7 +87,8 @@ impl Processes {
             inventory_db,
             topics,
             brokers,
-            http: crate::http_client(Duration::from_secs(10)),
+            http: keys.client(crate::TEST_CUSTOMER, Duration::from_secs(10)),
+            keys,
             logs,
             _databases: databases,
         }
@@ -157,7 +162,7 @@ impl Processes {
 
     /// Places one order (retrying with the same key until the order service answers 2xx).
     pub async fn place(&self, key: &str, sku: &str, quantity: i64) -> String {
-        let body = json!({"customer_id": "proc-test", "lines": [{"sku": sku, "quantity": quantity}]});
+        let body = json!({"lines": [{"sku": sku, "quantity": quantity}]});
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok((status, order)) = self.post(key, &body, "0").await

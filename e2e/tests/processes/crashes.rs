@@ -57,7 +57,7 @@ async fn order_killed_after_commit_before_reply_then_a_retry_with_the_same_key_g
     system.order.kill();
     system.order.start(&[("CRASH_POINTS", "order.after_commit_before_reply=abort")]);
     system.ready(&["order"]).await;
-    let body = json!({"customer_id": "lost-reply", "lines": [{"sku": "CABLE-01", "quantity": 2}]});
+    let body = json!({"lines": [{"sku": "CABLE-01", "quantity": 2}]});
 
     let lost = system.post("lost-reply-key", &body, "2").await;
     assert!(lost.is_err(), "the reply was lost with the process: {lost:?}");
@@ -105,13 +105,12 @@ async fn sigterm_under_load_loses_nothing() {
     let clients: Vec<_> = (0..4)
         .map(|client| {
             let (url, stop) = (url.clone(), stop.clone());
+            let http = system.keys.client(&format!("c{client}"), Duration::from_secs(5));
             tokio::spawn(async move {
-                let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().expect("client");
                 let mut accepted = 0;
                 while !stop.is_cancelled() {
                     let key = format!("term-{client}-{accepted}");
-                    let body =
-                        json!({"customer_id": format!("c{client}"), "lines": [{"sku": "CABLE-01", "quantity": 1}]});
+                    let body = json!({"lines": [{"sku": "CABLE-01", "quantity": 1}]});
                     loop {
                         let sent = http
                             .post(&url)

@@ -22,7 +22,7 @@ async fn one_orders_correlation_id_travels_through_both_events_and_into_the_comp
     let mut system = Processes::prepare(None).await;
     system.start_all().await;
     let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-    let body = json!({"customer_id": "traced", "lines": [{"sku": "MUG-01", "quantity": 1}]});
+    let body = json!({"lines": [{"sku": "MUG-01", "quantity": 1}]});
     let response = system
         .http
         .post(format!("{}/orders", system.order.url()))

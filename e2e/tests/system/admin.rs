@@ -115,11 +115,11 @@ async fn a_customer_over_the_rate_limit_gets_429_with_retry_after() {
         max_in_flight: 100,
     };
     let system = TestSystem::start_with(Options { admission, ..Options::default() }).await;
-    let body = json!({"customer_id": "greedy", "lines": [{"sku": "MUG-01", "quantity": 1}]});
+    let body = json!({"lines": [{"sku": "MUG-01", "quantity": 1}]});
+    let greedy = system.keys.client("greedy", std::time::Duration::from_secs(10));
     let mut statuses = Vec::new();
     for i in 0..3 {
-        let response = system
-            .http
+        let response = greedy
             .post(format!("{}/orders", system.order_url))
             .header("Idempotency-Key", format!("r{i}"))
             .header("Prefer", "wait=0")
@@ -133,7 +133,7 @@ async fn a_customer_over_the_rate_limit_gets_429_with_retry_after() {
         statuses.push(response.status().as_u16());
     }
     assert_eq!(statuses, [202, 202, 429]);
-    let other = json!({"customer_id": "patient", "lines": [{"sku": "MUG-01", "quantity": 1}]});
-    assert_eq!(system.post_order("other", &other).await.status().as_u16() / 100, 2, "other customers are unaffected");
+    let other = system.post_order_as("patient", "other", &body).await;
+    assert_eq!(other.status().as_u16() / 100, 2, "other customers are unaffected");
     system.stop().await;
 }

@@ -16,7 +16,7 @@ const REREAD: Duration = Duration::from_millis(100);
 #[tokio::test]
 async fn an_order_decided_within_the_budget_is_answered_201_with_its_final_status() {
     let system = TestSystem::start().await;
-    let body = json!({"customer_id": "c", "lines": [{"sku": "MUG-01", "quantity": 1}]});
+    let body = json!({"lines": [{"sku": "MUG-01", "quantity": 1}]});
 
     let response = system.post_order("fast", &body).await;
 
@@ -42,7 +42,7 @@ async fn with_the_gremlin_slowing_one_order_in_four_the_slow_ones_get_202_in_bud
         if slow_count(&placed) >= 3 && placed.len() - slow_count(&placed) >= 3 {
             break;
         }
-        let body = json!({"customer_id": "c", "lines": [{"sku": "CABLE-01", "quantity": 1}]});
+        let body = json!({"lines": [{"sku": "CABLE-01", "quantity": 1}]});
         let started = Instant::now();
         let response = system.post_order(&format!("gremlin-{i}"), &body).await;
         let took = started.elapsed();
@@ -73,7 +73,7 @@ async fn a_client_may_ask_to_wait_less_and_never_waits_more_than_the_budget() {
     let pattern = Pattern { enabled: true, one_in: 1, delay_ms: 3_000 };
     let system =
         TestSystem::start_with(Options { gremlin: pattern, wait_budget_ms: 1_000, ..Options::default() }).await;
-    let body = json!({"customer_id": "c", "lines": [{"sku": "CABLE-01", "quantity": 1}]});
+    let body = json!({"lines": [{"sku": "CABLE-01", "quantity": 1}]});
     let post = |key: &'static str, prefer: &'static str| {
         system
             .http

@@ -17,10 +17,12 @@ async fn a_service_started_before_its_database_exists_says_why_and_becomes_ready
     settings.database = platform::config::DatabaseSettings::at(format!("{server}/{name}"));
     settings.consumer_group = format!("{name}-group");
     settings.wait_budget_ms = 0;
+    let keys = e2e::TestKeys::new(&name);
+    settings.auth.public_key_file = Some(keys.public_key_file.clone());
     let app = order::startup::Application::build(settings, shutdown.clone()).await.expect("builds");
     let base = format!("http://127.0.0.1:{}", app.port());
     let running = tokio::spawn(app.run_until_stopped());
-    let http = reqwest::Client::new();
+    let http = keys.client(e2e::TEST_CUSTOMER, Duration::from_secs(10));
 
     // Answers at once, "starting"; after the first failed attempt, says what is wrong.
     let expected = format!("database \"{name}\" does not exist");
@@ -83,6 +85,7 @@ async fn with_the_broker_down_order_is_degraded_and_inventory_not_ready_both_say
     order.kafka = dead.clone();
     order.topics = system.topics.clone();
     order.consumer_group = "health-test".into();
+    order.auth.public_key_file = Some(system.keys.public_key_file.clone());
     let order = order::startup::Application::build(order, shutdown.clone()).await.expect("builds");
     let mut inventory: inventory::configuration::Settings = e2e::local_settings();
     inventory.http = platform::config::HttpSettings::on_port(0);

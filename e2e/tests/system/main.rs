@@ -9,6 +9,7 @@ mod admin;
 mod api;
 mod bounded_wait;
 mod crash_points;
+mod customers;
 mod dead_letters;
 mod happy_path;
 mod health;

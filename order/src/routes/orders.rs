@@ -8,6 +8,7 @@ use schema::OrderId;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use crate::auth::Customer;
 use crate::domain::PlaceOrder;
 use crate::error::ApiError;
 use crate::repository::{self, Cancellation, Placement};
@@ -18,8 +19,8 @@ use crate::view::OrderView;
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct PlaceOrderRequest {
-    /// 1 to 64 characters of letters, digits, '-', '_', '.', '@'.
-    customer_id: String,
+    /// Optional: the token says who the customer is. If given, it must be the token's subject.
+    customer_id: Option<String>,
     /// 1 to 100 lines, each SKU at most once.
     lines: Vec<PlaceOrderLine>,
 }
@@ -33,7 +34,7 @@ pub struct PlaceOrderLine {
     quantity: i32,
 }
 
-/// Places an order. The order is written with an `OrderPlaced` event in one transaction;
+/// Places an order for the authenticated customer. The order is written with an `OrderPlaced` event in one transaction;
 /// then the request waits up to its budget (default 2 s, `Prefer: wait=N` for less) for
 /// inventory's decision.
 #[utoipa::path(
@@ -41,27 +42,29 @@ pub struct PlaceOrderLine {
     path = "/orders",
     request_body = PlaceOrderRequest,
     params(
-        ("Idempotency-Key" = String, Header, description = "Unique per order; resend it to retry safely"),
+        ("Idempotency-Key" = String, Header, description = "Unique per order among the customer's orders; resend it to retry safely"),
         ("Prefer" = Option<String>, Header, description = "wait=N: wait at most N seconds for the outcome (RFC 7240)"),
     ),
     responses(
         (status = 201, description = "Decided within the wait: CONFIRMED or REJECTED", body = OrderView),
         (status = 202, description = "Accepted and safe, still PENDING; follow Location", body = OrderView),
         (status = 400, description = "Invalid body or missing Idempotency-Key"),
-        (status = 409, description = "Idempotency-Key already used for a different request"),
+        (status = 401, description = "Missing, expired or invalid token; see WWW-Authenticate"),
+        (status = 409, description = "Idempotency-Key already used by this customer for a different request"),
         (status = 429, description = "Too many orders from this customer; see Retry-After"),
         (status = 503, description = "Overloaded; see Retry-After"),
     )
 )]
 #[post("")]
 pub async fn place_order(
+    customer: Customer,
     request: HttpRequest,
     body: web::Json<platform::json::StrictValue>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let started = Instant::now();
     let key = idempotency_key(&request)?;
-    let order = PlaceOrder::parse(&body).map_err(ApiError::Validation)?;
+    let order = PlaceOrder::parse(&body, customer.id()).map_err(ApiError::Validation)?;
     state
         .rate_limiter
         .admit(&order.customer_id, started)
@@ -189,17 +192,25 @@ fn idempotency_key(request: &HttpRequest) -> Result<&str, ApiError> {
         .ok_or(ApiError::IdempotencyKey)
 }
 
-/// One order with its lines and full status history.
+/// One of the customer's orders with its lines and full status history.
 #[utoipa::path(
     get,
     path = "/orders/{id}",
     params(("id" = uuid::Uuid, Path, description = "Order id")),
-    responses((status = 200, body = OrderView), (status = 404, description = "No such order"))
+    responses(
+        (status = 200, body = OrderView),
+        (status = 401, description = "Missing, expired or invalid token"),
+        (status = 404, description = "No such order among this customer's"),
+    )
 )]
 #[get("/{id}")]
-pub async fn get_order(id: web::Path<uuid::Uuid>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn get_order(
+    customer: Customer,
+    id: web::Path<uuid::Uuid>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let mut conn = state.pool.get().await?;
-    let view = repository::find(&mut conn, OrderId(*id)).await?.ok_or(ApiError::NotFound)?;
+    let view = repository::find_for(&mut conn, OrderId(*id), customer.id()).await?.ok_or(ApiError::NotFound)?;
     Ok(HttpResponse::Ok().json(view))
 }
 
@@ -209,10 +220,23 @@ pub struct ListQuery {
     limit: Option<i64>,
 }
 
-/// The most recent orders, newest first.
-#[utoipa::path(get, path = "/orders", params(ListQuery), responses((status = 200, body = [OrderView]), (status = 400, description = "Bad limit")))]
+/// The customer's most recent orders, newest first.
+#[utoipa::path(
+    get,
+    path = "/orders",
+    params(ListQuery),
+    responses(
+        (status = 200, body = [OrderView]),
+        (status = 400, description = "Bad limit"),
+        (status = 401, description = "Missing, expired or invalid token"),
+    )
+)]
 #[get("")]
-pub async fn list_orders(query: web::Query<ListQuery>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn list_orders(
+    customer: Customer,
+    query: web::Query<ListQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let limit = query.limit.unwrap_or(20);
     if !(1..=100).contains(&limit) {
         let mut fields = crate::domain::FieldErrors::new();
@@ -220,7 +244,7 @@ pub async fn list_orders(query: web::Query<ListQuery>, state: web::Data<AppState
         return Err(ApiError::Validation(fields));
     }
     let mut conn = state.pool.get().await?;
-    Ok(HttpResponse::Ok().json(repository::recent(&mut conn, limit).await?))
+    Ok(HttpResponse::Ok().json(repository::recent(&mut conn, customer.id(), limit).await?))
 }
 
 /// Cancels a pending or confirmed order: inventory releases its stock and the order ends
@@ -231,19 +255,21 @@ pub async fn list_orders(query: web::Query<ListQuery>, state: web::Data<AppState
     params(("id" = uuid::Uuid, Path, description = "Order id")),
     responses(
         (status = 202, description = "Cancellation under way", body = OrderView),
-        (status = 404, description = "No such order"),
+        (status = 401, description = "Missing, expired or invalid token"),
+        (status = 404, description = "No such order among this customer's"),
         (status = 409, description = "Rejected or already cancelled"),
     )
 )]
 #[post("/{id}/cancel")]
 pub async fn cancel_order(
+    customer: Customer,
     request: HttpRequest,
     id: web::Path<uuid::Uuid>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let trace = platform::http::trace_of(request.headers());
     let mut conn = state.pool.get().await?;
-    match repository::cancel(&mut conn, OrderId(*id), &trace, &state.topics.orders).await? {
+    match repository::cancel(&mut conn, OrderId(*id), customer.id(), &trace, &state.topics.orders).await? {
         Cancellation::Requested(view) | Cancellation::AlreadyRequested(view) => Ok(HttpResponse::Accepted().json(view)),
         Cancellation::NotCancellable(status) => Err(ApiError::NotCancellable(status)),
         Cancellation::NotFound => Err(ApiError::NotFound),

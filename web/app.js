@@ -100,10 +100,53 @@ async function refreshStock() {
   if (chosen) select.value = chosen;
 }
 
+// ---- who is shopping -----------------------------------------------------------------
+
+// Orders belong to the customer a token names (decision 0013). The local stack mints a token
+// for any name (POST /auth/token); elsewhere that endpoint does not exist and the shopper
+// pastes a token from the shop's identity provider.
+const session = { customer: "", token: "" };
+
+async function signIn() {
+  const customer = $("#customer").value.trim();
+  const pasted = $("#token").value.trim();
+  if (pasted) {
+    Object.assign(session, { customer: "(token)", token: pasted });
+    return session.token;
+  }
+  if (!customer) throw new Error("enter your customer name first");
+  if (session.customer === customer && session.token) return session.token;
+  const { status, body } = await getJson("/auth/token", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ customer }),
+  });
+  if (status === 404) {
+    $("#token-row").hidden = false;
+    throw new Error("this service does not mint tokens: paste a token from your identity provider");
+  }
+  if (status !== 200) throw new Error(body?.message ?? `the service answered ${status}`);
+  Object.assign(session, { customer, token: body.token });
+  $("#signed-in").textContent = `Signed in as ${customer}.`;
+  return session.token;
+}
+
+function customerHeaders() {
+  return session.token ? { Authorization: `Bearer ${session.token}` } : {};
+}
+
 // ---- orders --------------------------------------------------------------------------
 
 async function refreshOrders() {
-  const { status, body } = await getJson("/orders?limit=15");
+  if (!session.token) {
+    $("#orders").replaceChildren(el("li", { class: "hint" }, "Sign in (enter your name and place an order) to see your orders."));
+    return;
+  }
+  const token = session.token;
+  const { status, body } = await getJson("/orders?limit=15", { headers: customerHeaders() });
+  // Signed in as someone else meanwhile: this list is not theirs.
+  if (token !== session.token) return;
+  if (status === 401) session.token = "";
   if (status !== 200 || !Array.isArray(body)) return;
   $("#orders").replaceChildren(...body.map(orderItem));
 }
@@ -125,7 +168,7 @@ function orderItem(order) {
 }
 
 async function cancel(id) {
-  const { status, body } = await getJson(`/orders/${id}/cancel`, { method: "POST" });
+  const { status, body } = await getJson(`/orders/${id}/cancel`, { method: "POST", headers: customerHeaders() });
   showReply(status === 202 ? "ok" : "bad",
     status === 202 ? `Cancelling order ${id}: its stock goes back to the shelf.` : `Cannot cancel: ${body?.message ?? status}`);
   refreshOrders();
@@ -144,16 +187,19 @@ async function placeOrder(event) {
   event.preventDefault();
   const button = $("#place");
   button.disabled = true;
-  const order = {
-    customer_id: $("#customer").value.trim(),
-    lines: [{ sku: $("#sku").value, quantity: Number($("#quantity").value) }],
-  };
+  const order = { lines: [{ sku: $("#sku").value, quantity: Number($("#quantity").value) }] };
   showReply("", "Placing the order…");
   try {
+    try {
+      await signIn();
+    } catch (error) {
+      showReply("bad", `Not signed in: ${error.message}.`);
+      return;
+    }
     const { status, body } = await getJson("/orders", {
       method: "POST",
       // A fresh key per submission: a retry of this same submission would reuse it.
-      headers: { "Content-Type": "application/json", "Idempotency-Key": crypto.randomUUID() },
+      headers: { "Content-Type": "application/json", "Idempotency-Key": crypto.randomUUID(), ...customerHeaders() },
       body: JSON.stringify(order),
     });
     if (status === 201 && body.status === "CONFIRMED") showReply("ok", `201 Confirmed: order ${body.id}.`);
@@ -225,6 +271,13 @@ async function tick() {
 
 function start() {
   $("#order-form").addEventListener("submit", placeOrder);
+  // Another name is another customer: their own orders, their own token.
+  $("#customer").addEventListener("change", async () => {
+    Object.assign(session, { customer: "", token: "" });
+    $("#signed-in").textContent = "";
+    await signIn().catch((error) => showReply("bad", `Not signed in: ${error.message}.`));
+    refreshOrders();
+  });
   $("#gremlin-form").addEventListener("submit", applyGremlin);
   $("#gremlin-enabled").addEventListener("change", applyGremlin);
   $("#gremlin-unlock").addEventListener("submit", (event) => {

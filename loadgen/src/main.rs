@@ -4,6 +4,8 @@
 //! the same key on transport errors and 5xx (bounded, with backoff), as a careful client
 //! would. Afterwards each order is followed with GET until it is final; its accepted → final
 //! time comes from the order's own status history (server clocks, no polling error).
+//! Orders are spread over `--customers` customers, each with a token minted with
+//! `--signing-key` (the local stack's is `.local/auth/signing.pem`).
 
 mod report;
 mod stats;
@@ -43,6 +45,13 @@ struct Args {
     /// Distinct customer ids to spread orders over (the service rate-limits per customer).
     #[arg(long, default_value_t = 1000)]
     customers: usize,
+    /// The private key that signs the customers' tokens (PEM, Ed25519).
+    #[arg(long, env = "ORDER_SYSTEM_SIGNING_KEY")]
+    signing_key: PathBuf,
+    #[arg(long, default_value = platform::auth::DEFAULT_ISSUER)]
+    issuer: String,
+    #[arg(long, default_value = platform::auth::DEFAULT_AUDIENCE)]
+    audience: String,
     /// `Prefer: wait=N` on every POST; omit to use the service's budget.
     #[arg(long)]
     wait: Option<f64>,
@@ -66,6 +75,9 @@ struct Args {
 /// What happened to one order.
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct Record {
+    /// Which customer placed it (an index into the tokens).
+    #[serde(skip)]
+    customer: usize,
     key: String,
     sku: String,
     quantity: i64,
@@ -80,9 +92,11 @@ pub struct Record {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    let mut args = Args::parse();
     anyhow::ensure!(args.duration.is_some() || args.count.is_some(), "give --duration or --count");
     anyhow::ensure!(!args.skus.is_empty(), "give at least one sku");
+    args.customers = args.customers.max(1);
+    let tokens = Tokens::mint(&args)?;
     let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).pool_max_idle_per_host(256).build()?;
     let records = Arc::new(Mutex::new(Vec::<Record>::new()));
     let started = Instant::now();
@@ -90,14 +104,14 @@ async fn main() -> anyhow::Result<()> {
 
     let progress = spawn_progress(Arc::clone(&records), started, args.progress);
     match (args.rate, args.concurrency) {
-        (Some(rate), _) => open_loop(&args, &http, &records, rate).await,
-        (None, concurrency) => closed_loop(&args, &http, &records, concurrency.unwrap_or(8)).await,
+        (Some(rate), _) => open_loop(&args, &http, &tokens, &records, rate).await,
+        (None, concurrency) => closed_loop(&args, &http, &tokens, &records, concurrency.unwrap_or(8)).await,
     }
     let elapsed = started.elapsed();
     progress.abort();
 
     let mut records = std::mem::take(&mut *records.lock().unwrap_or_else(PoisonError::into_inner));
-    follow(&args, &http, &mut records).await;
+    follow(&args, &http, &tokens, &mut records).await;
     let summary = summarise(&records, elapsed);
     println!("{}", render(&summary));
     if let Some(path) = &args.csv {
@@ -107,6 +121,23 @@ async fn main() -> anyhow::Result<()> {
         std::fs::write(path, serde_json::to_string_pretty(&summary)?)?;
     }
     Ok(())
+}
+
+/// One token per customer, minted once: customer `i` is `load-i`.
+#[derive(Clone)]
+struct Tokens(Arc<Vec<String>>);
+
+impl Tokens {
+    fn mint(args: &Args) -> anyhow::Result<Self> {
+        let signer = platform::auth::Signer::from_file(&args.signing_key, &args.issuer, &args.audience)?;
+        // Valid for the whole run and its follow-up, however long.
+        let ttl = Duration::from_secs(7 * 24 * 3600);
+        Ok(Self(Arc::new((0..args.customers).map(|i| signer.mint(&format!("load-{i}"), ttl)).collect())))
+    }
+
+    fn of(&self, customer: usize) -> &str {
+        &self.0[customer % self.0.len()]
+    }
 }
 
 /// Set by SIGTERM or SIGINT: stop placing orders, follow up and report as usual.
@@ -131,7 +162,7 @@ fn stop_on_signal() {
     }
 }
 
-async fn open_loop(args: &Args, http: &reqwest::Client, records: &Arc<Mutex<Vec<Record>>>, rate: f64) {
+async fn open_loop(args: &Args, http: &reqwest::Client, tokens: &Tokens, records: &Arc<Mutex<Vec<Record>>>, rate: f64) {
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate.max(0.001)));
@@ -139,9 +170,9 @@ async fn open_loop(args: &Args, http: &reqwest::Client, records: &Arc<Mutex<Vec<
     let mut placed = 0;
     while !done(args, started, placed) {
         ticker.tick().await;
-        let (args, http, records) = (args.clone(), http.clone(), Arc::clone(records));
+        let (args, http, tokens, records) = (args.clone(), http.clone(), tokens.clone(), Arc::clone(records));
         tasks.spawn(async move {
-            let record = place(&args, &http, placed).await;
+            let record = place(&args, &http, &tokens, placed).await;
             records.lock().unwrap_or_else(PoisonError::into_inner).push(record);
         });
         placed += 1;
@@ -150,18 +181,25 @@ async fn open_loop(args: &Args, http: &reqwest::Client, records: &Arc<Mutex<Vec<
     while tasks.join_next().await.is_some() {}
 }
 
-async fn closed_loop(args: &Args, http: &reqwest::Client, records: &Arc<Mutex<Vec<Record>>>, concurrency: usize) {
+async fn closed_loop(
+    args: &Args,
+    http: &reqwest::Client,
+    tokens: &Tokens,
+    records: &Arc<Mutex<Vec<Record>>>,
+    concurrency: usize,
+) {
     let started = Instant::now();
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let workers = (0..concurrency).map(|_| {
-        let (args, http, records, next) = (args.clone(), http.clone(), Arc::clone(records), Arc::clone(&next));
+        let (args, http, tokens, records, next) =
+            (args.clone(), http.clone(), tokens.clone(), Arc::clone(records), Arc::clone(&next));
         tokio::spawn(async move {
             loop {
                 let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if done(&args, started, n) {
                     break;
                 }
-                let record = place(&args, &http, n).await;
+                let record = place(&args, &http, &tokens, n).await;
                 records.lock().unwrap_or_else(PoisonError::into_inner).push(record);
             }
         })
@@ -170,17 +208,22 @@ async fn closed_loop(args: &Args, http: &reqwest::Client, records: &Arc<Mutex<Ve
 }
 
 /// Places order number `n`, retrying with the same key on transport errors and 5xx.
-async fn place(args: &Args, http: &reqwest::Client, n: usize) -> Record {
+async fn place(args: &Args, http: &reqwest::Client, tokens: &Tokens, n: usize) -> Record {
     let sku = args.skus[n % args.skus.len()].clone();
     let quantity = 1 + (n as i64 % args.max_quantity.max(1));
     let key = uuid::Uuid::new_v4().to_string();
-    let body = json!({"customer_id": format!("load-{}", n % args.customers.max(1)), "lines": [{"sku": sku, "quantity": quantity}]});
-    let mut record = Record { key: key.clone(), sku, quantity, ..Record::default() };
+    let customer = n % args.customers;
+    let body = json!({"lines": [{"sku": sku, "quantity": quantity}]});
+    let mut record = Record { customer, key: key.clone(), sku, quantity, ..Record::default() };
     let started = Instant::now();
     let mut backoff = Duration::from_millis(50);
     for attempt in 1..=args.attempts {
         record.attempts = attempt;
-        let mut request = http.post(format!("{}/orders", args.url)).header("Idempotency-Key", &key).json(&body);
+        let mut request = http
+            .post(format!("{}/orders", args.url))
+            .bearer_auth(tokens.of(customer))
+            .header("Idempotency-Key", &key)
+            .json(&body);
         if let Some(wait) = args.wait {
             request = request.header("Prefer", format!("wait={wait}"));
         }
@@ -208,12 +251,14 @@ async fn place(args: &Args, http: &reqwest::Client, n: usize) -> Record {
 }
 
 /// Reads every accepted order until it is final, and takes accepted → final from its history.
-async fn follow(args: &Args, http: &reqwest::Client, records: &mut [Record]) {
+async fn follow(args: &Args, http: &reqwest::Client, tokens: &Tokens, records: &mut [Record]) {
     let deadline = Instant::now() + Duration::from_secs_f64(args.follow_secs);
     let lookups = records.iter_mut().filter(|r| !r.order_id.is_empty()).map(|record| async move {
         let mut pause = Duration::from_millis(50);
         loop {
-            if let Ok(response) = http.get(format!("{}/orders/{}", args.url, record.order_id)).send().await
+            let read =
+                http.get(format!("{}/orders/{}", args.url, record.order_id)).bearer_auth(tokens.of(record.customer));
+            if let Ok(response) = read.send().await
                 && let Ok(order) = response.json::<Value>().await
             {
                 record.final_status = order["status"].as_str().unwrap_or_default().to_owned();

@@ -1,7 +1,8 @@
 """Structural checks of compose/ that need no Docker engine.
 
 - docker-compose.yml parses; every depends_on names a service; every bind-mounted host path
-  and the Dockerfile exist; long-running services have health checks.
+  and the Dockerfile exist; long-running services have health checks; every secret is
+  declared and made by compose/make-secrets.
 - The Grafana dashboard parses and every panel queries something.
 - Every metric named in the dashboard and the alert rules is one the services export: the
   names come from the Rust sources' registrations (platform::metrics), with the suffixes
@@ -35,6 +36,19 @@ for name, service in services.items():
     long_running = service.get("restart") != "on-failure" and name not in ("prometheus", "grafana")
     if long_running and "healthcheck" not in service:
         problems.append(f"{name} has no health check")
+
+# Secrets: each service names a declared secret, and each file is one compose/make-secrets writes.
+declared = compose.get("secrets", {}) or {}
+for name, service in services.items():
+    for secret in service.get("secrets", []):
+        secret = secret if isinstance(secret, str) else secret.get("source")
+        if secret not in declared:
+            problems.append(f"{name} uses undeclared secret {secret}")
+maker = (compose_dir / "make-secrets").read_text() if (compose_dir / "make-secrets").exists() else ""
+for secret, spec in declared.items():
+    file = pathlib.PurePath(spec.get("file", "")).name
+    if not file or f"$dir/{file}" not in maker:
+        problems.append(f"secret {secret}: compose/make-secrets does not write {spec.get('file')}")
 
 # Metric names the code registers: `register("name", ...)` / `register_with_unit("name", ..., Unit::Seconds, ...)`.
 exported = set()

@@ -198,6 +198,17 @@ build_bins() {
   (cd "$ROOT" && cargo build "${flags[@]}")
 }
 
+# The local key pair for customers' tokens (decision 0013), made once: .local/auth/public.pem
+# is what the order service trusts, .local/auth/signing.pem signs (scripts/token, the load
+# generator through ORDER_SYSTEM_SIGNING_KEY, the development token endpoint). Needs $BIN built.
+ensure_auth_keys() {
+  "$BIN/token" keygen "$LOCAL/auth" 2>/dev/null || die "could not make the key pair in $LOCAL/auth"
+  export ORDER_SYSTEM_SIGNING_KEY="$LOCAL/auth/signing.pem"
+}
+
+# A token for customer $1 of the local stack.
+customer_token() { "$BIN/token" mint "$1" --key "$LOCAL/auth/signing.pem"; }
+
 require_stack() {
   [ -S "$LOCAL/supervisor.sock" ] && supervisor pid >/dev/null 2>&1 || die "the stack is not running: scripts/up first"
   ADMIN_TOKEN=$(cat "$LOCAL/admin-token")
@@ -208,6 +219,7 @@ require_stack() {
   export CARGO_TARGET_DIR
   BIN="$CARGO_TARGET_DIR/$PROFILE"
   build_bins
+  ensure_auth_keys
   ensure_postgres 2>/dev/null
 }
 

@@ -8,12 +8,15 @@ import urllib.request
 import uuid
 
 ORDER = "127.0.0.1", 8080
+# The customer's token (scripts/token), set from --customer-token.
+CUSTOMER_TOKEN = ""
 
 
 def post(key, body, prefer="wait=0"):
     request = urllib.request.Request(
         f"http://{ORDER[0]}:{ORDER[1]}/orders", data=json.dumps(body).encode(), method="POST",
-        headers={"Idempotency-Key": key, "Content-Type": "application/json", "Prefer": prefer})
+        headers={"Idempotency-Key": key, "Content-Type": "application/json", "Prefer": prefer,
+                 "Authorization": f"Bearer {CUSTOMER_TOKEN}"})
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, json.load(response)
@@ -39,6 +42,7 @@ def send_and_hang_up(key, body):
     """Sends the whole request, then closes the socket without reading the reply."""
     payload = json.dumps(body).encode()
     head = (f"POST /orders HTTP/1.1\r\nHost: localhost\r\nIdempotency-Key: {key}\r\n"
+            f"Authorization: Bearer {CUSTOMER_TOKEN}\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n").encode()
     with socket.create_connection(ORDER) as s:
         s.sendall(head + payload)
@@ -64,14 +68,17 @@ def retry_until_answered(key, body):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--token", required=True)
+    parser.add_argument("--token", required=True, help="inventory's admin token")
+    parser.add_argument("--customer-token", required=True, help="the ordering customer's token")
     args = parser.parse_args()
+    global CUSTOMER_TOKEN
+    CUSTOMER_TOKEN = args.customer_token
     sku, failures = f"LOST-REPLY-{time.strftime('%y%m%d%H%M%S')}", 0
     add_product(args.token, sku, 10)
     for name, lose in [("connection dropped after sending", None), ("500 after commit", "error")]:
         before = stock(sku)
         key = str(uuid.uuid4())
-        body = {"customer_id": "lost-reply-client", "lines": [{"sku": sku, "quantity": 1}]}
+        body = {"lines": [{"sku": sku, "quantity": 1}]}
         if lose:
             arm(args.token, "order.after_commit_before_reply", "1*" + lose)
             status, reply = post(key, body)

@@ -12,6 +12,7 @@
 declare -A SYS_PIDS=()
 
 sys_create() {
+  ensure_auth_keys
   for db in orders inventory; do psql "$PG_URL/postgres" -qc "CREATE DATABASE \"${SYS_NAME}_$db\""; done
   mkdir -p "$SYS_LOGS"
   "$BIN/kafka-init" --brokers "$KAFKA_BROKERS" --partitions "${SYS_PARTITIONS:-3}" \
@@ -25,6 +26,7 @@ sys_start() {
   case $service in
     order) port=$SYS_ORDER_PORT
       settings=(DATABASE__URL="$PG_URL/${SYS_NAME}_orders" CONSUMER_GROUP="$SYS_NAME-order"
+        AUTH__PUBLIC_KEY_FILE="$LOCAL/auth/public.pem" AUTH__DEV_SIGNING_KEY_FILE="$LOCAL/auth/signing.pem"
         PEERS__INVENTORY="http://127.0.0.1:$SYS_INVENTORY_PORT" PEERS__RELAY="http://127.0.0.1:$SYS_RELAY_PORT") ;;
     inventory) port=$SYS_INVENTORY_PORT
       settings=(DATABASE__URL="$PG_URL/${SYS_NAME}_inventory" CONSUMER_GROUP="$SYS_NAME-inventory") ;;

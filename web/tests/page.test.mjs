@@ -70,9 +70,19 @@ try {
   step(`too-big order REJECTED: ${reason}`);
 
   // A bad request: the field message is shown.
-  const invalid = await place("MUG-01", 1, "");
-  if (!invalid.text.startsWith("400 customer_id")) throw new Error(`expected a 400 naming customer_id, got: ${invalid.text}`);
+  const invalid = await place("MUG-01", 20000);
+  if (!invalid.text.startsWith("400 lines[0].quantity")) throw new Error(`expected a 400 naming the quantity, got: ${invalid.text}`);
   step(`invalid order: ${invalid.text}`);
+
+  // Another customer sees only their own orders: none of browser-test's.
+  const other = await place("MUG-01", 1, "someone-else");
+  const otherId = orderId(other.text);
+  await page.waitForSelector(`li.order[data-order-id='${otherId}']`);
+  if (await page.$(`li.order[data-order-id='${id}']`)) throw new Error("another customer's order is on the page");
+  await place("MUG-01", 1, "browser-test");
+  await page.waitForSelector(`li.order[data-order-id='${id}']`);
+  if (await page.$(`li.order[data-order-id='${otherId}']`)) throw new Error("someone-else's order shows for browser-test");
+  step("each customer sees only their own orders");
   await page.screenshot({ path: join(shots, "page-normal.png"), fullPage: true });
 
   // The gremlin: unlock with the token, make every order wait longer than the budget.

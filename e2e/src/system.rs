@@ -262,8 +262,15 @@ impl TestSystem {
         order["id"].as_str().expect("id").to_owned()
     }
 
+    /// `GET /orders/{id}` as [`crate::TEST_CUSTOMER`]; fails the test unless it is 200.
     pub async fn order(&self, id: &str) -> Value {
-        let response = self.http.get(format!("{}/orders/{id}", self.order_url)).send().await.expect("answers");
+        self.order_as(crate::TEST_CUSTOMER, id).await
+    }
+
+    /// `GET /orders/{id}` as `customer`; fails the test unless it is 200.
+    pub async fn order_as(&self, customer: &str, id: &str) -> Value {
+        let url = format!("{}/orders/{id}", self.order_url);
+        let response = self.http.get(url).bearer_auth(self.keys.token(customer)).send().await.expect("answers");
         let status = response.status();
         let body: Value = response.json().await.expect("json");
         assert_eq!(status, 200, "order {id}: {body}");
@@ -274,11 +281,16 @@ impl TestSystem {
         self.http.post(format!("{}/orders/{id}/cancel", self.order_url)).send().await.expect("answers")
     }
 
-    /// Waits until the order reaches a terminal status and returns it.
+    /// Waits until the order of [`crate::TEST_CUSTOMER`] reaches a terminal status and returns it.
     pub async fn settled(&self, id: &str) -> Value {
+        self.settled_as(crate::TEST_CUSTOMER, id).await
+    }
+
+    /// Waits until `customer`'s order reaches a terminal status and returns it.
+    pub async fn settled_as(&self, customer: &str, id: &str) -> Value {
         let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
         loop {
-            let order = self.order(id).await;
+            let order = self.order_as(customer, id).await;
             if matches!(order["status"].as_str(), Some("CONFIRMED" | "REJECTED" | "CANCELLED")) {
                 return order;
             }

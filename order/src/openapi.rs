@@ -1,7 +1,8 @@
 //! The OpenAPI document of the order service, generated from the handlers' annotations and
 //! served at `/openapi.json`.
 
-use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -13,6 +14,28 @@ use utoipa::OpenApi;
         crate::routes::orders::cancel_order,
         crate::routes::health::live,
         crate::routes::health::ready,
-    )
+    ),
+    modifiers(&CustomerToken)
 )]
 pub struct ApiDoc;
+
+/// `/orders` takes the customer from a bearer token (decision 0013).
+struct CustomerToken;
+
+impl Modify for CustomerToken {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "customer_token",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some(
+                        "An EdDSA-signed JWT whose subject is the customer, with the service's issuer and audience",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}

@@ -101,5 +101,21 @@ async fn each_service_describes_its_api_in_openapi() {
             system.http.get(format!("{base}/openapi.json")).send().await.expect("answers").json().await.expect("json");
         assert!(doc["paths"].get(path).is_some(), "{path} is documented");
     }
+    // The order routes say they need a customer's token, and which kind.
+    let doc: Value = system
+        .http
+        .get(format!("{}/openapi.json", system.order_url))
+        .send()
+        .await
+        .expect("answers")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(doc["components"]["securitySchemes"]["customer_token"]["scheme"], "bearer");
+    assert!(
+        doc["paths"]["/orders"]["post"]["security"][0].get("customer_token").is_some(),
+        "{}",
+        doc["paths"]["/orders"]
+    );
     system.stop().await;
 }

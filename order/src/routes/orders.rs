@@ -41,6 +41,7 @@ pub struct PlaceOrderLine {
     post,
     path = "/orders",
     request_body = PlaceOrderRequest,
+    security(("customer_token" = [])),
     params(
         ("Idempotency-Key" = String, Header, description = "Unique per order among the customer's orders; resend it to retry safely"),
         ("Prefer" = Option<String>, Header, description = "wait=N: wait at most N seconds for the outcome (RFC 7240)"),
@@ -197,6 +198,7 @@ fn idempotency_key(request: &HttpRequest) -> Result<&str, ApiError> {
     get,
     path = "/orders/{id}",
     params(("id" = uuid::Uuid, Path, description = "Order id")),
+    security(("customer_token" = [])),
     responses(
         (status = 200, body = OrderView),
         (status = 401, description = "Missing, expired or invalid token"),
@@ -225,6 +227,7 @@ pub struct ListQuery {
     get,
     path = "/orders",
     params(ListQuery),
+    security(("customer_token" = [])),
     responses(
         (status = 200, body = [OrderView]),
         (status = 400, description = "Bad limit"),
@@ -253,6 +256,7 @@ pub async fn list_orders(
     post,
     path = "/orders/{id}/cancel",
     params(("id" = uuid::Uuid, Path, description = "Order id")),
+    security(("customer_token" = [])),
     responses(
         (status = 202, description = "Cancellation under way", body = OrderView),
         (status = 401, description = "Missing, expired or invalid token"),

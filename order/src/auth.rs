@@ -44,20 +44,15 @@ impl ResponseError for Unauthenticated {
     }
 
     fn error_response(&self) -> HttpResponse {
-        let (message, challenge) = match self {
-            Self::Missing => (
+        let (message, challenge) = match self.description() {
+            None => (
                 "sign in: send Authorization: Bearer <token>, a token naming you as its subject".to_owned(),
                 r#"Bearer realm="orders""#.to_owned(),
             ),
-            Self::Invalid(_) | Self::Subject => {
-                let description = match self {
-                    Self::Invalid(rejection) => rejection.describe(),
-                    _ => "the token's subject is not a valid customer id".to_owned(),
-                };
-                let challenge =
-                    format!(r#"Bearer realm="orders", error="invalid_token", error_description="{description}""#);
-                (format!("{description}; sign in again for a new token"), challenge)
-            }
+            Some(description) => (
+                format!("{description}; sign in again for a new token"),
+                format!(r#"Bearer realm="orders", error="invalid_token", error_description="{description}""#),
+            ),
         };
         tracing::debug!(reason = %self, "request not authenticated");
         let mut response = error_response(StatusCode::UNAUTHORIZED, "unauthenticated", message);
@@ -65,6 +60,18 @@ impl ResponseError for Unauthenticated {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
         }
         response
+    }
+}
+
+impl Unauthenticated {
+    /// What is wrong with the token that came (RFC 6750's `error_description`); `None` when
+    /// none came.
+    fn description(&self) -> Option<String> {
+        match self {
+            Self::Missing => None,
+            Self::Invalid(rejection) => Some(rejection.describe()),
+            Self::Subject => Some("the token's subject is not a valid customer id".to_owned()),
+        }
     }
 }
 

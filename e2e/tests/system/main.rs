@@ -11,6 +11,7 @@ mod bounded_wait;
 mod crash_points;
 mod customers;
 mod dead_letters;
+mod following;
 mod happy_path;
 mod health;
 mod hostile_http;

@@ -83,7 +83,7 @@ pub async fn place_order(
         repository::place(&mut conn, id, key, &order, &trace, &state.topics.orders).await?
     };
     platform::crash::point(crate::AFTER_COMMIT_BEFORE_REPLY)?;
-    let (mut view, replayed) = match placement {
+    let (view, replayed) = match placement {
         Placement::Created(view) => {
             state.metrics.accepted();
             tracing::info!(order_id = %view.id, correlation_id = %view.correlation_id, "order accepted");
@@ -98,19 +98,33 @@ pub async fn place_order(
         }
         Placement::KeyReused { existing } => return Err(ApiError::KeyReused { existing: existing.0 }),
     };
-    // The wait ends early enough for the last re-read to fit inside the budget: a client
-    // that asked for N seconds has its answer by then, even on a busy machine.
+    let view = wait_for(&state, waiter, view, started, budget, is_terminal).await;
+    Ok(reply(view, replayed, preference))
+}
+
+/// Re-reads the order each time its status changes, until `done` holds or the budget
+/// (counted from `started`) is spent. The wait ends early enough for the last re-read to fit
+/// inside the budget: a client that asked for N seconds has its answer by then, even on a
+/// busy machine. `waiter` must have been registered before `view` was read.
+async fn wait_for(
+    state: &AppState,
+    mut waiter: crate::waiters::Waiter,
+    mut view: OrderView,
+    started: Instant,
+    budget: Duration,
+    done: impl Fn(&OrderView) -> bool,
+) -> OrderView {
     let wait_until = budget.saturating_sub(REREAD_MARGIN);
-    while !is_terminal(&view) {
+    while !done(&view) {
         let remaining = wait_until.saturating_sub(started.elapsed());
         if remaining.is_zero() {
             break;
         }
         waiter.changed_within(remaining).await;
         let remaining = budget.saturating_sub(started.elapsed()).max(REREAD_FLOOR);
-        view = reread(&state, view.id, remaining).await.unwrap_or(view);
+        view = reread(state, view.id, remaining).await.unwrap_or(view);
     }
-    Ok(reply(view, replayed, preference))
+    view
 }
 
 /// The part of a request's budget kept for re-reading the order after the wait.
@@ -194,13 +208,23 @@ fn idempotency_key(request: &HttpRequest) -> Result<&str, ApiError> {
 }
 
 /// One of the customer's orders with its lines and full status history.
+///
+/// Following an order without polling: send the `ETag` of what you have in `If-None-Match`
+/// and `Prefer: wait=N` (at most 30 s). The answer comes as soon as the order's status
+/// changes (`200`), or after N seconds with `304 Not Modified`. With `Prefer: wait=N` and no
+/// `If-None-Match`, it comes once the order is final or N seconds have passed.
 #[utoipa::path(
     get,
     path = "/orders/{id}",
-    params(("id" = uuid::Uuid, Path, description = "Order id")),
+    params(
+        ("id" = uuid::Uuid, Path, description = "Order id"),
+        ("If-None-Match" = Option<String>, Header, description = "The ETag you have: 304 while it is still current"),
+        ("Prefer" = Option<String>, Header, description = "wait=N: wait up to N seconds (at most 30) for a change (RFC 7240)"),
+    ),
     security(("customer_token" = [])),
     responses(
-        (status = 200, body = OrderView),
+        (status = 200, body = OrderView, headers(("ETag" = String, description = "Changes with every status change"))),
+        (status = 304, description = "Not modified: the status is still the one your ETag names"),
         (status = 401, description = "Missing, expired or invalid token"),
         (status = 404, description = "No such order among this customer's"),
     )
@@ -208,12 +232,58 @@ fn idempotency_key(request: &HttpRequest) -> Result<&str, ApiError> {
 #[get("/{id}")]
 pub async fn get_order(
     customer: Customer,
+    request: HttpRequest,
     id: web::Path<uuid::Uuid>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let mut conn = state.pool.get().await?;
-    let view = repository::find_for(&mut conn, OrderId(*id), customer.id()).await?.ok_or(ApiError::NotFound)?;
-    Ok(HttpResponse::Ok().json(view))
+    let started = Instant::now();
+    let (budget, preference) = wait_budget(request.headers(), FOLLOW_WAIT_MAX);
+    let known = if_none_match(request.headers());
+    // Registered before the read, so that a change committed at any moment wakes us.
+    let waiter = preference.is_some().then(|| state.waiters.register(*id));
+    let view = {
+        // Not held while waiting: a follower must not keep a pool connection.
+        let mut conn = state.pool.get().await?;
+        repository::find_for(&mut conn, OrderId(*id), customer.id()).await?.ok_or(ApiError::NotFound)?
+    };
+    let view = match waiter {
+        Some(waiter) => {
+            let changed = |view: &OrderView| match &known {
+                Some(tags) => !tags.contains(&etag(view)),
+                None => is_terminal(view),
+            };
+            wait_for(&state, waiter, view, started, budget, changed).await
+        }
+        None => view,
+    };
+    let tag = etag(&view);
+    let unchanged = known.as_ref().is_some_and(|tags| tags.contains(&tag));
+    let mut response = if unchanged { HttpResponse::NotModified() } else { HttpResponse::Ok() };
+    response.insert_header((header::ETAG, tag));
+    if let Some(preference) = preference {
+        response.insert_header(("Preference-Applied", preference));
+    }
+    Ok(if unchanged { response.finish() } else { response.json(view) })
+}
+
+/// The longest a `GET /orders/{id}` may wait for a change.
+const FOLLOW_WAIT_MAX: Duration = Duration::from_secs(30);
+
+/// An order's entity tag: its place in its own history, which every status change extends.
+fn etag(view: &OrderView) -> String {
+    format!("\"{}-{}\"", view.history.len(), view.status)
+}
+
+/// The entity tags of `If-None-Match`, if any.
+fn if_none_match(headers: &HeaderMap) -> Option<Vec<String>> {
+    let tags: Vec<String> = headers
+        .get_all(header::IF_NONE_MATCH)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|tag| tag.trim().trim_start_matches("W/").to_owned())
+        .filter(|tag| !tag.is_empty())
+        .collect();
+    (!tags.is_empty()).then_some(tags)
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

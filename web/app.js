@@ -1,4 +1,6 @@
-// The order system's page: polls the order service once a second and shows what it finds.
+// The order system's page: polls the order service once a second and shows what it finds;
+// an order it has just placed or cancelled is followed with a long poll, so its next status
+// shows the moment it is committed.
 // No framework and no build step; every request goes to the order service (same origin).
 "use strict";
 
@@ -167,11 +169,34 @@ function orderItem(order) {
     el("ol", { class: "timeline", "aria-label": "status history" }, ...steps));
 }
 
+// Follows one order until it is final: each request waits (up to 25 s) for the status to
+// move past the one we have, and the order's line is redrawn as soon as it does.
+async function follow(id) {
+  let tag = null;
+  for (let round = 0; round < 40; round++) {
+    const headers = { ...customerHeaders(), Prefer: "wait=25" };
+    if (tag) headers["If-None-Match"] = tag;
+    let response;
+    try {
+      response = await fetch(`/orders/${id}`, { cache: "no-store", headers });
+    } catch {
+      return; // the regular poll still shows it
+    }
+    if (response.status === 304) continue;
+    if (response.status !== 200) return;
+    tag = response.headers.get("ETag");
+    const order = await response.json();
+    document.querySelector(`li.order[data-order-id='${id}']`)?.replaceWith(orderItem(order));
+    if (["CONFIRMED", "REJECTED", "CANCELLED"].includes(order.status)) return;
+  }
+}
+
 async function cancel(id) {
   const { status, body } = await getJson(`/orders/${id}/cancel`, { method: "POST", headers: customerHeaders() });
   showReply(status === 202 ? "ok" : "bad",
     status === 202 ? `Cancelling order ${id}: its stock goes back to the shelf.` : `Cannot cancel: ${body?.message ?? status}`);
-  refreshOrders();
+  await refreshOrders();
+  if (status === 202) follow(id);
 }
 
 // ---- placing an order ----------------------------------------------------------------
@@ -204,7 +229,10 @@ async function placeOrder(event) {
     });
     if (status === 201 && body.status === "CONFIRMED") showReply("ok", `201 Confirmed: order ${body.id}.`);
     else if (status === 201) showReply("bad", `201 ${body.status}: order ${body.id}: ${body.rejection_reason ?? ""}`);
-    else if (status === 202) showReply("warn", `202 ${body.message ?? "Inventory is slow; your order is safe and will be confirmed shortly."}`);
+    else if (status === 202) {
+      showReply("warn", `202 ${body.message ?? "Inventory is slow; your order is safe and will be confirmed shortly."}`);
+      refreshOrders().then(() => follow(body.id));
+    }
     else if (status === 400 && body?.fields) {
       showReply("bad", "400 " + Object.entries(body.fields).map(([field, problem]) => `${field}: ${problem}`).join("; "));
     } else showReply("bad", `${status} ${body?.message ?? "the order service did not accept the order"}`);

@@ -41,6 +41,16 @@ async function place(sku, quantity, customer = "browser-test") {
   return { kind: await page.getAttribute("#reply", "data-kind"), text: await page.textContent("#reply") };
 }
 
+// When the order's CONFIRMED status was committed, as its history says (a token from the
+// development endpoint, which the browser test's system turns on).
+async function confirmedAt(id, customer) {
+  const minted = await fetch(`${base}/auth/token`, {
+    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ customer }),
+  }).then((r) => r.json());
+  const order = await fetch(`${base}/orders/${id}`, { headers: { Authorization: `Bearer ${minted.token}` } }).then((r) => r.json());
+  return Date.parse(order.history.find((entry) => entry.status === "CONFIRMED").at);
+}
+
 const orderId = (text) => text.match(/[0-9a-f]{8}-[0-9a-f-]{27}/)?.[0];
 
 try {
@@ -99,6 +109,15 @@ try {
   const slow = await place("CABLE-01", 1);
   if (!slow.text.startsWith("202")) throw new Error(`expected 202 while inventory is slow, got: ${slow.text}`);
   const slowId = orderId(slow.text);
+  // When the page first shows it CONFIRMED, by the same clock the server stamps commits with.
+  await page.evaluate((id) => {
+    window.confirmedShownAt = null;
+    new MutationObserver(() => {
+      if (!window.confirmedShownAt && document.querySelector(`li.order[data-order-id='${id}'][data-status='CONFIRMED']`)) {
+        window.confirmedShownAt = Date.now();
+      }
+    }).observe(document.querySelector("#orders"), { childList: true, subtree: true, attributes: true });
+  }, slowId);
   await page.waitForSelector(`li.order[data-order-id='${slowId}'][data-status='PENDING']`);
   step(`slow order ${slowId}: ${slow.text} (PENDING, yellow)`);
   await place("CABLE-01", 1);
@@ -107,7 +126,13 @@ try {
   step(`alert red: ${alertText.replace(/\s+/g, " ").trim()}`);
   await page.screenshot({ path: join(shots, "page-alert.png"), fullPage: true });
   await page.waitForSelector(`li.order[data-order-id='${slowId}'][data-status='CONFIRMED']`);
-  step("the slow order turned CONFIRMED (green)");
+  // The page follows the order it placed (long poll): the change shows within 300 ms of its
+  // commit, where the once-a-second poll would take up to a second.
+  const shownAt = await page.evaluate(() => window.confirmedShownAt);
+  const committedAt = await confirmedAt(slowId, "browser-test");
+  const lag = shownAt - committedAt;
+  step(`the slow order turned CONFIRMED (green), shown ${lag} ms after its commit`);
+  if (!(lag <= 300)) throw new Error(`CONFIRMED showed ${lag} ms after the commit; the page should follow it within 300 ms`);
 
   // Gremlin off; once the slow requests leave the window the alert is green again.
   await page.uncheck("#gremlin-enabled");

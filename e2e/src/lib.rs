@@ -9,6 +9,7 @@ pub mod databases;
 pub mod kafka;
 pub mod options;
 pub mod processes;
+pub mod prometheus;
 pub mod system;
 
 use std::time::Duration;
@@ -63,6 +64,11 @@ pub fn pg_server_url() -> String {
 }
 
 /// The local profile that the local stack and the process tests read through `CONFIG_FILE`.
+/// A TCP port nobody listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
 pub fn local_config() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/local.toml")
 }

@@ -11,9 +11,9 @@ use serde_json::{Value, json};
 
 mod service;
 
-use self::service::free_port;
 pub use self::service::{Broker, Service, binary};
 use crate::databases::TestDatabase;
+use crate::free_port;
 use crate::kafka;
 
 /// Order, inventory and relay as processes, plus the test's databases and topics.

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus};
 use std::time::Duration;
 
+use crate::free_port;
+
 /// One supervised-by-the-test process.
 pub struct Service {
     pub name: &'static str,
@@ -108,10 +110,6 @@ pub fn binary(name: &str) -> PathBuf {
     let path = dir.join(name);
     assert!(path.exists(), "{} is missing: run `cargo build --bins` first (scripts/test does)", path.display());
     path
-}
-
-pub(super) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
 }
 
 /// A single-node Kafka of the test's own, on free ports, that the test may kill and restart

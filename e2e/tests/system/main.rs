@@ -6,6 +6,7 @@
 mod hostile;
 
 mod admin;
+mod alerts;
 mod api;
 mod bounded_wait;
 mod crash_points;

@@ -83,8 +83,9 @@ impl Application {
         });
         let admin = settings.admin.clone();
         let (ready, slow) = (Arc::clone(&readiness), Arc::clone(&gremlin));
+        let documented = web::Data::new(platform::http::DocumentedRoutes::from_openapi(&routes::ApiDoc::openapi()));
         let server = platform::service::http_server(listener, &settings.http, metrics, move |config| {
-            config.app_data(state.clone());
+            config.app_data(state.clone()).app_data(documented.clone());
             configure_routes(config, &ready, &slow, &admin);
         })?;
         tracing::info!(port, "inventory service listening");

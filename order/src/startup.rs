@@ -16,6 +16,7 @@ use anyhow::Context as _;
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 use messaging::inbox::InboxConsumer;
 use messaging::metrics::ConsumerMetrics;
+use platform::http::DocumentedRoutes;
 use platform::readiness::{Readiness, require_ready};
 use platform::service::task;
 use tokio::sync::Semaphore;
@@ -103,8 +104,10 @@ impl Application {
         );
         let dev_tokens = DevTokens::from_settings(&settings.auth).context("loading the development signing key")?;
         let admin = settings.admin.clone();
+        let documented = web::Data::new(DocumentedRoutes::from_openapi(&crate::openapi::ApiDoc::openapi()));
         let server = platform::service::http_server(listener, &settings.http, metrics, move |config| {
             config
+                .app_data(documented.clone())
                 .app_data(state.clone())
                 .app_data(guards.latency.clone())
                 .app_data(peers.clone())

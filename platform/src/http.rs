@@ -131,7 +131,69 @@ pub async fn head_as_get(
 /// What a request no route takes gets: a JSON 404 like every other refusal.
 pub async fn no_route(request: actix_web::HttpRequest) -> HttpResponse {
     let path: String = request.path().chars().take(200).collect();
-    error_response(StatusCode::NOT_FOUND, "not_found", format!("nothing here: {} {path}", request.method()))
+    let method = request.method();
+    let allowed =
+        request.app_data::<web::Data<DocumentedRoutes>>().and_then(|routes| routes.methods_of(request.path()));
+    match allowed {
+        Some(allowed) if !allowed.iter().any(|m| *m == method.as_str()) => {
+            let allow = allowed.join(", ");
+            let mut response = error_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!("{path} does not answer {method}; it answers {allow}"),
+            );
+            if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&allow) {
+                response.headers_mut().insert(actix_web::http::header::ALLOW, value);
+            }
+            response
+        }
+        _ => error_response(StatusCode::NOT_FOUND, "not_found", format!("nothing here: {method} {path}")),
+    }
+}
+
+/// The paths a service documents in its OpenAPI document, with their methods: a request for
+/// one of those paths with another method is a `405` with `Allow`, not a `404`. Register it
+/// as app data (`web::Data`).
+#[derive(Debug, Clone, Default)]
+pub struct DocumentedRoutes(Vec<(Vec<String>, Vec<&'static str>)>);
+
+impl DocumentedRoutes {
+    pub fn from_openapi(doc: &utoipa::openapi::OpenApi) -> Self {
+        let routes = doc
+            .paths
+            .paths
+            .iter()
+            .map(|(template, item)| {
+                let mut methods: Vec<&'static str> = [
+                    ("GET", &item.get),
+                    ("HEAD", &item.get),
+                    ("POST", &item.post),
+                    ("PUT", &item.put),
+                    ("PATCH", &item.patch),
+                    ("DELETE", &item.delete),
+                ]
+                .into_iter()
+                .filter(|(_, operation)| operation.is_some())
+                .map(|(method, _)| method)
+                .collect();
+                methods.sort_unstable();
+                (template.split('/').map(str::to_owned).collect(), methods)
+            })
+            .collect();
+        Self(routes)
+    }
+
+    /// The methods of the documented path `path` matches (`{name}` matches any one segment).
+    fn methods_of(&self, path: &str) -> Option<&[&'static str]> {
+        let segments: Vec<&str> = path.split('/').collect();
+        self.0
+            .iter()
+            .find(|(template, _)| {
+                template.len() == segments.len()
+                    && template.iter().zip(&segments).all(|(t, s)| t == s || (t.starts_with('{') && !s.is_empty()))
+            })
+            .map(|(_, methods)| methods.as_slice())
+    }
 }
 
 /// Path and query extractor errors are 400s with the reason too.

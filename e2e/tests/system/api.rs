@@ -119,3 +119,26 @@ async fn each_service_describes_its_api_in_openapi() {
     );
     system.stop().await;
 }
+
+#[tokio::test]
+async fn a_method_a_documented_path_does_not_answer_is_a_405_naming_the_ones_it_does() {
+    let system = TestSystem::start().await;
+    let id = uuid::Uuid::new_v4();
+    let (order, inventory) = (&system.order_url, &system.inventory_url);
+    for (method, url, allow) in [
+        ("DELETE", format!("{order}/orders/{id}"), "GET, HEAD"),
+        ("PUT", format!("{order}/orders"), "GET, HEAD, POST"),
+        ("GET", format!("{order}/orders/{id}/cancel"), "POST"),
+        ("POST", format!("{inventory}/stock/MUG-01"), "GET, HEAD"),
+    ] {
+        let response = system.http.request(method.parse().expect("method"), &url).send().await.expect("answers");
+        assert_eq!(response.status(), 405, "{method} {url}");
+        assert_eq!(response.headers().get("allow").and_then(|v| v.to_str().ok()), Some(allow), "{method} {url}");
+        let (_, body) = error_of(response).await;
+        assert_eq!(body["error"], "method_not_allowed", "{method} {url}");
+    }
+    // A path nobody documents is still a 404.
+    let unknown = system.http.delete(format!("{order}/nothing/{id}")).send().await.expect("answers");
+    assert_eq!(unknown.status(), 404);
+    system.stop().await;
+}

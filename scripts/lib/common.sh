@@ -206,8 +206,8 @@ ensure_auth_keys() {
   export ORDER_SYSTEM_SIGNING_KEY="$LOCAL/auth/signing.pem"
 }
 
-# A token for customer $1 of the local stack.
-customer_token() { "$BIN/token" mint "$1" --key "$LOCAL/auth/signing.pem"; }
+# A token for customer $1 of the local stack (more arguments go to `token mint`).
+customer_token() { "$BIN/token" mint "$@" --key "$LOCAL/auth/signing.pem"; }
 
 require_stack() {
   [ -S "$LOCAL/supervisor.sock" ] && supervisor pid >/dev/null 2>&1 || die "the stack is not running: scripts/up first"

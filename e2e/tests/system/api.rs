@@ -92,30 +92,20 @@ async fn orders_are_listed_newest_first() {
 #[tokio::test]
 async fn each_service_describes_its_api_in_openapi() {
     let system = TestSystem::start().await;
-    for (base, path) in [
-        (&system.order_url, "/orders"),
-        (&system.order_url, "/orders/{id}/cancel"),
-        (&system.inventory_url, "/stock/{sku}"),
-    ] {
-        let doc: Value =
-            system.http.get(format!("{base}/openapi.json")).send().await.expect("answers").json().await.expect("json");
+    let document_of = async |base: &str| -> Value {
+        system.http.get(format!("{base}/openapi.json")).send().await.expect("answers").json().await.expect("json")
+    };
+    let (order_doc, inventory_doc) = (document_of(&system.order_url).await, document_of(&system.inventory_url).await);
+    for (doc, path) in [(&order_doc, "/orders"), (&order_doc, "/orders/{id}/cancel"), (&inventory_doc, "/stock/{sku}")]
+    {
         assert!(doc["paths"].get(path).is_some(), "{path} is documented");
     }
     // The order routes say they need a customer's token, and which kind.
-    let doc: Value = system
-        .http
-        .get(format!("{}/openapi.json", system.order_url))
-        .send()
-        .await
-        .expect("answers")
-        .json()
-        .await
-        .expect("json");
-    assert_eq!(doc["components"]["securitySchemes"]["customer_token"]["scheme"], "bearer");
+    assert_eq!(order_doc["components"]["securitySchemes"]["customer_token"]["scheme"], "bearer");
     assert!(
-        doc["paths"]["/orders"]["post"]["security"][0].get("customer_token").is_some(),
+        order_doc["paths"]["/orders"]["post"]["security"][0].get("customer_token").is_some(),
         "{}",
-        doc["paths"]["/orders"]
+        order_doc["paths"]["/orders"]
     );
     system.stop().await;
 }

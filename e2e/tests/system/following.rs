@@ -9,6 +9,12 @@ use inventory::gremlin::Pattern;
 use reqwest::StatusCode;
 use reqwest::header::{ETAG, IF_NONE_MATCH};
 
+/// `GET url` as a follower holding `tag`, willing to wait `seconds`.
+async fn follow(system: &TestSystem, url: &str, tag: &str, seconds: u32) -> reqwest::Response {
+    let request = system.http.get(url).header(IF_NONE_MATCH, tag).header("Prefer", format!("wait={seconds}"));
+    request.send().await.expect("answers")
+}
+
 #[tokio::test]
 async fn a_follower_is_answered_when_the_status_changes_and_told_304_when_it_does_not() {
     // Every order waits 1.5 s in inventory: long enough to be followed while PENDING.
@@ -27,14 +33,7 @@ async fn a_follower_is_answered_when_the_status_changes_and_told_304_when_it_doe
 
     // Asked to wait up to 20 s: answered when inventory confirms, about 1.5 s in.
     let asked = Instant::now();
-    let changed = system
-        .http
-        .get(&url)
-        .header(IF_NONE_MATCH, &pending_tag)
-        .header("Prefer", "wait=20")
-        .send()
-        .await
-        .expect("answers");
+    let changed = follow(&system, &url, &pending_tag, 20).await;
     let waited = asked.elapsed();
     assert_eq!(changed.status(), StatusCode::OK);
     assert_eq!(changed.headers()["preference-applied"], "wait=20");
@@ -45,14 +44,7 @@ async fn a_follower_is_answered_when_the_status_changes_and_told_304_when_it_doe
 
     // Nothing more happens to a confirmed order: 304 after the wait, with its tag.
     let asked = Instant::now();
-    let quiet = system
-        .http
-        .get(&url)
-        .header(IF_NONE_MATCH, &confirmed_tag)
-        .header("Prefer", "wait=1")
-        .send()
-        .await
-        .expect("answers");
+    let quiet = follow(&system, &url, &confirmed_tag, 1).await;
     assert_eq!(quiet.status(), StatusCode::NOT_MODIFIED);
     assert_eq!(quiet.headers()[ETAG].to_str().expect("etag"), confirmed_tag);
     assert!(asked.elapsed() >= Duration::from_millis(800), "it waited: {:?}", asked.elapsed());

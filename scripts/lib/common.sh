@@ -135,6 +135,8 @@ ensure_packages() {
   [ -n "$(postgres_bin_dir)" ] || missing+=(postgresql)
   command -v promtool >/dev/null || missing+=(prometheus)
   command -v chromium >/dev/null || missing+=(chromium)
+  # The SMTP server of the local stack and the tests (Debian's Python, not a pyenv one).
+  /usr/bin/python3 -c 'import aiosmtpd' 2>/dev/null || missing+=(python3-aiosmtpd)
   [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
 }
 
@@ -188,7 +190,7 @@ diesel_bin() {
 
 supervisor() { supervisorctl -c "$LOCAL/supervisord.conf" "$@"; }
 pid_of() { supervisor pid "$1" 2>/dev/null | grep -E '^[0-9]+$' || true; }
-service_port() { case $1 in order) echo 8080 ;; inventory) echo 8081 ;; relay) echo 8082 ;; esac; }
+service_port() { case $1 in order) echo 8080 ;; inventory) echo 8081 ;; relay) echo 8082 ;; notifications) echo 8083 ;; esac; }
 
 # Builds every binary of the workspace for $PROFILE, the one command the stack and the drills
 # share: selecting packages (-p) would unify features differently and rebuild the dependencies.

@@ -9,8 +9,10 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+mod notifications;
 mod service;
 
+pub use self::notifications::{Mail, MailServer, Notifications, Owed};
 pub use self::service::{Broker, Service, binary};
 use crate::databases::TestDatabase;
 use crate::free_port;

@@ -5,5 +5,6 @@
 mod consumer_group;
 mod crashes;
 mod dependencies;
+mod notifications;
 mod supervision;
 mod tracing;

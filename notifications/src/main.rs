@@ -1,0 +1,7 @@
+//! The notifications service's process: `notifications serve` (the default) or
+//! `notifications migrate`.
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    platform::service::main::<notifications::startup::NotificationsService>().await
+}

@@ -82,11 +82,12 @@ impl Application {
             stalls: consumer.stalls(),
         });
         let admin = settings.admin.clone();
+        let control = consumer.control();
         let (ready, slow) = (Arc::clone(&readiness), Arc::clone(&gremlin));
         let documented = web::Data::new(platform::http::DocumentedRoutes::from_openapi(&routes::ApiDoc::openapi()));
         let server = platform::service::http_server(listener, &settings.http, metrics, move |config| {
             config.app_data(state.clone()).app_data(documented.clone());
-            configure_routes(config, &ready, &slow, &admin);
+            configure_routes(config, &ready, &slow, &admin, &control);
         })?;
         tracing::info!(port, "inventory service listening");
 
@@ -131,6 +132,7 @@ fn configure_routes(
     readiness: &Arc<Readiness>,
     gremlin: &Arc<Gremlin>,
     admin: &platform::admin::AdminSettings,
+    control: &Arc<dyn messaging::control::ConsumerControl>,
 ) {
     let (readiness, gremlin) = (Arc::clone(readiness), Arc::clone(gremlin));
     config
@@ -149,6 +151,7 @@ fn configure_routes(
         .service(routes::ready)
         .route("/openapi.json", web::get().to(|| async { web::Json(routes::ApiDoc::openapi()) }));
     platform::admin::configure(config, admin, |admin| {
+        messaging::control::configure(admin, Arc::clone(control));
         admin
             .route("/gremlin", web::get().to(routes::get_gremlin))
             .route("/gremlin", web::put().to(routes::put_gremlin))

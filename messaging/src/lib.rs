@@ -6,11 +6,13 @@
 //!   sequence, retrying what may pass and dead-lettering what never will;
 //! - [`offsets`]: which offset may be committed while events finish out of order;
 //! - [`dead_letter`]: the `<topic>.dlq` topics, and listing and redriving what is on them;
+//! - [`control`]: an operator pauses, resumes and replays a consumer (admin routes);
 //! - [`MIGRATIONS`]: the `outbox` and `inbox` tables, applied to each service's database
 //!   before the service's own migrations.
 
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 
+pub mod control;
 pub mod dead_letter;
 pub mod inbox;
 pub mod metrics;

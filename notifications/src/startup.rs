@@ -85,6 +85,7 @@ impl Application {
             stalls: consumer.stalls(),
         });
         let admin = settings.admin.clone();
+        let control = consumer.control();
         let documented = web::Data::new(platform::http::DocumentedRoutes::from_openapi(&routes::ApiDoc::openapi()));
         let server = platform::service::http_server(listener, &settings.http, metrics, move |config| {
             config
@@ -95,7 +96,9 @@ impl Application {
                 .service(routes::live)
                 .service(routes::ready)
                 .route("/openapi.json", web::get().to(|| async { web::Json(routes::ApiDoc::openapi()) }));
-            platform::admin::configure(config, &admin, |_| {});
+            platform::admin::configure(config, &admin, |admin| {
+                messaging::control::configure(admin, Arc::clone(&control));
+            });
         })?;
         tracing::info!(port, "notifications service listening");
 

@@ -104,6 +104,7 @@ impl Application {
         );
         let dev_tokens = DevTokens::from_settings(&settings.auth).context("loading the development signing key")?;
         let admin = settings.admin.clone();
+        let control = consumer.control();
         let documented = web::Data::new(DocumentedRoutes::from_openapi(&crate::openapi::ApiDoc::openapi()));
         let server = platform::service::http_server(listener, &settings.http, metrics, move |config| {
             config
@@ -115,7 +116,7 @@ impl Application {
             if let Some(tokens) = &dev_tokens {
                 config.app_data(web::Data::from(Arc::clone(tokens))).service(crate::auth::dev_token);
             }
-            configure_routes(config, &guards, &admin);
+            configure_routes(config, &guards, &admin, &control);
         })?;
         tracing::info!(port, "order service listening");
 
@@ -160,7 +161,12 @@ struct Guards {
     latency: web::Data<LatencyWindow>,
 }
 
-fn configure_routes(config: &mut web::ServiceConfig, guards: &Guards, admin: &platform::admin::AdminSettings) {
+fn configure_routes(
+    config: &mut web::ServiceConfig,
+    guards: &Guards,
+    admin: &platform::admin::AdminSettings,
+    control: &Arc<dyn messaging::control::ConsumerControl>,
+) {
     let Guards { ready, in_flight, latency } = guards.clone();
     config
         .service(
@@ -191,7 +197,7 @@ fn configure_routes(config: &mut web::ServiceConfig, guards: &Guards, admin: &pl
         .service(routes::health::live)
         .service(routes::health::ready)
         .route("/openapi.json", web::get().to(|| async { web::Json(crate::openapi::ApiDoc::openapi()) }));
-    platform::admin::configure(config, admin, |_| {});
+    platform::admin::configure(config, admin, |admin| messaging::control::configure(admin, Arc::clone(control)));
 }
 
 /// The order service, for the shared start-up (`platform::service::main`).

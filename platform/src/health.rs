@@ -136,7 +136,7 @@ fn add_checks(body: &mut serde_json::Map<String, serde_json::Value>, checks: &[C
 pub fn consumer(group: &str, context: &crate::kafka::GroupContext) -> serde_json::Value {
     let partitions: Vec<String> =
         context.assigned().iter().map(|(topic, partition)| format!("{topic}/{partition}")).collect();
-    json!({ "group": group, "partitions": partitions })
+    json!({ "group": group, "partitions": partitions, "paused": context.paused() })
 }
 
 /// The process's own background tasks (consumer, listeners, relays): down, with what died,

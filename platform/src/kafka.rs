@@ -2,6 +2,7 @@
 //! has that value. Only standard Kafka behaviour is relied on (consumer groups, the
 //! idempotent producer), so the same code runs on the local broker, compose and a cluster.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -83,17 +84,42 @@ pub fn consumer(settings: &KafkaSettings, group_id: &str) -> KafkaResult<GroupCo
 /// A consumer made by [`consumer`].
 pub type GroupConsumer = StreamConsumer<GroupContext>;
 
+/// A consumer outside any group's assignment, for reading chosen partitions from chosen
+/// offsets (a replay): it never commits, so the group's position is untouched.
+pub fn reader(settings: &KafkaSettings, group_id: &str) -> KafkaResult<StreamConsumer> {
+    base(settings)
+        .set("group.id", group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("fetch.wait.max.ms", settings.fetch_wait_max_ms.to_string())
+        .create()
+}
+
 /// Keeps the partitions the consumer group assigned to this instance, for `/health`, and logs
 /// every change.
+/// While an operator has paused the consumer, partitions the group assigns are paused too.
 #[derive(Default)]
 pub struct GroupContext {
     assigned: Mutex<Vec<(String, i32)>>,
+    paused: AtomicBool,
 }
 
 impl GroupContext {
     /// The partitions this instance consumes now, as `(topic, partition)`, sorted.
     pub fn assigned(&self) -> Vec<(String, i32)> {
         self.assigned.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Whether an operator paused the consumer.
+    pub fn paused(&self) -> bool {
+        self.paused.load(Ordering::SeqCst)
+    }
+
+    /// Pauses (or resumes) every partition `consumer` holds now, and those assigned later.
+    pub fn set_paused<C: rdkafka::consumer::Consumer<Self>>(&self, consumer: &C, paused: bool) -> KafkaResult<()> {
+        self.paused.store(paused, Ordering::SeqCst);
+        let assignment = consumer.assignment()?;
+        if paused { consumer.pause(&assignment) } else { consumer.resume(&assignment) }
     }
 }
 
@@ -118,6 +144,12 @@ impl ConsumerContext for GroupContext {
             }
         };
         tracing::info!(change, partitions, now = now.len(), "consumer group rebalanced");
+        if let Rebalance::Assign(list) = rebalance
+            && self.paused()
+            && let Err(error) = consumer.pause(list)
+        {
+            tracing::error!(%error, "cannot pause the partitions just assigned");
+        }
         *self.assigned.lock().unwrap_or_else(PoisonError::into_inner) = now;
     }
 }

@@ -19,6 +19,7 @@ mod hostile_http;
 mod idempotency;
 mod judge;
 mod load;
+mod operator;
 mod poison;
 mod redelivery;
 mod relay_failover;

@@ -95,7 +95,7 @@ impl<H: Handler> Shared<H> {
     /// committed, or why not.
     async fn apply(&self, event: &RawEnvelope, from: &Coordinates) -> Result<(), HandleError> {
         let mut conn = self.pool.get().await.map_err(|e| HandleError::Unavailable(e.to_string()))?;
-        let outcome = apply_once(&mut conn, &self.handler, event, from).await?;
+        let outcome = apply_once(&mut conn, &*self.handler, event, from).await?;
         drop(conn);
         // One line per event would be most of a busy service's log; the counters count
         // them. A redelivery is worth a line.
@@ -129,7 +129,7 @@ impl<H: Handler> Shared<H> {
         let mut pauses = platform::retry::dependency_backoff().build();
         loop {
             let result = match self.pool.get().await {
-                Ok(mut conn) => refuse_once(&mut conn, &self.handler, event, from, &reason).await,
+                Ok(mut conn) => refuse_once(&mut conn, &*self.handler, event, from, &reason).await,
                 Err(error) => Err(HandleError::Unavailable(error.to_string())),
             };
             let error = match result {

@@ -67,10 +67,12 @@ pub enum ConsumeError {
 
 /// A Kafka consumer group member bound to a database and a handler.
 pub struct InboxConsumer<H> {
-    consumer: GroupConsumer,
+    consumer: Arc<GroupConsumer>,
+    kafka: KafkaSettings,
+    group: String,
     topics: Vec<String>,
     pool: PgPool,
-    handler: H,
+    handler: Arc<H>,
     metrics: ConsumerMetrics,
     dead_letters: DeadLetterQueue,
     poison: PoisonPolicy,
@@ -82,7 +84,7 @@ pub struct InboxConsumer<H> {
 struct Shared<H> {
     consumer: Arc<GroupConsumer>,
     pool: PgPool,
-    handler: H,
+    handler: Arc<H>,
     metrics: ConsumerMetrics,
     dead_letters: DeadLetterQueue,
     poison: PoisonPolicy,
@@ -103,10 +105,12 @@ impl<H: Handler> InboxConsumer<H> {
         handler: H,
     ) -> KafkaResult<Self> {
         Ok(Self {
-            consumer: platform::kafka::consumer(kafka, group)?,
+            consumer: Arc::new(platform::kafka::consumer(kafka, group)?),
+            kafka: kafka.clone(),
+            group: group.to_owned(),
             topics: topics.iter().map(|t| (*t).to_owned()).collect(),
             pool,
-            handler,
+            handler: Arc::new(handler),
             metrics: ConsumerMetrics::new(topics),
             dead_letters: DeadLetterQueue::new(kafka, group)?,
             poison: PoisonPolicy::from(settings),
@@ -136,6 +140,21 @@ impl<H: Handler> InboxConsumer<H> {
         Arc::clone(self.consumer.context())
     }
 
+    /// The operator's controls of this consumer: pause, resume, replay (`crate::control`).
+    /// Call it on the runtime the consumer runs on: replays run there.
+    pub fn control(&self) -> Arc<dyn crate::control::ConsumerControl> {
+        Arc::new(crate::control::Control {
+            consumer: Arc::clone(&self.consumer),
+            handler: Arc::clone(&self.handler),
+            pool: self.pool.clone(),
+            kafka: self.kafka.clone(),
+            group: self.group.clone(),
+            topics: self.topics.clone(),
+            runtime: tokio::runtime::Handle::current(),
+            replaying: Arc::default(),
+        })
+    }
+
     /// [`run`](Self::run) as a supervised task named `name` (see `platform::service::supervise`).
     pub fn into_task(self, name: &str, shutdown: CancellationToken) -> platform::service::Task {
         platform::service::fallible(name, async move { Ok(self.run(shutdown).await?) })
@@ -149,7 +168,7 @@ impl<H: Handler> InboxConsumer<H> {
             return Err(ConsumeError::Subscribe { topics: topics.join(", "), source });
         }
         let shared = Arc::new(Shared {
-            consumer: Arc::new(self.consumer),
+            consumer: self.consumer,
             pool: self.pool,
             handler: self.handler,
             metrics: self.metrics,

@@ -1,0 +1,374 @@
+//! What an operator can do to a service's inbox consumer, behind the admin token (decision
+//! 0015): see its state, **pause** and **resume** it, and **replay** a range of one of its
+//! topics into it.
+//!
+//! - Pausing stops fetching on every partition the instance holds (and on those the group
+//!   gives it later); the consumer stays in its group, so nothing is rebalanced and the lag
+//!   simply grows. Events already in hand finish. Resuming fetches from where it stopped.
+//! - A replay reads the range with a reader of its own (outside the group: the group's
+//!   position never moves) and applies each event through the same inbox transaction as the
+//!   consumer: an event already applied is recognised and changes nothing; one missing from
+//!   the inbox (say, after a database was restored from a backup) is applied once. It ends at
+//!   the group's committed offset: what lies beyond, the consumer applies itself.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, web};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use platform::admin::Admin;
+use platform::config::KafkaSettings;
+use platform::db::PgPool;
+use platform::http::error_response;
+use platform::kafka::GroupConsumer;
+use rdkafka::consumer::{Consumer as _, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::{Message as _, Offset, TopicPartitionList};
+use schema::RawEnvelope;
+use serde::{Deserialize, Serialize};
+
+use crate::inbox::{Coordinates, Failure, Handler, Outcome, apply_once};
+
+/// How long a broker request of the replay may take.
+const BROKER_TIMEOUT: Duration = Duration::from_secs(10);
+/// A replay that receives nothing for this long while events remain gives up.
+const STALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Attempts at one event while the database is busy.
+const BUSY_ATTEMPTS: usize = 20;
+
+/// The controls, whatever the consumer's handler (the admin routes hold this).
+#[async_trait]
+pub trait ConsumerControl: Send + Sync + 'static {
+    fn state(&self) -> ConsumerState;
+    fn set_paused(&self, paused: bool) -> Result<ConsumerState, ControlError>;
+    async fn replay(&self, request: ReplayRequest) -> Result<ReplayReport, ControlError>;
+}
+
+/// `GET /admin/consumer`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConsumerState {
+    pub group: String,
+    pub topics: Vec<String>,
+    pub paused: bool,
+    /// `topic/partition` of each partition this instance holds.
+    pub partitions: Vec<String>,
+}
+
+/// `POST /admin/consumer/replay`: one topic, from an offset (on every partition, or those
+/// listed) or from a time.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayRequest {
+    pub topic: String,
+    #[serde(default)]
+    pub from_offset: Option<i64>,
+    #[serde(default)]
+    pub from_time: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub partitions: Option<Vec<i32>>,
+}
+
+/// One partition's replayed offsets, `from` included, `to` excluded.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Range {
+    pub partition: i32,
+    pub from: i64,
+    pub to: i64,
+}
+
+/// What a replay did.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ReplayReport {
+    pub topic: String,
+    pub ranges: Vec<Range>,
+    /// Events read.
+    pub read: u64,
+    /// Applied now: they were not in the inbox.
+    pub applied: u64,
+    /// Already applied: the inbox recognised them and nothing changed.
+    pub duplicates: u64,
+    /// Not envelopes a consumer may act on (they went to the dead-letter topic when first read).
+    pub unreadable: u64,
+    /// Refused or failing now; see the service's log. Left as they were.
+    pub failed: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("a replay is running on this instance; wait for its report")]
+    Busy,
+    #[error("the broker: {0}")]
+    Broker(#[from] KafkaError),
+    #[error("{0}")]
+    Stalled(String),
+}
+
+impl ControlError {
+    fn response(&self) -> HttpResponse {
+        let (status, code) = match self {
+            Self::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+            Self::Busy => (StatusCode::CONFLICT, "replay_running"),
+            Self::Broker(_) | Self::Stalled(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        };
+        error_response(status, code, self.to_string())
+    }
+}
+
+/// The controls of one [`crate::inbox::InboxConsumer`] (made by its `control()`).
+pub struct Control<H> {
+    pub(crate) consumer: Arc<GroupConsumer>,
+    pub(crate) handler: Arc<H>,
+    pub(crate) pool: PgPool,
+    pub(crate) kafka: KafkaSettings,
+    pub(crate) group: String,
+    pub(crate) topics: Vec<String>,
+    /// The consumer's runtime: a replay uses the consumer's database pool, whose connections
+    /// must be opened where the consumer runs, not on an HTTP worker's runtime.
+    pub(crate) runtime: tokio::runtime::Handle,
+    pub(crate) replaying: Arc<tokio::sync::Mutex<()>>,
+}
+
+#[async_trait]
+impl<H: Handler> ConsumerControl for Control<H> {
+    fn state(&self) -> ConsumerState {
+        let context = self.consumer.context();
+        ConsumerState {
+            group: self.group.clone(),
+            topics: self.topics.clone(),
+            paused: context.paused(),
+            partitions: context.assigned().iter().map(|(t, p)| format!("{t}/{p}")).collect(),
+        }
+    }
+
+    fn set_paused(&self, paused: bool) -> Result<ConsumerState, ControlError> {
+        self.consumer.context().set_paused(&*self.consumer, paused)?;
+        tracing::warn!(group = self.group, paused, "consumer paused or resumed by an operator");
+        Ok(self.state())
+    }
+
+    async fn replay(&self, request: ReplayRequest) -> Result<ReplayReport, ControlError> {
+        if !self.topics.contains(&request.topic) {
+            return Err(ControlError::Invalid(format!(
+                "topic {:?} is not consumed here (this consumer reads {})",
+                request.topic,
+                self.topics.join(", ")
+            )));
+        }
+        if request.from_offset.is_some() == request.from_time.is_some() {
+            return Err(ControlError::Invalid("give exactly one of from_offset and from_time".into()));
+        }
+        if request.from_offset.is_some_and(|o| o < 0) {
+            return Err(ControlError::Invalid("from_offset must be 0 or more".into()));
+        }
+        let Ok(_one_at_a_time) = Arc::clone(&self.replaying).try_lock_owned() else {
+            return Err(ControlError::Busy);
+        };
+        let replay = Replay {
+            consumer: Arc::clone(&self.consumer),
+            handler: Arc::clone(&self.handler),
+            pool: self.pool.clone(),
+            reader: platform::kafka::reader(&self.kafka, &format!("{}.replay", self.group))?,
+            group: self.group.clone(),
+        };
+        tracing::warn!(group = self.group, ?request, "replay started by an operator");
+        let report = self
+            .runtime
+            .spawn(replay.run(request))
+            .await
+            .map_err(|e| ControlError::Stalled(format!("the replay stopped: {e}")))??;
+        tracing::warn!(group = self.group, ?report, "replay finished");
+        Ok(report)
+    }
+}
+
+struct Replay<H> {
+    consumer: Arc<GroupConsumer>,
+    handler: Arc<H>,
+    pool: PgPool,
+    reader: StreamConsumer,
+    group: String,
+}
+
+impl<H: Handler> Replay<H> {
+    async fn run(self, request: ReplayRequest) -> Result<ReplayReport, ControlError> {
+        let topic = request.topic.clone();
+        // The broker calls block: off the async threads.
+        let (ranges, this) = tokio::task::spawn_blocking(move || {
+            let ranges = self.ranges(&request);
+            (ranges, self)
+        })
+        .await
+        .map_err(|e| ControlError::Stalled(format!("the replay stopped: {e}")))?;
+        let ranges = ranges?;
+        let mut report = ReplayReport { topic: topic.clone(), ranges: ranges.clone(), ..Default::default() };
+        if ranges.is_empty() {
+            return Ok(report);
+        }
+        let mut assignment = TopicPartitionList::new();
+        for range in &ranges {
+            assignment.add_partition_offset(&topic, range.partition, Offset::Offset(range.from))?;
+        }
+        this.reader.assign(&assignment)?;
+        let mut remaining: BTreeMap<i32, i64> = ranges.iter().map(|r| (r.partition, r.to)).collect();
+        while !remaining.is_empty() {
+            let message = match tokio::time::timeout(STALL_TIMEOUT, this.reader.recv()).await {
+                Err(_) => {
+                    return Err(ControlError::Stalled(format!(
+                        "nothing received for {} s with {} partitions unfinished; replayed so far: {} read",
+                        STALL_TIMEOUT.as_secs(),
+                        remaining.len(),
+                        report.read
+                    )));
+                }
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, "replay reader error; continuing");
+                    continue;
+                }
+                Ok(Ok(message)) => message.detach(),
+            };
+            let partition = message.partition();
+            let Some(&end) = remaining.get(&partition) else { continue };
+            if message.offset() >= end {
+                remaining.remove(&partition);
+                continue;
+            }
+            report.read += 1;
+            this.apply(&message, &mut report).await;
+            if message.offset() + 1 >= end {
+                remaining.remove(&partition);
+            }
+        }
+        Ok(report)
+    }
+
+    /// Where each partition's replay starts and ends: from the asked offset (or the first at
+    /// or after the asked time, never before the oldest kept) to the group's committed offset.
+    fn ranges(&self, request: &ReplayRequest) -> Result<Vec<Range>, ControlError> {
+        let topic = request.topic.as_str();
+        let metadata = self.reader.fetch_metadata(Some(topic), BROKER_TIMEOUT)?;
+        let known: Vec<i32> = metadata
+            .topics()
+            .iter()
+            .filter(|t| t.name() == topic)
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .collect();
+        let partitions = match &request.partitions {
+            None => known.clone(),
+            Some(asked) => {
+                if let Some(unknown) = asked.iter().find(|p| !known.contains(p)) {
+                    return Err(ControlError::Invalid(format!("{topic} has no partition {unknown}")));
+                }
+                asked.clone()
+            }
+        };
+        let mut list = TopicPartitionList::new();
+        for &partition in &partitions {
+            list.add_partition(topic, partition);
+        }
+        let committed = self.consumer.committed_offsets(list, BROKER_TIMEOUT)?;
+        let starts = match request.from_time {
+            Some(time) => {
+                let mut at = TopicPartitionList::new();
+                for &partition in &partitions {
+                    at.add_partition_offset(topic, partition, Offset::Offset(time.timestamp_millis()))?;
+                }
+                Some(self.reader.offsets_for_times(at, BROKER_TIMEOUT)?)
+            }
+            None => None,
+        };
+        let mut ranges = Vec::new();
+        for &partition in &partitions {
+            let (low, _) = self.reader.fetch_watermarks(topic, partition, BROKER_TIMEOUT)?;
+            let to = match committed.find_partition(topic, partition).map(|e| e.offset()) {
+                Some(Offset::Offset(offset)) => offset,
+                _ => continue, // the group has not finished anything here yet
+            };
+            let from = match (&starts, request.from_offset) {
+                (Some(starts), _) => match starts.find_partition(topic, partition).map(|e| e.offset()) {
+                    Some(Offset::Offset(offset)) => offset,
+                    _ => continue, // nothing at or after that time
+                },
+                (None, Some(offset)) => offset,
+                (None, None) => continue,
+            };
+            let from = from.max(low);
+            if from < to {
+                ranges.push(Range { partition, from, to });
+            }
+        }
+        tracing::info!(group = self.group, topic, ?ranges, "replay ranges");
+        Ok(ranges)
+    }
+
+    /// One event through the inbox transaction, retried while the database is busy.
+    async fn apply(&self, message: &rdkafka::message::OwnedMessage, report: &mut ReplayReport) {
+        let from =
+            Coordinates { topic: message.topic().to_owned(), partition: message.partition(), offset: message.offset() };
+        let event = match RawEnvelope::from_slice(message.payload().unwrap_or_default()) {
+            Ok(event) => event,
+            Err(_) => {
+                report.unreadable += 1;
+                return;
+            }
+        };
+        for attempt in 1..=BUSY_ATTEMPTS {
+            let result = match self.pool.get().await {
+                Ok(mut conn) => apply_once(&mut conn, &*self.handler, &event, &from).await,
+                Err(error) => Err(crate::inbox::HandleError::Unavailable(error.to_string())),
+            };
+            match result {
+                Ok(Outcome::Processed) => {
+                    report.applied += 1;
+                    return;
+                }
+                Ok(Outcome::Duplicate) => {
+                    report.duplicates += 1;
+                    return;
+                }
+                Err(error) if error.failure() == Failure::Busy && attempt < BUSY_ATTEMPTS => {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, partition = from.partition, offset = from.offset, "replayed event not applied");
+                    report.failed += 1;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// The routes, for a service's admin scope: `GET /consumer`, `POST /consumer/pause`,
+/// `POST /consumer/resume`, `POST /consumer/replay`.
+pub fn configure(config: &mut web::ServiceConfig, control: Arc<dyn ConsumerControl>) {
+    config
+        .app_data(web::Data::from(control))
+        .route("/consumer", web::get().to(state))
+        .route("/consumer/pause", web::post().to(pause))
+        .route("/consumer/resume", web::post().to(resume))
+        .route("/consumer/replay", web::post().to(replay));
+}
+
+async fn state(_: Admin, control: web::Data<dyn ConsumerControl>) -> HttpResponse {
+    HttpResponse::Ok().json(control.state())
+}
+
+async fn pause(_: Admin, control: web::Data<dyn ConsumerControl>) -> HttpResponse {
+    control.set_paused(true).map_or_else(|e| e.response(), |state| HttpResponse::Ok().json(state))
+}
+
+async fn resume(_: Admin, control: web::Data<dyn ConsumerControl>) -> HttpResponse {
+    control.set_paused(false).map_or_else(|e| e.response(), |state| HttpResponse::Ok().json(state))
+}
+
+async fn replay(_: Admin, control: web::Data<dyn ConsumerControl>, request: web::Json<ReplayRequest>) -> HttpResponse {
+    match control.replay(request.into_inner()).await {
+        Ok(report) => HttpResponse::Ok().json(report),
+        Err(error) => error.response(),
+    }
+}

@@ -1,6 +1,7 @@
 //! What an operator can do to a service's inbox consumer, behind the admin token (decision
-//! 0015): see its state, **pause** and **resume** it, and **replay** a range of one of its
-//! topics into it.
+//! 0015): see its state, **pause** and **resume** it, **replay** a range of one of its topics
+//! into it, and list and **redrive** its dead letters (what `tools`' `dlq` does, from the same
+//! place as the rest).
 //!
 //! - Pausing stops fetching on every partition the instance holds (and on those the group
 //!   gives it later); the consumer stays in its group, so nothing is rebalanced and the lag
@@ -30,6 +31,7 @@ use rdkafka::{Message as _, Offset, TopicPartitionList};
 use schema::RawEnvelope;
 use serde::{Deserialize, Serialize};
 
+use crate::dead_letter::{self, DeadLetter};
 use crate::inbox::{Coordinates, Failure, Handler, Outcome, apply_once};
 
 /// How long a broker request of the replay may take.
@@ -45,6 +47,35 @@ pub trait ConsumerControl: Send + Sync + 'static {
     fn state(&self) -> ConsumerState;
     fn set_paused(&self, paused: bool) -> Result<ConsumerState, ControlError>;
     async fn replay(&self, request: ReplayRequest) -> Result<ReplayReport, ControlError>;
+    /// This consumer group's dead letters from `topic`.
+    async fn dead_letters(&self, topic: &str) -> Result<Vec<DeadLetter>, ControlError>;
+    /// Publishes the chosen dead letters back to their topic (decision 0007).
+    async fn redrive(&self, request: RedriveRequest) -> Result<Vec<Redriven>, ControlError>;
+}
+
+/// `POST /admin/consumer/dead-letters/redrive`: every dead letter of this group from `topic`,
+/// or those at the listed `partition/offset` positions of the dead-letter topic.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedriveRequest {
+    pub topic: String,
+    #[serde(default)]
+    pub all: bool,
+    #[serde(default)]
+    pub at: Vec<String>,
+}
+
+/// One redriven dead letter: where it was, and where it is now.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Redriven {
+    pub from: String,
+    pub event_id: Option<String>,
+    pub to: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct TopicQuery {
+    topic: String,
 }
 
 /// `GET /admin/consumer`.
@@ -106,6 +137,8 @@ pub enum ControlError {
     Broker(#[from] KafkaError),
     #[error("{0}")]
     Stalled(String),
+    #[error("{0}")]
+    NotFound(String),
 }
 
 impl ControlError {
@@ -113,6 +146,7 @@ impl ControlError {
         let (status, code) = match self {
             Self::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
             Self::Busy => (StatusCode::CONFLICT, "replay_running"),
+            Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Self::Broker(_) | Self::Stalled(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         };
         error_response(status, code, self.to_string())
@@ -151,14 +185,51 @@ impl<H: Handler> ConsumerControl for Control<H> {
         Ok(self.state())
     }
 
-    async fn replay(&self, request: ReplayRequest) -> Result<ReplayReport, ControlError> {
-        if !self.topics.contains(&request.topic) {
-            return Err(ControlError::Invalid(format!(
-                "topic {:?} is not consumed here (this consumer reads {})",
-                request.topic,
-                self.topics.join(", ")
-            )));
+    async fn dead_letters(&self, topic: &str) -> Result<Vec<DeadLetter>, ControlError> {
+        self.consumed(topic)?;
+        let (kafka, dlq_topic, group) = (self.kafka.clone(), dead_letter::topic_for(topic), self.group.clone());
+        let letters = tokio::task::spawn_blocking(move || dead_letter::read_all(&kafka, &dlq_topic, BROKER_TIMEOUT))
+            .await
+            .map_err(|e| ControlError::Stalled(format!("reading dead letters stopped: {e}")))??;
+        Ok(letters.into_iter().filter(|letter| letter.group == group).collect())
+    }
+
+    async fn redrive(&self, request: RedriveRequest) -> Result<Vec<Redriven>, ControlError> {
+        if request.all != request.at.is_empty() {
+            return Err(ControlError::Invalid(
+                "give either \"all\": true or \"at\": [\"PARTITION/OFFSET\", ...]".into(),
+            ));
         }
+        let letters = self.dead_letters(&request.topic).await?;
+        let chosen: Vec<&DeadLetter> = if request.all {
+            letters.iter().collect()
+        } else {
+            let mut chosen = Vec::new();
+            for position in &request.at {
+                let letter = letters
+                    .iter()
+                    .find(|l| format!("{}/{}", l.dlq_partition, l.dlq_offset) == *position)
+                    .ok_or_else(|| ControlError::NotFound(format!("no dead letter of this group at {position}")))?;
+                chosen.push(letter);
+            }
+            chosen
+        };
+        let producer = platform::kafka::producer(&self.kafka)?;
+        let mut redriven = Vec::new();
+        for letter in chosen {
+            let (partition, offset) = dead_letter::redrive(&producer, letter, None, BROKER_TIMEOUT).await?;
+            tracing::warn!(from = letter.position(), event_id = ?letter.event_id, "dead letter redriven by an operator");
+            redriven.push(Redriven {
+                from: letter.position(),
+                event_id: letter.event_id.clone(),
+                to: format!("{}/{partition}/{offset}", letter.original_topic),
+            });
+        }
+        Ok(redriven)
+    }
+
+    async fn replay(&self, request: ReplayRequest) -> Result<ReplayReport, ControlError> {
+        self.consumed(&request.topic)?;
         if request.from_offset.is_some() == request.from_time.is_some() {
             return Err(ControlError::Invalid("give exactly one of from_offset and from_time".into()));
         }
@@ -183,6 +254,18 @@ impl<H: Handler> ConsumerControl for Control<H> {
             .map_err(|e| ControlError::Stalled(format!("the replay stopped: {e}")))??;
         tracing::warn!(group = self.group, ?report, "replay finished");
         Ok(report)
+    }
+}
+
+impl<H> Control<H> {
+    fn consumed(&self, topic: &str) -> Result<(), ControlError> {
+        if self.topics.iter().any(|t| t == topic) {
+            return Ok(());
+        }
+        Err(ControlError::Invalid(format!(
+            "topic {topic:?} is not consumed here (this consumer reads {})",
+            self.topics.join(", ")
+        )))
     }
 }
 
@@ -344,14 +427,17 @@ impl<H: Handler> Replay<H> {
 }
 
 /// The routes, for a service's admin scope: `GET /consumer`, `POST /consumer/pause`,
-/// `POST /consumer/resume`, `POST /consumer/replay`.
+/// `POST /consumer/resume`, `POST /consumer/replay`, `GET /consumer/dead-letters?topic=`,
+/// `POST /consumer/dead-letters/redrive`.
 pub fn configure(config: &mut web::ServiceConfig, control: Arc<dyn ConsumerControl>) {
     config
         .app_data(web::Data::from(control))
         .route("/consumer", web::get().to(state))
         .route("/consumer/pause", web::post().to(pause))
         .route("/consumer/resume", web::post().to(resume))
-        .route("/consumer/replay", web::post().to(replay));
+        .route("/consumer/replay", web::post().to(replay))
+        .route("/consumer/dead-letters", web::get().to(dead_letters))
+        .route("/consumer/dead-letters/redrive", web::post().to(redrive));
 }
 
 async fn state(_: Admin, control: web::Data<dyn ConsumerControl>) -> HttpResponse {
@@ -369,6 +455,28 @@ async fn resume(_: Admin, control: web::Data<dyn ConsumerControl>) -> HttpRespon
 async fn replay(_: Admin, control: web::Data<dyn ConsumerControl>, request: web::Json<ReplayRequest>) -> HttpResponse {
     match control.replay(request.into_inner()).await {
         Ok(report) => HttpResponse::Ok().json(report),
+        Err(error) => error.response(),
+    }
+}
+
+async fn dead_letters(
+    _: Admin,
+    control: web::Data<dyn ConsumerControl>,
+    query: web::Query<TopicQuery>,
+) -> HttpResponse {
+    match control.dead_letters(&query.topic).await {
+        Ok(letters) => HttpResponse::Ok().json(letters),
+        Err(error) => error.response(),
+    }
+}
+
+async fn redrive(
+    _: Admin,
+    control: web::Data<dyn ConsumerControl>,
+    request: web::Json<RedriveRequest>,
+) -> HttpResponse {
+    match control.redrive(request.into_inner()).await {
+        Ok(redriven) => HttpResponse::Ok().json(redriven),
         Err(error) => error.response(),
     }
 }

@@ -147,3 +147,30 @@ async fn a_replay_says_what_is_wrong_with_its_request() {
     assert_eq!(response.status(), 401, "the controls need the admin token");
     system.stop().await;
 }
+
+#[tokio::test]
+async fn the_consumers_dead_letters_are_listed_and_redriven_from_the_admin_routes() {
+    let system = TestSystem::start_with(with_admin()).await;
+    let record = rdkafka::producer::FutureRecord::to(&system.topics.orders).partition(0).key("k").payload("{garbage");
+    system.producer().send(record, Duration::from_secs(10)).await.map_err(|(e, _)| e).expect("published");
+    e2e::eventually("the garbage dead-lettered", || system.inventory_consumer.dead_lettered() == 1).await;
+
+    let path = format!("/consumer/dead-letters?topic={}", system.topics.orders);
+    let (status, letters) = admin(&system.inventory_url, &path, None).await;
+    assert_eq!(status, 200, "{letters}");
+    let letters = letters.as_array().expect("a list").clone();
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert!(letters[0]["error"].as_str().is_some_and(|e| e.starts_with("unreadable event")), "{letters:?}");
+    let at = format!("{}/{}", letters[0]["dlq_partition"], letters[0]["dlq_offset"]);
+
+    let redrive = json!({"topic": system.topics.orders, "at": ["9/999"]});
+    let (status, body) = admin(&system.inventory_url, "/consumer/dead-letters/redrive", Some(redrive)).await;
+    assert_eq!(status, 404, "{body}");
+    let redrive = json!({"topic": system.topics.orders, "at": [at]});
+    let (status, body) = admin(&system.inventory_url, "/consumer/dead-letters/redrive", Some(redrive)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body.as_array().map(Vec::len), Some(1), "{body}");
+    // Still garbage: read again, and dead-lettered again.
+    e2e::eventually("the redriven message consumed", || system.inventory_consumer.dead_lettered() == 2).await;
+    system.stop().await;
+}

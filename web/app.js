@@ -48,6 +48,67 @@ async function refreshLatency() {
   $("#latency-detail").textContent = body.count === 0
     ? `no orders in the last ${body.window_secs} s (limit: average ${limit})`
     : `average ${formatMs(body.avg_ms)}, p95 ${formatMs(body.p95_ms)} over ${body.count} order(s) in the last ${body.window_secs} s (limit ${limit})`;
+  drawChart(body.history || [], body.threshold_ms);
+}
+
+// The last five minutes in 10 s averages, on a scale that always shows the limit (dashed).
+const SVG = "http://www.w3.org/2000/svg";
+function drawChart(history, thresholdMs) {
+  const chart = $("#latency-chart");
+  const [width, height] = [300, 60];
+  const top = Math.max(thresholdMs * 1.25, ...history.map((p) => p.avg_ms ?? 0));
+  const x = (i) => (history.length <= 1 ? width : (i / (history.length - 1)) * width);
+  const y = (ms) => height - (ms / top) * (height - 4) - 2;
+  const shape = (tag, attributes) => {
+    const node = document.createElementNS(SVG, tag);
+    for (const [name, value] of Object.entries(attributes)) node.setAttribute(name, value);
+    return node;
+  };
+  const measured = history.flatMap((p, i) => (p.avg_ms === null ? [] : [[x(i), y(p.avg_ms)]]));
+  const points = measured.map(([px, py]) => `${px.toFixed(1)},${py.toFixed(1)}`);
+  const slow = history.some((p) => p.avg_ms !== null && p.avg_ms > thresholdMs);
+  chart.dataset.points = String(points.length);
+  chart.replaceChildren(
+    shape("line", { x1: 0, x2: width, y1: y(thresholdMs), y2: y(thresholdMs), class: "limit" }),
+    shape("polyline", { points: points.join(" "), class: slow ? "series slow" : "series" }),
+    // A step between empty ones is a dot.
+    ...measured.map(([cx, cy]) => shape("circle", { cx, cy, r: 2, class: slow ? "dot slow" : "dot" })),
+  );
+}
+
+// ---- pipeline ------------------------------------------------------------------------
+
+// Each hop an event takes: an outbox, the relay that publishes it, a topic, the consumer
+// that applies it. Numbers come from the services' /health (through /system/health).
+function hop(name, outbox, relayUp, consumer) {
+  const backlog = outbox?.backlog_rows ?? null;
+  const age = outbox?.oldest_pending_age_seconds ?? null;
+  const outboxState = backlog === null ? "down" : age > 30 ? "down" : backlog > 0 ? "degraded" : "up";
+  const relayState = !relayUp ? "down" : outbox?.active ? "up" : "degraded";
+  const lag = consumer?.lag ?? null;
+  const dead = consumer?.dead_lettered ?? 0;
+  const consumerState = !consumer ? "down" : consumer.paused ? "degraded" : lag > 1000 ? "degraded" : "up";
+  const stage = (label, state, value, detail) =>
+    el("li", { class: `stage ${state}`, "data-stage": label },
+      el("span", { class: "label" }, label), el("strong", {}, value), el("span", { class: "detail" }, detail));
+  return el("li", { class: "hop", "data-hop": name },
+    el("span", { class: "hop-name" }, name),
+    el("ol", { class: "stages" },
+      stage("outbox", outboxState, backlog === null ? "?" : `${backlog} waiting`,
+        age ? `oldest ${Number(age).toFixed(1)} s` : "empty"),
+      stage("relay", relayState, relayState === "up" ? "publishing" : relayState === "degraded" ? "standby" : "down",
+        outbox ? `${outbox.published} published here` : ""),
+      stage("consumer", consumerState, lag === null ? "?" : `lag ${lag}`,
+        consumer ? `${consumer.paused ? "paused · " : ""}${consumer.processed} applied` : "not answering"),
+      stage("dead letters", dead > 0 ? "down" : "up", String(dead), dead > 0 ? "see the runbook" : "none")));
+}
+
+function drawPipeline(body) {
+  const relay = body?.relay;
+  const relayUp = relay && relay.status !== "down";
+  $("#pipeline").replaceChildren(
+    hop("order → inventory", relay?.outboxes?.order, relayUp, body?.inventory?.consumer),
+    hop("inventory → order", relay?.outboxes?.inventory, relayUp, body?.order?.consumer));
 }
 
 // ---- health lights -------------------------------------------------------------------
@@ -59,6 +120,7 @@ const RANK = { up: 0, degraded: 1, down: 2 };
 async function refreshHealth() {
   const { status, body } = await getJson("/system/health");
   const list = $("#health");
+  drawPipeline(status === 200 ? body : null);
   if (status !== 200 || !body) {
     list.replaceChildren(light("order", "down", "the order service does not answer"));
     return;

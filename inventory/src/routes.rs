@@ -57,7 +57,7 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     let background = platform::health::background(&state.readiness);
     let progress = state.stalls.check();
     let mut extra = serde_json::Map::new();
-    extra.insert("consumer".into(), platform::health::consumer(&state.consumer_group, &state.group));
+    extra.insert("consumer".into(), state.consumer_stats.health(&state.consumer_group, &state.group));
     platform::health::response_with(&[database, kafka, progress, background], extra)
 }
 

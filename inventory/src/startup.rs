@@ -79,6 +79,7 @@ impl Application {
             broker: platform::kafka::BrokerProbe::new(&settings.kafka, Some(&settings.topics.orders))?,
             consumer_group: settings.consumer_group.clone(),
             group: consumer.group(),
+            consumer_stats: consumer.stats(),
             stalls: consumer.stalls(),
         });
         let admin = settings.admin.clone();

@@ -15,6 +15,8 @@ pub struct AppState {
     /// The consumer's group and what it assigned to this instance, for `/health`.
     pub consumer_group: String,
     pub group: Arc<platform::kafka::GroupContext>,
+    /// The consumer's counts and lag, for `/health`.
+    pub consumer_stats: messaging::metrics::ConsumerMetrics,
     /// Events failing now: `/health` is not ready while a partition is stuck behind one.
     pub stalls: Arc<messaging::inbox::Stalls>,
 }

@@ -1,7 +1,8 @@
 //! What an inbox consumer did, kept once: the Prometheus families below are both what
 //! `/metrics` shows and what tests and `/health` read.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
@@ -41,6 +42,8 @@ pub struct ConsumerMetrics {
     events: Family<OutcomeLabels, Counter>,
     lag: Family<PartitionLabels, Gauge>,
     stalled: Family<PartitionLabels, Gauge>,
+    /// The lag gauges' latest values, for `/health` (a family cannot be read back as a whole).
+    lags: Arc<Mutex<BTreeMap<(String, i32), i64>>>,
 }
 
 impl ConsumerMetrics {
@@ -51,6 +54,7 @@ impl ConsumerMetrics {
             events: Family::default(),
             lag: Family::default(),
             stalled: Family::default(),
+            lags: Arc::default(),
         }
     }
 
@@ -71,6 +75,7 @@ impl ConsumerMetrics {
 
     pub fn lag(&self, topic: &str, partition: i32, messages: i64) {
         self.lag.get_or_create(&PartitionLabels { topic: topic.to_owned(), partition }).set(messages);
+        self.lags.lock().unwrap_or_else(PoisonError::into_inner).insert((topic.to_owned(), partition), messages);
     }
 
     pub fn stalled(&self, topic: &str, partition: i32, seconds: i64) {
@@ -96,6 +101,24 @@ impl ConsumerMetrics {
     }
     pub fn dead_lettered(&self) -> u64 {
         self.count(EventOutcome::dead_lettered)
+    }
+
+    /// Messages not yet consumed, over every partition measured (partitions this instance
+    /// held last).
+    pub fn lag_total(&self) -> i64 {
+        self.lags.lock().unwrap_or_else(PoisonError::into_inner).values().sum()
+    }
+
+    /// What `/health` says about the consumer: its group, partitions and whether it is
+    /// paused (`platform::health::consumer`), plus its lag and what it dead-lettered.
+    pub fn health(&self, group: &str, context: &platform::kafka::GroupContext) -> serde_json::Value {
+        let mut body = platform::health::consumer(group, context);
+        if let Some(body) = body.as_object_mut() {
+            body.insert("lag".into(), self.lag_total().into());
+            body.insert("dead_lettered".into(), self.dead_lettered().into());
+            body.insert("processed".into(), self.processed().into());
+        }
+        body
     }
 }
 

@@ -23,6 +23,7 @@ pub struct AppState {
     pub broker: platform::kafka::BrokerProbe,
     pub consumer_group: String,
     pub group: Arc<platform::kafka::GroupContext>,
+    pub consumer_stats: messaging::metrics::ConsumerMetrics,
     pub stalls: Arc<messaging::inbox::Stalls>,
 }
 
@@ -116,7 +117,7 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     let background = platform::health::background(&state.readiness);
     let progress = state.stalls.check();
     let mut extra = serde_json::Map::new();
-    extra.insert("consumer".into(), platform::health::consumer(&state.consumer_group, &state.group));
+    extra.insert("consumer".into(), state.consumer_stats.health(&state.consumer_group, &state.group));
     platform::health::response_with(&[database, kafka, smtp, progress, background], extra)
 }
 

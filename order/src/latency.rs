@@ -39,11 +39,35 @@ fn default_threshold_ms() -> u64 {
 /// Most samples kept: at 1,000 orders/s a 30 s window holds 30,000.
 const MAX_SAMPLES: usize = 200_000;
 
-/// Response times of the last `window`, oldest first.
+/// The history's step and length: 10 s averages over the last 5 minutes, for the page's chart.
+pub const HISTORY_STEP: Duration = Duration::from_secs(10);
+const HISTORY_STEPS: u64 = 30;
+
+/// Response times of the last `window`, oldest first, and the averages of the last minutes.
 pub struct LatencyWindow {
     window: Duration,
     threshold: Duration,
     samples: Mutex<VecDeque<(Instant, Duration)>>,
+    /// Bucket `n` holds the requests answered in `[epoch + n·step, epoch + (n+1)·step)`.
+    epoch: Instant,
+    history: Mutex<VecDeque<Bucket>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    index: u64,
+    total: Duration,
+    count: u32,
+}
+
+/// One step of the latency history.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct LatencyPoint {
+    /// How long ago the step ended (0: the step in progress).
+    pub seconds_ago: u64,
+    pub count: u32,
+    /// The step's average; none when no request was answered in it.
+    pub avg_ms: Option<f64>,
 }
 
 /// What `/stats/latency` returns.
@@ -58,6 +82,8 @@ pub struct LatencySummary {
     pub p95_ms: f64,
     /// `SLOW` when the average exceeds the threshold, else `OK` (an empty window is OK).
     pub status: &'static str,
+    /// 10 s averages over the last 5 minutes, oldest first.
+    pub history: Vec<LatencyPoint>,
 }
 
 impl LatencyWindow {
@@ -66,11 +92,50 @@ impl LatencyWindow {
             window: Duration::from_secs(settings.window_secs.max(1)),
             threshold: Duration::from_millis(settings.threshold_ms),
             samples: Mutex::default(),
+            epoch: Instant::now(),
+            history: Mutex::default(),
         }
+    }
+
+    fn step_of(&self, at: Instant) -> u64 {
+        let elapsed = at.saturating_duration_since(self.epoch).as_millis();
+        u64::try_from(elapsed / HISTORY_STEP.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn remember(&self, at: Instant, took: Duration) {
+        let index = self.step_of(at);
+        let mut history = self.history.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match history.back_mut() {
+            Some(bucket) if bucket.index == index => {
+                bucket.total += took;
+                bucket.count += 1;
+            }
+            _ => history.push_back(Bucket { index, total: took, count: 1 }),
+        }
+        while history.front().is_some_and(|b| b.index + HISTORY_STEPS <= index) {
+            history.pop_front();
+        }
+    }
+
+    /// The last [`HISTORY_STEPS`] steps up to `now`'s, oldest first, empty ones included.
+    fn history(&self, now: Instant) -> Vec<LatencyPoint> {
+        let current = self.step_of(now);
+        let history = self.history.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        (current.saturating_sub(HISTORY_STEPS - 1)..=current)
+            .map(|index| {
+                let bucket = history.iter().find(|b| b.index == index);
+                LatencyPoint {
+                    seconds_ago: (current - index) * HISTORY_STEP.as_secs(),
+                    count: bucket.map_or(0, |b| b.count),
+                    avg_ms: bucket.map(|b| millis(b.total / b.count.max(1))),
+                }
+            })
+            .collect()
     }
 
     /// Records a request answered at `at` after `took`.
     pub fn record(&self, at: Instant, took: Duration) {
+        self.remember(at, took);
         let mut samples = self.lock();
         samples.push_back((at, took));
         if samples.len() > MAX_SAMPLES {
@@ -102,6 +167,7 @@ impl LatencyWindow {
             avg_ms: millis(avg),
             p95_ms: millis(p95),
             status: if avg > self.threshold { "SLOW" } else { "OK" },
+            history: self.history(now),
         }
     }
 
@@ -169,6 +235,24 @@ mod tests {
         assert_eq!((at_the_boundary.count, at_the_boundary.avg_ms, at_the_boundary.status), (1, 100.0, "OK"));
         let later = window.summary(start + Duration::from_secs(40));
         assert_eq!((later.count, later.status), (0, "OK"));
+    }
+
+    #[test]
+    fn the_history_averages_each_ten_seconds_of_the_last_five_minutes() {
+        let window = window();
+        let start = window.epoch;
+        window.record(start + Duration::from_secs(1), ms(100));
+        window.record(start + Duration::from_secs(9), ms(300));
+        window.record(start + Duration::from_secs(25), ms(50));
+        let history = window.summary(start + Duration::from_secs(25)).history;
+        let points: Vec<_> = history.iter().map(|p| (p.seconds_ago, p.count, p.avg_ms)).collect();
+        assert_eq!(points, [(20, 2, Some(200.0)), (10, 0, None), (0, 1, Some(50.0))]);
+
+        let later = window.summary(start + Duration::from_secs(305)).history;
+        assert_eq!(later.len(), 30, "five minutes of steps");
+        assert_eq!(later.first().map(|p| p.seconds_ago), Some(290));
+        let counted: Vec<_> = later.iter().filter(|p| p.count > 0).map(|p| (p.seconds_ago, p.count)).collect();
+        assert_eq!(counted, [(280, 1)], "second 25's step is 280 s ago; seconds 1 and 9 left the history");
     }
 
     #[test]

@@ -90,6 +90,7 @@ impl Application {
             metrics: order_metrics,
             consumer_group: settings.consumer_group.clone(),
             group: consumer.group(),
+            consumer_stats: consumer.stats(),
             stalls: consumer.stalls(),
         });
         let guards = Guards {

@@ -93,6 +93,18 @@ try {
   await page.waitForSelector(`li.order[data-order-id='${id}']`);
   if (await page.$(`li.order[data-order-id='${otherId}']`)) throw new Error("someone-else's order shows for browser-test");
   step("each customer sees only their own orders");
+
+  // The pipeline picture: both hops, every stage green, the consumers' applied counts moving.
+  for (const hop of ["order → inventory", "inventory → order"]) {
+    for (const stage of ["outbox", "relay", "consumer", "dead letters"]) {
+      await page.waitForSelector(`#pipeline li[data-hop='${hop}'] li[data-stage='${stage}'].up`);
+    }
+  }
+  const consumer = await page.textContent("#pipeline li[data-hop='order → inventory'] li[data-stage='consumer']");
+  if (!/lag \d+/.test(consumer) || !/[1-9]\d* applied/.test(consumer)) throw new Error(`pipeline consumer stage: ${consumer}`);
+  // The latency chart has the orders of this minute.
+  await page.waitForSelector("#latency-chart circle.dot");
+  step(`pipeline drawn (inventory's consumer: ${consumer.replace(/\s+/g, " ").trim()}); latency chart drawn`);
   await page.screenshot({ path: join(shots, "page-normal.png"), fullPage: true });
 
   // The gremlin: unlock with the token, make every order wait longer than the budget.

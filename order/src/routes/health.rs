@@ -15,7 +15,7 @@ pub async fn live() -> HttpResponse {
 #[get("/health")]
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     let mut extra = serde_json::Map::new();
-    extra.insert("consumer".into(), platform::health::consumer(&state.consumer_group, &state.group));
+    extra.insert("consumer".into(), state.consumer_stats.health(&state.consumer_group, &state.group));
     platform::health::response_with(&checks(&state).await, extra)
 }
 

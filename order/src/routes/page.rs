@@ -123,7 +123,10 @@ pub async fn system_health(state: web::Data<AppState>, peers: web::Data<Peers>) 
         peers.health("inventory", &peers.settings.inventory),
         peers.health("relay", &peers.settings.relay),
     );
-    let order = platform::health::body(&order);
+    let mut order = platform::health::body(&order);
+    if let Some(body) = order.as_object_mut() {
+        body.insert("consumer".into(), state.consumer_stats.health(&state.consumer_group, &state.group));
+    }
     HttpResponse::Ok()
         .insert_header(no_store())
         .json(serde_json::json!({ "order": order, "inventory": inventory, "relay": relay }))

@@ -14,7 +14,11 @@ use crate::state::AppState;
 use crate::stock::{self, StockView};
 
 /// Every product with its available stock.
-#[utoipa::path(get, path = "/stock", responses((status = 200, body = [StockView])))]
+#[utoipa::path(
+    get,
+    path = "/stock",
+    responses((status = 200, body = [StockView]), (status = 503, description = "The database is not reachable", body = ErrorReply))
+)]
 #[get("")]
 pub async fn list_stock(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let mut conn = state.pool.get().await?;
@@ -25,8 +29,13 @@ pub async fn list_stock(state: web::Data<AppState>) -> Result<HttpResponse, ApiE
 #[utoipa::path(
     get,
     path = "/stock/{sku}",
-    params(("sku" = String, Path, description = "e.g. MUG-01")),
-    responses((status = 200, body = StockView), (status = 400, description = "Malformed sku"), (status = 404, description = "Unknown sku"))
+    params(("sku" = String, Path, min_length = 2, max_length = 32, pattern = "^[A-Z0-9][A-Z0-9-]{1,31}$", description = "e.g. MUG-01")),
+    responses(
+        (status = 200, body = StockView),
+        (status = 400, description = "Malformed sku", body = ErrorReply),
+        (status = 404, description = "Unknown sku", body = ErrorReply),
+        (status = 503, description = "The database is not reachable", body = ErrorReply)
+    )
 )]
 #[get("/{sku}")]
 pub async fn get_stock(sku: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
@@ -123,6 +132,16 @@ pub async fn put_gremlin(
 
 fn gremlin_body(state: &AppState) -> serde_json::Value {
     serde_json::json!({ "pattern": state.gremlin.pattern(), "delays": state.gremlin.delays() })
+}
+
+/// The body of every error answer (`platform::http::ErrorBody`).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct ErrorReply {
+    /// A stable, machine-readable code, e.g. `invalid_sku`.
+    error: String,
+    /// What went wrong and what to do about it, for people.
+    message: String,
 }
 
 #[derive(utoipa::OpenApi)]

@@ -19,6 +19,18 @@ use utoipa::{Modify, OpenApi};
 )]
 pub struct ApiDoc;
 
+/// The body of every error answer (`platform::http::ErrorBody`).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct ErrorReply {
+    /// A stable, machine-readable code, e.g. `validation_failed`.
+    error: String,
+    /// What went wrong and what to do about it, for people.
+    message: String,
+    /// Per-field problems of a validation error: the field's path (`lines[0].quantity`) and what is wrong.
+    fields: Option<std::collections::BTreeMap<String, String>>,
+}
+
 /// `/orders` takes the customer from a bearer token (decision 0013).
 struct CustomerToken;
 

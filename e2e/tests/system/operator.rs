@@ -53,8 +53,15 @@ async fn a_paused_inventory_consumer_leaves_orders_pending_with_the_usual_202_an
     assert_eq!(system.stock("MUG-01").await, before - 1);
     let (_, state) = admin(&system.inventory_url, "/consumer", None).await;
     assert_eq!(state["paused"], true, "{state}");
-    let health: Value =
-        system.http.get(format!("{}/health", system.inventory_url)).send().await.unwrap().json().await.unwrap();
+    let health: Value = system
+        .http
+        .get(format!("{}/health", system.inventory_url))
+        .send()
+        .await
+        .expect("answers")
+        .json()
+        .await
+        .expect("json");
     assert_eq!(health["consumer"]["paused"], true, "/health says so too: {health}");
 
     let (status, state) = admin(&system.inventory_url, "/consumer/resume", None).await;

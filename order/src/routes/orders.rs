@@ -20,17 +20,21 @@ use crate::view::OrderView;
 #[allow(dead_code)]
 pub struct PlaceOrderRequest {
     /// Optional: the token says who the customer is. If given, it must be the token's subject.
+    #[schema(pattern = "^[A-Za-z0-9._@-]{1,64}$", min_length = 1, max_length = 64)]
     customer_id: Option<String>,
     /// 1 to 100 lines, each SKU at most once.
+    #[schema(min_items = 1, max_items = 100)]
     lines: Vec<PlaceOrderLine>,
 }
 
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct PlaceOrderLine {
-    /// e.g. MUG-01: 2 to 32 characters of A-Z, 0-9 and '-'.
+    /// e.g. MUG-01: 2 to 32 characters of A-Z, 0-9 and '-', starting with a letter or digit.
+    #[schema(pattern = "^[A-Z0-9][A-Z0-9-]{1,31}$", min_length = 2, max_length = 32, example = "MUG-01")]
     sku: String,
     /// 1 to 10000.
+    #[schema(minimum = 1, maximum = 10000)]
     quantity: i32,
 }
 
@@ -43,17 +47,18 @@ pub struct PlaceOrderLine {
     request_body = PlaceOrderRequest,
     security(("customer_token" = [])),
     params(
-        ("Idempotency-Key" = String, Header, description = "Unique per order among the customer's orders; resend it to retry safely"),
+        ("Idempotency-Key" = String, Header, min_length = 1, max_length = 255, pattern = "^[!-~]{1,255}$",
+            description = "Unique per order among the customer's orders; resend it to retry safely (1 to 255 visible ASCII characters)"),
         ("Prefer" = Option<String>, Header, description = "wait=N: wait at most N seconds for the outcome (RFC 7240)"),
     ),
     responses(
         (status = 201, description = "Decided within the wait: CONFIRMED or REJECTED", body = OrderView),
         (status = 202, description = "Accepted and safe, still PENDING; follow Location", body = OrderView),
-        (status = 400, description = "Invalid body or missing Idempotency-Key"),
-        (status = 401, description = "Missing, expired or invalid token; see WWW-Authenticate"),
-        (status = 409, description = "Idempotency-Key already used by this customer for a different request"),
-        (status = 429, description = "Too many orders from this customer; see Retry-After"),
-        (status = 503, description = "Overloaded; see Retry-After"),
+        (status = 400, description = "Invalid body (`fields` names each problem) or missing Idempotency-Key", body = crate::openapi::ErrorReply),
+        (status = 401, description = "Missing, expired or invalid token; see WWW-Authenticate", body = crate::openapi::ErrorReply),
+        (status = 409, description = "Idempotency-Key already used by this customer for a different request", body = crate::openapi::ErrorReply),
+        (status = 429, description = "Too many orders from this customer; see Retry-After", body = crate::openapi::ErrorReply),
+        (status = 503, description = "Overloaded, or the database is not reachable; see Retry-After", body = crate::openapi::ErrorReply),
     )
 )]
 #[post("")]
@@ -225,8 +230,10 @@ fn idempotency_key(request: &HttpRequest) -> Result<&str, ApiError> {
     responses(
         (status = 200, body = OrderView, headers(("ETag" = String, description = "Changes with every status change"))),
         (status = 304, description = "Not modified: the status is still the one your ETag names"),
-        (status = 401, description = "Missing, expired or invalid token"),
-        (status = 404, description = "No such order among this customer's"),
+        (status = 400, description = "The id is not a UUID", body = crate::openapi::ErrorReply),
+        (status = 401, description = "Missing, expired or invalid token", body = crate::openapi::ErrorReply),
+        (status = 404, description = "No such order among this customer's", body = crate::openapi::ErrorReply),
+        (status = 503, description = "The database is not reachable", body = crate::openapi::ErrorReply),
     )
 )]
 #[get("/{id}")]
@@ -289,6 +296,7 @@ fn if_none_match(headers: &HeaderMap) -> Option<Vec<String>> {
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct ListQuery {
     /// How many orders, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<i64>,
 }
 
@@ -300,8 +308,9 @@ pub struct ListQuery {
     security(("customer_token" = [])),
     responses(
         (status = 200, body = [OrderView]),
-        (status = 400, description = "Bad limit"),
-        (status = 401, description = "Missing, expired or invalid token"),
+        (status = 400, description = "limit is not an integer from 1 to 100", body = crate::openapi::ErrorReply),
+        (status = 401, description = "Missing, expired or invalid token", body = crate::openapi::ErrorReply),
+        (status = 503, description = "The database is not reachable", body = crate::openapi::ErrorReply),
     )
 )]
 #[get("")]
@@ -329,9 +338,11 @@ pub async fn list_orders(
     security(("customer_token" = [])),
     responses(
         (status = 202, description = "Cancellation under way", body = OrderView),
-        (status = 401, description = "Missing, expired or invalid token"),
-        (status = 404, description = "No such order among this customer's"),
-        (status = 409, description = "Rejected or already cancelled"),
+        (status = 400, description = "The id is not a UUID", body = crate::openapi::ErrorReply),
+        (status = 401, description = "Missing, expired or invalid token", body = crate::openapi::ErrorReply),
+        (status = 404, description = "No such order among this customer's", body = crate::openapi::ErrorReply),
+        (status = 409, description = "Rejected or already cancelled", body = crate::openapi::ErrorReply),
+        (status = 503, description = "The database is not reachable", body = crate::openapi::ErrorReply),
     )
 )]
 #[post("/{id}/cancel")]

@@ -1,0 +1,156 @@
+"""Checks of the rendered deploy/ manifests that a schema cannot make, against the sources:
+
+- every container runs a binary the Dockerfile puts in the image, from that image;
+- its port is the service's default port (the code's `HttpSettings::on_port(N)`), the probes
+  and the Service point at it, readiness is /health and liveness /health/live;
+- every environment variable `<PREFIX>__A__B` names fields that exist in the service's
+  settings structs (read from the Rust sources), so a misspelt name fails here instead of
+  being ignored by the service;
+- every secret referenced is one CloudNativePG makes for a cluster defined here, or one
+  docs/deploy.md tells the operator to create;
+- containers run as non-root with a read-only root filesystem;
+- the KafkaTopics are kafka-init's topics with its settings; the PrometheusRule is
+  compose/prometheus/alerts.yml.
+
+Usage: check_deploy.py ROOT RENDERED.yaml   (prints problems, exit 1 if any)
+"""
+
+import pathlib
+import re
+import sys
+
+import yaml
+
+root = pathlib.Path(sys.argv[1])
+docs = [d for d in yaml.safe_load_all(pathlib.Path(sys.argv[2]).read_text()) if d]
+problems = []
+
+# --- the sources ---------------------------------------------------------------------------
+structs = {}  # struct name -> {field: type}
+for source in root.glob("*/src/**/*.rs"):
+    text = source.read_text()
+    for match in re.finditer(r"pub struct (\w+)\s*\{(.*?)\n\}", text, re.S) or []:
+        fields = {}
+        for field in re.finditer(r"^\s*(?:pub(?:\([^)]*\))?\s+)?(\w+):\s*([\w:<>, ]+?),?\s*$", match.group(2), re.M):
+            fields[field.group(1)] = field.group(2).split("::")[-1].strip()
+        structs.setdefault(match.group(1), fields)
+# The relay's Settings is private to its main.rs.
+relay_main = (root / "relay/src/main.rs").read_text()
+relay_settings = re.search(r"struct Settings\s*\{(.*?)\n\}", relay_main, re.S).group(1)
+relay_fields = {m.group(1): m.group(2).split("::")[-1].strip()
+                for m in re.finditer(r"^\s*(\w+):\s*([\w:<>, ]+?),\s*$", relay_settings, re.M)}
+
+settings_of = {
+    "ORDER": re.search(r"pub struct Settings\s*\{(.*?)\n\}", (root / "order/src/configuration.rs").read_text(), re.S),
+    "INVENTORY": re.search(r"pub struct Settings\s*\{(.*?)\n\}", (root / "inventory/src/configuration.rs").read_text(), re.S),
+    "NOTIFICATIONS": re.search(r"pub struct Settings\s*\{(.*?)\n\}", (root / "notifications/src/configuration.rs").read_text(), re.S),
+}
+top = {prefix: {m.group(1): m.group(2).split("::")[-1].strip()
+                for m in re.finditer(r"^\s*pub (\w+):\s*([\w:<>, ]+?),\s*$", body.group(1), re.M)}
+       for prefix, body in settings_of.items()}
+top["RELAY"] = relay_fields
+
+ports = {}
+for name, path in [("order", "order/src/configuration.rs"), ("inventory", "inventory/src/configuration.rs"),
+                   ("notifications", "notifications/src/configuration.rs"), ("relay", "relay/src/main.rs")]:
+    ports[name] = int(re.search(r"HttpSettings::on_port\((\d+)\)", (root / path).read_text()).group(1))
+binaries = set(re.findall(r"target/release/([\w-]+)", (root / "compose/Dockerfile").read_text()))
+
+
+def env_problem(name):
+    """Why `name` is not a setting its service reads, or None."""
+    prefix, _, rest = name.partition("__")
+    fields = top.get(prefix)
+    if fields is None:
+        return f"{name}: no service reads the prefix {prefix}"
+    parts = rest.lower().split("__")
+    for i, part in enumerate(parts):
+        if fields is None:
+            return None  # a key of a map (the relay's outboxes): any name
+        if part not in fields:
+            return f"{name}: {part!r} is not a setting here (known: {', '.join(sorted(fields))})"
+        kind = fields[part]
+        if kind.startswith(("BTreeMap", "HashMap")):
+            fields = None
+            continue
+        fields = structs.get(kind)
+        if fields is None and i < len(parts) - 1:
+            return f"{name}: {part!r} is a plain value; it has no {parts[i + 1]!r}"
+    return None
+
+
+# --- the resources -------------------------------------------------------------------------
+clusters = {d["metadata"]["name"] for d in docs if d["kind"] == "Cluster"}
+external_secrets = {"customer-tokens", "smtp"}
+services_by_name = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Service"}
+for d in docs:
+    if d["kind"] != "Deployment":
+        continue
+    name = d["metadata"]["name"]
+    pod = d["spec"]["template"]["spec"]
+    if not pod.get("securityContext", {}).get("runAsNonRoot"):
+        problems.append(f"{name}: the pod does not require a non-root user")
+    for container in pod["containers"]:
+        where = f"{name}/{container['name']}"
+        if not container["image"].split(":")[0].endswith("order-system"):
+            problems.append(f"{where}: image {container['image']} is not the one compose/Dockerfile builds")
+        binary = (container.get("command") or ["?"])[0]
+        if binary not in binaries:
+            problems.append(f"{where}: runs {binary!r}, which compose/Dockerfile does not put in the image")
+        declared = {p.get("name"): p["containerPort"] for p in container.get("ports", [])}
+        if declared.get("http") != ports.get(binary):
+            problems.append(f"{where}: port 'http' is {declared.get('http')}, but {binary} listens on {ports.get(binary)}")
+        for probe, path in [("readinessProbe", "/health"), ("livenessProbe", "/health/live"), ("startupProbe", "/health/live")]:
+            get = container.get(probe, {}).get("httpGet")
+            if not get:
+                problems.append(f"{where}: no {probe}")
+            elif get.get("path") != path or get.get("port") not in ("http", ports.get(binary)):
+                problems.append(f"{where}: {probe} asks {get.get('port')}{get.get('path')}, not http{path}")
+        if not container.get("securityContext", {}).get("readOnlyRootFilesystem"):
+            problems.append(f"{where}: the root filesystem is writable")
+        for env in container.get("env", []):
+            problem = env_problem(env["name"])
+            if problem:
+                problems.append(f"{where}: {problem}")
+            secret = env.get("valueFrom", {}).get("secretKeyRef")
+            if secret and not (secret["name"] in external_secrets
+                               or (secret["name"].endswith("-app") and secret["name"][:-4] in clusters)):
+                problems.append(f"{where}: secret {secret['name']} is neither a cluster's nor a documented one")
+        service = services_by_name.get(name)
+        if service and any(p.get("targetPort") not in ("http", declared.get("http")) for p in service["spec"]["ports"]):
+            problems.append(f"service {name}: targetPort is not the pod's http port")
+
+# Topics: kafka-init's defaults and names.
+kafka_init = (root / "kafka-init/src/main.rs").read_text()
+partitions = int(re.search(r'KAFKA_PARTITIONS", default_value_t = (\d+)', kafka_init).group(1))
+retention_ms = int(re.search(r'KAFKA_RETENTION_HOURS", default_value_t = (\d+)', kafka_init).group(1)) * 3_600_000
+topics_rs = (root / "schema/src/topics.rs").read_text()
+expected = set()
+for topic in re.findall(r'pub const (?:ORDERS|INVENTORY): &str = "([^"]+)"', topics_rs):
+    expected |= {topic, topic + ".dlq"}
+found = set()
+for d in docs:
+    if d["kind"] != "KafkaTopic":
+        continue
+    spec = d["spec"]
+    found.add(spec["topicName"])
+    config = spec.get("config", {})
+    if spec.get("partitions") != partitions:
+        problems.append(f"topic {spec['topicName']}: {spec.get('partitions')} partitions, kafka-init makes {partitions}")
+    if int(config.get("retention.ms", -1)) != retention_ms:
+        problems.append(f"topic {spec['topicName']}: retention.ms {config.get('retention.ms')}, kafka-init sets {retention_ms}")
+    if int(config.get("min.insync.replicas", -1)) != max(spec.get("replicas", 1) - 1, 1):
+        problems.append(f"topic {spec['topicName']}: min.insync.replicas is not replicas - 1")
+if found != expected:
+    problems.append(f"topics {sorted(found)} are not kafka-init's {sorted(expected)}")
+
+rules = [d for d in docs if d["kind"] == "PrometheusRule"]
+alerts = yaml.safe_load((root / "compose/prometheus/alerts.yml").read_text())
+if len(rules) != 1 or rules[0]["spec"]["groups"] != alerts["groups"]:
+    problems.append("the PrometheusRule is not compose/prometheus/alerts.yml (scripts/check-deploy --write-rules)")
+
+for problem in problems:
+    print(problem)
+kinds = sorted({d["kind"] for d in docs})
+print(f"{len(docs)} resources ({', '.join(kinds)}): {len(problems)} problems")
+sys.exit(1 if problems else 0)

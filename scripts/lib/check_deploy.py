@@ -149,6 +149,25 @@ alerts = yaml.safe_load((root / "compose/prometheus/alerts.yml").read_text())
 if len(rules) != 1 or rules[0]["spec"]["groups"] != alerts["groups"]:
     problems.append("the PrometheusRule is not compose/prometheus/alerts.yml (scripts/check-deploy --write-rules)")
 
+# The operators' resources, against schemas written from their pinned CRDs.
+import jsonschema  # noqa: E402 (kubernetes-validate brings it)
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+from operator_schemas import SCHEMAS  # noqa: E402
+
+builtin_groups = ("v1", "apps", "policy", "autoscaling", "networking.k8s.io", "batch")
+for d in docs:
+    if d["apiVersion"].split("/")[0] in builtin_groups:
+        continue
+    schema = SCHEMAS.get((d["apiVersion"], d["kind"]))
+    where = f"{d['kind']}/{d['metadata'].get('name')}"
+    if schema is None:
+        problems.append(f"{where}: no schema for {d['apiVersion']} {d['kind']} in scripts/lib/operator_schemas.py")
+        continue
+    for error in jsonschema.Draft7Validator(schema).iter_errors(d):
+        at = "/".join(str(p) for p in error.absolute_path)
+        problems.append(f"{where}: {at}: {error.message}")
+
 for problem in problems:
     print(problem)
 kinds = sorted({d["kind"] for d in docs})

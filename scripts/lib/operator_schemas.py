@@ -1,0 +1,105 @@
+"""JSON schemas for the operators' resources that deploy/ uses, strict about unknown fields
+(an object accepts only the properties listed). Written by hand, for the fields deploy/ sets,
+from the CRDs of the pinned operator versions (docs/deploy.md): Strimzi 0.45.0
+(`packaging/install/cluster-operator/040-Crd-kafka.yaml`, `04A-Crd-kafkanodepool.yaml`,
+`043-Crd-kafkatopic.yaml`), CloudNativePG v1.25.0 (`postgresql.cnpg.io_clusters.yaml`),
+KEDA v2.16.0 (`keda.sh_scaledobjects.yaml`), Prometheus Operator v0.79.0
+(`monitoring.coreos.com_servicemonitors.yaml`, `…_prometheusrules.yaml`). Types, enums,
+patterns, minimums and required fields are the CRDs'. A field deploy/ starts to use must be
+added here, after reading it in the CRD of the pinned version.
+"""
+
+STRING = {"type": "string"}
+INTEGER = {"type": "integer"}
+BOOLEAN = {"type": "boolean"}
+STRING_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
+# x-kubernetes-preserve-unknown-fields in the CRD: any keys.
+OPEN = {"type": "object"}
+# Prometheus durations, as the CRDs pattern them.
+DURATION = {"type": "string", "pattern": r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"}
+QUANTITIES = {"type": "object", "additionalProperties": {"type": ["string", "integer"]}}
+
+
+def strict(properties, required=()):
+    return {"type": "object", "properties": properties, "required": list(required), "additionalProperties": False}
+
+
+RESOURCES = strict({"requests": QUANTITIES, "limits": QUANTITIES})
+METADATA = strict({"name": STRING, "namespace": STRING, "labels": STRING_MAP, "annotations": STRING_MAP}, ["name"])
+
+
+def resource(api_version, kind, spec):
+    return strict(
+        {"apiVersion": {"const": api_version}, "kind": {"const": kind}, "metadata": METADATA, "spec": spec},
+        ["apiVersion", "kind", "metadata", "spec"],
+    )
+
+
+LISTENER = strict(
+    {
+        "name": {"type": "string", "pattern": "^[a-z0-9]{1,11}$"},
+        "port": {"type": "integer", "minimum": 9092},
+        "type": {"enum": ["internal", "route", "loadbalancer", "nodeport", "ingress", "cluster-ip"]},
+        "tls": BOOLEAN,
+    },
+    ["name", "port", "type", "tls"],
+)
+
+SCHEMAS = {
+    ("kafka.strimzi.io/v1beta2", "Kafka"): resource("kafka.strimzi.io/v1beta2", "Kafka", strict({
+        "kafka": strict({"version": STRING, "listeners": {"type": "array", "items": LISTENER}, "config": OPEN}, ["listeners"]),
+        "entityOperator": strict({"topicOperator": strict({})}),
+    }, ["kafka"])),
+    ("kafka.strimzi.io/v1beta2", "KafkaNodePool"): resource("kafka.strimzi.io/v1beta2", "KafkaNodePool", strict({
+        "replicas": {"type": "integer", "minimum": 0},
+        "roles": {"type": "array", "items": {"enum": ["controller", "broker"]}},
+        "storage": strict({
+            "type": {"enum": ["ephemeral", "persistent-claim", "jbod"]},
+            "size": STRING,
+            "deleteClaim": BOOLEAN,
+        }, ["type"]),
+        "resources": RESOURCES,
+        "jvmOptions": strict({
+            "-Xms": {"type": "string", "pattern": "^[0-9]+[mMgG]?$"},
+            "-Xmx": {"type": "string", "pattern": "^[0-9]+[mMgG]?$"},
+        }),
+    }, ["replicas", "storage", "roles"])),
+    ("kafka.strimzi.io/v1beta2", "KafkaTopic"): resource("kafka.strimzi.io/v1beta2", "KafkaTopic", strict({
+        "topicName": STRING,
+        "partitions": {"type": "integer", "minimum": 1},
+        "replicas": {"type": "integer", "minimum": 1, "maximum": 32767},
+        "config": OPEN,
+    })),
+    ("postgresql.cnpg.io/v1", "Cluster"): resource("postgresql.cnpg.io/v1", "Cluster", strict({
+        "instances": {"type": "integer", "minimum": 1},
+        "imageName": STRING,
+        "postgresql": strict({"parameters": STRING_MAP}),
+        "bootstrap": strict({"initdb": strict({"database": STRING, "owner": STRING})}),
+        "storage": strict({"size": STRING}),
+        "resources": RESOURCES,
+    })),
+    ("keda.sh/v1alpha1", "ScaledObject"): resource("keda.sh/v1alpha1", "ScaledObject", strict({
+        "scaleTargetRef": strict({"name": STRING}, ["name"]),
+        "minReplicaCount": INTEGER,
+        "maxReplicaCount": INTEGER,
+        "triggers": {"type": "array", "items": strict({"type": STRING, "metadata": STRING_MAP}, ["metadata", "type"])},
+    }, ["scaleTargetRef", "triggers"])),
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): resource("monitoring.coreos.com/v1", "ServiceMonitor", strict({
+        "selector": strict({"matchLabels": STRING_MAP}),
+        "endpoints": {"type": "array", "items": strict({"port": STRING, "path": STRING, "interval": DURATION})},
+        "jobLabel": STRING,
+    }, ["endpoints", "selector"])),
+    ("monitoring.coreos.com/v1", "PrometheusRule"): resource("monitoring.coreos.com/v1", "PrometheusRule", strict({
+        "groups": {"type": "array", "items": strict({
+            "name": STRING,
+            "rules": {"type": "array", "items": strict({
+                "record": STRING,
+                "alert": STRING,
+                "expr": {"type": ["string", "integer"]},
+                "for": DURATION,
+                "labels": STRING_MAP,
+                "annotations": STRING_MAP,
+            }, ["expr"])},
+        }, ["name"])},
+    })),
+}

@@ -186,6 +186,18 @@ diesel_bin() {
   echo "$installed"
 }
 
+# One line per table of database $2 on server $1: its row count and an MD5 of its rows in a
+# stable order (scripts/restore and the backup drill compare a restored cluster with its source).
+table_checksums() {
+  psql "$1/$2" -qAt -c "
+    SELECT format('%s.%s %s rows, md5 %s', '$2', relname, n, md5)
+    FROM (SELECT c.relname,
+                 (xpath('/row/n/text()', query_to_xml(format('SELECT count(*) AS n FROM %I', c.relname), false, true, '')))[1]::text::bigint AS n,
+                 (xpath('/row/m/text()', query_to_xml(format('SELECT md5(coalesce(string_agg(t::text, '','' ORDER BY t::text), '''')) AS m FROM %I t', c.relname), false, true, '')))[1]::text AS md5
+          FROM pg_class c JOIN pg_namespace s ON s.oid = c.relnamespace
+          WHERE s.nspname = 'public' AND c.relkind = 'r' ORDER BY c.relname) x"
+}
+
 # --- for the fault drills (scripts/crash/*) against the local stack ---
 
 supervisor() { supervisorctl -c "$LOCAL/supervisord.conf" "$@"; }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use platform::kafka::GroupConsumer;
+use rdkafka::Offset;
 use rdkafka::consumer::Consumer as _;
 use tokio_util::sync::CancellationToken;
 
@@ -51,11 +52,38 @@ pub(super) async fn report_lag(
                 else {
                     continue;
                 };
-                if let Some(position) = element.offset().to_raw() {
-                    metrics.lag(element.topic(), element.partition(), (high - position).max(0));
+                if let Some(lag) = lag_of(element.offset(), high) {
+                    metrics.lag(element.topic(), element.partition(), lag);
                 }
             }
         })
         .await;
+    }
+}
+
+/// Messages between the consumer's position and the partition's end. A partition this member
+/// has not read from yet has no position (`Offset::Invalid`, raw −1001): its lag is not known
+/// here, and is not reported — subtracting the raw value once showed a lag of 1,001 for every
+/// untouched partition.
+fn lag_of(position: Offset, high: i64) -> Option<i64> {
+    match position {
+        Offset::Offset(position) => Some((high - position).max(0)),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::Offset;
+
+    use super::lag_of;
+
+    #[test]
+    fn lag_is_the_distance_to_the_end_and_unknown_without_a_position() {
+        assert_eq!(lag_of(Offset::Offset(40), 42), Some(2));
+        assert_eq!(lag_of(Offset::Offset(42), 42), Some(0));
+        assert_eq!(lag_of(Offset::Offset(50), 42), Some(0), "a stale watermark is not a negative lag");
+        assert_eq!(lag_of(Offset::Invalid, 0), None);
+        assert_eq!(lag_of(Offset::Beginning, 7), None);
     }
 }

@@ -64,9 +64,9 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     .await;
     let kafka = platform::health::broker(&state.broker).await;
     let background = platform::health::background(&state.readiness);
-    let progress = state.stalls.check();
+    let progress = state.consumer.progress();
     let mut extra = serde_json::Map::new();
-    extra.insert("consumer".into(), state.consumer_stats.health(&state.consumer_group, &state.group));
+    extra.insert("consumer".into(), state.consumer.body());
     platform::health::response_with(&[database, kafka, progress, background], extra)
 }
 

@@ -77,10 +77,7 @@ impl Application {
             gremlin: Arc::clone(&gremlin),
             readiness: Arc::clone(&readiness),
             broker: platform::kafka::BrokerProbe::new(&settings.kafka, Some(&settings.topics.orders))?,
-            consumer_group: settings.consumer_group.clone(),
-            group: consumer.group(),
-            consumer_stats: consumer.stats(),
-            stalls: consumer.stalls(),
+            consumer: consumer.health(),
         });
         let admin = settings.admin.clone();
         let control = consumer.control();

@@ -108,18 +108,6 @@ impl ConsumerMetrics {
     pub fn lag_total(&self) -> i64 {
         self.lags.lock().unwrap_or_else(PoisonError::into_inner).values().sum()
     }
-
-    /// What `/health` says about the consumer: its group, partitions and whether it is
-    /// paused (`platform::health::consumer`), plus its lag and what it dead-lettered.
-    pub fn health(&self, group: &str, context: &platform::kafka::GroupContext) -> serde_json::Value {
-        let mut body = platform::health::consumer(group, context);
-        if let Some(body) = body.as_object_mut() {
-            body.insert("lag".into(), self.lag_total().into());
-            body.insert("dead_lettered".into(), self.dead_lettered().into());
-            body.insert("processed".into(), self.processed().into());
-        }
-        body
-    }
 }
 
 #[cfg(test)]

@@ -21,10 +21,7 @@ pub struct AppState {
     pub mailer: Arc<Mailer>,
     pub readiness: Arc<Readiness>,
     pub broker: platform::kafka::BrokerProbe,
-    pub consumer_group: String,
-    pub group: Arc<platform::kafka::GroupContext>,
-    pub consumer_stats: messaging::metrics::ConsumerMetrics,
-    pub stalls: Arc<messaging::inbox::Stalls>,
+    pub consumer: messaging::inbox::ConsumerHealth,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -115,9 +112,9 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
             .await
             .optional();
     let background = platform::health::background(&state.readiness);
-    let progress = state.stalls.check();
+    let progress = state.consumer.progress();
     let mut extra = serde_json::Map::new();
-    extra.insert("consumer".into(), state.consumer_stats.health(&state.consumer_group, &state.group));
+    extra.insert("consumer".into(), state.consumer.body());
     platform::health::response_with(&[database, kafka, smtp, progress, background], extra)
 }
 

@@ -88,10 +88,7 @@ impl Application {
             readiness: Arc::clone(&readiness),
             broker: platform::kafka::BrokerProbe::new(&settings.kafka, Some(&settings.topics.inventory))?,
             metrics: order_metrics,
-            consumer_group: settings.consumer_group.clone(),
-            group: consumer.group(),
-            consumer_stats: consumer.stats(),
-            stalls: consumer.stalls(),
+            consumer: consumer.health(),
         });
         let guards = Guards {
             ready: Arc::clone(&readiness),

@@ -20,11 +20,6 @@ pub struct AppState {
     pub readiness: Arc<Readiness>,
     pub broker: platform::kafka::BrokerProbe,
     pub metrics: OrderMetrics,
-    /// The consumer's group and what it assigned to this instance, for `/health`.
-    pub consumer_group: String,
-    pub group: Arc<platform::kafka::GroupContext>,
-    /// The consumer's counts and lag, for `/health`.
-    pub consumer_stats: messaging::metrics::ConsumerMetrics,
-    /// Events failing now: `/health` is not ready while a partition is stuck behind one.
-    pub stalls: Arc<messaging::inbox::Stalls>,
+    /// The consumer's group, partitions, lag and stuck events, for `/health`.
+    pub consumer: messaging::inbox::ConsumerHealth,
 }

@@ -20,6 +20,7 @@
 
 mod attempt;
 pub mod handler;
+mod health;
 mod lag;
 pub mod poison;
 pub mod purge;
@@ -41,6 +42,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub use self::handler::{Coordinates, Failure, HandleError, Handler, Outcome, apply_once, refuse_once};
+pub use self::health::ConsumerHealth;
 pub use self::poison::PoisonPolicy;
 pub use self::purge::{purge, purge_periodically};
 use self::sequence::Sequencer;
@@ -130,14 +132,15 @@ impl<H: Handler> InboxConsumer<H> {
         self.metrics.clone()
     }
 
-    /// The events failing now: what the service's `/health` reports as "consumer progress".
-    pub fn stalls(&self) -> Arc<Stalls> {
-        Arc::clone(&self.stalls)
-    }
-
-    /// The consumer's view of its group: which partitions this instance owns now.
-    pub fn group(&self) -> Arc<platform::kafka::GroupContext> {
-        Arc::clone(self.consumer.context())
+    /// What the service's `/health` reports of this consumer: its group, partitions, lag,
+    /// counts, and whether a partition is stuck.
+    pub fn health(&self) -> ConsumerHealth {
+        ConsumerHealth {
+            group: self.group.clone(),
+            context: Arc::clone(self.consumer.context()),
+            stalls: Arc::clone(&self.stalls),
+            metrics: self.metrics.clone(),
+        }
     }
 
     /// The operator's controls of this consumer: pause, resume, replay (`crate::control`).

@@ -15,7 +15,7 @@ pub async fn live() -> HttpResponse {
 #[get("/health")]
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     let mut extra = serde_json::Map::new();
-    extra.insert("consumer".into(), state.consumer_stats.health(&state.consumer_group, &state.group));
+    extra.insert("consumer".into(), state.consumer.body());
     platform::health::response_with(&checks(&state).await, extra)
 }
 
@@ -31,5 +31,5 @@ pub async fn checks(state: &AppState) -> Vec<platform::health::Check> {
     .await;
     // Orders are still accepted into the outbox while the broker is away.
     let kafka = platform::health::broker(&state.broker).await.optional();
-    vec![database, kafka, state.stalls.check(), platform::health::background(&state.readiness)]
+    vec![database, kafka, state.consumer.progress(), platform::health::background(&state.readiness)]
 }

@@ -125,7 +125,7 @@ pub async fn system_health(state: web::Data<AppState>, peers: web::Data<Peers>) 
     );
     let mut order = platform::health::body(&order);
     if let Some(body) = order.as_object_mut() {
-        body.insert("consumer".into(), state.consumer_stats.health(&state.consumer_group, &state.group));
+        body.insert("consumer".into(), state.consumer.body());
     }
     HttpResponse::Ok()
         .insert_header(no_store())

@@ -67,7 +67,6 @@ function drawChart(history, thresholdMs) {
   const measured = history.flatMap((p, i) => (p.avg_ms === null ? [] : [[x(i), y(p.avg_ms)]]));
   const points = measured.map(([px, py]) => `${px.toFixed(1)},${py.toFixed(1)}`);
   const slow = history.some((p) => p.avg_ms !== null && p.avg_ms > thresholdMs);
-  chart.dataset.points = String(points.length);
   chart.replaceChildren(
     shape("line", { x1: 0, x2: width, y1: y(thresholdMs), y2: y(thresholdMs), class: "limit" }),
     shape("polyline", { points: points.join(" "), class: slow ? "series slow" : "series" }),

@@ -161,7 +161,8 @@ pub async fn customer_of(conn: &mut AsyncPgConnection, order_id: Uuid) -> QueryR
 }
 
 /// One message about an order, as `GET /notifications` shows it.
-#[derive(Debug, Clone, Serialize, Queryable, ToSchema)]
+#[derive(Debug, Clone, Serialize, Queryable, Selectable, ToSchema)]
+#[diesel(table_name = notifications, check_for_backend(diesel::pg::Pg))]
 pub struct NotificationView {
     pub id: Uuid,
     pub order_id: Uuid,
@@ -183,19 +184,7 @@ pub async fn for_order(conn: &mut AsyncPgConnection, order_id: Uuid) -> QueryRes
     notifications::table
         .filter(notifications::order_id.eq(order_id))
         .order(notifications::created_at)
-        .select((
-            notifications::id,
-            notifications::order_id,
-            notifications::kind,
-            notifications::detail,
-            notifications::message_id,
-            notifications::created_at,
-            notifications::attempts,
-            notifications::last_error,
-            notifications::recipient,
-            notifications::sent_at,
-            notifications::failed_at,
-        ))
+        .select(NotificationView::as_select())
         .load(conn)
         .await
 }

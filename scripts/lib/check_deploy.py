@@ -26,29 +26,31 @@ docs = [d for d in yaml.safe_load_all(pathlib.Path(sys.argv[2]).read_text()) if 
 problems = []
 
 # --- the sources ---------------------------------------------------------------------------
+FIELD = re.compile(r"^\s*(?:pub(?:\([^)]*\))?\s+)?(\w+):\s*([\w:<>, ]+?),?\s*$", re.M)
+
+
+def fields_of(body):
+    """A struct body's fields and their type names (the last path segment)."""
+    return {m.group(1): m.group(2).split("::")[-1].strip() for m in FIELD.finditer(body)}
+
+
 structs = {}  # struct name -> {field: type}
 for source in root.glob("*/src/**/*.rs"):
-    text = source.read_text()
-    for match in re.finditer(r"pub struct (\w+)\s*\{(.*?)\n\}", text, re.S) or []:
-        fields = {}
-        for field in re.finditer(r"^\s*(?:pub(?:\([^)]*\))?\s+)?(\w+):\s*([\w:<>, ]+?),?\s*$", match.group(2), re.M):
-            fields[field.group(1)] = field.group(2).split("::")[-1].strip()
-        structs.setdefault(match.group(1), fields)
-# The relay's Settings is private to its main.rs.
-relay_main = (root / "relay/src/main.rs").read_text()
-relay_settings = re.search(r"struct Settings\s*\{(.*?)\n\}", relay_main, re.S).group(1)
-relay_fields = {m.group(1): m.group(2).split("::")[-1].strip()
-                for m in re.finditer(r"^\s*(\w+):\s*([\w:<>, ]+?),\s*$", relay_settings, re.M)}
+    for match in re.finditer(r"pub struct (\w+)\s*\{(.*?)\n\}", source.read_text(), re.S):
+        structs.setdefault(match.group(1), fields_of(match.group(2)))
 
-settings_of = {
-    "ORDER": re.search(r"pub struct Settings\s*\{(.*?)\n\}", (root / "order/src/configuration.rs").read_text(), re.S),
-    "INVENTORY": re.search(r"pub struct Settings\s*\{(.*?)\n\}", (root / "inventory/src/configuration.rs").read_text(), re.S),
-    "NOTIFICATIONS": re.search(r"pub struct Settings\s*\{(.*?)\n\}", (root / "notifications/src/configuration.rs").read_text(), re.S),
+
+def settings_in(path):
+    """The fields of the `Settings` struct in `path` (the relay's is private to its main.rs)."""
+    return fields_of(re.search(r"struct Settings\s*\{(.*?)\n\}", (root / path).read_text(), re.S).group(1))
+
+
+top = {
+    "ORDER": settings_in("order/src/configuration.rs"),
+    "INVENTORY": settings_in("inventory/src/configuration.rs"),
+    "NOTIFICATIONS": settings_in("notifications/src/configuration.rs"),
+    "RELAY": settings_in("relay/src/main.rs"),
 }
-top = {prefix: {m.group(1): m.group(2).split("::")[-1].strip()
-                for m in re.finditer(r"^\s*pub (\w+):\s*([\w:<>, ]+?),\s*$", body.group(1), re.M)}
-       for prefix, body in settings_of.items()}
-top["RELAY"] = relay_fields
 
 ports = {}
 for name, path in [("order", "order/src/configuration.rs"), ("inventory", "inventory/src/configuration.rs"),

@@ -9,14 +9,22 @@ use serde_json::{Value, json};
 
 const TOKEN: &str = "operator";
 
-async fn admin(base: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    let client = e2e::http_client(Duration::from_secs(120));
-    let url = format!("{base}/admin{path}");
-    let request = match body {
-        Some(body) => client.post(url).json(&body),
-        None if path.ends_with("pause") || path.ends_with("resume") => client.post(url),
-        None => client.get(url),
-    };
+/// `GET /admin{path}` with the admin token: status and JSON body.
+async fn admin_get(base: &str, path: &str) -> (u16, Value) {
+    send(e2e::http_client(Duration::from_secs(120)).get(format!("{base}/admin{path}"))).await
+}
+
+/// `POST /admin{path}` with the admin token and `body` as JSON, if any.
+async fn admin_post(base: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    let request = e2e::http_client(Duration::from_secs(120)).post(format!("{base}/admin{path}"));
+    send(match body {
+        Some(body) => request.json(&body),
+        None => request,
+    })
+    .await
+}
+
+async fn send(request: reqwest::RequestBuilder) -> (u16, Value) {
     let response = request.bearer_auth(TOKEN).send().await.expect("answers");
     let status = response.status().as_u16();
     (status, response.json().await.unwrap_or(Value::Null))
@@ -35,7 +43,7 @@ async fn a_paused_inventory_consumer_leaves_orders_pending_with_the_usual_202_an
     let first = system.settled(first["id"].as_str().expect("id")).await;
     assert_eq!(first["status"], "CONFIRMED", "the consumer works, and holds its partitions");
 
-    let (status, state) = admin(&system.inventory_url, "/consumer/pause", None).await;
+    let (status, state) = admin_post(&system.inventory_url, "/consumer/pause", None).await;
     assert_eq!((status, &state["paused"]), (200, &json!(true)), "{state}");
     let mut pending = Vec::new();
     for i in 0..10 {
@@ -51,7 +59,7 @@ async fn a_paused_inventory_consumer_leaves_orders_pending_with_the_usual_202_an
         assert_eq!(system.order(id).await["status"], "PENDING", "nothing is decided while paused");
     }
     assert_eq!(system.stock("MUG-01").await, before - 1);
-    let (_, state) = admin(&system.inventory_url, "/consumer", None).await;
+    let (_, state) = admin_get(&system.inventory_url, "/consumer").await;
     assert_eq!(state["paused"], true, "{state}");
     let health: Value = system
         .http
@@ -64,7 +72,7 @@ async fn a_paused_inventory_consumer_leaves_orders_pending_with_the_usual_202_an
         .expect("json");
     assert_eq!(health["consumer"]["paused"], true, "/health says so too: {health}");
 
-    let (status, state) = admin(&system.inventory_url, "/consumer/resume", None).await;
+    let (status, state) = admin_post(&system.inventory_url, "/consumer/resume", None).await;
     assert_eq!((status, &state["paused"]), (200, &json!(false)), "{state}");
     for id in &pending {
         assert_eq!(system.settled(id).await["status"], "CONFIRMED");
@@ -119,7 +127,7 @@ async fn replaying_a_thousand_events_already_applied_changes_nothing() {
     for request in
         [json!({"topic": orders, "from_offset": 0}), json!({"topic": orders, "from_time": "2020-01-01T00:00:00Z"})]
     {
-        let (status, report) = admin(&system.inventory_url, "/consumer/replay", Some(request)).await;
+        let (status, report) = admin_post(&system.inventory_url, "/consumer/replay", Some(request)).await;
         assert_eq!(status, 200, "{report}");
         let counts = ["read", "duplicates", "applied", "failed", "unreadable"].map(|k| report[k].as_u64());
         assert_eq!(counts, [Some(1_000), Some(1_000), Some(0), Some(0), Some(0)], "{report}");
@@ -145,7 +153,7 @@ async fn a_replay_says_what_is_wrong_with_its_request() {
         (json!({"topic": orders, "from_offset": -3}), "0 or more"),
         (json!({"topic": orders, "from_offset": 0, "partitions": [99]}), "no partition 99"),
     ] {
-        let (status, body) = admin(&system.inventory_url, "/consumer/replay", Some(request.clone())).await;
+        let (status, body) = admin_post(&system.inventory_url, "/consumer/replay", Some(request.clone())).await;
         assert_eq!(status, 400, "{request}: {body}");
         assert!(body["message"].as_str().is_some_and(|m| m.contains(problem)), "{request}: {body}");
     }
@@ -163,7 +171,7 @@ async fn the_consumers_dead_letters_are_listed_and_redriven_from_the_admin_route
     e2e::eventually("the garbage dead-lettered", || system.inventory_consumer.dead_lettered() == 1).await;
 
     let path = format!("/consumer/dead-letters?topic={}", system.topics.orders);
-    let (status, letters) = admin(&system.inventory_url, &path, None).await;
+    let (status, letters) = admin_get(&system.inventory_url, &path).await;
     assert_eq!(status, 200, "{letters}");
     let letters = letters.as_array().expect("a list").clone();
     assert_eq!(letters.len(), 1, "{letters:?}");
@@ -171,10 +179,10 @@ async fn the_consumers_dead_letters_are_listed_and_redriven_from_the_admin_route
     let at = format!("{}/{}", letters[0]["dlq_partition"], letters[0]["dlq_offset"]);
 
     let redrive = json!({"topic": system.topics.orders, "at": ["9/999"]});
-    let (status, body) = admin(&system.inventory_url, "/consumer/dead-letters/redrive", Some(redrive)).await;
+    let (status, body) = admin_post(&system.inventory_url, "/consumer/dead-letters/redrive", Some(redrive)).await;
     assert_eq!(status, 404, "{body}");
     let redrive = json!({"topic": system.topics.orders, "at": [at]});
-    let (status, body) = admin(&system.inventory_url, "/consumer/dead-letters/redrive", Some(redrive)).await;
+    let (status, body) = admin_post(&system.inventory_url, "/consumer/dead-letters/redrive", Some(redrive)).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body.as_array().map(Vec::len), Some(1), "{body}");
     // Still garbage: read again, and dead-lettered again.

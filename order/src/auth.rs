@@ -9,9 +9,8 @@ use std::time::Duration;
 
 use actix_web::dev::Payload;
 use actix_web::http::StatusCode;
-use actix_web::http::header::{self, HeaderValue};
-use actix_web::{FromRequest, HttpRequest, HttpResponse, ResponseError, post, web};
-use platform::auth::{AuthSettings, Rejection, Signer, Verifier};
+use actix_web::{FromRequest, HttpRequest, HttpResponse, post, web};
+use platform::auth::{AuthSettings, Signer, Unauthenticated};
 use platform::http::error_response;
 use serde::{Deserialize, Serialize};
 
@@ -27,54 +26,6 @@ impl Customer {
     }
 }
 
-/// Why a request is not authenticated.
-#[derive(Debug, thiserror::Error)]
-pub enum Unauthenticated {
-    #[error("no bearer token")]
-    Missing,
-    #[error("token refused: {0:?}")]
-    Invalid(Rejection),
-    #[error("token subject is not a customer id")]
-    Subject,
-}
-
-impl ResponseError for Unauthenticated {
-    fn status_code(&self) -> StatusCode {
-        StatusCode::UNAUTHORIZED
-    }
-
-    fn error_response(&self) -> HttpResponse {
-        let (message, challenge) = match self.description() {
-            None => (
-                "sign in: send Authorization: Bearer <token>, a token naming you as its subject".to_owned(),
-                r#"Bearer realm="orders""#.to_owned(),
-            ),
-            Some(description) => (
-                format!("{description}; sign in again for a new token"),
-                format!(r#"Bearer realm="orders", error="invalid_token", error_description="{description}""#),
-            ),
-        };
-        tracing::debug!(reason = %self, "request not authenticated");
-        let mut response = error_response(StatusCode::UNAUTHORIZED, "unauthenticated", message);
-        if let Ok(value) = HeaderValue::from_str(&challenge) {
-            response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
-        }
-        response
-    }
-}
-
-impl Unauthenticated {
-    /// What is wrong with the token that came (RFC 6750's `error_description`); `None` when
-    /// none came.
-    fn description(&self) -> Option<String> {
-        match self {
-            Self::Missing => None,
-            Self::Invalid(rejection) => Some(rejection.describe()),
-            Self::Subject => Some("the token's subject is not a valid customer id".to_owned()),
-        }
-    }
-}
-
 impl FromRequest for Customer {
     type Error = Unauthenticated;
     type Future = Ready<Result<Self, Self::Error>>;
@@ -85,17 +36,9 @@ impl FromRequest for Customer {
 }
 
 fn authenticate(request: &HttpRequest) -> Result<Customer, Unauthenticated> {
-    let token = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(platform::admin::bearer_token)
-        .ok_or(Unauthenticated::Missing)?;
-    // Registered with the routes: a route that takes a Customer cannot exist without it.
-    let verifier = request.app_data::<web::Data<Verifier>>().ok_or(Unauthenticated::Missing)?;
-    let subject = verifier.verify(token).map_err(Unauthenticated::Invalid)?;
+    let subject = platform::auth::bearer_subject(request, "orders")?;
     if !is_customer_id(&subject) {
-        return Err(Unauthenticated::Subject);
+        return Err(Unauthenticated::subject("orders", "the token's subject is not a valid customer id"));
     }
     Ok(Customer(subject))
 }

@@ -212,6 +212,85 @@ impl Verifier {
     }
 }
 
+/// Why a request to `realm` is not authenticated: a `401` with an RFC 6750 challenge that says
+/// what was wrong with the token (never what would have been right).
+#[derive(Debug, thiserror::Error)]
+#[error("not authenticated for {realm}: {why}")]
+pub struct Unauthenticated {
+    realm: &'static str,
+    why: Unauthorised,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum Unauthorised {
+    #[error("no bearer token")]
+    Missing,
+    #[error("token refused: {0:?}")]
+    Invalid(Rejection),
+    #[error("{0}")]
+    Subject(&'static str),
+}
+
+impl Unauthenticated {
+    /// The token was valid but its subject is not one `realm` accepts (`what` says why, e.g.
+    /// "the token's subject is not a valid customer id").
+    pub fn subject(realm: &'static str, what: &'static str) -> Self {
+        Self { realm, why: Unauthorised::Subject(what) }
+    }
+
+    /// What is wrong with the token that came (RFC 6750's `error_description`); `None` when
+    /// none came.
+    fn description(&self) -> Option<String> {
+        match &self.why {
+            Unauthorised::Missing => None,
+            Unauthorised::Invalid(rejection) => Some(rejection.describe()),
+            Unauthorised::Subject(what) => Some((*what).to_owned()),
+        }
+    }
+}
+
+impl actix_web::ResponseError for Unauthenticated {
+    fn status_code(&self) -> actix_web::http::StatusCode {
+        actix_web::http::StatusCode::UNAUTHORIZED
+    }
+
+    fn error_response(&self) -> actix_web::HttpResponse {
+        let realm = self.realm;
+        let (message, challenge) = match self.description() {
+            None => (
+                "sign in: send Authorization: Bearer <token>, a token naming you as its subject".to_owned(),
+                format!(r#"Bearer realm="{realm}""#),
+            ),
+            Some(description) => (
+                format!("{description}; sign in again for a new token"),
+                format!(r#"Bearer realm="{realm}", error="invalid_token", error_description="{description}""#),
+            ),
+        };
+        tracing::debug!(reason = %self, "request not authenticated");
+        let mut response =
+            crate::http::error_response(actix_web::http::StatusCode::UNAUTHORIZED, "unauthenticated", message);
+        if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&challenge) {
+            response.headers_mut().insert(actix_web::http::header::WWW_AUTHENTICATE, value);
+        }
+        response
+    }
+}
+
+/// The subject of the request's valid bearer token, checked by the [`Verifier`] registered as
+/// app data (a route that needs it cannot exist without it): what a service's own extractor
+/// (its customer) is built on.
+pub fn bearer_subject(request: &actix_web::HttpRequest, realm: &'static str) -> Result<String, Unauthenticated> {
+    let refused = |why| Unauthenticated { realm, why };
+    let token = request
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(crate::admin::bearer_token)
+        .ok_or(refused(Unauthorised::Missing))?;
+    let verifier = request.app_data::<actix_web::web::Data<Verifier>>().ok_or(refused(Unauthorised::Missing))?;
+    verifier.verify(token).map_err(|rejection| refused(Unauthorised::Invalid(rejection)))
+}
+
 /// Mints tokens: for the local stack, the tools and the tests; production tokens come from
 /// the shop's identity provider.
 pub struct Signer {

@@ -89,7 +89,10 @@ pub struct ConsumerState {
 }
 
 /// `POST /admin/consumer/replay`: one topic, from an offset (on every partition, or those
-/// listed) or from a time.
+/// listed) or from a time, up to the group's committed offset or, with `until_time`, to the
+/// first event stamped at or after that time, whichever comes first. After a database is
+/// restored to a moment T, a replay until T brings back what the restored inbox missed and
+/// nothing of the future that the restore rolled back (decision 0016).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReplayRequest {
@@ -98,6 +101,8 @@ pub struct ReplayRequest {
     pub from_offset: Option<i64>,
     #[serde(default)]
     pub from_time: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub until_time: Option<DateTime<Utc>>,
     #[serde(default)]
     pub partitions: Option<Vec<i32>>,
 }
@@ -236,6 +241,11 @@ impl<H: Handler> ConsumerControl for Control<H> {
         if request.from_offset.is_some_and(|o| o < 0) {
             return Err(ControlError::Invalid("from_offset must be 0 or more".into()));
         }
+        if let (Some(from), Some(until)) = (request.from_time, request.until_time)
+            && until <= from
+        {
+            return Err(ControlError::Invalid("until_time must be after from_time".into()));
+        }
         let Ok(_one_at_a_time) = Arc::clone(&self.replaying).try_lock_owned() else {
             return Err(ControlError::Busy);
         };
@@ -330,7 +340,8 @@ impl<H: Handler> Replay<H> {
     }
 
     /// Where each partition's replay starts and ends: from the asked offset (or the first at
-    /// or after the asked time, never before the oldest kept) to the group's committed offset.
+    /// or after the asked time, never before the oldest kept) to the group's committed offset,
+    /// or to the first event at or after `until_time` if that comes earlier.
     fn ranges(&self, request: &ReplayRequest) -> Result<Vec<Range>, ControlError> {
         let topic = request.topic.as_str();
         let metadata = self.reader.fetch_metadata(Some(topic), BROKER_TIMEOUT)?;
@@ -354,23 +365,21 @@ impl<H: Handler> Replay<H> {
             list.add_partition(topic, partition);
         }
         let committed = self.consumer.committed_offsets(list, BROKER_TIMEOUT)?;
-        let starts = match request.from_time {
-            Some(time) => {
-                let mut at = TopicPartitionList::new();
-                for &partition in &partitions {
-                    at.add_partition_offset(topic, partition, Offset::Offset(time.timestamp_millis()))?;
-                }
-                Some(self.reader.offsets_for_times(at, BROKER_TIMEOUT)?)
-            }
-            None => None,
-        };
+        let starts = request.from_time.map(|time| self.offsets_at(topic, &partitions, time)).transpose()?;
+        let ends = request.until_time.map(|time| self.offsets_at(topic, &partitions, time)).transpose()?;
         let mut ranges = Vec::new();
         for &partition in &partitions {
             let (low, _) = self.reader.fetch_watermarks(topic, partition, BROKER_TIMEOUT)?;
-            let to = match committed.find_partition(topic, partition).map(|e| e.offset()) {
+            let mut to = match committed.find_partition(topic, partition).map(|e| e.offset()) {
                 Some(Offset::Offset(offset)) => offset,
                 _ => continue, // the group has not finished anything here yet
             };
+            // No event at or after `until_time` on a partition: its end stays the committed offset.
+            if let Some(Offset::Offset(end)) =
+                ends.as_ref().and_then(|e| e.find_partition(topic, partition)).map(|e| e.offset())
+            {
+                to = to.min(end);
+            }
             let from = match (&starts, request.from_offset) {
                 (Some(starts), _) => match starts.find_partition(topic, partition).map(|e| e.offset()) {
                     Some(Offset::Offset(offset)) => offset,
@@ -386,6 +395,21 @@ impl<H: Handler> Replay<H> {
         }
         tracing::info!(group = self.group, topic, ?ranges, "replay ranges");
         Ok(ranges)
+    }
+
+    /// Per partition, the offset of the first event stamped at or after `time` (`Offset::End`
+    /// where there is none).
+    fn offsets_at(
+        &self,
+        topic: &str,
+        partitions: &[i32],
+        time: DateTime<Utc>,
+    ) -> Result<TopicPartitionList, ControlError> {
+        let mut at = TopicPartitionList::new();
+        for &partition in partitions {
+            at.add_partition_offset(topic, partition, Offset::Offset(time.timestamp_millis()))?;
+        }
+        Ok(self.reader.offsets_for_times(at, BROKER_TIMEOUT)?)
     }
 
     /// One event through the inbox transaction, retried while the database is busy.

@@ -256,9 +256,12 @@ wait_restarted() {
 
 # Waits until every order is settled and the outboxes are empty (up to $1 s), then prints the
 # checker's report and returns its status.
-wait_quiet() {
-  local timeout=${1:-120} started=$SECONDS
-  export ORDER_DATABASE_URL="$PG_URL/orders" INVENTORY_DATABASE_URL="$PG_URL/inventory"
+wait_quiet() { settle "$PG_URL/orders" "$PG_URL/inventory" "${1:-120}"; }
+
+# settle ORDER_URL INVENTORY_URL [TIMEOUT]: wait_quiet for any system's two databases.
+settle() {
+  local timeout=${3:-120} started=$SECONDS
+  export ORDER_DATABASE_URL=$1 INVENTORY_DATABASE_URL=$2
   while [ $((SECONDS - started)) -lt "$timeout" ]; do
     if "$BIN/check-invariants" --grace-secs 0 --json 2>/dev/null \
       | python3 -c 'import json,sys; r=json.load(sys.stdin); sys.exit(0 if not r["violations"] and all(b["rows"]==0 for b in r["outbox_backlog"].values()) else 1)'; then

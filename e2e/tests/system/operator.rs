@@ -110,14 +110,25 @@ async fn replaying_a_thousand_events_already_applied_changes_nothing() {
             status => panic!("order {key}: {status} {}", response.text().await.unwrap_or_default()),
         }
     };
-    for batch in 0..50 {
+    let settled = async |confirmed: i64| {
+        e2e::eventually_async("every order settled", || async {
+            let report = system.books().await;
+            report.is_clean() && report.orders_by_status.get("CONFIRMED") == Some(&confirmed)
+        })
+        .await
+    };
+    for batch in 0..25 {
         futures::future::join_all((0..20).map(|i| place(format!("replay-{batch}-{i}")))).await;
     }
-    e2e::eventually_async("every order settled", || async {
-        let report = system.books().await;
-        report.is_clean() && report.orders_by_status.get("CONFIRMED") == Some(&1_000)
-    })
-    .await;
+    // Every event of the first 500 orders is published (they are confirmed) before this moment.
+    settled(500).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let halfway = chrono::Utc::now();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for batch in 25..50 {
+        futures::future::join_all((0..20).map(|i| place(format!("replay-{batch}-{i}")))).await;
+    }
+    settled(1_000).await;
     // The consumer group commits what it finished once a second; the replay ends there.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let stock = system.stock("CABLE-01").await;
@@ -132,6 +143,12 @@ async fn replaying_a_thousand_events_already_applied_changes_nothing() {
         let counts = ["read", "duplicates", "applied", "failed", "unreadable"].map(|k| report[k].as_u64());
         assert_eq!(counts, [Some(1_000), Some(1_000), Some(0), Some(0), Some(0)], "{report}");
     }
+    // Bounded by a time: the events stamped before it, the first 500 orders', and no more.
+    let request = json!({"topic": orders, "from_offset": 0, "until_time": halfway});
+    let (status, report) = admin_post(&system.inventory_url, "/consumer/replay", Some(request)).await;
+    assert_eq!(status, 200, "{report}");
+    let counts = ["read", "duplicates", "applied"].map(|k| report[k].as_u64());
+    assert_eq!(counts, [Some(500), Some(500), Some(0)], "{report}");
 
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(system.stock("CABLE-01").await, stock, "no stock moved");
@@ -152,6 +169,10 @@ async fn a_replay_says_what_is_wrong_with_its_request() {
         (json!({"topic": orders}), "exactly one of"),
         (json!({"topic": orders, "from_offset": -3}), "0 or more"),
         (json!({"topic": orders, "from_offset": 0, "partitions": [99]}), "no partition 99"),
+        (
+            json!({"topic": orders, "from_time": "2026-01-02T00:00:00Z", "until_time": "2026-01-01T00:00:00Z"}),
+            "until_time must be after from_time",
+        ),
     ] {
         let (status, body) = admin_post(&system.inventory_url, "/consumer/replay", Some(request.clone())).await;
         assert_eq!(status, 400, "{request}: {body}");

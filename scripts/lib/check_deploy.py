@@ -7,7 +7,9 @@
   settings structs (read from the Rust sources), so a misspelt name fails here instead of
   being ignored by the service;
 - every secret referenced is one CloudNativePG makes for a cluster defined here, or one
-  docs/deploy.md tells the operator to create;
+  docs/deploy.md tells the operator to create (`create secret generic NAME`);
+- every database cluster archives to the object store and has a ScheduledBackup, each
+  ScheduledBackup names a cluster defined here, with CloudNativePG's six-field schedule;
 - containers run as non-root with a read-only root filesystem;
 - the KafkaTopics are kafka-init's topics with its settings; the PrometheusRule is
   compose/prometheus/alerts.yml.
@@ -83,7 +85,7 @@ def env_problem(name):
 
 # --- the resources -------------------------------------------------------------------------
 clusters = {d["metadata"]["name"] for d in docs if d["kind"] == "Cluster"}
-external_secrets = {"customer-tokens", "smtp"}
+external_secrets = set(re.findall(r"create secret generic ([\w-]+)", (root / "docs/deploy.md").read_text()))
 services_by_name = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Service"}
 for d in docs:
     if d["kind"] != "Deployment":
@@ -121,6 +123,30 @@ for d in docs:
         service = services_by_name.get(name)
         if service and any(p.get("targetPort") not in ("http", declared.get("http")) for p in service["spec"]["ports"]):
             problems.append(f"service {name}: targetPort is not the pod's http port")
+
+# Backups: every cluster archives and has a daily base backup; the store's secret is documented.
+scheduled = {}
+for d in docs:
+    if d["kind"] == "ScheduledBackup":
+        spec = d["spec"]
+        scheduled[spec["cluster"]["name"]] = spec
+        if spec["cluster"]["name"] not in clusters:
+            problems.append(f"ScheduledBackup/{d['metadata']['name']}: no cluster {spec['cluster']['name']}")
+        if len(spec["schedule"].split()) != 6:
+            problems.append(f"ScheduledBackup/{d['metadata']['name']}: schedule {spec['schedule']!r} is not six fields (seconds first)")
+for d in docs:
+    if d["kind"] != "Cluster":
+        continue
+    name = d["metadata"]["name"]
+    store = d["spec"].get("backup", {}).get("barmanObjectStore")
+    if not store:
+        problems.append(f"Cluster/{name}: no backup.barmanObjectStore: its WAL is not archived")
+    else:
+        for ref in store.get("s3Credentials", {}).values():
+            if isinstance(ref, dict) and ref.get("name") not in external_secrets:
+                problems.append(f"Cluster/{name}: backup secret {ref.get('name')} is not one docs/deploy.md creates")
+    if name not in scheduled:
+        problems.append(f"Cluster/{name}: no ScheduledBackup")
 
 # Topics: kafka-init's defaults and names.
 kafka_init = (root / "kafka-init/src/main.rs").read_text()

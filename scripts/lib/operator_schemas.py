@@ -2,7 +2,8 @@
 (an object accepts only the properties listed). Written by hand, for the fields deploy/ sets,
 from the CRDs of the pinned operator versions (docs/deploy.md): Strimzi 0.45.0
 (`packaging/install/cluster-operator/040-Crd-kafka.yaml`, `04A-Crd-kafkanodepool.yaml`,
-`043-Crd-kafkatopic.yaml`), CloudNativePG v1.25.0 (`postgresql.cnpg.io_clusters.yaml`),
+`043-Crd-kafkatopic.yaml`), CloudNativePG v1.25.0 (`postgresql.cnpg.io_clusters.yaml`,
+`postgresql.cnpg.io_scheduledbackups.yaml`),
 KEDA v2.16.0 (`keda.sh_scaledobjects.yaml`), Prometheus Operator v0.79.0
 (`monitoring.coreos.com_servicemonitors.yaml`, `…_prometheusrules.yaml`). Types, enums,
 patterns, minimums and required fields are the CRDs'. A field deploy/ starts to use must be
@@ -24,6 +25,8 @@ def strict(properties, required=()):
     return {"type": "object", "properties": properties, "required": list(required), "additionalProperties": False}
 
 
+SECRET_KEY = strict({"name": STRING, "key": STRING}, ["key", "name"])
+BARMAN_COMPRESSION = {"type": "string", "enum": ["gzip", "bzip2", "snappy"]}
 RESOURCES = strict({"requests": QUANTITIES, "limits": QUANTITIES})
 METADATA = strict({"name": STRING, "namespace": STRING, "labels": STRING_MAP, "annotations": STRING_MAP}, ["name"])
 
@@ -77,7 +80,33 @@ SCHEMAS = {
         "bootstrap": strict({"initdb": strict({"database": STRING, "owner": STRING})}),
         "storage": strict({"size": STRING}),
         "resources": RESOURCES,
+        "backup": strict({
+            "retentionPolicy": {"type": "string", "pattern": "^[1-9][0-9]*[dwm]$"},
+            "target": {"type": "string", "enum": ["primary", "prefer-standby"]},
+            "barmanObjectStore": strict({
+                "destinationPath": STRING,
+                "endpointURL": STRING,
+                "serverName": STRING,
+                "s3Credentials": strict({
+                    "accessKeyId": SECRET_KEY,
+                    "secretAccessKey": SECRET_KEY,
+                    "region": SECRET_KEY,
+                    "inheritFromIAMRole": BOOLEAN,
+                }),
+                "wal": strict({"compression": BARMAN_COMPRESSION, "maxParallel": INTEGER}),
+                "data": strict({"compression": BARMAN_COMPRESSION, "jobs": INTEGER, "immediateCheckpoint": BOOLEAN}),
+            }, ["destinationPath"]),
+        }),
     })),
+    ("postgresql.cnpg.io/v1", "ScheduledBackup"): resource("postgresql.cnpg.io/v1", "ScheduledBackup", strict({
+        "cluster": strict({"name": STRING}, ["name"]),
+        "schedule": STRING,
+        "backupOwnerReference": {"type": "string", "enum": ["none", "self", "cluster"]},
+        "immediate": BOOLEAN,
+        "suspend": BOOLEAN,
+        "method": {"type": "string", "enum": ["barmanObjectStore", "volumeSnapshot", "plugin"]},
+        "target": {"type": "string", "enum": ["primary", "prefer-standby"]},
+    }, ["cluster", "schedule"])),
     ("keda.sh/v1alpha1", "ScaledObject"): resource("keda.sh/v1alpha1", "ScaledObject", strict({
         "scaleTargetRef": strict({"name": STRING}, ["name"]),
         "minReplicaCount": INTEGER,

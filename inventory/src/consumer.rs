@@ -27,6 +27,10 @@ impl Handler for OrderEvents {
         }
     }
 
+    fn understands(&self, event: &RawEnvelope) -> bool {
+        !OrderEvent::from_a_newer_build(event)
+    }
+
     async fn handle(&self, conn: &mut AsyncPgConnection, event: &RawEnvelope) -> Result<(), HandleError> {
         let trace = event.trace();
         match OrderEvent::decode(event).map_err(|e| HandleError::Permanent(e.to_string()))? {
@@ -48,8 +52,8 @@ impl Handler for OrderEvents {
     /// cancellation that cannot be processed changes no stock: inventory cannot tell a
     /// broken cancellation of an order being cancelled from a forged one of a confirmed
     /// order, so it says what it holds (`InventoryRefused`) and the order service, which
-    /// knows, ends the cancellation. An event of a type this topic does not carry is about
-    /// nothing inventory can end.
+    /// knows, ends the cancellation. An event from a newer build never comes here
+    /// ([`Handler::understands`]).
     async fn refused(
         &self,
         conn: &mut AsyncPgConnection,

@@ -23,6 +23,10 @@ pub struct InventoryEvents {
 
 #[async_trait]
 impl Handler for InventoryEvents {
+    fn understands(&self, event: &RawEnvelope) -> bool {
+        !InventoryEvent::from_a_newer_build(event)
+    }
+
     async fn handle(&self, conn: &mut AsyncPgConnection, event: &RawEnvelope) -> Result<(), HandleError> {
         let decision = InventoryEvent::decode(event).map_err(|e| HandleError::Permanent(e.to_string()))?;
         // An order being cancelled ignores the reservation outcome: the release that follows

@@ -159,6 +159,11 @@ impl RawEnvelope {
         Trace { correlation_id: self.correlation_id.clone(), traceparent: self.traceparent.clone() }
     }
 
+    /// Whether this is a `P` at a schema version newer than this build reads.
+    pub fn newer_than<P: Event>(&self) -> bool {
+        self.event_type == P::TYPE && self.schema_version > P::VERSION
+    }
+
     /// Reads the payload as `P`, checking type and version first.
     pub fn decode<P: Event>(&self) -> Result<P, DecodeError> {
         if self.event_type != P::TYPE {

@@ -141,6 +141,15 @@ macro_rules! topic_events {
                     found: envelope.event_type.clone(),
                 })
             }
+
+            /// Whether `envelope` is an event this build does not understand yet: a type the
+            /// topic does not carry today, or a known type at a newer schema version. Such an
+            /// event is dead-lettered without ending its order, for a redrive once this
+            /// service is upgraded (decision 0017).
+            pub fn from_a_newer_build(envelope: &RawEnvelope) -> bool {
+                let known = [$(<$payload as Event>::TYPE),+];
+                !known.contains(&envelope.event_type.as_str()) $(|| envelope.newer_than::<$payload>())+
+            }
         }
     };
 }
@@ -176,6 +185,26 @@ mod tests {
     fn an_event_decodes_into_its_variant() {
         let cancelled = OrderCancelled { order_id: OrderId::new() };
         assert_eq!(OrderEvent::decode(&raw(cancelled.clone())).ok(), Some(OrderEvent::Cancelled(cancelled)));
+    }
+
+    #[test]
+    fn a_field_added_by_a_newer_writer_is_ignored() {
+        let cancelled = OrderCancelled { order_id: OrderId::new() };
+        let mut event = raw(cancelled.clone());
+        event.payload["reason_code"] = serde_json::json!("CHANGED_MIND");
+        assert_eq!(OrderEvent::decode(&event).ok(), Some(OrderEvent::Cancelled(cancelled)));
+        assert!(!OrderEvent::from_a_newer_build(&event));
+    }
+
+    #[test]
+    fn a_newer_version_or_an_unknown_type_is_from_a_newer_build() {
+        let mut event = raw(OrderCancelled { order_id: OrderId::new() });
+        event.schema_version += 1;
+        assert!(matches!(OrderEvent::decode(&event), Err(DecodeError::UnsupportedVersion { found: 2, .. })));
+        assert!(OrderEvent::from_a_newer_build(&event));
+        let mut event = raw(OrderCancelled { order_id: OrderId::new() });
+        event.event_type = "OrderGiftWrapped".into();
+        assert!(OrderEvent::from_a_newer_build(&event));
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod admin;
 mod alerts;
 mod api;
 mod bounded_wait;
+mod compat;
 mod contract;
 mod crash_points;
 mod customers;

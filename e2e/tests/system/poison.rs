@@ -216,7 +216,7 @@ async fn a_cancellation_inventory_cannot_process_changes_no_stock_and_the_order_
     let [real] = &take_outbox_rows(&system, 1).await[..] else { unreachable!() };
     assert_eq!(real["event_type"], "OrderCancelled");
     let mut broken = real.clone();
-    broken["schema_version"] = json!(2);
+    broken["payload"]["order_id"] = json!(42);
     publish(&system, &broken).await;
 
     let letters = kafka::dead_letters(&system.kafka, &system.topics.orders, 2).await;

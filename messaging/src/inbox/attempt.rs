@@ -124,6 +124,10 @@ impl<H: Handler> Shared<H> {
         reason: &str,
         shutdown: &CancellationToken,
     ) -> bool {
+        if !self.handler.understands(event) {
+            tracing::warn!(event_type = %event.event_type, version = event.schema_version, "an event from a newer build waits in the dead letters for this service's upgrade and a redrive");
+            return true;
+        }
         // The handler may show the reason to a customer: the start of it is enough.
         let reason: String = reason.chars().take(REFUSAL_REASON_LEN).collect();
         let mut pauses = platform::retry::dependency_backoff().build();

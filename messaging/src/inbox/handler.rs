@@ -18,6 +18,15 @@ pub trait Handler: Send + Sync + 'static {
 
     async fn handle(&self, conn: &mut AsyncPgConnection, event: &RawEnvelope) -> Result<(), HandleError>;
 
+    /// Whether this build reads `event` at all: false for an event from a newer build (a
+    /// type the topic does not carry yet, or a newer schema version of one it does). Such an
+    /// event is dead-lettered like any other, but neither recorded in the inbox nor answered
+    /// by [`Handler::refused`]: it ends nothing, and a redrive after this service's upgrade
+    /// applies it (decision 0017).
+    fn understands(&self, _event: &RawEnvelope) -> bool {
+        true
+    }
+
     /// Runs when `event` was dead-lettered, inside the transaction that records its id in the
     /// inbox (so a later redrive of it changes nothing): the place to end what the event was
     /// about, e.g. answer "rejected: unprocessable" for its order (decision 0011). `reason`

@@ -19,7 +19,7 @@ use schema::tables::inventory_db::{products, reservations, stock_ledger};
 use schema::{Envelope, EventId, OrderId, Quantity, Sku};
 
 /// What inventory decided for an order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Reservation {
     Reserved,
     Rejected,
@@ -50,6 +50,47 @@ impl Reservation {
 }
 
 /// Reserves every line of `placed`, or none, and writes the decision to the outbox.
+/// What a placement does, given what inventory decided for the order before and whether
+/// every line fits in the stock left. The rule [`reserve`] applies, and the protocol model
+/// (`model/`) checks in every interleaving.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// Decided before (cancelled before it arrived, or refused): rejected, nothing reserved.
+    AlreadyDecided(Reservation),
+    /// A line does not fit: rejected, nothing reserved.
+    Short,
+    /// Every line is reserved.
+    Reserve,
+}
+
+pub fn decide_placement(earlier: Option<Reservation>, every_line_fits: bool) -> Placement {
+    match earlier {
+        Some(earlier) => Placement::AlreadyDecided(earlier),
+        None if every_line_fits => Placement::Reserve,
+        None => Placement::Short,
+    }
+}
+
+/// What a cancellation does, given what inventory decided for the order before ([`release`]
+/// applies it; so does the protocol model). Every cancellation is answered with a release.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cancellation {
+    /// Reserved: the stock goes back and the decision becomes `Released`.
+    PutBack,
+    /// Not seen yet: remembered as `Cancelled`, so that a placement arriving later is rejected.
+    RememberCancelled,
+    /// Rejected or released already: nothing is held.
+    Nothing,
+}
+
+pub fn decide_cancellation(earlier: Option<Reservation>) -> Cancellation {
+    match earlier {
+        Some(Reservation::Reserved) => Cancellation::PutBack,
+        None => Cancellation::RememberCancelled,
+        Some(_) => Cancellation::Nothing,
+    }
+}
+
 pub async fn reserve(
     conn: &mut AsyncPgConnection,
     cause: EventId,
@@ -58,7 +99,8 @@ pub async fn reserve(
     topic: &str,
 ) -> Result<Reservation, StockError> {
     let order_id = placed.order_id;
-    if let Some(earlier) = decision(conn, order_id).await? {
+    let earlier = decision(conn, order_id).await?;
+    if let Placement::AlreadyDecided(earlier) = decide_placement(earlier, true) {
         // The order was cancelled before it reached inventory, or an earlier event about it
         // could not be processed and was answered with a rejection.
         let reason = match earlier {
@@ -91,7 +133,7 @@ pub async fn reserve(
             (!fits).then(|| Shortfall { sku: line.sku.clone(), requested: line.quantity.get(), available: left })
         })
         .collect();
-    if !shortfalls.is_empty() {
+    if decide_placement(None, shortfalls.is_empty()) == Placement::Short {
         let rejected = InventoryRejected::from_shortfalls(order_id, shortfalls);
         record_decision(conn, order_id, Reservation::Rejected, Some(&rejected.reason)).await?;
         messaging::outbox::enqueue(conn, topic, &Envelope::new(rejected, trace)).await?;
@@ -156,8 +198,8 @@ pub async fn release(
 ) -> Result<Vec<Line>, StockError> {
     let order_id = cancelled.order_id;
     let mut released = Vec::new();
-    match decision(conn, order_id).await? {
-        Some(Reservation::Reserved) => {
+    match decide_cancellation(decision(conn, order_id).await?) {
+        Cancellation::PutBack => {
             let reserved: Vec<(String, i32)> = stock_ledger::table
                 .filter(stock_ledger::order_id.eq(order_id.0))
                 .filter(stock_ledger::reason.eq("reserve"))
@@ -174,8 +216,8 @@ pub async fn release(
             }
             update_decision(conn, order_id, Reservation::Released).await?;
         }
-        Some(_) => {} // rejected or already released: nothing is held
-        None => {
+        Cancellation::Nothing => {}
+        Cancellation::RememberCancelled => {
             record_decision(conn, order_id, Reservation::Cancelled, Some("cancelled before it was reserved")).await?
         }
     }

@@ -12,8 +12,9 @@ use schema::events::{
 use schema::{Envelope, RawEnvelope};
 
 use crate::domain::OrderStatus::{Cancelled, Cancelling, Confirmed, Pending, Rejected};
+use crate::domain::Step;
 use crate::metrics::OrderMetrics;
-use crate::repository::transition;
+use crate::repository::{step, transition};
 
 pub struct InventoryEvents {
     pub metrics: OrderMetrics,
@@ -33,13 +34,13 @@ impl Handler for InventoryEvents {
         // decides its end.
         let (accepted_at, outcome) = match decision {
             InventoryEvent::Reserved(reserved) => {
-                (transition(conn, reserved.order_id, &[Pending], Confirmed, None).await?, "confirmed")
+                (step(conn, reserved.order_id, Step::Reserved, None).await?, "confirmed")
             }
             InventoryEvent::Rejected(rejected) => {
-                (transition(conn, rejected.order_id, &[Pending], Rejected, Some(&rejected.reason)).await?, "rejected")
+                (step(conn, rejected.order_id, Step::Rejected, Some(&rejected.reason)).await?, "rejected")
             }
             InventoryEvent::Released(released) => {
-                (transition(conn, released.order_id, &[Cancelling], Cancelled, None).await?, "cancelled")
+                (step(conn, released.order_id, Step::Released, None).await?, "cancelled")
             }
             InventoryEvent::Refused(refused) => {
                 end_refused_cancellation(conn, &refused).await?;

@@ -11,7 +11,7 @@ use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
 /// Where an order is in its life. Terminal: `Confirmed`, `Rejected`, `Cancelled`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum OrderStatus {
     /// Accepted; waiting for inventory.
@@ -45,6 +45,47 @@ impl OrderStatus {
 
     pub fn is_terminal(self) -> bool {
         matches!(self, Self::Confirmed | Self::Rejected | Self::Cancelled)
+    }
+}
+
+/// What moves an order: inventory's answers and the customer's cancellation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    Reserved,
+    Rejected,
+    Released,
+    CancelRequested,
+}
+
+impl Step {
+    /// The statuses this step moves an order out of; in any other, it changes nothing.
+    pub fn from(self) -> &'static [OrderStatus] {
+        use OrderStatus::{Cancelling, Confirmed, Pending};
+        match self {
+            // An order being cancelled ignores the reservation outcome: the release that
+            // follows decides its end.
+            Self::Reserved | Self::Rejected => &[Pending],
+            Self::Released => &[Cancelling],
+            Self::CancelRequested => &[Pending, Confirmed],
+        }
+    }
+
+    pub fn to(self) -> OrderStatus {
+        match self {
+            Self::Reserved => OrderStatus::Confirmed,
+            Self::Rejected => OrderStatus::Rejected,
+            Self::Released => OrderStatus::Cancelled,
+            Self::CancelRequested => OrderStatus::Cancelling,
+        }
+    }
+}
+
+impl OrderStatus {
+    /// The status after `step`, or `None` if the step does not apply in this one. The rule the
+    /// service's updates follow (`repository::transition` with [`Step::from`] and [`Step::to`])
+    /// and the protocol model (`model/`) checks.
+    pub fn after(self, step: Step) -> Option<OrderStatus> {
+        step.from().contains(&self).then(|| step.to())
     }
 }
 

@@ -12,7 +12,7 @@ use schema::tables::order_db::{order_lines, order_status_history, orders};
 use schema::{Envelope, OrderId};
 use uuid::Uuid;
 
-use crate::domain::{OrderStatus, PlaceOrder};
+use crate::domain::{OrderStatus, PlaceOrder, Step};
 use crate::view::{HistoryEntry, LineView, OrderView};
 
 /// What placing an order with an idempotency key did.
@@ -160,15 +160,15 @@ pub async fn cancel(
             let Some(status) = status.as_deref().and_then(OrderStatus::parse) else {
                 return Ok(None);
             };
-            match status {
-                OrderStatus::Pending | OrderStatus::Confirmed => {
-                    transition(conn, id, &[status], OrderStatus::Cancelling, None).await?;
+            match status.after(Step::CancelRequested) {
+                Some(to) => {
+                    transition(conn, id, &[status], to, None).await?;
                     let event = Envelope::new(OrderCancelled { order_id: id }, trace);
                     messaging::outbox::enqueue(conn, topic, &event).await?;
                     Ok(Some(Ok(true)))
                 }
-                OrderStatus::Cancelling => Ok(Some(Ok(false))),
-                other => Ok(Some(Err(other))),
+                None if status == OrderStatus::Cancelling => Ok(Some(Ok(false))),
+                None => Ok(Some(Err(status))),
             }
         })
         .await?;
@@ -180,6 +180,16 @@ pub async fn cancel(
             if requested { Cancellation::Requested(view) } else { Cancellation::AlreadyRequested(view) }
         }
     })
+}
+
+/// Applies `step` to an order ([`OrderStatus::after`]): see [`transition`].
+pub async fn step(
+    conn: &mut AsyncPgConnection,
+    id: OrderId,
+    step: Step,
+    reason: Option<&str>,
+) -> QueryResult<Option<DateTime<Utc>>> {
+    transition(conn, id, step.from(), step.to(), reason).await
 }
 
 /// Moves an order from one of `from` to `to`, recording the change in its history. Returns

@@ -1,0 +1,46 @@
+//! Explores the protocol with the bounds given, and prints what it found and how long it took:
+//! `cargo run --release -p model --example explore -- [customers stock attempts retrying cancelling crashes [bug]]`
+//! (bug: inbox, relay, offset, idempotency).
+
+use std::time::Instant;
+
+use model::{Bug, Protocol, explain};
+use stateright::{Checker as _, HasDiscoveries, Model as _};
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let number = |i: usize, default: u8| args.get(i).and_then(|a| a.parse().ok()).unwrap_or(default);
+    let defaults = Protocol::default();
+    let bug = match args.get(6).map(String::as_str) {
+        Some("inbox") => Some(Bug::InboxOutsideTheTransaction),
+        Some("relay") => Some(Bug::RelayDeletesBeforeTheAck),
+        Some("offset") => Some(Bug::OffsetCommittedBeforeTheTransaction),
+        Some("idempotency") => Some(Bug::IdempotencyKeyCheckedApart),
+        _ => None,
+    };
+    let protocol = Protocol {
+        customers: number(0, defaults.customers),
+        stock: number(1, defaults.stock),
+        attempts: number(2, defaults.attempts),
+        retrying: number(3, defaults.retrying),
+        cancelling: number(4, defaults.cancelling),
+        crashes: number(5, defaults.crashes),
+        bug,
+    };
+    println!("{protocol:?}");
+    let started = Instant::now();
+    let checker = protocol.check(HasDiscoveries::All);
+    println!(
+        "{} states ({} unique), depth {}, {:.1} s",
+        checker.state_count(),
+        checker.unique_state_count(),
+        checker.max_depth(),
+        started.elapsed().as_secs_f64()
+    );
+    for property in checker.model().properties() {
+        match checker.discovery(property.name) {
+            Some(path) => println!("{:?} {}: found\n{}", property.expectation, property.name, explain(&path)),
+            None => println!("{:?} {}: none", property.expectation, property.name),
+        }
+    }
+}

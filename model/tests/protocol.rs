@@ -1,0 +1,79 @@
+//! The protocol holds in every interleaving within the bounds, and each planted mistake is
+//! found, with a counterexample a person can read (docs/protocol.md).
+
+use std::time::Instant;
+
+use model::{Bug, Protocol, explain};
+use stateright::{Checker, Expectation, HasDiscoveries, Model as _};
+
+const SAFETY: [&str; 5] = [
+    "a retried request never creates a second order",
+    "stock is never deducted twice for an order, and every unit is accounted for",
+    "every event's effect is applied at most once",
+    "a confirmed order holds its stock; a rejected or cancelled one holds none",
+    "once nothing more can happen, every accepted order is final",
+];
+
+fn explore(protocol: Protocol, hunting: bool) -> impl Checker<Protocol> {
+    let bounds = format!("{protocol:?}");
+    let started = Instant::now();
+    let checker = protocol.check(if hunting { HasDiscoveries::AnyFailures } else { HasDiscoveries::All });
+    println!(
+        "{bounds}: {} states ({} unique), depth {}, {:.1} s",
+        checker.state_count(),
+        checker.unique_state_count(),
+        checker.max_depth(),
+        started.elapsed().as_secs_f64()
+    );
+    checker
+}
+
+#[test]
+fn the_protocol_holds_in_every_interleaving() {
+    let checker = explore(Protocol::default(), false);
+    for property in checker.model().properties() {
+        let found = checker.discovery(property.name);
+        match property.expectation {
+            Expectation::Always => {
+                if let Some(path) = found {
+                    panic!("{} is violated:\n{}", property.name, explain(&path));
+                }
+            }
+            Expectation::Sometimes => assert!(found.is_some(), "never reached: {}", property.name),
+            Expectation::Eventually => unreachable!("the model states liveness as an always property"),
+        }
+    }
+    assert_eq!(
+        SAFETY.len(),
+        checker.model().properties().iter().filter(|p| p.expectation == Expectation::Always).count()
+    );
+}
+
+/// Explores with `bug` planted and expects a counterexample of `property`; prints it.
+fn finds(bug: Bug, property: &'static str) {
+    // One crash is enough for each of them; the search stops at the first counterexample.
+    let checker = explore(Protocol { bug: Some(bug), crashes: 1, ..Protocol::default() }, true);
+    assert!(SAFETY.contains(&property));
+    let path = checker.discovery(property).unwrap_or_else(|| panic!("{bug:?} went unnoticed by {property:?}"));
+    println!("{bug:?} breaks {property:?}:\n{}", explain(&path));
+}
+
+#[test]
+fn the_inbox_outside_the_transaction_applies_an_event_twice() {
+    finds(Bug::InboxOutsideTheTransaction, "every event's effect is applied at most once");
+}
+
+#[test]
+fn a_relay_deleting_before_the_ack_loses_an_order() {
+    finds(Bug::RelayDeletesBeforeTheAck, "once nothing more can happen, every accepted order is final");
+}
+
+#[test]
+fn an_offset_committed_before_the_transaction_loses_an_order() {
+    finds(Bug::OffsetCommittedBeforeTheTransaction, "once nothing more can happen, every accepted order is final");
+}
+
+#[test]
+fn an_idempotency_key_checked_apart_from_the_insert_makes_a_second_order() {
+    finds(Bug::IdempotencyKeyCheckedApart, "a retried request never creates a second order");
+}

@@ -110,3 +110,24 @@ pub async fn publish_raw(producer: &rdkafka::producer::FutureProducer, topic: &s
         .map_err(|(e, _)| e)
         .expect("published");
 }
+
+/// Runs `dlq redrive` for the dead letter `letter` of `topic`, its payload replaced by `payload`
+/// (a whole envelope), as an operator would.
+pub fn redrive_with_payload(
+    settings: &KafkaSettings,
+    topic: &str,
+    letter: &messaging::dead_letter::DeadLetter,
+    payload: &str,
+) {
+    let file = std::env::temp_dir().join(format!("redrive-{}-{}.json", std::process::id(), letter.dlq_offset));
+    std::fs::write(&file, payload).expect("write the payload");
+    let at = format!("{}/{}", letter.dlq_partition, letter.dlq_offset);
+    let output = std::process::Command::new(crate::processes::binary("dlq"))
+        .args(["--brokers", &settings.brokers, "redrive", topic, "--at", &at])
+        .arg("--payload-file")
+        .arg(&file)
+        .output()
+        .expect("dlq runs");
+    let _ = std::fs::remove_file(&file);
+    assert!(output.status.success(), "dlq redrive: {}", String::from_utf8_lossy(&output.stderr));
+}

@@ -51,18 +51,7 @@ async fn an_event_from_a_newer_build_waits_in_the_dead_letters_and_the_redrive_a
     // this build reads, redriven under the same event id. It was not recorded as handled, so
     // it applies now, once.
     let letter = letters.iter().find(|l| l.error.contains("schema version 2")).expect("the v2 letter");
-    let upgraded = newer_row.envelope.to_string();
-    let fixed_file = std::env::temp_dir().join(format!("{}-upgraded.json", system.name));
-    std::fs::write(&fixed_file, &upgraded).expect("write");
-    let at = format!("{}/{}", letter.dlq_partition, letter.dlq_offset);
-    let output = std::process::Command::new(e2e::processes::binary("dlq"))
-        .args(["--brokers", &system.kafka.brokers, "redrive", &system.topics.orders, "--at", &at])
-        .arg("--payload-file")
-        .arg(&fixed_file)
-        .output()
-        .expect("dlq runs");
-    let _ = std::fs::remove_file(&fixed_file);
-    assert!(output.status.success(), "dlq redrive: {}", String::from_utf8_lossy(&output.stderr));
+    kafka::redrive_with_payload(&system.kafka, &system.topics.orders, letter, &newer_row.envelope.to_string());
     assert_eq!(system.settled(&newer).await["status"], "CONFIRMED");
     assert_eq!(system.stock("MUG-01").await, before - 7);
     system.assert_books_balance().await;

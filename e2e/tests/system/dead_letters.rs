@@ -55,22 +55,12 @@ async fn take_the_placement(system: &TestSystem, quantity: i64) -> (String, mess
     (id, row)
 }
 
-/// Runs `dlq redrive` for the dead letter at `letter`, replacing its payload with `fixed`,
-/// twice (an operator's mistake).
+/// Redrives the dead letter at `letter` with its payload replaced by `fixed`, twice (an
+/// operator's mistake).
 fn redrive_twice(system: &TestSystem, letter: &DeadLetter, fixed: &str) {
-    let fixed_file = std::env::temp_dir().join(format!("{}-fixed.json", system.name));
-    std::fs::write(&fixed_file, fixed).expect("write fixed payload");
-    let at = format!("{}/{}", letter.dlq_partition, letter.dlq_offset);
     for _ in 0..2 {
-        let output = std::process::Command::new(e2e::processes::binary("dlq"))
-            .args(["--brokers", &system.kafka.brokers, "redrive", &system.topics.orders, "--at", &at])
-            .arg("--payload-file")
-            .arg(&fixed_file)
-            .output()
-            .expect("dlq runs");
-        assert!(output.status.success(), "dlq redrive: {}", String::from_utf8_lossy(&output.stderr));
+        kafka::redrive_with_payload(&system.kafka, &system.topics.orders, letter, fixed);
     }
-    let _ = std::fs::remove_file(&fixed_file);
 }
 
 #[tokio::test]

@@ -127,30 +127,36 @@ impl ClientContext for GroupContext {}
 
 impl ConsumerContext for GroupContext {
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let mut now: Vec<(String, i32)> = match consumer.assignment() {
-            Ok(list) => list.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect(),
-            Err(error) => {
-                tracing::warn!(%error, "cannot read the assignment after a rebalance");
-                return;
-            }
-        };
-        now.sort();
-        let (change, partitions) = match rebalance {
-            Rebalance::Assign(list) => ("assigned", list.count()),
-            Rebalance::Revoke(list) => ("revoked", list.count()),
+        // The assignment is kept from the rebalance's own lists (partitions added, partitions
+        // taken away: both the eager and the cooperative protocol say so), never asked of the
+        // consumer here: while a consumer is being dropped, librdkafka runs this callback from
+        // its close and `assignment()` would wait forever on a queue nobody serves.
+        let (change, list) = match rebalance {
+            Rebalance::Assign(list) => ("assigned", *list),
+            Rebalance::Revoke(list) => ("revoked", *list),
             Rebalance::Error(error) => {
                 tracing::warn!(%error, "consumer group rebalance failed");
                 return;
             }
         };
-        tracing::info!(change, partitions, now = now.len(), "consumer group rebalanced");
+        let changed: Vec<(String, i32)> =
+            list.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
+        let now = {
+            let mut assigned = self.assigned.lock().unwrap_or_else(PoisonError::into_inner);
+            assigned.retain(|p| !changed.contains(p));
+            if change == "assigned" {
+                assigned.extend(changed.iter().cloned());
+            }
+            assigned.sort();
+            assigned.len()
+        };
+        tracing::info!(change, partitions = changed.len(), now, "consumer group rebalanced");
         if let Rebalance::Assign(list) = rebalance
             && self.paused()
             && let Err(error) = consumer.pause(list)
         {
             tracing::error!(%error, "cannot pause the partitions just assigned");
         }
-        *self.assigned.lock().unwrap_or_else(PoisonError::into_inner) = now;
     }
 }
 

@@ -46,6 +46,15 @@ impl Application {
         metrics.watch_pool("notifications", pool.clone());
         let consumer_pool = platform::db::pool(&settings.database.for_consumer())?;
         metrics.watch_pool("notifications-consumer", consumer_pool.clone());
+        // The senders' own pool. A connection opened while an HTTP worker serves a request
+        // (`/health`, `GET /notifications`) is driven by that worker's runtime and closes when
+        // the worker stops at shutdown: a sender holding one between the SMTP server's
+        // acceptance and its commit would lose the record and send the message again.
+        let background_pool = platform::db::pool(&platform::config::DatabaseSettings {
+            pool_size: settings.mail.senders.max(1) + 2,
+            ..settings.database.clone()
+        })?;
+        metrics.watch_pool("notifications-sender", background_pool.clone());
         let readiness = Arc::new(Readiness::default());
         let owed = Arc::new(Notify::new());
         let topics = [settings.topics.orders.as_str(), settings.topics.inventory.as_str()];
@@ -65,7 +74,7 @@ impl Application {
         let mail_metrics = MailMetrics::default();
         mail_metrics.register(&metrics);
         let sender = Sender {
-            pool: pool.clone(),
+            pool: background_pool.clone(),
             mailer: Arc::clone(&mailer),
             settings: settings.mail.clone(),
             owed,
@@ -74,7 +83,7 @@ impl Application {
 
         let listener = platform::service::bind(&settings.http)?;
         let port = platform::service::port_of(&listener);
-        let purge_pool = pool.clone();
+        let purge_pool = background_pool;
         let state = web::Data::new(AppState {
             pool,
             mailer,

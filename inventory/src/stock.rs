@@ -49,7 +49,6 @@ impl Reservation {
     }
 }
 
-/// Reserves every line of `placed`, or none, and writes the decision to the outbox.
 /// What a placement does, given what inventory decided for the order before and whether
 /// every line fits in the stock left. The rule [`reserve`] applies, and the protocol model
 /// (`model/`) checks in every interleaving.
@@ -91,6 +90,7 @@ pub fn decide_cancellation(earlier: Option<Reservation>) -> Cancellation {
     }
 }
 
+/// Reserves every line of `placed`, or none, and writes the decision to the outbox.
 pub async fn reserve(
     conn: &mut AsyncPgConnection,
     cause: EventId,
@@ -100,20 +100,46 @@ pub async fn reserve(
 ) -> Result<Reservation, StockError> {
     let order_id = placed.order_id;
     let earlier = decision(conn, order_id).await?;
-    if let Placement::AlreadyDecided(earlier) = decide_placement(earlier, true) {
-        // The order was cancelled before it reached inventory, or an earlier event about it
-        // could not be processed and was answered with a rejection.
-        let reason = match earlier {
-            Reservation::Cancelled => "the order was cancelled before stock was reserved".to_owned(),
-            other => format!("inventory had already decided this order ({})", other.as_str()),
-        };
-        let rejected = InventoryRejected { order_id, reason, shortfalls: vec![] };
-        messaging::outbox::enqueue(conn, topic, &Envelope::new(rejected, trace)).await?;
-        return Ok(Reservation::Rejected);
-    }
-
     let mut lines = placed.lines.clone();
     lines.sort_by(|a, b| a.sku.cmp(&b.sku));
+    // The stock rows are read (and locked) only for an order not decided before.
+    let shortfalls = match earlier {
+        Some(_) => Vec::new(),
+        None => shortfalls(conn, &lines).await?,
+    };
+    match decide_placement(earlier, shortfalls.is_empty()) {
+        Placement::AlreadyDecided(earlier) => {
+            // The order was cancelled before it reached inventory, or an earlier event about it
+            // could not be processed and was answered with a rejection.
+            let reason = match earlier {
+                Reservation::Cancelled => "the order was cancelled before stock was reserved".to_owned(),
+                other => format!("inventory had already decided this order ({})", other.as_str()),
+            };
+            let rejected = InventoryRejected { order_id, reason, shortfalls: vec![] };
+            messaging::outbox::enqueue(conn, topic, &Envelope::new(rejected, trace)).await?;
+            Ok(Reservation::Rejected)
+        }
+        Placement::Short => {
+            let rejected = InventoryRejected::from_shortfalls(order_id, shortfalls);
+            record_decision(conn, order_id, Reservation::Rejected, Some(&rejected.reason)).await?;
+            messaging::outbox::enqueue(conn, topic, &Envelope::new(rejected, trace)).await?;
+            Ok(Reservation::Rejected)
+        }
+        Placement::Reserve => {
+            for line in &lines {
+                change_stock(conn, order_id, cause, &line.sku, -line.quantity.get(), "reserve").await?;
+            }
+            record_decision(conn, order_id, Reservation::Reserved, None).await?;
+            let reserved = InventoryReserved { order_id, lines: placed.lines.clone() };
+            messaging::outbox::enqueue(conn, topic, &Envelope::new(reserved, trace)).await?;
+            Ok(Reservation::Reserved)
+        }
+    }
+}
+
+/// The lines of `lines` (sorted by SKU, the order the rows are locked in) that the stock left
+/// cannot cover, with the stock rows locked until the transaction ends.
+async fn shortfalls(conn: &mut AsyncPgConnection, lines: &[Line]) -> Result<Vec<Shortfall>, StockError> {
     let skus: Vec<&str> = lines.iter().map(|l| l.sku.as_str()).collect();
     let available: HashMap<String, i32> = products::table
         .filter(products::sku.eq_any(&skus))
@@ -124,29 +150,14 @@ pub async fn reserve(
         .await?
         .into_iter()
         .collect();
-
-    let shortfalls: Vec<Shortfall> = lines
+    Ok(lines
         .iter()
         .filter_map(|line| {
             let left = available.get(line.sku.as_str()).copied();
             let fits = left.is_some_and(|left| left >= line.quantity.get());
             (!fits).then(|| Shortfall { sku: line.sku.clone(), requested: line.quantity.get(), available: left })
         })
-        .collect();
-    if decide_placement(None, shortfalls.is_empty()) == Placement::Short {
-        let rejected = InventoryRejected::from_shortfalls(order_id, shortfalls);
-        record_decision(conn, order_id, Reservation::Rejected, Some(&rejected.reason)).await?;
-        messaging::outbox::enqueue(conn, topic, &Envelope::new(rejected, trace)).await?;
-        return Ok(Reservation::Rejected);
-    }
-
-    for line in &lines {
-        change_stock(conn, order_id, cause, &line.sku, -line.quantity.get(), "reserve").await?;
-    }
-    record_decision(conn, order_id, Reservation::Reserved, None).await?;
-    let reserved = InventoryReserved { order_id, lines: placed.lines.clone() };
-    messaging::outbox::enqueue(conn, topic, &Envelope::new(reserved, trace)).await?;
-    Ok(Reservation::Reserved)
+        .collect())
 }
 
 /// Answers a placement that could not be processed: the order is rejected with `reason`,

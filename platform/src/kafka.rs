@@ -144,7 +144,7 @@ impl ConsumerContext for GroupContext {
         let now = {
             let mut assigned = self.assigned.lock().unwrap_or_else(PoisonError::into_inner);
             assigned.retain(|p| !changed.contains(p));
-            if change == "assigned" {
+            if matches!(rebalance, Rebalance::Assign(_)) {
                 assigned.extend(changed.iter().cloned());
             }
             assigned.sort();

@@ -33,24 +33,29 @@ ensure_postgres() {
   local data="$LOCAL/postgres" url="postgres://postgres@127.0.0.1:$PRIVATE_PG_PORT"
   if ! pg_answers "$url"; then
     log "postgres: nothing answers at $PG_URL; starting a private cluster in $data (port $PRIVATE_PG_PORT)"
-    [ -n "$(postgres_bin_dir)" ] || ensure_packages
-    PATH="$(postgres_bin_dir):$PATH"
-    local as=()
-    # initdb refuses to run as root; the private cluster belongs to the postgres user then.
-    # Messages in English: the consumers classify some errors by their text (decision 0011).
-    if [ "$(id -u)" = 0 ]; then as=(runuser -u postgres --); fi
-    mkdir -p "$data"
-    [ "$(id -u)" = 0 ] && chown postgres "$data"
-    if [ ! -f "$data/PG_VERSION" ]; then
-      "${as[@]}" initdb -D "$data" -U postgres --auth=trust >"$LOCAL/postgres-init.log" 2>&1 \
-        || die "initdb failed; see $LOCAL/postgres-init.log"
-    fi
-    "${as[@]}" pg_ctl -D "$data" -l "$data/server.log" -w \
-      -o "-p $PRIVATE_PG_PORT -k $data -c listen_addresses=127.0.0.1 -c lc_messages=C" start >/dev/null \
-      || die "the private cluster did not start; see $data/server.log"
+    start_cluster "$data" "$PRIVATE_PG_PORT"
   fi
   PG_URL="$url"
   log "postgres: using the private cluster at $PG_URL"
+}
+
+# start_cluster DATA PORT: a Postgres cluster of this machine in DATA (made there first if it
+# is not; initdb's output in DATA-init.log), started on 127.0.0.1:PORT, its log in
+# DATA/server.log. initdb refuses to run as root: the cluster belongs to the postgres user
+# then. Messages in English: the consumers classify some errors by their text (decision 0011).
+start_cluster() {
+  local data=$1 port=$2 as=()
+  [ -n "$(postgres_bin_dir)" ] || ensure_packages
+  if [ "$(id -u)" = 0 ]; then as=(runuser -u postgres --); fi
+  mkdir -p "$data"
+  [ "$(id -u)" = 0 ] && chown postgres "$data"
+  if [ ! -f "$data/PG_VERSION" ]; then
+    "${as[@]}" "$(postgres_bin_dir)/initdb" -D "$data" -U postgres --auth=trust >"$data-init.log" 2>&1 \
+      || die "initdb failed; see $data-init.log"
+  fi
+  "${as[@]}" "$(postgres_bin_dir)/pg_ctl" -D "$data" -l "$data/server.log" -w \
+    -o "-p $port -k $data -c listen_addresses=127.0.0.1 -c lc_messages=C" start >/dev/null \
+    || die "the cluster in $data did not start; see $data/server.log"
 }
 
 # Creates a database if it does not exist.

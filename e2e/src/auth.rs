@@ -36,6 +36,11 @@ impl TestKeys {
         self.signer.mint(customer, Duration::from_secs(3600))
     }
 
+    /// A fulfilment operator's token (scope `orders:ship`), valid for an hour.
+    pub fn operator_token(&self, operator: &str) -> String {
+        self.signer.mint_with_scope(operator, Some(platform::auth::SHIP_SCOPE), Duration::from_secs(3600))
+    }
+
     /// A client that sends `customer`'s token with every request (a request may still set
     /// its own Authorization header).
     pub fn client(&self, customer: &str, timeout: Duration) -> reqwest::Client {

@@ -281,17 +281,37 @@ impl TestSystem {
         self.http.post(format!("{}/orders/{id}/cancel", self.order_url)).send().await.expect("answers")
     }
 
-    /// Waits until the order of [`crate::TEST_CUSTOMER`] reaches a terminal status and returns it.
+    /// `POST /orders/{id}/ship` as a fulfilment operator, with Idempotency-Key `key`.
+    pub async fn ship(&self, id: &str, key: &str) -> reqwest::Response {
+        self.http
+            .post(format!("{}/orders/{id}/ship", self.order_url))
+            .bearer_auth(self.keys.operator_token("packer-1"))
+            .header("Idempotency-Key", key)
+            .send()
+            .await
+            .expect("order service answers")
+    }
+
+    /// One SKU's stock as inventory shows it: (available, on hand, reserved).
+    pub async fn stock_levels(&self, sku: &str) -> (i64, i64, i64) {
+        let response = self.http.get(format!("{}/stock/{sku}", self.inventory_url)).send().await.expect("answers");
+        let body: Value = response.json().await.expect("json");
+        let field = |name: &str| body[name].as_i64().unwrap_or_else(|| panic!("{name} in {body}"));
+        (field("available"), field("on_hand"), field("reserved"))
+    }
+
+    /// Waits until the order of [`crate::TEST_CUSTOMER`] is settled (no answer from inventory
+    /// awaited) and returns it.
     pub async fn settled(&self, id: &str) -> Value {
         self.settled_as(crate::TEST_CUSTOMER, id).await
     }
 
-    /// Waits until `customer`'s order reaches a terminal status and returns it.
+    /// Waits until `customer`'s order is settled and returns it.
     pub async fn settled_as(&self, customer: &str, id: &str) -> Value {
         let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
         loop {
             let order = self.order_as(customer, id).await;
-            if matches!(order["status"].as_str(), Some("CONFIRMED" | "REJECTED" | "CANCELLED")) {
+            if matches!(order["status"].as_str(), Some("CONFIRMED" | "REJECTED" | "CANCELLED" | "SHIPPED")) {
                 return order;
             }
             assert!(tokio::time::Instant::now() < deadline, "order {id} did not settle: {order}");

@@ -8,7 +8,7 @@ use messaging::inbox::{HandleError, Handler};
 use platform::crash::{self, InjectedFault};
 use schema::Event as _;
 use schema::RawEnvelope;
-use schema::events::{OrderCancelled, OrderEvent, OrderPlaced};
+use schema::events::{OrderCancelled, OrderEvent, OrderPlaced, OrderReadyToShip};
 
 use crate::gremlin::Gremlin;
 use crate::stock;
@@ -42,6 +42,13 @@ impl Handler for OrderEvents {
                 let released = stock::release(conn, event.event_id, &cancelled, &trace, &self.topic).await?;
                 tracing::info!(order_id = %cancelled.order_id, lines = released.len(), "stock released");
             }
+            OrderEvent::ReadyToShip(ready) => {
+                match stock::ship(conn, event.event_id, &ready, &trace, &self.topic).await? {
+                    Some(lines) => tracing::info!(order_id = %ready.order_id, lines = lines.len(), "stock shipped"),
+                    None => tracing::warn!(order_id = %ready.order_id, "nothing reserved to ship; refused"),
+                }
+                crash::point(crate::SHIP_BEFORE_COMMIT)?;
+            }
         }
         crash::point(crate::BEFORE_COMMIT)?;
         Ok(())
@@ -68,17 +75,21 @@ impl Handler for OrderEvents {
                 let decision = stock::refuse(conn, order_id, &reason, &trace, &self.topic).await?;
                 tracing::warn!(%order_id, ?decision, "refused placement answered");
             }
-            OrderCancelled::TYPE => {
-                let held =
-                    stock::report_refusal(conn, order_id, OrderCancelled::TYPE, reason, &trace, &self.topic).await?;
-                tracing::warn!(%order_id, ?held, "refused cancellation answered with what inventory holds");
+            // Neither can change stock blindly: what inventory holds goes back, and the order
+            // service ends the request from it.
+            kind @ (OrderCancelled::TYPE | OrderReadyToShip::TYPE) => {
+                let held = stock::report_refusal(conn, order_id, kind, reason, &trace, &self.topic).await?;
+                tracing::warn!(%order_id, ?held, refused_type = kind, "refused request answered with what inventory holds");
             }
             _ => {}
         }
         Ok(())
     }
 
-    fn after_commit(&self) -> Result<(), InjectedFault> {
+    fn after_commit(&self, event: &RawEnvelope) -> Result<(), InjectedFault> {
+        if event.event_type == OrderReadyToShip::TYPE {
+            crash::point(crate::SHIP_AFTER_COMMIT_BEFORE_ACK)?;
+        }
         crash::point(crate::AFTER_COMMIT_BEFORE_ACK)
     }
 }

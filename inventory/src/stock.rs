@@ -1,19 +1,25 @@
-//! Reserving and releasing stock. Each function runs inside the consumer's inbox
+//! Reserving, releasing and shipping stock. Each function runs inside the consumer's inbox
 //! transaction: stock rows, ledger rows, the reservation record and the outgoing event
 //! commit together.
 //!
+//! A SKU has `on_hand` units in the warehouse, `reserved` of them promised to confirmed
+//! orders; `available = on_hand − reserved` is what can still be sold (decision 0019). A
+//! reservation moves units into `reserved`, a release moves them back, a shipment takes them
+//! out of both.
+//!
 //! Reservation is all-or-nothing: the order's product rows are locked in SKU order (so two
-//! consumers never deadlock), every line is checked, and only if all fit is stock deducted,
-//! each with a conditional update that can never go below zero.
+//! consumers never deadlock), every line is checked, and only if all fit is stock reserved,
+//! each with a conditional update that can never take `available` below zero.
 
 use std::collections::HashMap;
 
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use schema::Event as _;
 use schema::envelope::Trace;
 use schema::events::{
-    InventoryRefused, InventoryRejected, InventoryReleased, InventoryReserved, Line, OrderCancelled, OrderPlaced,
-    ReservationStatus, Shortfall,
+    InventoryRefused, InventoryRejected, InventoryReleased, InventoryReserved, InventoryShipped, Line, OrderCancelled,
+    OrderPlaced, OrderReadyToShip, ReservationStatus, Shortfall,
 };
 use schema::tables::inventory_db::{products, reservations, stock_ledger};
 use schema::{Envelope, EventId, OrderId, Quantity, Sku};
@@ -26,9 +32,13 @@ pub enum Reservation {
     Released,
     /// Cancelled before inventory saw the order.
     Cancelled,
+    /// Reserved, then shipped: the units left the warehouse.
+    Shipped,
 }
 
 impl Reservation {
+    const ALL: [Self; 5] = [Self::Reserved, Self::Rejected, Self::Released, Self::Cancelled, Self::Shipped];
+
     /// As other services are told it.
     fn status(self) -> ReservationStatus {
         match self {
@@ -36,6 +46,7 @@ impl Reservation {
             Self::Rejected => ReservationStatus::Rejected,
             Self::Released => ReservationStatus::Released,
             Self::Cancelled => ReservationStatus::Cancelled,
+            Self::Shipped => ReservationStatus::Shipped,
         }
     }
 
@@ -45,6 +56,7 @@ impl Reservation {
             Self::Rejected => "REJECTED",
             Self::Released => "RELEASED",
             Self::Cancelled => "CANCELLED",
+            Self::Shipped => "SHIPPED",
         }
     }
 }
@@ -78,7 +90,7 @@ pub enum Cancellation {
     PutBack,
     /// Not seen yet: remembered as `Cancelled`, so that a placement arriving later is rejected.
     RememberCancelled,
-    /// Rejected or released already: nothing is held.
+    /// Rejected, released or shipped already: nothing is held to put back.
     Nothing,
 }
 
@@ -87,6 +99,55 @@ pub fn decide_cancellation(earlier: Option<Reservation>) -> Cancellation {
         Some(Reservation::Reserved) => Cancellation::PutBack,
         None => Cancellation::RememberCancelled,
         Some(_) => Cancellation::Nothing,
+    }
+}
+
+/// What a request to ship does, given what inventory decided for the order before ([`ship`]
+/// applies it; so does the protocol model).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shipment {
+    /// Reserved: the units leave `reserved` and `on_hand`; the decision becomes `Shipped`.
+    TakeOut,
+    /// Shipped before: answered again, nothing changes.
+    AlreadyShipped,
+    /// Nothing is reserved for the order (never seen, rejected, released, cancelled): refused
+    /// with what inventory holds, nothing changes.
+    Refuse,
+}
+
+pub fn decide_shipment(earlier: Option<Reservation>) -> Shipment {
+    match earlier {
+        Some(Reservation::Reserved) => Shipment::TakeOut,
+        Some(Reservation::Shipped) => Shipment::AlreadyShipped,
+        _ => Shipment::Refuse,
+    }
+}
+
+/// How stock moves, and the sign of the ledger row that records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Movement {
+    /// `reserved += q`; ledger `−q`.
+    Reserve,
+    /// `reserved −= q`; ledger `+q`.
+    Release,
+    /// `reserved −= q`, `on_hand −= q`; ledger `−q`.
+    Ship,
+}
+
+impl Movement {
+    fn reason(self) -> &'static str {
+        match self {
+            Self::Reserve => "reserve",
+            Self::Release => "release",
+            Self::Ship => "ship",
+        }
+    }
+
+    fn ledger_delta(self, quantity: i32) -> i32 {
+        match self {
+            Self::Reserve | Self::Ship => -quantity,
+            Self::Release => quantity,
+        }
     }
 }
 
@@ -127,7 +188,7 @@ pub async fn reserve(
         }
         Placement::Reserve => {
             for line in &lines {
-                change_stock(conn, order_id, cause, &line.sku, -line.quantity.get(), "reserve").await?;
+                change_stock(conn, order_id, cause, &line.sku, line.quantity.get(), Movement::Reserve).await?;
             }
             record_decision(conn, order_id, Reservation::Reserved, None).await?;
             let reserved = InventoryReserved { order_id, lines: placed.lines.clone() };
@@ -211,19 +272,9 @@ pub async fn release(
     let mut released = Vec::new();
     match decide_cancellation(decision(conn, order_id).await?) {
         Cancellation::PutBack => {
-            let reserved: Vec<(String, i32)> = stock_ledger::table
-                .filter(stock_ledger::order_id.eq(order_id.0))
-                .filter(stock_ledger::reason.eq("reserve"))
-                .order(stock_ledger::sku)
-                .select((stock_ledger::sku, stock_ledger::delta))
-                .load(conn)
-                .await?;
-            for (sku, delta) in reserved {
-                let sku = Sku::parse(&sku).map_err(|e| StockError::Impossible(format!("ledger sku: {e}")))?;
-                change_stock(conn, order_id, cause, &sku, -delta, "release").await?;
-                let quantity = Quantity::parse(i64::from(-delta))
-                    .map_err(|e| StockError::Impossible(format!("ledger delta: {e}")))?;
-                released.push(Line { sku, quantity });
+            for line in reserved_lines(conn, order_id).await? {
+                change_stock(conn, order_id, cause, &line.sku, line.quantity.get(), Movement::Release).await?;
+                released.push(line);
             }
             update_decision(conn, order_id, Reservation::Released).await?;
         }
@@ -237,29 +288,126 @@ pub async fn release(
     Ok(released)
 }
 
-/// Changes one SKU's stock and writes the matching ledger row. The update is conditional,
-/// so stock can never go below zero even if a caller forgot to check.
+/// Takes the units reserved for a confirmed order out of the warehouse and writes
+/// `InventoryShipped`; refuses (changing nothing, saying what inventory holds) when nothing is
+/// reserved for it.
+pub async fn ship(
+    conn: &mut AsyncPgConnection,
+    cause: EventId,
+    ready: &OrderReadyToShip,
+    trace: &Trace,
+    topic: &str,
+) -> Result<Option<Vec<Line>>, StockError> {
+    let order_id = ready.order_id;
+    let earlier = decision(conn, order_id).await?;
+    match decide_shipment(earlier) {
+        Shipment::TakeOut => {
+            let lines = reserved_lines(conn, order_id).await?;
+            for line in &lines {
+                change_stock(conn, order_id, cause, &line.sku, line.quantity.get(), Movement::Ship).await?;
+            }
+            update_decision(conn, order_id, Reservation::Shipped).await?;
+            let shipped = InventoryShipped { order_id, lines: lines.clone() };
+            messaging::outbox::enqueue(conn, topic, &Envelope::new(shipped, trace)).await?;
+            Ok(Some(lines))
+        }
+        Shipment::AlreadyShipped => {
+            let lines = ledger_lines(conn, order_id, Movement::Ship).await?;
+            let shipped = InventoryShipped { order_id, lines: lines.clone() };
+            messaging::outbox::enqueue(conn, topic, &Envelope::new(shipped, trace)).await?;
+            Ok(Some(lines))
+        }
+        Shipment::Refuse => {
+            let reason = match earlier {
+                None => "inventory has not reserved stock for this order".to_owned(),
+                Some(held) => format!("inventory holds no reserved stock for this order ({})", held.as_str()),
+            };
+            let refused = InventoryRefused {
+                order_id,
+                refused_type: OrderReadyToShip::TYPE.to_owned(),
+                reason,
+                reservation: earlier.map(Reservation::status),
+            };
+            messaging::outbox::enqueue(conn, topic, &Envelope::new(refused, trace)).await?;
+            Ok(None)
+        }
+    }
+}
+
+/// The lines reserved for `order_id`, as the ledger recorded them.
+async fn reserved_lines(conn: &mut AsyncPgConnection, order_id: OrderId) -> Result<Vec<Line>, StockError> {
+    ledger_lines(conn, order_id, Movement::Reserve).await
+}
+
+/// The lines of `order_id`'s ledger rows of one kind, by SKU.
+async fn ledger_lines(
+    conn: &mut AsyncPgConnection,
+    order_id: OrderId,
+    movement: Movement,
+) -> Result<Vec<Line>, StockError> {
+    let rows: Vec<(String, i32)> = stock_ledger::table
+        .filter(stock_ledger::order_id.eq(order_id.0))
+        .filter(stock_ledger::reason.eq(movement.reason()))
+        .order(stock_ledger::sku)
+        .select((stock_ledger::sku, stock_ledger::delta))
+        .load(conn)
+        .await?;
+    rows.into_iter()
+        .map(|(sku, delta)| {
+            let sku = Sku::parse(&sku).map_err(|e| StockError::Impossible(format!("ledger sku: {e}")))?;
+            let quantity = Quantity::parse(i64::from(delta).abs())
+                .map_err(|e| StockError::Impossible(format!("ledger delta: {e}")))?;
+            Ok(Line { sku, quantity })
+        })
+        .collect()
+}
+
+/// Moves `quantity` units of one SKU and writes the matching ledger row. Each update is
+/// conditional, so `available` and `reserved` can never go below zero even if a caller
+/// forgot to check.
 async fn change_stock(
     conn: &mut AsyncPgConnection,
     order_id: OrderId,
     cause: EventId,
     sku: &Sku,
-    delta: i32,
-    reason: &str,
+    quantity: i32,
+    movement: Movement,
 ) -> Result<(), StockError> {
-    let updated = diesel::update(products::table.find(sku.as_str()).filter(products::available.ge(-delta)))
-        .set((products::available.eq(products::available + delta), products::updated_at.eq(diesel::dsl::now)))
-        .execute(conn)
-        .await?;
+    let row = products::table.find(sku.as_str());
+    let now = products::updated_at.eq(diesel::dsl::now);
+    let updated = match movement {
+        Movement::Reserve => {
+            diesel::update(row.filter(products::available.ge(quantity)))
+                .set((products::reserved.eq(products::reserved + quantity), now))
+                .execute(conn)
+                .await?
+        }
+        Movement::Release => {
+            diesel::update(row.filter(products::reserved.ge(quantity)))
+                .set((products::reserved.eq(products::reserved - quantity), now))
+                .execute(conn)
+                .await?
+        }
+        Movement::Ship => {
+            diesel::update(row.filter(products::reserved.ge(quantity)))
+                .set((
+                    products::reserved.eq(products::reserved - quantity),
+                    products::on_hand.eq(products::on_hand - quantity),
+                    now,
+                ))
+                .execute(conn)
+                .await?
+        }
+    };
     if updated != 1 {
-        return Err(StockError::Impossible(format!("stock of {sku} cannot change by {delta}")));
+        return Err(StockError::Impossible(format!("cannot {} {quantity} of {sku}", movement.reason())));
     }
     diesel::insert_into(stock_ledger::table)
         .values((
             stock_ledger::order_id.eq(order_id.0),
             stock_ledger::sku.eq(sku.as_str()),
-            stock_ledger::delta.eq(delta),
-            stock_ledger::reason.eq(reason),
+            stock_ledger::delta.eq(movement.ledger_delta(quantity)),
+            stock_ledger::reason.eq(movement.reason()),
             stock_ledger::event_id.eq(cause.0),
         ))
         .execute(conn)
@@ -270,11 +418,7 @@ async fn change_stock(
 async fn decision(conn: &mut AsyncPgConnection, order_id: OrderId) -> QueryResult<Option<Reservation>> {
     let status: Option<String> =
         reservations::table.find(order_id.0).select(reservations::status).for_update().first(conn).await.optional()?;
-    Ok(status.and_then(|s| {
-        [Reservation::Reserved, Reservation::Rejected, Reservation::Released, Reservation::Cancelled]
-            .into_iter()
-            .find(|r| r.as_str() == s)
-    }))
+    Ok(status.and_then(|s| Reservation::ALL.into_iter().find(|r| r.as_str() == s)))
 }
 
 async fn record_decision(
@@ -328,7 +472,12 @@ impl From<StockError> for messaging::inbox::HandleError {
 pub struct StockView {
     pub sku: String,
     pub name: String,
+    /// What can still be sold: `on_hand − reserved`.
     pub available: i32,
+    /// Units in the warehouse.
+    pub on_hand: i32,
+    /// Units promised to confirmed orders that have not shipped.
+    pub reserved: i32,
 }
 
 pub async fn list(conn: &mut AsyncPgConnection) -> QueryResult<Vec<StockView>> {
@@ -341,14 +490,15 @@ pub async fn find(conn: &mut AsyncPgConnection, sku: &Sku) -> QueryResult<Option
 
 /// Adds a product to the catalogue with `stock` units; false if the SKU is already there.
 /// New stock enters as the product's initial stock, so the books still balance
-/// (initial + ledger = available).
+/// (initial + ledger = on hand − reserved).
 pub async fn add_product(conn: &mut AsyncPgConnection, sku: &Sku, name: &str, stock: i32) -> QueryResult<bool> {
     let inserted = diesel::insert_into(products::table)
         .values((
             products::sku.eq(sku.as_str()),
             products::name.eq(name),
             products::initial_stock.eq(stock),
-            products::available.eq(stock),
+            products::on_hand.eq(stock),
+            products::reserved.eq(0),
         ))
         .on_conflict_do_nothing()
         .execute(conn)

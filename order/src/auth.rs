@@ -10,7 +10,7 @@ use std::time::Duration;
 use actix_web::dev::Payload;
 use actix_web::http::StatusCode;
 use actix_web::{FromRequest, HttpRequest, HttpResponse, post, web};
-use platform::auth::{AuthSettings, Signer, Unauthenticated};
+use platform::auth::{AuthSettings, SHIP_SCOPE, Signer, Unauthenticated};
 use platform::http::error_response;
 use serde::{Deserialize, Serialize};
 
@@ -32,6 +32,32 @@ impl FromRequest for Customer {
 
     fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
         ready(authenticate(request))
+    }
+}
+
+/// A fulfilment operator: a valid token that grants [`SHIP_SCOPE`]. Anyone else is refused
+/// with a 401 (no valid token) or a 403 (a valid token without the scope).
+#[derive(Debug, Clone)]
+pub struct Fulfilment(pub String);
+
+impl Fulfilment {
+    pub fn operator(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromRequest for Fulfilment {
+    type Error = Unauthenticated;
+    type Future = Ready<Result<Self, Self::Error>>;
+
+    fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(platform::auth::bearer_principal(request, "orders").and_then(|principal| {
+            if principal.has_scope(SHIP_SCOPE) {
+                Ok(Self(principal.subject))
+            } else {
+                Err(Unauthenticated::scope("orders", SHIP_SCOPE))
+            }
+        }))
     }
 }
 
@@ -65,22 +91,29 @@ impl DevTokens {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TokenRequest {
     customer: String,
+    /// `orders:ship` for a fulfilment operator's token; none for a customer's.
+    #[serde(default)]
+    scope: Option<String>,
 }
 
 #[derive(Serialize)]
 struct TokenReply {
     token: String,
     customer: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scope: Option<String>,
     expires_in: u64,
 }
 
-/// Development only, and registered only when enabled: a token for any customer, so that the
-/// web page and a shell can act as one without an identity provider.
+/// Development only, and registered only when enabled: a token for any customer (or, with
+/// `"scope": "orders:ship"`, a fulfilment operator), so that the web page and a shell can act
+/// as one without an identity provider.
 #[post("/auth/token")]
 pub async fn dev_token(request: web::Json<TokenRequest>, tokens: web::Data<DevTokens>) -> HttpResponse {
-    let customer = request.into_inner().customer;
+    let TokenRequest { customer, scope } = request.into_inner();
     if !is_customer_id(&customer) {
         return error_response(
             StatusCode::BAD_REQUEST,
@@ -88,6 +121,13 @@ pub async fn dev_token(request: web::Json<TokenRequest>, tokens: web::Data<DevTo
             "customer must be 1 to 64 characters of letters, digits, '-', '_', '.' or '@'",
         );
     }
-    let token = tokens.signer.mint(&customer, tokens.ttl);
-    HttpResponse::Ok().json(TokenReply { token, customer, expires_in: tokens.ttl.as_secs() })
+    if scope.as_deref().is_some_and(|scope| scope != SHIP_SCOPE) {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "validation_failed",
+            format!("scope may only be {SHIP_SCOPE} (a fulfilment operator), or left out (a customer)"),
+        );
+    }
+    let token = tokens.signer.mint_with_scope(&customer, scope.as_deref(), tokens.ttl);
+    HttpResponse::Ok().json(TokenReply { token, customer, scope, expires_in: tokens.ttl.as_secs() })
 }

@@ -6,12 +6,12 @@ use diesel_async::AsyncPgConnection;
 use messaging::inbox::{HandleError, Handler};
 use schema::Event as _;
 use schema::events::{
-    InventoryEvent, InventoryRefused, InventoryRejected, InventoryReleased, InventoryReserved, OrderCancelled,
-    ReservationStatus,
+    InventoryEvent, InventoryRefused, InventoryRejected, InventoryReleased, InventoryReserved, InventoryShipped,
+    OrderCancelled, OrderReadyToShip, ReservationStatus,
 };
 use schema::{Envelope, RawEnvelope};
 
-use crate::domain::OrderStatus::{Cancelled, Cancelling, Confirmed, Pending, Rejected};
+use crate::domain::OrderStatus::{Cancelled, Cancelling, Confirmed, Pending, Rejected, Shipped, Shipping};
 use crate::domain::Step;
 use crate::metrics::OrderMetrics;
 use crate::repository::{step, transition};
@@ -42,14 +42,16 @@ impl Handler for InventoryEvents {
             InventoryEvent::Released(released) => {
                 (step(conn, released.order_id, Step::Released, None).await?, "cancelled")
             }
+            InventoryEvent::Shipped(shipped) => (step(conn, shipped.order_id, Step::Shipped, None).await?, "shipped"),
             InventoryEvent::Refused(refused) => {
-                end_refused_cancellation(conn, &refused).await?;
+                end_refused_request(conn, &refused).await?;
                 return Ok(());
             }
         };
         if let Some(accepted_at) = accepted_at {
-            // End to end is acceptance to the first decision; a cancellation is the customer's doing.
-            let took = (outcome != "cancelled")
+            // End to end is acceptance to the first decision; a cancellation is the customer's
+            // doing, a shipment the operator's.
+            let took = matches!(outcome, "confirmed" | "rejected")
                 .then(|| (chrono::Utc::now() - accepted_at).num_microseconds().unwrap_or(0) as f64 / 1e6);
             self.metrics.finished(outcome, took);
             tracing::info!(order_id = %event.aggregate_id, correlation_id = %event.correlation_id, event_type = %event.event_type, "order completed a step");
@@ -63,7 +65,8 @@ impl Handler for InventoryEvents {
     /// answer to a placement cannot be read, whether stock was reserved is unknown: the order
     /// is cancelled, so inventory releases whatever it holds and the release ends it. If the
     /// answer to a cancellation cannot be read, it was the release (inventory's only answer
-    /// to one): the order is cancelled.
+    /// to one): the order is cancelled. An unreadable `InventoryShipped` still says the stock
+    /// left: the order is shipped.
     async fn refused(
         &self,
         conn: &mut AsyncPgConnection,
@@ -75,43 +78,50 @@ impl Handler for InventoryEvents {
         let (from, to) = match event.event_type.as_str() {
             InventoryReserved::TYPE | InventoryRejected::TYPE => (Pending, Cancelling),
             InventoryReleased::TYPE => (Cancelling, Cancelled),
+            InventoryShipped::TYPE => (Shipping, Shipped),
             _ => return Ok(()),
         };
         if transition(conn, order_id, &[from], to, Some(&why)).await?.is_none() {
             return Ok(());
         }
-        if to == Cancelling {
-            let cancel = Envelope::new(OrderCancelled { order_id }, &event.trace());
-            messaging::outbox::enqueue(conn, &self.orders_topic, &cancel).await?;
-        } else {
-            self.metrics.finished("cancelled", None);
+        match to {
+            Cancelling => {
+                let cancel = Envelope::new(OrderCancelled { order_id }, &event.trace());
+                messaging::outbox::enqueue(conn, &self.orders_topic, &cancel).await?;
+            }
+            Shipped => self.metrics.finished("shipped", None),
+            _ => self.metrics.finished("cancelled", None),
         }
         tracing::warn!(%order_id, status = to.as_str(), "inventory's answer could not be processed; the order moves on");
         Ok(())
     }
 
-    fn after_commit(&self) -> Result<(), platform::crash::InjectedFault> {
+    fn after_commit(&self, _event: &RawEnvelope) -> Result<(), platform::crash::InjectedFault> {
         platform::crash::point(crate::CONSUMER_AFTER_COMMIT_BEFORE_ACK)
     }
 }
 
-/// Inventory could not process this order's cancellation and changed nothing: the order
-/// leaves CANCELLING for what inventory holds (a reserved order is confirmed again, the
-/// customer may cancel again), with the reason in its history. Any other refusal, or an
-/// order not being cancelled (a forged cancellation), changes nothing.
-async fn end_refused_cancellation(conn: &mut AsyncPgConnection, refused: &InventoryRefused) -> Result<(), HandleError> {
-    if refused.refused_type != OrderCancelled::TYPE {
-        return Ok(());
-    }
+/// Inventory could not process this order's cancellation or ship request and changed
+/// nothing: the order leaves CANCELLING or SHIPPING for what inventory holds (a reserved order
+/// is confirmed again, and the customer may cancel, or the operator ship, again), with the
+/// reason in its history. Any other refusal, or an order not waiting for that request (a
+/// forged event), changes nothing.
+async fn end_refused_request(conn: &mut AsyncPgConnection, refused: &InventoryRefused) -> Result<(), HandleError> {
+    let (waiting_in, what) = match refused.refused_type.as_str() {
+        OrderCancelled::TYPE => (Cancelling, "cancellation"),
+        OrderReadyToShip::TYPE => (Shipping, "shipment"),
+        _ => return Ok(()),
+    };
     let back_to = match refused.reservation {
         Some(ReservationStatus::Reserved) => Confirmed,
         Some(ReservationStatus::Rejected) => Rejected,
         Some(ReservationStatus::Released | ReservationStatus::Cancelled) => Cancelled,
+        Some(ReservationStatus::Shipped) => Shipped,
         None => Pending,
     };
-    let why = format!("the cancellation could not be processed: {}", refused.reason);
-    if transition(conn, refused.order_id, &[Cancelling], back_to, Some(&why)).await?.is_some() {
-        tracing::warn!(order_id = %refused.order_id, status = back_to.as_str(), "cancellation refused by inventory; the order is back to what inventory holds");
+    let why = format!("the {what} could not be processed: {}", refused.reason);
+    if transition(conn, refused.order_id, &[waiting_in], back_to, Some(&why)).await?.is_some() {
+        tracing::warn!(order_id = %refused.order_id, status = back_to.as_str(), what, "request refused by inventory; the order is back to what inventory holds");
     }
     Ok(())
 }

@@ -10,13 +10,15 @@ use schema::{Quantity, Sku};
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
-/// Where an order is in its life. Terminal: `Confirmed`, `Rejected`, `Cancelled`.
+/// Where an order is in its life: PENDING → CONFIRMED → SHIPPING → SHIPPED, or REJECTED, or
+/// (until shipping starts) CANCELLING → CANCELLED. Settled (no answer from inventory awaited):
+/// `Confirmed` (until an operator ships it), `Rejected`, `Cancelled`, `Shipped`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum OrderStatus {
     /// Accepted; waiting for inventory.
     Pending,
-    /// Stock reserved; the order will ship.
+    /// Stock reserved; ready to ship.
     Confirmed,
     /// Inventory could not reserve it; see the rejection reason.
     Rejected,
@@ -24,6 +26,11 @@ pub enum OrderStatus {
     Cancelling,
     /// Cancelled; any reserved stock was put back.
     Cancelled,
+    /// A fulfilment operator started shipping; waiting for inventory to take the stock out.
+    /// It can no longer be cancelled.
+    Shipping,
+    /// The stock left the warehouse.
+    Shipped,
 }
 
 impl OrderStatus {
@@ -34,39 +41,57 @@ impl OrderStatus {
             Self::Rejected => "REJECTED",
             Self::Cancelling => "CANCELLING",
             Self::Cancelled => "CANCELLED",
+            Self::Shipping => "SHIPPING",
+            Self::Shipped => "SHIPPED",
         }
     }
 
+    pub const ALL: [Self; 7] = [
+        Self::Pending,
+        Self::Confirmed,
+        Self::Rejected,
+        Self::Cancelling,
+        Self::Cancelled,
+        Self::Shipping,
+        Self::Shipped,
+    ];
+
     pub fn parse(raw: &str) -> Option<Self> {
-        [Self::Pending, Self::Confirmed, Self::Rejected, Self::Cancelling, Self::Cancelled]
-            .into_iter()
-            .find(|s| s.as_str() == raw)
+        Self::ALL.into_iter().find(|s| s.as_str() == raw)
     }
 
-    pub fn is_terminal(self) -> bool {
-        matches!(self, Self::Confirmed | Self::Rejected | Self::Cancelled)
+    /// No answer from inventory is awaited: nothing moves the order until someone acts.
+    pub fn is_settled(self) -> bool {
+        !matches!(self, Self::Pending | Self::Cancelling | Self::Shipping)
     }
 }
 
-/// What moves an order: inventory's answers and the customer's cancellation.
+/// What moves an order: inventory's answers, the customer's cancellation and the fulfilment
+/// operator's ship request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
     Reserved,
     Rejected,
     Released,
+    Shipped,
     CancelRequested,
+    ShipRequested,
 }
 
 impl Step {
     /// The statuses this step moves an order out of; in any other, it changes nothing.
     pub fn from(self) -> &'static [OrderStatus] {
-        use OrderStatus::{Cancelling, Confirmed, Pending};
+        use OrderStatus::{Cancelling, Confirmed, Pending, Shipping};
         match self {
             // An order being cancelled ignores the reservation outcome: the release that
             // follows decides its end.
             Self::Reserved | Self::Rejected => &[Pending],
             Self::Released => &[Cancelling],
+            Self::Shipped => &[Shipping],
+            // Once shipping starts, the stock is on its way out: no cancellation.
             Self::CancelRequested => &[Pending, Confirmed],
+            // Only reserved stock can ship.
+            Self::ShipRequested => &[Confirmed],
         }
     }
 
@@ -75,7 +100,9 @@ impl Step {
             Self::Reserved => OrderStatus::Confirmed,
             Self::Rejected => OrderStatus::Rejected,
             Self::Released => OrderStatus::Cancelled,
+            Self::Shipped => OrderStatus::Shipped,
             Self::CancelRequested => OrderStatus::Cancelling,
+            Self::ShipRequested => OrderStatus::Shipping,
         }
     }
 }
@@ -308,10 +335,23 @@ mod tests {
     }
 
     #[test]
-    fn statuses_round_trip_and_know_if_they_are_final() {
-        for status in ["PENDING", "CONFIRMED", "REJECTED", "CANCELLING", "CANCELLED"] {
+    fn statuses_round_trip_and_know_if_they_are_settled() {
+        for status in ["PENDING", "CONFIRMED", "REJECTED", "CANCELLING", "CANCELLED", "SHIPPING", "SHIPPED"] {
             assert_eq!(OrderStatus::parse(status).map(OrderStatus::as_str), Some(status));
         }
-        assert!(OrderStatus::Cancelled.is_terminal() && !OrderStatus::Cancelling.is_terminal());
+        assert!(OrderStatus::Cancelled.is_settled() && !OrderStatus::Cancelling.is_settled());
+        assert!(OrderStatus::Shipped.is_settled() && !OrderStatus::Shipping.is_settled());
+    }
+
+    #[test]
+    fn shipping_starts_only_from_confirmed_and_ends_cancellation() {
+        use OrderStatus::*;
+        let shippable: Vec<_> =
+            OrderStatus::ALL.into_iter().filter(|s| s.after(Step::ShipRequested).is_some()).collect();
+        assert_eq!(shippable, [Confirmed]);
+        assert_eq!(Shipping.after(Step::CancelRequested), None);
+        assert_eq!(Shipped.after(Step::CancelRequested), None);
+        assert_eq!(Shipping.after(Step::Shipped), Some(Shipped));
+        assert_eq!(Confirmed.after(Step::Shipped), None, "an answer without a request changes nothing");
     }
 }

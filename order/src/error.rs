@@ -19,6 +19,8 @@ pub enum ApiError {
     NotFound,
     #[error("order cannot be cancelled in status {0}")]
     NotCancellable(OrderStatus),
+    #[error("order cannot ship in status {0}")]
+    NotShippable(OrderStatus),
     #[error("database: {0}")]
     Database(#[from] diesel::result::Error),
     #[error("no database connection: {0}")]
@@ -33,7 +35,7 @@ impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             Self::Validation(_) | Self::IdempotencyKey => StatusCode::BAD_REQUEST,
-            Self::KeyReused { .. } | Self::NotCancellable(_) => StatusCode::CONFLICT,
+            Self::KeyReused { .. } | Self::NotCancellable(_) | Self::NotShippable(_) => StatusCode::CONFLICT,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::Database(_) | Self::Injected(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -70,7 +72,29 @@ impl ResponseError for ApiError {
                 match current {
                     OrderStatus::Rejected => "the order was rejected; there is nothing to cancel".to_owned(),
                     OrderStatus::Cancelled => "the order is already cancelled".to_owned(),
+                    OrderStatus::Shipping => {
+                        "shipping has started: the stock is on its way out of the warehouse, so the order can no \
+                         longer be cancelled"
+                            .to_owned()
+                    }
+                    OrderStatus::Shipped => "the order has shipped; it can no longer be cancelled".to_owned(),
                     other => format!("an order in status {other} cannot be cancelled"),
+                },
+            ),
+            Self::NotShippable(current) => error_response(
+                status,
+                "not_shippable",
+                match current {
+                    OrderStatus::Pending => {
+                        "the order is not confirmed yet: inventory has not reserved its stock; ship it once it is \
+                         CONFIRMED"
+                            .to_owned()
+                    }
+                    OrderStatus::Rejected => "the order was rejected; there is no stock to ship".to_owned(),
+                    OrderStatus::Cancelling | OrderStatus::Cancelled => {
+                        "the order is cancelled (or being cancelled); there is nothing to ship".to_owned()
+                    }
+                    other => format!("an order in status {other} cannot ship"),
                 },
             ),
             Self::RateLimited { retry_after, .. } => {

@@ -1,6 +1,7 @@
 //! The order service: takes orders over HTTP, writes each with an `OrderPlaced` event in one
-//! transaction (the outbox; the relay publishes it), and applies inventory's decisions from
-//! `inventory.events` through its inbox, exactly once. Map:
+//! transaction (the outbox; the relay publishes it), and applies inventory's answers from
+//! `inventory.events` through its inbox, exactly once. Cancellations and shipments go the same
+//! way (`OrderCancelled`, `OrderReadyToShip`). Map:
 //!
 //! - HTTP in: [`routes`] (orders, health, the web page), guarded by [`admission`], taken
 //!   for a customer by [`auth`] and answering with [`error`]; [`openapi`] documents them;
@@ -32,5 +33,10 @@ pub const AFTER_COMMIT_BEFORE_REPLY: &str = "order.after_commit_before_reply";
 /// After an inventory decision is applied, before its offset is stored.
 pub const CONSUMER_AFTER_COMMIT_BEFORE_ACK: &str = "order.consumer.after_commit_before_ack";
 
+/// The order process dies after committing SHIPPING and `OrderReadyToShip`, before its reply:
+/// the operator's retry must find the shipment under way, not start a second.
+pub const SHIP_AFTER_COMMIT_BEFORE_REPLY: &str = "order.ship.after_commit_before_reply";
+
 /// The crash points this crate has (see `platform::crash`).
-pub const CRASH_POINTS: &[&str] = &[AFTER_COMMIT_BEFORE_REPLY, CONSUMER_AFTER_COMMIT_BEFORE_ACK];
+pub const CRASH_POINTS: &[&str] =
+    &[AFTER_COMMIT_BEFORE_REPLY, CONSUMER_AFTER_COMMIT_BEFORE_ACK, SHIP_AFTER_COMMIT_BEFORE_REPLY];

@@ -11,7 +11,7 @@ use platform::metrics::{Metrics, latency_histogram};
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
-    /// accepted, confirmed, rejected or cancelled.
+    /// accepted, confirmed, rejected, cancelled, ship_requested or shipped.
     pub outcome: &'static str,
 }
 
@@ -26,7 +26,7 @@ impl OrderMetrics {
         let this = Self { orders: Family::default(), end_to_end: latency_histogram() };
         metrics.register(
             "orders",
-            "Orders by outcome (accepted, then confirmed, rejected or cancelled)",
+            "Orders by outcome (accepted, then confirmed, rejected or cancelled; ship_requested, then shipped)",
             this.orders.clone(),
         );
         metrics.register_with_unit(
@@ -40,6 +40,11 @@ impl OrderMetrics {
 
     pub fn accepted(&self) {
         self.orders.get_or_create(&OutcomeLabels { outcome: "accepted" }).inc();
+    }
+
+    /// A fulfilment operator started shipping an order.
+    pub fn ship_requested(&self) {
+        self.orders.get_or_create(&OutcomeLabels { outcome: "ship_requested" }).inc();
     }
 
     /// An order reached a final status `seconds` after it was accepted.

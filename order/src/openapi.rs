@@ -6,12 +6,13 @@ use utoipa::{Modify, OpenApi};
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Order service", description = "Place, follow and cancel orders."),
+    info(title = "Order service", description = "Place, follow, cancel and ship orders."),
     paths(
         crate::routes::orders::place_order,
         crate::routes::orders::get_order,
         crate::routes::orders::list_orders,
         crate::routes::orders::cancel_order,
+        crate::routes::orders::ship_order,
         crate::routes::health::live,
         crate::routes::health::ready,
     ),
@@ -31,7 +32,8 @@ pub struct ErrorReply {
     fields: Option<std::collections::BTreeMap<String, String>>,
 }
 
-/// `/orders` takes the customer from a bearer token (decision 0013).
+/// `/orders` takes the customer from a bearer token (decision 0013); shipping takes a token
+/// that grants `orders:ship` (decision 0019).
 struct CustomerToken;
 
 impl Modify for CustomerToken {
@@ -45,6 +47,18 @@ impl Modify for CustomerToken {
                     .bearer_format("JWT")
                     .description(Some(
                         "An EdDSA-signed JWT whose subject is the customer, with the service's issuer and audience",
+                    ))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "operator_token",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some(
+                        "An EdDSA-signed JWT of a fulfilment operator: its `scope` claim includes `orders:ship`",
                     ))
                     .build(),
             ),

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection as _, AsyncPgConnection, RunQueryDsl};
 use schema::envelope::Trace;
-use schema::events::{OrderCancelled, OrderPlaced};
+use schema::events::{OrderCancelled, OrderPlaced, OrderReadyToShip};
 use schema::tables::order_db::{order_lines, order_status_history, orders};
 use schema::{Envelope, OrderId};
 use uuid::Uuid;
@@ -178,6 +178,78 @@ pub async fn cancel(
         Some(Ok(requested)) => {
             let view = find(conn, id).await?.ok_or(diesel::result::Error::NotFound)?;
             if requested { Cancellation::Requested(view) } else { Cancellation::AlreadyRequested(view) }
+        }
+    })
+}
+
+/// What a ship request did.
+#[derive(Debug)]
+pub enum ShipRequest {
+    /// `OrderReadyToShip` was written; inventory will take the stock out.
+    Requested(OrderView),
+    /// Shipping had started already: nothing was written. `replayed` when this is a retry
+    /// of the request that started it (same Idempotency-Key).
+    AlreadyRequested {
+        view: OrderView,
+        replayed: bool,
+    },
+    /// The order is in a status that cannot ship (not confirmed, or cancelled).
+    NotShippable(OrderStatus),
+    NotFound,
+}
+
+/// Starts shipping a confirmed order (any customer's: the caller is a fulfilment operator),
+/// remembering `idempotency_key`. A second request changes nothing and is answered with the
+/// order as it is.
+#[tracing::instrument(skip_all, fields(order_id = %id), err)]
+pub async fn ship(
+    conn: &mut AsyncPgConnection,
+    id: OrderId,
+    idempotency_key: &str,
+    trace: &Trace,
+    topic: &str,
+) -> QueryResult<ShipRequest> {
+    let outcome = conn
+        .transaction::<_, diesel::result::Error, _>(async |conn| {
+            // The row lock serialises this with a cancellation and with the consumer.
+            let row: Option<(String, Option<String>)> = orders::table
+                .find(id.0)
+                .select((orders::status, orders::ship_idempotency_key))
+                .for_update()
+                .first(conn)
+                .await
+                .optional()?;
+            let Some((status, earlier_key)) = row else {
+                return Ok(None);
+            };
+            let status = status_of(&status)?;
+            match status.after(Step::ShipRequested) {
+                Some(to) => {
+                    transition(conn, id, &[status], to, None).await?;
+                    diesel::update(orders::table.find(id.0))
+                        .set(orders::ship_idempotency_key.eq(idempotency_key))
+                        .execute(conn)
+                        .await?;
+                    let event = Envelope::new(OrderReadyToShip { order_id: id }, trace);
+                    messaging::outbox::enqueue(conn, topic, &event).await?;
+                    Ok(Some(Ok(None)))
+                }
+                None if matches!(status, OrderStatus::Shipping | OrderStatus::Shipped) => {
+                    Ok(Some(Ok(Some(earlier_key.as_deref() == Some(idempotency_key)))))
+                }
+                None => Ok(Some(Err(status))),
+            }
+        })
+        .await?;
+    Ok(match outcome {
+        None => ShipRequest::NotFound,
+        Some(Err(status)) => ShipRequest::NotShippable(status),
+        Some(Ok(earlier)) => {
+            let view = find(conn, id).await?.ok_or(diesel::result::Error::NotFound)?;
+            match earlier {
+                None => ShipRequest::Requested(view),
+                Some(replayed) => ShipRequest::AlreadyRequested { view, replayed },
+            }
         }
     })
 }

@@ -179,6 +179,7 @@ fn configure_routes(
                 .service(routes::orders::list_orders)
                 .service(routes::orders::get_order)
                 .service(routes::orders::cancel_order)
+                .service(routes::orders::ship_order)
                 // Outermost: the time a shopper waits, including admission's refusals.
                 .wrap(from_fn(move |request: ServiceRequest, next: Next<BoxBody>| {
                     record_latency(latency.clone(), request, next)

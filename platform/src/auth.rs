@@ -141,13 +141,30 @@ struct Claims {
     exp: u64,
     nbf: u64,
     iat: u64,
+    /// What else the subject may do, space-separated (RFC 8693's `scope` claim), e.g.
+    /// `orders:ship` for a fulfilment operator. Customers' tokens have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    scope: Option<String>,
 }
 
 /// The part of a verified token the caller needs.
-#[derive(Deserialize)]
-struct Subject {
-    sub: String,
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Principal {
+    #[serde(rename = "sub")]
+    pub subject: String,
+    #[serde(default)]
+    scope: Option<String>,
 }
+
+impl Principal {
+    /// Whether the token grants `scope`.
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scope.as_deref().is_some_and(|granted| granted.split_ascii_whitespace().any(|s| s == scope))
+    }
+}
+
+/// The scope of a fulfilment operator's token: it may ship any customer's order.
+pub const SHIP_SCOPE: &str = "orders:ship";
 
 /// Checks tokens against the trusted public keys.
 pub struct Verifier {
@@ -200,9 +217,14 @@ impl Verifier {
 
     /// The token's subject, if the token is signed by a trusted key and valid now.
     pub fn verify(&self, token: &str) -> Result<String, Rejection> {
+        self.principal(token).map(|principal| principal.subject)
+    }
+
+    /// The token's subject and scopes, if the token is signed by a trusted key and valid now.
+    pub fn principal(&self, token: &str) -> Result<Principal, Rejection> {
         for key in &self.keys {
-            match jsonwebtoken::decode::<Subject>(token, key, &self.validation) {
-                Ok(data) => return Ok(data.claims.sub),
+            match jsonwebtoken::decode::<Principal>(token, key, &self.validation) {
+                Ok(data) => return Ok(data.claims),
                 // Signed with another key, perhaps one of the others (rotation).
                 Err(e) if matches!(e.kind(), ErrorKind::InvalidSignature) => continue,
                 Err(e) => return Err(e.into()),
@@ -229,6 +251,8 @@ enum Unauthorised {
     Invalid(Rejection),
     #[error("{0}")]
     Subject(&'static str),
+    #[error("the token lacks scope {0}")]
+    Scope(&'static str),
 }
 
 impl Unauthenticated {
@@ -238,6 +262,12 @@ impl Unauthenticated {
         Self { realm, why: Unauthorised::Subject(what) }
     }
 
+    /// The token was valid but does not grant `scope`: a `403` (RFC 6750's
+    /// `insufficient_scope`).
+    pub fn scope(realm: &'static str, scope: &'static str) -> Self {
+        Self { realm, why: Unauthorised::Scope(scope) }
+    }
+
     /// What is wrong with the token that came (RFC 6750's `error_description`); `None` when
     /// none came.
     fn description(&self) -> Option<String> {
@@ -245,17 +275,33 @@ impl Unauthenticated {
             Unauthorised::Missing => None,
             Unauthorised::Invalid(rejection) => Some(rejection.describe()),
             Unauthorised::Subject(what) => Some((*what).to_owned()),
+            Unauthorised::Scope(scope) => Some(format!("the token does not grant {scope}")),
         }
     }
 }
 
 impl actix_web::ResponseError for Unauthenticated {
     fn status_code(&self) -> actix_web::http::StatusCode {
-        actix_web::http::StatusCode::UNAUTHORIZED
+        match self.why {
+            Unauthorised::Scope(_) => actix_web::http::StatusCode::FORBIDDEN,
+            _ => actix_web::http::StatusCode::UNAUTHORIZED,
+        }
     }
 
     fn error_response(&self) -> actix_web::HttpResponse {
         let realm = self.realm;
+        if let Unauthorised::Scope(scope) = self.why {
+            let mut response = crate::http::error_response(
+                actix_web::http::StatusCode::FORBIDDEN,
+                "insufficient_scope",
+                format!("this needs a token that grants {scope} (a fulfilment operator's); yours does not"),
+            );
+            let challenge = format!(r#"Bearer realm="{realm}", error="insufficient_scope", scope="{scope}""#);
+            if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&challenge) {
+                response.headers_mut().insert(actix_web::http::header::WWW_AUTHENTICATE, value);
+            }
+            return response;
+        }
         let (message, challenge) = match self.description() {
             None => (
                 "sign in: send Authorization: Bearer <token>, a token naming you as its subject".to_owned(),
@@ -280,6 +326,11 @@ impl actix_web::ResponseError for Unauthenticated {
 /// app data (a route that needs it cannot exist without it): what a service's own extractor
 /// (its customer) is built on.
 pub fn bearer_subject(request: &actix_web::HttpRequest, realm: &'static str) -> Result<String, Unauthenticated> {
+    bearer_principal(request, realm).map(|principal| principal.subject)
+}
+
+/// The subject and scopes of the request's valid bearer token (see [`bearer_subject`]).
+pub fn bearer_principal(request: &actix_web::HttpRequest, realm: &'static str) -> Result<Principal, Unauthenticated> {
     let refused = |why| Unauthenticated { realm, why };
     let token = request
         .headers()
@@ -288,7 +339,7 @@ pub fn bearer_subject(request: &actix_web::HttpRequest, realm: &'static str) -> 
         .and_then(crate::admin::bearer_token)
         .ok_or(refused(Unauthorised::Missing))?;
     let verifier = request.app_data::<actix_web::web::Data<Verifier>>().ok_or(refused(Unauthorised::Missing))?;
-    verifier.verify(token).map_err(|rejection| refused(Unauthorised::Invalid(rejection)))
+    verifier.principal(token).map_err(|rejection| refused(Unauthorised::Invalid(rejection)))
 }
 
 /// Mints tokens: for the local stack, the tools and the tests; production tokens come from
@@ -311,6 +362,11 @@ impl Signer {
 
     /// A token for `subject`, valid from now for `ttl`.
     pub fn mint(&self, subject: &str, ttl: Duration) -> String {
+        self.mint_with_scope(subject, None, ttl)
+    }
+
+    /// A token for `subject` that also grants `scope` (space-separated scopes).
+    pub fn mint_with_scope(&self, subject: &str, scope: Option<&str>, ttl: Duration) -> String {
         let now = jsonwebtoken::get_current_timestamp();
         let claims = Claims {
             sub: subject.into(),
@@ -319,6 +375,7 @@ impl Signer {
             exp: now.saturating_add(ttl.as_secs()),
             nbf: now,
             iat: now,
+            scope: scope.map(str::to_owned),
         };
         // Signing with a key that parsed cannot fail; if it ever did, the token would be
         // refused where it is used, with the reason.
@@ -356,6 +413,20 @@ mod tests {
         let (signer, public) = pair();
         let token = signer.mint("alice", Duration::from_secs(60));
         assert_eq!(verifier(&public).verify(&token), Ok("alice".to_owned()));
+    }
+
+    #[test]
+    fn a_scope_is_granted_only_when_the_token_names_it() {
+        let (signer, public) = pair();
+        let verifier = verifier(&public);
+        let customer = verifier.principal(&signer.mint("alice", Duration::from_secs(60))).expect("valid");
+        assert!(!customer.has_scope(SHIP_SCOPE));
+        let operator = signer.mint_with_scope("packer-1", Some("orders:read orders:ship"), Duration::from_secs(60));
+        let operator = verifier.principal(&operator).expect("valid");
+        assert_eq!(operator.subject, "packer-1");
+        assert!(operator.has_scope(SHIP_SCOPE) && !operator.has_scope("orders:ship:all"));
+        let near_miss = signer.mint_with_scope("p", Some("orders:shipping"), Duration::from_secs(60));
+        assert!(!verifier.principal(&near_miss).expect("valid").has_scope(SHIP_SCOPE));
     }
 
     #[test]
@@ -403,6 +474,7 @@ mod tests {
             exp: jsonwebtoken::get_current_timestamp() + 60,
             nbf: 0,
             iat: 0,
+            scope: Some(SHIP_SCOPE.into()),
         };
         // HS256 keyed with the public key's own text: the classic algorithm confusion.
         let key = EncodingKey::from_secret(public.as_bytes()).expect("hmac key");

@@ -27,6 +27,13 @@ pub struct OrderCancelled {
     pub order_id: OrderId,
 }
 
+/// A fulfilment operator started shipping a confirmed order: inventory must take its
+/// reserved units out of the warehouse.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct OrderReadyToShip {
+    pub order_id: OrderId,
+}
+
 /// Every line of the order was reserved; stock was deducted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct InventoryReserved {
@@ -60,6 +67,14 @@ pub struct InventoryReleased {
     pub lines: Vec<Line>,
 }
 
+/// The order's reserved units left the warehouse: `reserved` and `on_hand` both went down by
+/// each line's quantity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct InventoryShipped {
+    pub order_id: OrderId,
+    pub lines: Vec<Line>,
+}
+
 /// What inventory holds for an order, as it tells others.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -69,6 +84,9 @@ pub enum ReservationStatus {
     Released,
     /// Cancelled before inventory reserved anything.
     Cancelled,
+    /// Reserved, then shipped: the stock left the warehouse. Only a refusal of an event
+    /// that a shipping-aware order service sends can carry it (decision 0019).
+    Shipped,
 }
 
 /// An event about the order could not be processed and went to the dead-letter topic;
@@ -99,6 +117,8 @@ macro_rules! event {
 
 event!(OrderPlaced, "OrderPlaced", 1);
 event!(OrderCancelled, "OrderCancelled", 1);
+event!(OrderReadyToShip, "OrderReadyToShip", 1);
+event!(InventoryShipped, "InventoryShipped", 1);
 event!(InventoryReserved, "InventoryReserved", 1);
 event!(InventoryRejected, "InventoryRejected", 1);
 event!(InventoryReleased, "InventoryReleased", 1);
@@ -156,7 +176,7 @@ macro_rules! topic_events {
 
 topic_events! {
     /// Every event on `orders.events`.
-    OrderEvent { Placed(OrderPlaced), Cancelled(OrderCancelled) }
+    OrderEvent { Placed(OrderPlaced), Cancelled(OrderCancelled), ReadyToShip(OrderReadyToShip) }
 }
 
 topic_events! {
@@ -165,6 +185,7 @@ topic_events! {
         Reserved(InventoryReserved),
         Rejected(InventoryRejected),
         Released(InventoryReleased),
+        Shipped(InventoryShipped),
         Refused(InventoryRefused),
     }
 }

@@ -1,9 +1,10 @@
 //! Topic names. Production uses the defaults; tests give every run its own names so that
 //! runs never see each other's events.
 
-/// Where the order service publishes `OrderPlaced` and `OrderCancelled`.
+/// Where the order service publishes `OrderPlaced`, `OrderCancelled` and `OrderReadyToShip`.
 pub const ORDERS: &str = "orders.events";
-/// Where the inventory service publishes `InventoryReserved`, `InventoryRejected`, `InventoryReleased`.
+/// Where the inventory service publishes its answers: `InventoryReserved`, `InventoryRejected`,
+/// `InventoryReleased`, `InventoryShipped` and `InventoryRefused`.
 pub const INVENTORY: &str = "inventory.events";
 
 /// The pair of topic names a deployment uses.

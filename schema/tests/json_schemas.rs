@@ -7,7 +7,8 @@
 use std::path::PathBuf;
 
 use schema::events::{
-    InventoryRefused, InventoryRejected, InventoryReleased, InventoryReserved, OrderCancelled, OrderPlaced,
+    InventoryRefused, InventoryRejected, InventoryReleased, InventoryReserved, InventoryShipped, OrderCancelled,
+    OrderPlaced, OrderReadyToShip,
 };
 use schema::{Envelope, Event};
 
@@ -29,9 +30,11 @@ fn check<E: Event>() {
 fn every_event_type_has_an_up_to_date_json_schema_file() {
     check::<OrderPlaced>();
     check::<OrderCancelled>();
+    check::<OrderReadyToShip>();
     check::<InventoryReserved>();
     check::<InventoryRejected>();
     check::<InventoryReleased>();
+    check::<InventoryShipped>();
     check::<InventoryRefused>();
 }
 

@@ -13,7 +13,7 @@ async fn two_hundred_concurrent_orders_over_five_skus_conserve_stock_and_all_set
     let system = TestSystem::start().await;
     // Scarce stock, so that some orders are rejected and the race for the last units is real.
     let mut conn = TestSystem::connect(&system.inventory_db).await;
-    diesel::sql_query(format!("UPDATE products SET initial_stock = {STOCK}, available = {STOCK}"))
+    diesel::sql_query(format!("UPDATE products SET initial_stock = {STOCK}, on_hand = {STOCK}, reserved = 0"))
         .execute(&mut conn)
         .await
         .expect("stock set");

@@ -26,4 +26,5 @@ mod poison;
 mod redelivery;
 mod relay_failover;
 mod retention;
+mod shipping;
 mod slow_clients;

@@ -111,7 +111,7 @@ impl<H: Handler> Shared<H> {
         }
         // The effect is committed but not acknowledged: the fault makes the event be
         // handled again, as a redelivery would, and the inbox recognises it.
-        self.handler.after_commit().map_err(HandleError::from)
+        self.handler.after_commit(event).map_err(HandleError::from)
     }
 
     /// Records the refusal of a dead-lettered event in the inbox and lets the handler answer

@@ -42,9 +42,9 @@ pub trait Handler: Send + Sync + 'static {
         Ok(())
     }
 
-    /// Runs after the transaction committed, before the offset is stored: the place of the
-    /// service's `*.after_commit_before_ack` crash point.
-    fn after_commit(&self) -> Result<(), platform::crash::InjectedFault> {
+    /// Runs after `event`'s transaction committed, before its offset is stored: the place of
+    /// the service's `*.after_commit_before_ack` crash points.
+    fn after_commit(&self, _event: &RawEnvelope) -> Result<(), platform::crash::InjectedFault> {
         Ok(())
     }
 }

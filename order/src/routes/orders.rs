@@ -1,4 +1,4 @@
-//! `/orders`: place, read, list and cancel orders.
+//! `/orders`: place, read, list, cancel and ship orders.
 
 use std::time::{Duration, Instant};
 
@@ -8,10 +8,10 @@ use schema::OrderId;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::auth::Customer;
-use crate::domain::PlaceOrder;
+use crate::auth::{Customer, Fulfilment};
+use crate::domain::{OrderStatus, PlaceOrder};
 use crate::error::ApiError;
-use crate::repository::{self, Cancellation, Placement};
+use crate::repository::{self, Cancellation, Placement, ShipRequest};
 use crate::state::AppState;
 use crate::view::OrderView;
 
@@ -94,7 +94,7 @@ pub async fn place_order(
             tracing::info!(order_id = %view.id, correlation_id = %view.correlation_id, "order accepted");
             (view, false)
         }
-        Placement::Replayed(view) if is_terminal(&view) => (view, true),
+        Placement::Replayed(view) if is_settled(&view) => (view, true),
         Placement::Replayed(view) => {
             // A decision committed between that read and this registration would wake no
             // one: read once more after registering.
@@ -103,7 +103,7 @@ pub async fn place_order(
         }
         Placement::KeyReused { existing } => return Err(ApiError::KeyReused { existing: existing.0 }),
     };
-    let view = wait_for(&state, waiter, view, started, budget, is_terminal).await;
+    let view = wait_for(&state, waiter, view, started, budget, is_settled).await;
     Ok(reply(view, replayed, preference))
 }
 
@@ -151,8 +151,8 @@ async fn reread(state: &AppState, id: uuid::Uuid, within: Duration) -> Option<Or
     tokio::time::timeout(within, read).await.ok().flatten()
 }
 
-fn is_terminal(view: &OrderView) -> bool {
-    view.status.is_terminal()
+fn is_settled(view: &OrderView) -> bool {
+    view.status.is_settled()
 }
 
 /// The budget for this request: the configured one, or less if the client prefers
@@ -183,8 +183,8 @@ struct Placed {
 }
 
 fn reply(view: OrderView, replayed: bool, preference: Option<String>) -> HttpResponse {
-    let terminal = is_terminal(&view);
-    let mut response = if terminal { HttpResponse::Created() } else { HttpResponse::Accepted() };
+    let settled = is_settled(&view);
+    let mut response = if settled { HttpResponse::Created() } else { HttpResponse::Accepted() };
     response.insert_header((header::LOCATION, format!("/orders/{}", view.id)));
     if replayed {
         response.insert_header(("Idempotent-Replayed", "true"));
@@ -192,7 +192,7 @@ fn reply(view: OrderView, replayed: bool, preference: Option<String>) -> HttpRes
     if let Some(preference) = preference {
         response.insert_header(("Preference-Applied", preference));
     }
-    let message = (!terminal).then(|| {
+    let message = (view.status == OrderStatus::Pending).then(|| {
         format!(
             "Your order is safely recorded. Inventory is taking longer than usual to confirm it; it will \
              complete on its own, so there is no need to order again. Follow its status at /orders/{}.",
@@ -257,7 +257,7 @@ pub async fn get_order(
         Some(waiter) => {
             let changed = |view: &OrderView| match &known {
                 Some(tags) => !tags.contains(&etag(view)),
-                None => is_terminal(view),
+                None => is_settled(view),
             };
             wait_for(&state, waiter, view, started, budget, changed).await
         }
@@ -330,7 +330,8 @@ pub async fn list_orders(
 }
 
 /// Cancels a pending or confirmed order: inventory releases its stock and the order ends
-/// CANCELLED. Cancelling an order that is already being cancelled is harmless.
+/// CANCELLED. Cancelling an order that is already being cancelled is harmless. Once shipping
+/// has started (SHIPPING, SHIPPED) the answer is a 409.
 #[utoipa::path(
     post,
     path = "/orders/{id}/cancel",
@@ -341,7 +342,7 @@ pub async fn list_orders(
         (status = 400, description = "The id is not a UUID", body = crate::openapi::ErrorReply),
         (status = 401, description = "Missing, expired or invalid token", body = crate::openapi::ErrorReply),
         (status = 404, description = "No such order among this customer's", body = crate::openapi::ErrorReply),
-        (status = 409, description = "Rejected or already cancelled", body = crate::openapi::ErrorReply),
+        (status = 409, description = "Rejected, already cancelled, or shipping has started (`not_cancellable`)", body = crate::openapi::ErrorReply),
         (status = 503, description = "The database is not reachable", body = crate::openapi::ErrorReply),
     )
 )]
@@ -359,6 +360,74 @@ pub async fn cancel_order(
         Cancellation::NotCancellable(status) => Err(ApiError::NotCancellable(status)),
         Cancellation::NotFound => Err(ApiError::NotFound),
     }
+}
+
+/// Ships a confirmed order (a fulfilment operator's call: the token must grant `orders:ship`).
+/// The order moves to SHIPPING with an `OrderReadyToShip` event in one transaction; inventory
+/// takes its reserved units out of the warehouse and the order ends SHIPPED. The request waits
+/// up to its budget (`Prefer: wait=N` for less) for that. A second request, with any key, is
+/// a no-op answered with the order as it is; a retry with the same key says
+/// `Idempotent-Replayed: true`.
+#[utoipa::path(
+    post,
+    path = "/orders/{id}/ship",
+    params(
+        ("id" = uuid::Uuid, Path, description = "Order id"),
+        ("Idempotency-Key" = String, Header, min_length = 1, max_length = 255, pattern = "^[!-~]{1,255}$",
+            description = "Resend it to retry safely (1 to 255 visible ASCII characters)"),
+        ("Prefer" = Option<String>, Header, description = "wait=N: wait at most N seconds for SHIPPED (RFC 7240)"),
+    ),
+    security(("operator_token" = [])),
+    responses(
+        (status = 200, description = "SHIPPED: the stock left the warehouse", body = OrderView),
+        (status = 202, description = "SHIPPING: inventory has not answered within the wait; follow Location", body = OrderView),
+        (status = 400, description = "The id is not a UUID, or the Idempotency-Key is missing", body = crate::openapi::ErrorReply),
+        (status = 401, description = "Missing, expired or invalid token", body = crate::openapi::ErrorReply),
+        (status = 403, description = "The token does not grant orders:ship (`insufficient_scope`)", body = crate::openapi::ErrorReply),
+        (status = 404, description = "No such order", body = crate::openapi::ErrorReply),
+        (status = 409, description = "Not CONFIRMED: still pending, rejected, or cancelled (`not_shippable`)", body = crate::openapi::ErrorReply),
+        (status = 503, description = "The database is not reachable; see Retry-After", body = crate::openapi::ErrorReply),
+    )
+)]
+#[post("/{id}/ship")]
+pub async fn ship_order(
+    operator: Fulfilment,
+    request: HttpRequest,
+    id: web::Path<uuid::Uuid>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let started = Instant::now();
+    let key = idempotency_key(&request)?;
+    let (budget, preference) = wait_budget(request.headers(), state.wait_budget);
+    let trace = platform::http::trace_of(request.headers());
+    // Registered before the write, so that inventory's answer committed at any moment wakes us.
+    let waiter = state.waiters.register(*id);
+    let outcome = {
+        let within = budget.max(ACCEPT_WAIT_FLOOR).saturating_sub(started.elapsed());
+        let mut conn = platform::db::get_within(&state.pool, within).await?;
+        repository::ship(&mut conn, OrderId(*id), key, &trace, &state.topics.orders).await?
+    };
+    platform::crash::point(crate::SHIP_AFTER_COMMIT_BEFORE_REPLY)?;
+    let (view, replayed) = match outcome {
+        ShipRequest::Requested(view) => {
+            state.metrics.ship_requested();
+            tracing::info!(order_id = %view.id, operator = operator.operator(), "shipping started");
+            (view, false)
+        }
+        ShipRequest::AlreadyRequested { view, replayed } => (view, replayed),
+        ShipRequest::NotShippable(status) => return Err(ApiError::NotShippable(status)),
+        ShipRequest::NotFound => return Err(ApiError::NotFound),
+    };
+    let view = wait_for(&state, waiter, view, started, budget, is_settled).await;
+    let mut response = if view.status == OrderStatus::Shipping { HttpResponse::Accepted() } else { HttpResponse::Ok() };
+    response.insert_header((header::LOCATION, format!("/orders/{}", view.id)));
+    if replayed {
+        response.insert_header(("Idempotent-Replayed", "true"));
+    }
+    if let Some(preference) = preference {
+        response.insert_header(("Preference-Applied", preference));
+    }
+    Ok(response.json(view))
 }
 
 #[cfg(test)]

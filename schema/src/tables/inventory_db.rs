@@ -5,8 +5,10 @@ diesel::table! {
         sku -> Text,
         name -> Text,
         initial_stock -> Int4,
-        available -> Int4,
         updated_at -> Timestamptz,
+        on_hand -> Int4,
+        reserved -> Int4,
+        available -> Int4,
     }
 }
 

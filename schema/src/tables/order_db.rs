@@ -30,6 +30,7 @@ diesel::table! {
         correlation_id -> Text,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        ship_idempotency_key -> Nullable<Text>,
     }
 }
 

@@ -1,11 +1,16 @@
 //! The judge of every fault test and load run. Reads the order and inventory databases and
 //! checks, from data alone:
-//! - every order is terminal, or younger than the grace period (no lost order);
-//! - per SKU, `initial_stock + Σ ledger = available` (the ledger explains every unit);
-//! - per order and SKU, the ledger matches the order's status: a CONFIRMED order is deducted
-//!   exactly its quantity, a REJECTED or CANCELLED one nets to zero, and no ledger row names
-//!   an order the order service does not know (no double deduction, no deduction without a
-//!   confirmed order, no confirmed order without a deduction);
+//! - every order is settled, or younger than the grace period (no lost order);
+//! - per SKU, `on_hand = initial − Σ shipped` and `reserved = Σ held`, both from the ledger
+//!   (reserve −q, release +q, ship −q: what an order holds is −(reserve + release) − shipped),
+//!   so the ledger explains every unit in the warehouse and every unit promised;
+//! - per order and SKU, the ledger matches the order's status: a CONFIRMED order holds
+//!   exactly its quantity, a SHIPPED one shipped it, a REJECTED or CANCELLED one holds and
+//!   shipped nothing, nothing shipped for an order not shipping, and no ledger row names an
+//!   order the order service does not know. With the line above, `reserved = Σ(confirmed, not
+//!   shipped, not cancelled)` once nothing is in flight;
+//! - from the orders' histories: nothing shipped that was never CONFIRMED, and nothing was
+//!   cancelled after its shipping started;
 //! - no customer's idempotency key has more than one order;
 //! - how much is still waiting in each outbox, and that nothing waits there longer than
 //!   [`OUTBOX_STALE_SECS`] (or the grace period, if longer): a relay that stopped publishing.
@@ -25,7 +30,7 @@ pub const OUTBOX_STALE_SECS: f64 = 60.0;
 #[derive(Debug, Serialize)]
 pub struct Report {
     pub orders_by_status: BTreeMap<String, i64>,
-    /// Orders still PENDING or CANCELLING after the grace period.
+    /// Orders still PENDING, CANCELLING or SHIPPING after the grace period.
     pub stuck: Vec<StuckOrder>,
     pub skus: Vec<SkuBooks>,
     pub outbox_backlog: BTreeMap<String, Backlog>,
@@ -52,6 +57,7 @@ pub struct StuckOrder {
     pub age_secs: f64,
 }
 
+/// One SKU's stock, and what its ledger says it should be.
 #[derive(Debug, Serialize, QueryableByName)]
 pub struct SkuBooks {
     #[diesel(sql_type = Text)]
@@ -59,9 +65,27 @@ pub struct SkuBooks {
     #[diesel(sql_type = Integer)]
     pub initial: i32,
     #[diesel(sql_type = Integer)]
+    pub on_hand: i32,
+    #[diesel(sql_type = Integer)]
+    pub reserved: i32,
+    #[diesel(sql_type = Integer)]
     pub available: i32,
+    /// Units the ledger says left the warehouse.
     #[diesel(sql_type = BigInt)]
-    pub ledger_sum: i64,
+    pub shipped: i64,
+    /// Units the ledger says are promised to orders and still here.
+    #[diesel(sql_type = BigInt)]
+    pub held: i64,
+}
+
+impl SkuBooks {
+    fn on_hand_balances(&self) -> bool {
+        i64::from(self.on_hand) == i64::from(self.initial) - self.shipped
+    }
+
+    fn reserved_balances(&self) -> bool {
+        i64::from(self.reserved) == self.held
+    }
 }
 
 #[derive(Debug, Serialize, QueryableByName)]
@@ -92,14 +116,23 @@ struct OrderSku {
     quantity: i64,
 }
 
+/// What the ledger says about one order's SKU: units held for it, units shipped.
 #[derive(QueryableByName)]
-struct LedgerNet {
+struct LedgerOrder {
     #[diesel(sql_type = SqlUuid)]
     order_id: Uuid,
     #[diesel(sql_type = Text)]
     sku: String,
     #[diesel(sql_type = BigInt)]
-    net: i64,
+    held: i64,
+    #[diesel(sql_type = BigInt)]
+    shipped: i64,
+}
+
+#[derive(QueryableByName)]
+struct OrderId {
+    #[diesel(sql_type = SqlUuid)]
+    id: Uuid,
 }
 
 #[derive(QueryableByName)]
@@ -137,7 +170,7 @@ pub async fn check(order_url: &str, inventory_url: &str, grace_secs: f64) -> any
 
     let stuck: Vec<StuckOrder> = diesel::sql_query(
         "SELECT id, status, extract(epoch FROM now() - created_at)::float8 AS age_secs FROM orders \
-         WHERE status IN ('PENDING', 'CANCELLING') AND created_at < now() - make_interval(secs => $1) \
+         WHERE status IN ('PENDING', 'CANCELLING', 'SHIPPING') AND created_at < now() - make_interval(secs => $1) \
          ORDER BY created_at",
     )
     .bind::<Double, _>(grace_secs)
@@ -148,22 +181,32 @@ pub async fn check(order_url: &str, inventory_url: &str, grace_secs: f64) -> any
     }
 
     let skus: Vec<SkuBooks> = diesel::sql_query(
-        "SELECT p.sku, p.initial_stock AS initial, p.available, COALESCE(sum(l.delta), 0)::int8 AS ledger_sum \
+        "SELECT p.sku, p.initial_stock AS initial, p.on_hand, p.reserved, p.available, \
+                COALESCE(-sum(l.delta) FILTER (WHERE l.reason = 'ship'), 0)::int8 AS shipped, \
+                COALESCE(-sum(l.delta) FILTER (WHERE l.reason IN ('reserve', 'release')), 0)::int8 \
+                  + COALESCE(sum(l.delta) FILTER (WHERE l.reason = 'ship'), 0)::int8 AS held \
          FROM products p LEFT JOIN stock_ledger l ON l.sku = p.sku \
-         GROUP BY p.sku, p.initial_stock, p.available ORDER BY p.sku",
+         GROUP BY p.sku, p.initial_stock, p.on_hand, p.reserved, p.available ORDER BY p.sku",
     )
     .load(&mut inventory)
     .await?;
     for sku in &skus {
-        if i64::from(sku.initial) + sku.ledger_sum != i64::from(sku.available) {
+        if !sku.on_hand_balances() {
             violations.push(format!(
-                "{}: initial {} + ledger {} != available {}",
-                sku.sku, sku.initial, sku.ledger_sum, sku.available
+                "{}: on hand {} != initial {} − shipped {} (ledger)",
+                sku.sku, sku.on_hand, sku.initial, sku.shipped
+            ));
+        }
+        if !sku.reserved_balances() {
+            violations.push(format!(
+                "{}: reserved {} != {} held for confirmed orders not shipped or cancelled (ledger)",
+                sku.sku, sku.reserved, sku.held
             ));
         }
     }
 
     violations.extend(ledger_against_orders(&mut orders, &mut inventory).await?);
+    violations.extend(histories(&mut orders).await?);
 
     let duplicates: Vec<DuplicateKey> = diesel::sql_query(
         "SELECT customer_id, idempotency_key, count(*) AS orders FROM orders \
@@ -196,8 +239,8 @@ pub async fn check(order_url: &str, inventory_url: &str, grace_secs: f64) -> any
     Ok(Report { orders_by_status, stuck, skus, outbox_backlog, violations })
 }
 
-/// Compares, per order and SKU, what the ledger deducted with what the order's status says
-/// it should have.
+/// Compares, per order and SKU, what the ledger holds for the order and shipped for it with
+/// what the order's status says.
 async fn ledger_against_orders(
     orders: &mut AsyncPgConnection,
     inventory: &mut AsyncPgConnection,
@@ -208,35 +251,77 @@ async fn ledger_against_orders(
     )
     .load(orders)
     .await?;
-    let mut ledger: HashMap<(Uuid, String), i64> =
-        diesel::sql_query("SELECT order_id, sku, sum(delta)::int8 AS net FROM stock_ledger GROUP BY order_id, sku")
-            .load::<LedgerNet>(inventory)
-            .await?
-            .into_iter()
-            .map(|row| ((row.order_id, row.sku), row.net))
-            .collect();
+    let mut ledger: HashMap<(Uuid, String), (i64, i64)> = diesel::sql_query(
+        "SELECT order_id, sku, \
+                COALESCE(-sum(delta) FILTER (WHERE reason IN ('reserve', 'release')), 0)::int8 \
+                  + COALESCE(sum(delta) FILTER (WHERE reason = 'ship'), 0)::int8 AS held, \
+                COALESCE(-sum(delta) FILTER (WHERE reason = 'ship'), 0)::int8 AS shipped \
+         FROM stock_ledger GROUP BY order_id, sku",
+    )
+    .load::<LedgerOrder>(inventory)
+    .await?
+    .into_iter()
+    .map(|row| ((row.order_id, row.sku), (row.held, row.shipped)))
+    .collect();
 
     let mut violations = Vec::new();
     for line in lines {
-        let net = ledger.remove(&(line.order_id, line.sku.clone())).unwrap_or(0);
-        let expected = match line.status.as_str() {
-            "CONFIRMED" => -line.quantity,
-            "REJECTED" | "CANCELLED" => 0,
-            _ => continue, // in flight: either outcome is still possible
+        let (held, shipped) = ledger.remove(&(line.order_id, line.sku.clone())).unwrap_or((0, 0));
+        let q = line.quantity;
+        let expected: &[(i64, i64)] = match line.status.as_str() {
+            "CONFIRMED" => &[(q, 0)],
+            "SHIPPED" => &[(0, q)],
+            "REJECTED" | "CANCELLED" => &[(0, 0)],
+            // In flight: either outcome is still possible, but nothing ships for them.
+            "PENDING" | "CANCELLING" => &[(0, 0), (q, 0)],
+            "SHIPPING" => &[(q, 0), (0, q)],
+            other => anyhow::bail!("order {} has a status the checker does not know: {other}", line.order_id),
         };
-        if net != expected {
+        if !expected.contains(&(held, shipped)) {
+            let expected: Vec<String> = expected.iter().map(|(h, s)| format!("holds {h}, shipped {s}")).collect();
             violations.push(format!(
-                "order {} ({}) {}: ledger nets {net}, expected {expected}",
-                line.order_id, line.status, line.sku
+                "order {} ({}) {}: ledger holds {held}, shipped {shipped}; expected {}",
+                line.order_id,
+                line.status,
+                line.sku,
+                expected.join(" or ")
             ));
         }
     }
-    for ((order_id, sku), net) in ledger {
-        if net != 0 {
-            violations.push(format!("ledger changes {sku} by {net} for order {order_id}, which has no such line"));
+    for ((order_id, sku), (held, shipped)) in ledger {
+        if held != 0 || shipped != 0 {
+            violations.push(format!(
+                "ledger holds {held} and shipped {shipped} of {sku} for order {order_id}, which has no such line"
+            ));
         }
     }
     Ok(violations)
+}
+
+/// What the orders' histories must never show: shipping an order that was never confirmed,
+/// and cancelling one whose shipping had started.
+async fn histories(orders: &mut AsyncPgConnection) -> anyhow::Result<Vec<String>> {
+    let unconfirmed: Vec<OrderId> = diesel::sql_query(
+        "SELECT o.id FROM orders o WHERE o.status IN ('SHIPPING', 'SHIPPED') AND NOT EXISTS \
+           (SELECT 1 FROM order_status_history h WHERE h.order_id = o.id AND h.status = 'CONFIRMED') \
+         ORDER BY o.id",
+    )
+    .load(orders)
+    .await?;
+    let cancelled_in_shipping: Vec<OrderId> = diesel::sql_query(
+        "SELECT DISTINCT s.order_id AS id FROM order_status_history s \
+         JOIN order_status_history c ON c.order_id = s.order_id AND c.id > s.id \
+         WHERE s.status = 'SHIPPING' AND c.status IN ('CANCELLING', 'CANCELLED') ORDER BY 1",
+    )
+    .load(orders)
+    .await?;
+    Ok(unconfirmed
+        .into_iter()
+        .map(|o| format!("order {} is shipping or shipped but was never CONFIRMED", o.id))
+        .chain(
+            cancelled_in_shipping.into_iter().map(|o| format!("order {} was cancelled after shipping started", o.id)),
+        )
+        .collect())
 }
 
 /// The report as text for people.
@@ -245,14 +330,19 @@ pub fn render(report: &Report) -> String {
     let statuses: Vec<String> = report.orders_by_status.iter().map(|(s, n)| format!("{s} {n}")).collect();
     out.push_str(&format!("orders: {} ({})\n", report.orders(), statuses.join(", ")));
     out.push_str(&format!("stuck orders: {}\n", report.stuck.len()));
-    out.push_str("stock (initial + ledger = available):\n");
+    out.push_str(&format!(
+        "stock: {:<12} {:>8} {:>8} {:>8} {:>8} {:>9}  (on hand = initial − shipped; reserved = held, by the ledger)\n",
+        "sku", "initial", "shipped", "on hand", "reserved", "available"
+    ));
     for sku in &report.skus {
-        let ok = i64::from(sku.initial) + sku.ledger_sum == i64::from(sku.available);
+        let ok = sku.on_hand_balances() && sku.reserved_balances();
         out.push_str(&format!(
-            "  {:<12} {:>7} + {:>7} = {:>7}  {}\n",
+            "       {:<12} {:>8} {:>8} {:>8} {:>8} {:>9}  {}\n",
             sku.sku,
             sku.initial,
-            sku.ledger_sum,
+            sku.shipped,
+            sku.on_hand,
+            sku.reserved,
             sku.available,
             if ok { "ok" } else { "MISMATCH" }
         ));

@@ -22,7 +22,7 @@ impl Books {
         let books = Self { orders, inventory };
         books
             .inventory_sql(
-                "INSERT INTO products (sku, name, initial_stock, available) VALUES ('JUDGE-1', 'Judged', 10, 10)",
+                "INSERT INTO products (sku, name, initial_stock, on_hand, reserved) VALUES ('JUDGE-1', 'Judged', 10, 10, 0)",
             )
             .await;
         books
@@ -38,9 +38,23 @@ impl Books {
         diesel::sql_query(sql).execute(&mut conn).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
 
-    /// An order for `quantity` JUDGE-1 in `status`, under idempotency key `key`.
+    /// An order for `quantity` JUDGE-1 in `status`, under idempotency key `key`, with the
+    /// history the order service would have written on the way there.
     async fn order(&self, key: &str, status: &str, quantity: i32) -> Uuid {
+        let path: &[&str] = match status {
+            "PENDING" => &["PENDING"],
+            "CONFIRMED" | "REJECTED" => &["PENDING", status],
+            "CANCELLED" => &["PENDING", "CONFIRMED", "CANCELLING", "CANCELLED"],
+            "SHIPPED" => &["PENDING", "CONFIRMED", "SHIPPING", "SHIPPED"],
+            other => panic!("no path to {other}"),
+        };
+        self.order_with_history(key, path, quantity).await
+    }
+
+    /// An order whose history is `path` (its status is the last one).
+    async fn order_with_history(&self, key: &str, path: &[&str], quantity: i32) -> Uuid {
         let id = Uuid::now_v7();
+        let status = path.last().expect("a path");
         self.orders_sql(&format!(
             "INSERT INTO orders (id, customer_id, idempotency_key, request_hash, status, correlation_id, created_at) \
              VALUES ('{id}', 'judge', '{key}', 'h', '{status}', 'c', now() - interval '1 hour')"
@@ -50,10 +64,18 @@ impl Books {
             "INSERT INTO order_lines (order_id, line_no, sku, quantity) VALUES ('{id}', 1, 'JUDGE-1', {quantity})"
         ))
         .await;
+        for status in path {
+            self.orders_sql(&format!(
+                "INSERT INTO order_status_history (order_id, status) VALUES ('{id}', '{status}')"
+            ))
+            .await;
+        }
         id
     }
 
-    /// A stock change of `delta` JUDGE-1 for `order`, in the ledger and in `available` alike.
+    /// A stock change of `delta` JUDGE-1 for `order`, in the ledger and in the product row
+    /// alike, as inventory makes it: a reservation (−q) or release (+q) moves `reserved`, a
+    /// shipment (−q) takes the units out of `reserved` and `on_hand`.
     async fn deduct(&self, order: Uuid, delta: i32, reason: &str) {
         self.inventory_sql(&format!(
             "INSERT INTO stock_ledger (order_id, sku, delta, reason, event_id) \
@@ -61,7 +83,12 @@ impl Books {
             Uuid::now_v7()
         ))
         .await;
-        self.inventory_sql(&format!("UPDATE products SET available = available + {delta} WHERE sku = 'JUDGE-1'")).await;
+        let change = match reason {
+            "reserve" | "release" => format!("reserved = reserved - {delta}"),
+            "ship" => format!("reserved = reserved + {delta}, on_hand = on_hand + {delta}"),
+            other => panic!("no such ledger reason {other}"),
+        };
+        self.inventory_sql(&format!("UPDATE products SET {change} WHERE sku = 'JUDGE-1'")).await;
     }
 
     /// What the checker says, with the default grace of the command line (30 s).
@@ -79,8 +106,8 @@ impl Books {
             .code()
     }
 
-    /// Books that balance: a confirmed order deducted once, a rejected one never, a
-    /// cancelled one deducted and released.
+    /// Books that balance: a confirmed order reserved once, a rejected one never, a
+    /// cancelled one reserved and released, a shipped one reserved and shipped.
     async fn balanced() -> Self {
         let books = Self::fresh().await;
         let confirmed = books.order("confirmed", "CONFIRMED", 2).await;
@@ -89,6 +116,9 @@ impl Books {
         let cancelled = books.order("cancelled", "CANCELLED", 3).await;
         books.deduct(cancelled, -3, "reserve").await;
         books.deduct(cancelled, 3, "release").await;
+        let shipped = books.order("shipped", "SHIPPED", 1).await;
+        books.deduct(shipped, -1, "reserve").await;
+        books.deduct(shipped, -1, "ship").await;
         books
     }
 }
@@ -124,7 +154,10 @@ async fn a_double_deduction_is_reported_even_when_the_stock_adds_up() {
     // The ledger's own guard would refuse the second row; plant it past the guard.
     books.inventory_sql("ALTER TABLE stock_ledger DROP CONSTRAINT stock_ledger_order_id_sku_reason_key").await;
     books.deduct(twice, -1, "reserve").await;
-    assert_only(&books.violations().await, &format!("order {twice} (CONFIRMED) JUDGE-1: ledger nets -2, expected -1"));
+    assert_only(
+        &books.violations().await,
+        &format!("order {twice} (CONFIRMED) JUDGE-1: ledger holds 2, shipped 0; expected holds 1, shipped 0"),
+    );
     assert_eq!(books.exit_code(), Some(1));
 }
 
@@ -133,26 +166,86 @@ async fn a_deduction_without_a_confirmed_order_is_reported() {
     let books = Books::balanced().await;
     let rejected = books.order("rejected-but-deducted", "REJECTED", 4).await;
     books.deduct(rejected, -4, "reserve").await;
-    assert_only(&books.violations().await, &format!("order {rejected} (REJECTED) JUDGE-1: ledger nets -4, expected 0"));
+    assert_only(
+        &books.violations().await,
+        &format!("order {rejected} (REJECTED) JUDGE-1: ledger holds 4, shipped 0; expected holds 0, shipped 0"),
+    );
 
     let books = Books::balanced().await;
     let unknown = Uuid::now_v7();
     books.deduct(unknown, -1, "reserve").await;
-    assert_only(&books.violations().await, &format!("for order {unknown}, which has no such line"));
+    assert_only(&books.violations().await, &format!("of JUDGE-1 for order {unknown}, which has no such line"));
 }
 
 #[tokio::test]
 async fn a_confirmed_order_without_a_deduction_is_reported() {
     let books = Books::balanced().await;
     let free = books.order("free", "CONFIRMED", 2).await;
-    assert_only(&books.violations().await, &format!("order {free} (CONFIRMED) JUDGE-1: ledger nets 0, expected -2"));
+    assert_only(
+        &books.violations().await,
+        &format!("order {free} (CONFIRMED) JUDGE-1: ledger holds 0, shipped 0; expected holds 2, shipped 0"),
+    );
 }
 
 #[tokio::test]
-async fn stock_that_moved_outside_the_ledger_is_reported() {
+async fn stock_that_left_the_warehouse_outside_the_ledger_is_reported() {
     let books = Books::balanced().await;
-    books.inventory_sql("UPDATE products SET available = available - 1 WHERE sku = 'JUDGE-1'").await;
-    assert_only(&books.violations().await, "JUDGE-1: initial 10 + ledger -2 != available 7");
+    books.inventory_sql("UPDATE products SET on_hand = on_hand - 1 WHERE sku = 'JUDGE-1'").await;
+    assert_only(&books.violations().await, "JUDGE-1: on hand 8 != initial 10 − shipped 1 (ledger)");
+}
+
+#[tokio::test]
+async fn a_reservation_outside_the_ledger_is_reported() {
+    let books = Books::balanced().await;
+    books.inventory_sql("UPDATE products SET reserved = reserved + 1 WHERE sku = 'JUDGE-1'").await;
+    assert_only(
+        &books.violations().await,
+        "JUDGE-1: reserved 3 != 2 held for confirmed orders not shipped or cancelled (ledger)",
+    );
+}
+
+#[tokio::test]
+async fn a_shipped_order_without_a_shipment_is_reported() {
+    let books = Books::balanced().await;
+    let unshipped = books.order("unshipped", "SHIPPED", 2).await;
+    books.deduct(unshipped, -2, "reserve").await;
+    assert_only(
+        &books.violations().await,
+        &format!("order {unshipped} (SHIPPED) JUDGE-1: ledger holds 2, shipped 0; expected holds 0, shipped 2"),
+    );
+}
+
+#[tokio::test]
+async fn a_shipment_without_a_confirmation_is_reported() {
+    // From the ledger: stock shipped for an order still pending.
+    let books = Books::balanced().await;
+    let pending = books.order_with_history("early", &["PENDING"], 1).await;
+    books.orders_sql(&format!("UPDATE orders SET created_at = now() WHERE id = '{pending}'")).await;
+    books.deduct(pending, -1, "reserve").await;
+    books.deduct(pending, -1, "ship").await;
+    assert_only(
+        &books.violations().await,
+        &format!(
+            "order {pending} (PENDING) JUDGE-1: ledger holds 0, shipped 1; expected holds 0, shipped 0 or holds 1"
+        ),
+    );
+    // From the history: shipped, the books balance, but it was never confirmed.
+    let books = Books::balanced().await;
+    let skipped = books.order_with_history("skipped", &["PENDING", "SHIPPING", "SHIPPED"], 1).await;
+    books.deduct(skipped, -1, "reserve").await;
+    books.deduct(skipped, -1, "ship").await;
+    assert_only(&books.violations().await, &format!("order {skipped} is shipping or shipped but was never CONFIRMED"));
+    assert_eq!(books.exit_code(), Some(1));
+}
+
+#[tokio::test]
+async fn a_cancellation_after_shipping_started_is_reported() {
+    let books = Books::balanced().await;
+    let late =
+        books.order_with_history("late", &["PENDING", "CONFIRMED", "SHIPPING", "CANCELLING", "CANCELLED"], 2).await;
+    books.deduct(late, -2, "reserve").await;
+    books.deduct(late, 2, "release").await;
+    assert_only(&books.violations().await, &format!("order {late} was cancelled after shipping started"));
 }
 
 #[tokio::test]

@@ -1,6 +1,6 @@
 //! Explores the protocol with the bounds given, and prints what it found and how long it took:
-//! `cargo run --release -p model --example explore -- [customers stock attempts retrying cancelling crashes [bug]]`
-//! (bug: inbox, relay, offset, idempotency).
+//! `cargo run --release -p model --example explore -- [customers stock attempts retrying cancelling shipping crashes [bug]]`
+//! (bug: inbox, relay, offset, idempotency, cancel-while-shipping).
 
 use std::time::Instant;
 
@@ -11,11 +11,12 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let number = |i: usize, default: u8| args.get(i).and_then(|a| a.parse().ok()).unwrap_or(default);
     let defaults = Protocol::default();
-    let bug = match args.get(6).map(String::as_str) {
+    let bug = match args.get(7).map(String::as_str) {
         Some("inbox") => Some(Bug::InboxOutsideTheTransaction),
         Some("relay") => Some(Bug::RelayDeletesBeforeTheAck),
         Some("offset") => Some(Bug::OffsetCommittedBeforeTheTransaction),
         Some("idempotency") => Some(Bug::IdempotencyKeyCheckedApart),
+        Some("cancel-while-shipping") => Some(Bug::CancelWhileShipping),
         _ => None,
     };
     let protocol = Protocol {
@@ -24,7 +25,8 @@ fn main() {
         attempts: number(2, defaults.attempts),
         retrying: number(3, defaults.retrying),
         cancelling: number(4, defaults.cancelling),
-        crashes: number(5, defaults.crashes),
+        shipping: number(5, defaults.shipping),
+        crashes: number(6, defaults.crashes),
         bug,
     };
     println!("{protocol:?}");

@@ -1,19 +1,22 @@
 //! The order protocol as a model that [stateright] explores in every interleaving
 //! (docs/protocol.md). Customers place orders (retrying after a lost reply, with the same
-//! idempotency key) and cancel them; the order service writes the order and its event in one
+//! idempotency key) and cancel them; a fulfilment operator ships confirmed orders, racing the
+//! cancellations; the order service writes the order and its event in one
 //! transaction; a relay publishes each outbox to its topic and deletes what the broker
 //! acknowledged; inventory and the order service consume through their inboxes; the relays
 //! and the consumers may crash at every step, and Kafka redelivers from the last committed
 //! offset.
 //!
 //! The decisions are the services' own: [`OrderStatus::after`] moves an order,
-//! [`decide_placement`] and [`decide_cancellation`] decide stock. A [`Bug`] plants one of four
-//! protocol mistakes, each of which the checker must find.
+//! [`decide_placement`], [`decide_cancellation`] and [`decide_shipment`] decide stock. A
+//! [`Bug`] plants one of five protocol mistakes, each of which the checker must find.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
-use inventory::stock::{Cancellation, Placement, Reservation, decide_cancellation, decide_placement};
+use inventory::stock::{
+    Cancellation, Placement, Reservation, Shipment, decide_cancellation, decide_placement, decide_shipment,
+};
 use order::domain::{OrderStatus, Step};
 use stateright::{Checker as _, HasDiscoveries, Model, Path, Property};
 
@@ -30,6 +33,8 @@ pub enum Bug {
     /// The order service looks the idempotency key up in one step and inserts the order in
     /// another (instead of one transaction under the key's unique index).
     IdempotencyKeyCheckedApart,
+    /// The order service lets a customer cancel an order whose shipping has started.
+    CancelWhileShipping,
 }
 
 /// The bounds of one exploration.
@@ -45,6 +50,9 @@ pub struct Protocol {
     pub retrying: u8,
     /// The first this many customers cancel once they know their order.
     pub cancelling: u8,
+    /// The operator ships the orders of the first this many customers once it sees them
+    /// confirmed (the first customer's ship races its cancellation).
+    pub shipping: u8,
     /// Crashes of relays and consumers, in all.
     pub crashes: u8,
     pub bug: Option<Bug>,
@@ -52,7 +60,7 @@ pub struct Protocol {
 
 impl Default for Protocol {
     fn default() -> Self {
-        Self { customers: 2, stock: 1, attempts: 2, retrying: 1, cancelling: 1, crashes: 2, bug: None }
+        Self { customers: 2, stock: 1, attempts: 2, retrying: 1, cancelling: 1, shipping: 1, crashes: 2, bug: None }
     }
 }
 
@@ -60,9 +68,13 @@ impl Default for Protocol {
 pub enum Kind {
     Placed,
     Cancelled,
+    ReadyToShip,
     Reserved,
     Rejected,
     Released,
+    Shipped,
+    /// Inventory refused a ship request; it holds this for the order.
+    ShipRefused(Option<Reservation>),
 }
 
 /// An event: its id (what an inbox remembers), the order it is about, what it says.
@@ -142,9 +154,13 @@ pub struct State {
     /// Inventory's outbox, relay and `inventory.events`; its consumer reads `orders.events`.
     pub inventory: Service,
     pub stock: u8,
-    /// Inventory's decision per order, and the units it holds for it.
+    /// Inventory's decision per order, the units it holds for it, and the units that left
+    /// the warehouse for it.
     pub decisions: BTreeMap<u8, Reservation>,
     pub held: BTreeMap<u8, u8>,
+    pub shipped: BTreeMap<u8, u8>,
+    /// Orders the operator asked to ship (it asks once per order).
+    pub ship_asked: BTreeSet<u8>,
     pub next_event: u8,
     pub crashes: u8,
 }
@@ -169,6 +185,8 @@ pub enum Action {
     Insert(u8, Reply),
     /// A customer who knows its order cancels it.
     Cancel(u8),
+    /// The operator asks for a confirmed order to ship.
+    Ship(u8),
     /// The relay publishes the next row; the broker's acknowledgement comes back.
     Publish(Side),
     /// The relay deletes the oldest acknowledged row.
@@ -270,12 +288,40 @@ impl State {
                 }
                 self.emit(Side::Inventory, order, Kind::Released);
             }
+            (Side::Inventory, Kind::ReadyToShip) => {
+                let earlier = self.decisions.get(&order).copied();
+                match decide_shipment(earlier) {
+                    Shipment::TakeOut => {
+                        let units = self.held.remove(&order).unwrap_or(0);
+                        *self.shipped.entry(order).or_default() += units;
+                        self.decisions.insert(order, Reservation::Shipped);
+                        self.emit(Side::Inventory, order, Kind::Shipped);
+                    }
+                    Shipment::AlreadyShipped => self.emit(Side::Inventory, order, Kind::Shipped),
+                    Shipment::Refuse => self.emit(Side::Inventory, order, Kind::ShipRefused(earlier)),
+                }
+            }
+            (Side::Order, Kind::ShipRefused(held)) => {
+                // The order service's `end_refused_request`: back from SHIPPING to what
+                // inventory holds.
+                let status = &mut self.orders[order as usize].1;
+                if *status == OrderStatus::Shipping {
+                    *status = match held {
+                        Some(Reservation::Reserved) => OrderStatus::Confirmed,
+                        Some(Reservation::Rejected) => OrderStatus::Rejected,
+                        Some(Reservation::Released | Reservation::Cancelled) => OrderStatus::Cancelled,
+                        Some(Reservation::Shipped) => OrderStatus::Shipped,
+                        None => OrderStatus::Pending,
+                    };
+                }
+            }
             (Side::Order, kind) => {
                 let step = match kind {
                     Kind::Reserved => Step::Reserved,
                     Kind::Rejected => Step::Rejected,
                     Kind::Released => Step::Released,
-                    Kind::Placed | Kind::Cancelled => return,
+                    Kind::Shipped => Step::Shipped,
+                    Kind::Placed | Kind::Cancelled | Kind::ReadyToShip | Kind::ShipRefused(_) => return,
                 };
                 let status = &mut self.orders[order as usize].1;
                 if let Some(next) = status.after(step) {
@@ -322,6 +368,8 @@ impl Model for Protocol {
             stock: self.stock,
             decisions: BTreeMap::new(),
             held: BTreeMap::new(),
+            shipped: BTreeMap::new(),
+            ship_asked: BTreeSet::new(),
             next_event: 0,
             crashes: 0,
         }]
@@ -336,6 +384,13 @@ impl Model for Protocol {
             }
             if customer.answered && !customer.cancelled && i < self.cancelling {
                 actions.push(Action::Cancel(i));
+            }
+        }
+        // The operator sees an order of one of the first `shipping` customers confirmed.
+        for (id, (key, status)) in state.orders.iter().enumerate() {
+            let id = id as u8;
+            if *key < self.shipping && *status == OrderStatus::Confirmed && !state.ship_asked.contains(&id) {
+                actions.push(Action::Ship(id));
             }
         }
         for (n, request) in state.requests.iter().enumerate() {
@@ -421,9 +476,19 @@ impl Model for Protocol {
                 state.customers[customer as usize].cancelled = true;
                 let order = state.order_of(customer)?;
                 let status = &mut state.orders[order as usize].1;
-                if let Some(next) = status.after(Step::CancelRequested) {
+                let planted = (self.has(Bug::CancelWhileShipping) && *status == OrderStatus::Shipping)
+                    .then_some(OrderStatus::Cancelling);
+                if let Some(next) = status.after(Step::CancelRequested).or(planted) {
                     *status = next;
                     state.emit(Side::Order, order, Kind::Cancelled);
+                }
+            }
+            Action::Ship(order) => {
+                state.ship_asked.insert(order);
+                let status = &mut state.orders[order as usize].1;
+                if let Some(next) = status.after(Step::ShipRequested) {
+                    *status = next;
+                    state.emit(Side::Order, order, Kind::ReadyToShip);
                 }
             }
             Action::Publish(side) => {
@@ -492,9 +557,11 @@ impl Model for Protocol {
             Property::always(
                 "stock is never deducted twice for an order, and every unit is accounted for",
                 |m: &Protocol, s: &State| {
-                    s.held.values().all(|&units| units <= 1)
-                        && u16::from(s.stock) + s.held.values().map(|&u| u16::from(u)).sum::<u16>()
-                            == u16::from(m.stock)
+                    let sum = |units: &BTreeMap<u8, u8>| units.values().map(|&u| u16::from(u)).sum::<u16>();
+                    s.orders.iter().enumerate().all(|(id, _)| {
+                        let id = id as u8;
+                        s.held.get(&id).copied().unwrap_or(0) + s.shipped.get(&id).copied().unwrap_or(0) <= 1
+                    }) && u16::from(s.stock) + sum(&s.held) + sum(&s.shipped) == u16::from(m.stock)
                 },
             ),
             Property::always("every event's effect is applied at most once", |_: &Protocol, s: &State| {
@@ -505,11 +572,24 @@ impl Model for Protocol {
                 |_: &Protocol, s: &State| {
                     s.orders.iter().enumerate().all(|(id, (_, status))| {
                         let held = s.held.get(&(id as u8)).copied().unwrap_or(0);
+                        let shipped = s.shipped.get(&(id as u8)).copied().unwrap_or(0);
                         match status {
-                            OrderStatus::Confirmed => held == 1,
-                            OrderStatus::Rejected | OrderStatus::Cancelled => held == 0,
-                            OrderStatus::Pending | OrderStatus::Cancelling => true,
+                            OrderStatus::Confirmed => held == 1 && shipped == 0,
+                            OrderStatus::Rejected | OrderStatus::Cancelled => held == 0 && shipped == 0,
+                            OrderStatus::Shipping => held + shipped == 1,
+                            OrderStatus::Shipped => held == 0 && shipped == 1,
+                            OrderStatus::Pending | OrderStatus::Cancelling => shipped == 0,
                         }
+                    })
+                },
+            ),
+            Property::always(
+                "nothing ships without a reservation, and a shipped order is never cancelled",
+                |_: &Protocol, s: &State| {
+                    s.shipped.iter().all(|(id, &units)| {
+                        units == 0
+                            || (s.decisions.get(id) == Some(&Reservation::Shipped)
+                                && matches!(s.orders[*id as usize].1, OrderStatus::Shipping | OrderStatus::Shipped))
                     })
                 },
             ),
@@ -517,10 +597,13 @@ impl Model for Protocol {
             // where nothing more can happen, and there every accepted order is final.
             Property::always(
                 "once nothing more can happen, every accepted order is final",
-                |m: &Protocol, s: &State| !m.is_quiescent(s) || s.orders.iter().all(|(_, status)| status.is_terminal()),
+                |m: &Protocol, s: &State| !m.is_quiescent(s) || s.orders.iter().all(|(_, status)| status.is_settled()),
             ),
             Property::sometimes("an order is confirmed", |_: &Protocol, s: &State| {
                 s.orders.iter().any(|(_, status)| *status == OrderStatus::Confirmed)
+            }),
+            Property::sometimes("an order shipped", |_: &Protocol, s: &State| {
+                s.orders.iter().any(|(_, status)| *status == OrderStatus::Shipped)
             }),
             Property::sometimes("a cancelled order gave its unit to another", |_: &Protocol, s: &State| {
                 s.orders.iter().any(|(_, status)| *status == OrderStatus::Cancelled)
@@ -542,12 +625,13 @@ pub fn explain(path: &Path<State, Action>) -> String {
             after.orders.iter().enumerate().map(|(id, (key, st))| format!("order {id} (key {key}) {st}")).collect();
         let _ = writeln!(
             out,
-            "    orders: [{}]; outboxes {}/{}; stock {}, held {:?}; orders.events {:?}; inventory.events {:?}",
+            "    orders: [{}]; outboxes {}/{}; stock {}, held {:?}, shipped {:?}; orders.events {:?}; inventory.events {:?}",
             orders.join(", "),
             after.order.outbox.len(),
             after.inventory.outbox.len(),
             after.stock,
             after.held,
+            after.shipped,
             after.order.topic.iter().map(|e| (e.id, e.order, e.kind)).collect::<Vec<_>>(),
             after.inventory.topic.iter().map(|e| (e.id, e.order, e.kind)).collect::<Vec<_>>(),
         );
@@ -581,6 +665,7 @@ fn describe(state: &State, action: Action) -> String {
             format!("order service inserts customer {}'s order; reply {reply:?}", state.requests[n as usize].customer)
         }
         Action::Cancel(c) => format!("customer {c} cancels its order"),
+        Action::Ship(order) => format!("the operator ships order {order}"),
         Action::Publish(side) => format!("{} publishes a row; the broker acknowledges", relay(side)),
         Action::Delete(side) => format!("{} deletes the acknowledged row", relay(side)),
         Action::Take(side) => format!("{} takes a row and deletes it before publishing", relay(side)),

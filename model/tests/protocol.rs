@@ -6,11 +6,12 @@ use std::time::Instant;
 use model::{Bug, Protocol, explain};
 use stateright::{Checker, Expectation, HasDiscoveries, Model as _};
 
-const SAFETY: [&str; 5] = [
+const SAFETY: [&str; 6] = [
     "a retried request never creates a second order",
     "stock is never deducted twice for an order, and every unit is accounted for",
     "every event's effect is applied at most once",
     "a confirmed order holds its stock; a rejected or cancelled one holds none",
+    "nothing ships without a reservation, and a shipped order is never cancelled",
     "once nothing more can happen, every accepted order is final",
 ];
 
@@ -71,6 +72,11 @@ fn a_relay_deleting_before_the_ack_loses_an_order() {
 #[test]
 fn an_offset_committed_before_the_transaction_loses_an_order() {
     finds(Bug::OffsetCommittedBeforeTheTransaction, "once nothing more can happen, every accepted order is final");
+}
+
+#[test]
+fn a_cancellation_accepted_while_shipping_cancels_a_shipped_order() {
+    finds(Bug::CancelWhileShipping, "nothing ships without a reservation, and a shipped order is never cancelled");
 }
 
 #[test]

@@ -9,7 +9,7 @@ use messaging::inbox::{HandleError, Handler};
 use platform::crash::{self, InjectedFault};
 use schema::Event as _;
 use schema::RawEnvelope;
-use schema::events::{InventoryRejected, InventoryReleased, InventoryReserved, OrderPlaced};
+use schema::events::{InventoryRejected, InventoryReleased, InventoryReserved, InventoryShipped, OrderPlaced};
 use tokio::sync::Notify;
 
 use crate::store::{self, Kind};
@@ -31,7 +31,8 @@ impl Handler for OrderOutcomes {
         !(event.newer_than::<OrderPlaced>()
             || event.newer_than::<InventoryReserved>()
             || event.newer_than::<InventoryRejected>()
-            || event.newer_than::<InventoryReleased>())
+            || event.newer_than::<InventoryReleased>()
+            || event.newer_than::<InventoryShipped>())
     }
 
     /// Reads only what it needs and lets every other event pass: cancellations requested
@@ -58,6 +59,10 @@ impl Handler for OrderOutcomes {
                 let released = event.decode::<InventoryReleased>().map_err(refused)?;
                 (released.order_id, Kind::Cancelled, None)
             }
+            InventoryShipped::TYPE => {
+                let shipped = event.decode::<InventoryShipped>().map_err(refused)?;
+                (shipped.order_id, Kind::Shipped, None)
+            }
             other => {
                 tracing::debug!(event_type = other, "no message for this event");
                 return Ok(());
@@ -73,7 +78,7 @@ impl Handler for OrderOutcomes {
         Ok(())
     }
 
-    fn after_commit(&self) -> Result<(), InjectedFault> {
+    fn after_commit(&self, _event: &RawEnvelope) -> Result<(), InjectedFault> {
         self.owed.notify_one();
         crash::point(crate::AFTER_COMMIT_BEFORE_ACK)
     }

@@ -129,6 +129,10 @@ pub fn compose(due: &Due, from: Mailbox, to: Mailbox) -> Result<Message, lettre:
                 due.detail.as_deref().unwrap_or("not stated")
             ),
         ),
+        Some(Kind::Shipped) => (
+            format!("Your order {order} has shipped"),
+            format!("Order {order} has left our warehouse and is on its way to you.\n"),
+        ),
         Some(Kind::Cancelled) | None => (
             format!("Your order {order} is cancelled"),
             format!("Order {order} is cancelled, as you asked; anything reserved for it is released.\n"),

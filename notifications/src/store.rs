@@ -19,6 +19,7 @@ pub enum Kind {
     Confirmed,
     Rejected,
     Cancelled,
+    Shipped,
 }
 
 impl Kind {
@@ -27,11 +28,12 @@ impl Kind {
             Self::Confirmed => "CONFIRMED",
             Self::Rejected => "REJECTED",
             Self::Cancelled => "CANCELLED",
+            Self::Shipped => "SHIPPED",
         }
     }
 
     pub fn parse(text: &str) -> Option<Self> {
-        [Self::Confirmed, Self::Rejected, Self::Cancelled].into_iter().find(|k| k.as_str() == text)
+        [Self::Confirmed, Self::Rejected, Self::Cancelled, Self::Shipped].into_iter().find(|k| k.as_str() == text)
     }
 }
 

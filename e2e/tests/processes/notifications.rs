@@ -189,3 +189,34 @@ async fn sixty_seconds_without_notifications_leave_orders_unaffected_and_it_catc
     assert!(down_p50 <= 2.0 * up_p50 + 50.0, "orders slowed while notifications were down");
     system.stop().await;
 }
+
+#[tokio::test]
+async fn a_shipped_order_is_told_with_a_message_of_its_own() {
+    let mut system = Processes::prepare(None).await;
+    system.start_all().await;
+    let mut notifications = Notifications::prepare(&system).await;
+    notifications.service.start(&[]);
+    let id = system.place("ship-me", "LAMP-01", 1).await;
+    notifications.all_sent(1, CATCH_UP).await;
+
+    let operator = system.keys.operator_token("packer-1");
+    let ship = format!("{}/orders/{id}/ship", system.order.url());
+    let deadline = Instant::now() + CATCH_UP;
+    loop {
+        let answer = system.http.post(&ship).bearer_auth(&operator).header("Idempotency-Key", "s1").send().await;
+        if answer.is_ok_and(|a| a.status().is_success()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the order never shipped");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let owed = notifications.all_sent(2, CATCH_UP).await;
+    let kinds: HashSet<&str> = owed.iter().map(|o| o.kind.as_str()).collect();
+    assert_eq!(kinds, HashSet::from(["CONFIRMED", "SHIPPED"]), "{owed:?}");
+    let mails = notifications.mail.messages();
+    assert!(mails.iter().any(|m| m.subject == format!("Your order {id} has shipped")), "{mails:?}");
+    assert_eq!(mails.len(), 2, "{mails:?}");
+    system.settle(CATCH_UP).await;
+    system.stop().await;
+}

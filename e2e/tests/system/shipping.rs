@@ -2,7 +2,9 @@
 //! outbox; inventory takes its reserved units out of the warehouse through its inbox and
 //! answers; the order ends SHIPPED, and can no longer be cancelled.
 
-use e2e::{TestSystem, kafka};
+use std::time::Duration;
+
+use e2e::{Options, TestSystem, kafka};
 use schema::Envelope;
 use schema::events::OrderReadyToShip;
 use serde_json::Value;
@@ -141,6 +143,42 @@ async fn a_ship_request_for_an_order_inventory_holds_nothing_for_moves_no_stock(
 
     assert_eq!(system.order(&id).await["status"], "REJECTED");
     assert_eq!(system.stock_levels("POSTER-01").await, poster);
+    system.assert_books_balance().await;
+    system.stop().await;
+}
+
+#[tokio::test]
+async fn an_order_being_shipped_can_no_longer_be_cancelled() {
+    let system = TestSystem::start_with(Options { admin_token: Some("admin".into()), ..Options::default() }).await;
+    let id = system.place("MOUSE-01", 1).await;
+    assert_eq!(system.settled(&id).await["status"], "CONFIRMED");
+    let admin = |action: &str| {
+        e2e::http_client(Duration::from_secs(60))
+            .post(format!("{}/admin/consumer/{action}", system.inventory_url))
+            .bearer_auth("admin")
+            .send()
+    };
+    // Inventory does not take the stock out while its consumer is paused: the order stays SHIPPING.
+    assert_eq!(admin("pause").await.expect("answers").status(), 200);
+    let shipping = system
+        .http
+        .post(format!("{}/orders/{id}/ship", system.order_url))
+        .bearer_auth(system.keys.operator_token("packer-1"))
+        .header("Idempotency-Key", "k")
+        .header("Prefer", "wait=0")
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(shipping.status(), 202);
+    assert_eq!(shipping.json::<Value>().await.expect("json")["status"], "SHIPPING");
+
+    let cancel = system.cancel(&id).await;
+    assert_eq!(cancel.status(), 409);
+    let body: Value = cancel.json().await.expect("json");
+    assert!(body["message"].as_str().expect("message").contains("shipping has started"), "{body}");
+
+    assert_eq!(admin("resume").await.expect("answers").status(), 200);
+    assert_eq!(system.settled(&id).await["status"], "SHIPPED");
     system.assert_books_balance().await;
     system.stop().await;
 }

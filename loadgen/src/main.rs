@@ -6,6 +6,10 @@
 //! time comes from the order's own status history (server clocks, no polling error).
 //! Orders are spread over `--customers` customers, each with a token minted with
 //! `--signing-key` (the local stack's is `.local/auth/signing.pem`).
+//!
+//! With `--ship-share S`, a fulfilment operator ships that share of the orders once they are
+//! confirmed (the same order numbers every run), with its own key and the same retries, and
+//! such an order is final once SHIPPED.
 
 mod report;
 mod stats;
@@ -70,6 +74,9 @@ struct Args {
     /// Seconds between progress lines (0: none).
     #[arg(long, default_value_t = 5.0)]
     progress: f64,
+    /// Share of the orders (0 to 1) a fulfilment operator ships once they are confirmed.
+    #[arg(long, default_value_t = 0.0)]
+    ship_share: f64,
 }
 
 /// What happened to one order.
@@ -87,7 +94,22 @@ pub struct Record {
     attempts: u32,
     final_status: String,
     accepted_to_final_ms: Option<f64>,
+    /// The answer to the ship request (0: none sent, or no answer).
+    ship_status: u16,
+    /// The ship request was accepted: the order is final once SHIPPED.
+    shipping: bool,
     error: String,
+}
+
+impl Record {
+    /// Nothing more will happen to the order that this run waits for.
+    fn is_final(&self) -> bool {
+        match self.final_status.as_str() {
+            "REJECTED" | "CANCELLED" | "SHIPPED" => true,
+            "CONFIRMED" => !self.shipping,
+            _ => false,
+        }
+    }
 }
 
 #[tokio::main]
@@ -95,6 +117,7 @@ async fn main() -> anyhow::Result<()> {
     let mut args = Args::parse();
     anyhow::ensure!(args.duration.is_some() || args.count.is_some(), "give --duration or --count");
     anyhow::ensure!(!args.skus.is_empty(), "give at least one sku");
+    anyhow::ensure!((0.0..=1.0).contains(&args.ship_share), "--ship-share is a share: 0 to 1");
     args.customers = args.customers.max(1);
     let tokens = Tokens::mint(&args)?;
     let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).pool_max_idle_per_host(256).build()?;
@@ -123,21 +146,34 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One token per customer, minted once: customer `i` is `load-i`.
+/// One token per customer, minted once: customer `i` is `load-i`; and the fulfilment
+/// operator's, `load-packer`.
 #[derive(Clone)]
-struct Tokens(Arc<Vec<String>>);
+struct Tokens {
+    customers: Arc<Vec<String>>,
+    operator: Arc<String>,
+}
 
 impl Tokens {
     fn mint(args: &Args) -> anyhow::Result<Self> {
         let signer = platform::auth::Signer::from_file(&args.signing_key, &args.issuer, &args.audience)?;
         // Valid for the whole run and its follow-up, however long.
         let ttl = Duration::from_secs(7 * 24 * 3600);
-        Ok(Self(Arc::new((0..args.customers).map(|i| signer.mint(&format!("load-{i}"), ttl)).collect())))
+        let customers = (0..args.customers).map(|i| signer.mint(&format!("load-{i}"), ttl)).collect();
+        let operator = signer.mint_with_scope("load-packer", Some(platform::auth::SHIP_SCOPE), ttl);
+        Ok(Self { customers: Arc::new(customers), operator: Arc::new(operator) })
     }
 
     fn of(&self, customer: usize) -> &str {
-        &self.0[customer % self.0.len()]
+        &self.customers[customer % self.customers.len()]
     }
+}
+
+/// Whether order number `n` is one the operator ships: a fixed, well-spread share.
+fn ships(n: usize, share: f64) -> bool {
+    // Knuth's multiplicative hash spreads consecutive numbers over [0, 1).
+    let spread = (n as u64).wrapping_mul(2_654_435_761) % 1_000_000;
+    (spread as f64) < share * 1_000_000.0
 }
 
 /// Set by SIGTERM or SIGINT: stop placing orders, follow up and report as usual.
@@ -172,7 +208,10 @@ async fn open_loop(args: &Args, http: &reqwest::Client, tokens: &Tokens, records
         ticker.tick().await;
         let (args, http, tokens, records) = (args.clone(), http.clone(), tokens.clone(), Arc::clone(records));
         tasks.spawn(async move {
-            let record = place(&args, &http, &tokens, placed).await;
+            let mut record = place(&args, &http, &tokens, placed).await;
+            if ships(placed, args.ship_share) {
+                ship_once_confirmed(&args, &http, &tokens, &mut record).await;
+            }
             records.lock().unwrap_or_else(PoisonError::into_inner).push(record);
         });
         placed += 1;
@@ -199,7 +238,10 @@ async fn closed_loop(
                 if done(&args, started, n) {
                     break;
                 }
-                let record = place(&args, &http, &tokens, n).await;
+                let mut record = place(&args, &http, &tokens, n).await;
+                if ships(n, args.ship_share) {
+                    ship_once_confirmed(&args, &http, &tokens, &mut record).await;
+                }
                 records.lock().unwrap_or_else(PoisonError::into_inner).push(record);
             }
         })
@@ -250,6 +292,59 @@ async fn place(args: &Args, http: &reqwest::Client, tokens: &Tokens, n: usize) -
     record
 }
 
+/// As the fulfilment operator: waits (long-polling, at most 30 s) for the order to be
+/// decided, and ships it if it was confirmed, retrying with the same key on transport errors
+/// and 5xx. Sent with `Prefer: wait=0`: the follow-up sees it shipped.
+async fn ship_once_confirmed(args: &Args, http: &reqwest::Client, tokens: &Tokens, record: &mut Record) {
+    if record.order_id.is_empty() {
+        return;
+    }
+    let url = format!("{}/orders/{}", args.url, record.order_id);
+    for _ in 0..3 {
+        if record.final_status != "PENDING" {
+            break;
+        }
+        let read = http.get(&url).bearer_auth(tokens.of(record.customer)).header("Prefer", "wait=10");
+        match read.send().await {
+            Ok(response) => {
+                if let Ok(order) = response.json::<Value>().await {
+                    record.final_status = order["status"].as_str().unwrap_or_default().to_owned();
+                }
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+    if record.final_status != "CONFIRMED" {
+        return;
+    }
+    let key = format!("ship-{}", record.key);
+    let mut backoff = Duration::from_millis(50);
+    for attempt in 1..=args.attempts {
+        let request = http
+            .post(format!("{url}/ship"))
+            .bearer_auth(tokens.operator.as_str())
+            .header("Idempotency-Key", &key)
+            .header("Prefer", "wait=0");
+        match request.send().await {
+            Ok(response) => {
+                record.ship_status = response.status().as_u16();
+                let retry = response.status().is_server_error() || response.status() == 429;
+                if !retry || attempt == args.attempts {
+                    record.shipping = response.status().is_success();
+                    if !record.shipping {
+                        let reply: Value = response.json().await.unwrap_or(Value::Null);
+                        record.error = format!("ship: {}", reply["message"].as_str().unwrap_or_default());
+                    }
+                    return;
+                }
+            }
+            Err(error) => record.error = format!("ship: {error}"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
 /// Reads every accepted order until it is final, and takes accepted → final from its history.
 async fn follow(args: &Args, http: &reqwest::Client, tokens: &Tokens, records: &mut [Record]) {
     let deadline = Instant::now() + Duration::from_secs_f64(args.follow_secs);
@@ -262,7 +357,7 @@ async fn follow(args: &Args, http: &reqwest::Client, tokens: &Tokens, records: &
                 && let Ok(order) = response.json::<Value>().await
             {
                 record.final_status = order["status"].as_str().unwrap_or_default().to_owned();
-                if matches!(record.final_status.as_str(), "CONFIRMED" | "REJECTED" | "CANCELLED") {
+                if record.is_final() {
                     record.accepted_to_final_ms = accepted_to_final(&order);
                     return;
                 }
@@ -279,11 +374,14 @@ async fn follow(args: &Args, http: &reqwest::Client, tokens: &Tokens, records: &
 
 use futures::StreamExt as _;
 
-/// Milliseconds from the first history entry (accepted) to the last (final).
+/// Milliseconds from the first history entry (accepted) to the order's outcome: its first
+/// entry past PENDING and CANCELLING (a shipment is the operator's doing, not the system's
+/// latency).
 fn accepted_to_final(order: &Value) -> Option<f64> {
     let history = order["history"].as_array()?;
     let at = |entry: &Value| entry["at"].as_str().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
-    let (first, last) = (at(history.first()?)?, at(history.last()?)?);
+    let decided = history.iter().find(|entry| !matches!(entry["status"].as_str(), Some("PENDING" | "CANCELLING")))?;
+    let (first, last) = (at(history.first()?)?, at(decided)?);
     Some((last - first).num_microseconds()? as f64 / 1e3)
 }
 

@@ -16,6 +16,8 @@ pub struct RunSummary {
     rps: f64,
     by_reply_status: std::collections::BTreeMap<String, usize>,
     by_final_status: std::collections::BTreeMap<String, usize>,
+    /// Answers to the fulfilment operator's ship requests, by status code.
+    by_ship_status: std::collections::BTreeMap<String, usize>,
     transport_errors: usize,
     retried: usize,
     reply: Summary,
@@ -25,7 +27,11 @@ pub struct RunSummary {
 pub fn summarise(records: &[Record], elapsed: Duration) -> RunSummary {
     let mut by_reply_status = std::collections::BTreeMap::new();
     let mut by_final_status = std::collections::BTreeMap::new();
+    let mut by_ship_status = std::collections::BTreeMap::new();
     for r in records {
+        if r.ship_status != 0 {
+            *by_ship_status.entry(r.ship_status.to_string()).or_insert(0) += 1;
+        }
         let status = if r.reply_status == 0 { "error".to_owned() } else { r.reply_status.to_string() };
         *by_reply_status.entry(status).or_insert(0) += 1;
         let final_status = if r.final_status.is_empty() { "none".to_owned() } else { r.final_status.clone() };
@@ -43,6 +49,7 @@ pub fn summarise(records: &[Record], elapsed: Duration) -> RunSummary {
         rps: records.len() as f64 / elapsed.as_secs_f64().max(1e-9),
         by_reply_status,
         by_final_status,
+        by_ship_status,
         transport_errors: records.iter().filter(|r| r.reply_status == 0).count(),
         retried: records.iter().filter(|r| r.attempts > 1).count(),
         reply: Summary::of(&replies),
@@ -52,13 +59,14 @@ pub fn summarise(records: &[Record], elapsed: Duration) -> RunSummary {
 
 pub fn render(s: &RunSummary) -> String {
     format!(
-        "requests {} in {:.1} s ({:.1}/s); replies {:?}; final {:?}; transport errors {}; retried {}\n\
+        "requests {} in {:.1} s ({:.1}/s); replies {:?}; final {:?}; ship replies {:?}; transport errors {}; retried {}\n\
          reply:              {}\naccepted -> final:  {}",
         s.requests,
         s.seconds,
         s.rps,
         s.by_reply_status,
         s.by_final_status,
+        s.by_ship_status,
         s.transport_errors,
         s.retried,
         s.reply,
@@ -68,12 +76,12 @@ pub fn render(s: &RunSummary) -> String {
 
 pub fn write_csv(path: &PathBuf, records: &[Record]) -> anyhow::Result<()> {
     let mut out = String::from(
-        "order_id,key,sku,quantity,reply_status,reply_ms,attempts,final_status,accepted_to_final_ms,error\n",
+        "order_id,key,sku,quantity,reply_status,reply_ms,attempts,final_status,accepted_to_final_ms,ship_status,error\n",
     );
     for r in records {
         let error = r.error.replace(['"', '\n'], "'");
         out.push_str(&format!(
-            "{},{},{},{},{},{:.3},{},{},{},\"{}\"\n",
+            "{},{},{},{},{},{:.3},{},{},{},{},\"{}\"\n",
             r.order_id,
             r.key,
             r.sku,
@@ -83,6 +91,7 @@ pub fn write_csv(path: &PathBuf, records: &[Record]) -> anyhow::Result<()> {
             r.attempts,
             r.final_status,
             r.accepted_to_final_ms.map(|ms| format!("{ms:.3}")).unwrap_or_default(),
+            r.ship_status,
             error
         ));
     }

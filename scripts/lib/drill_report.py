@@ -12,7 +12,7 @@ from pathlib import Path
 
 BUDGET_MS = 2000
 MARGIN_MS = 250
-FINAL = {"CONFIRMED", "REJECTED", "CANCELLED"}
+FINAL = {"CONFIRMED", "REJECTED", "CANCELLED", "SHIPPED"}
 # An outbox row older than this means produce has stalled for its partition.
 STALLED_AGE_S = 1.0
 

@@ -44,7 +44,7 @@ def main() -> int:
     def predicted(order):
         return bool(order["order_id"]) and fnv1a64(order["order_id"].encode()) % args.one_in == 0
 
-    final = {"CONFIRMED", "REJECTED", "CANCELLED"}
+    final = {"CONFIRMED", "REJECTED", "CANCELLED", "SHIPPED"}
     failed = [o for o in orders if not o["order_id"] or o["final_status"] not in final]
     slow_predicted = [o for o in orders if predicted(o)]
     hit = [o for o in slow_predicted if affected(o)]

@@ -39,6 +39,9 @@ enum Command {
         issuer: String,
         #[arg(long, default_value = DEFAULT_AUDIENCE)]
         audience: String,
+        /// What else the token grants: `orders:ship` for a fulfilment operator.
+        #[arg(long)]
+        scope: Option<String>,
     },
     /// Checks a token as the order service would: prints its customer, or why it is refused.
     Verify {
@@ -56,9 +59,9 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     match Args::parse().command {
         Command::Keygen { dir } => keygen(&dir),
-        Command::Mint { customer, key, ttl_secs, issuer, audience } => {
+        Command::Mint { customer, key, ttl_secs, issuer, audience, scope } => {
             let signer = Signer::from_file(&key, &issuer, &audience)?;
-            println!("{}", signer.mint(&customer, Duration::from_secs(ttl_secs)));
+            println!("{}", signer.mint_with_scope(&customer, scope.as_deref(), Duration::from_secs(ttl_secs)));
             Ok(())
         }
         Command::Verify { token, public_key, issuer, audience } => {

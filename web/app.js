@@ -155,7 +155,8 @@ async function refreshStock() {
   if (status !== 200 || !Array.isArray(body)) return;
   $("#stock tbody").replaceChildren(...body.map((item) =>
     el("tr", { "data-sku": item.sku },
-      el("td", {}, item.sku), el("td", {}, item.name), el("td", { class: "num" }, String(item.available)))));
+      el("td", {}, item.sku), el("td", {}, item.name), el("td", { class: "num" }, String(item.available)),
+      el("td", { class: "num" }, String(item.on_hand)), el("td", { class: "num" }, String(item.reserved)))));
   const select = $("#sku");
   const chosen = select.value;
   select.replaceChildren(...body.map((item) =>
@@ -198,6 +199,23 @@ function customerHeaders() {
   return session.token ? { Authorization: `Bearer ${session.token}` } : {};
 }
 
+// Shipping is a fulfilment operator's call: a token with scope orders:ship. The local stack
+// mints one on request; elsewhere the operator pastes theirs into the token field.
+const operator = { token: "" };
+
+async function operatorToken() {
+  if (operator.token) return operator.token;
+  const { status, body } = await getJson("/auth/token", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ customer: "web-packer", scope: "orders:ship" }),
+  });
+  if (status === 404 && session.token) return session.token; // a pasted token may grant it
+  if (status !== 200) throw new Error(body?.message ?? `the service answered ${status}`);
+  operator.token = body.token;
+  return operator.token;
+}
+
 // ---- orders --------------------------------------------------------------------------
 
 async function refreshOrders() {
@@ -220,17 +238,22 @@ function orderItem(order) {
     return el("li", { "data-status": entry.status }, `${entry.status} ${formatTime(entry.at)}${gap}`);
   });
   const cancellable = order.status === "PENDING" || order.status === "CONFIRMED";
+  const shippable = order.status === "CONFIRMED";
   return el("li", { class: `order ${order.status}`, "data-order-id": order.id, "data-status": order.status },
     el("div", { class: "head" },
       el("span", { class: "status" }, order.status),
       el("span", {}, order.lines.map((line) => `${line.quantity} × ${line.sku}`).join(", ")),
       el("span", { class: "id" }, order.id),
+      shippable ? el("button", { class: "ship", type: "button", title: "As the fulfilment operator", onclick: () => ship(order.id) }, "Ship") : null,
       cancellable ? el("button", { class: "secondary", type: "button", onclick: () => cancel(order.id) }, "Cancel") : null),
     order.rejection_reason ? el("div", { class: "reason" }, `Rejected: ${order.rejection_reason}`) : null,
     el("ol", { class: "timeline", "aria-label": "status history" }, ...steps));
 }
 
-// Follows one order until it is final: each request waits (up to 25 s) for the status to
+// Statuses in which an answer from inventory is awaited.
+const IN_FLIGHT = ["PENDING", "CANCELLING", "SHIPPING"];
+
+// Follows one order until it is settled: each request waits (up to 25 s) for the status to
 // move past the one we have, and the order's line is redrawn as soon as it does.
 async function follow(id) {
   let tag = null;
@@ -248,7 +271,7 @@ async function follow(id) {
     tag = response.headers.get("ETag");
     const order = await response.json();
     document.querySelector(`li.order[data-order-id='${id}']`)?.replaceWith(orderItem(order));
-    if (["CONFIRMED", "REJECTED", "CANCELLED"].includes(order.status)) return;
+    if (!IN_FLIGHT.includes(order.status)) return;
   }
 }
 
@@ -258,6 +281,25 @@ async function cancel(id) {
     status === 202 ? `Cancelling order ${id}: its stock goes back to the shelf.` : `Cannot cancel: ${body?.message ?? status}`);
   await refreshOrders();
   if (status === 202) follow(id);
+}
+
+async function ship(id) {
+  let token;
+  try {
+    token = await operatorToken();
+  } catch (error) {
+    showReply("bad", `Cannot ship: no fulfilment operator's token (${error.message}).`);
+    return;
+  }
+  const { status, body } = await getJson(`/orders/${id}/ship`, {
+    method: "POST",
+    headers: { Authorization: `Bearer ${token}`, "Idempotency-Key": crypto.randomUUID(), Prefer: "wait=0" },
+  });
+  const started = status === 200 || status === 202;
+  showReply(started ? "ok" : "bad",
+    started ? `Shipping order ${id}: its stock leaves the warehouse.` : `Cannot ship: ${body?.message ?? status}`);
+  await refreshOrders();
+  if (started) follow(id);
 }
 
 // ---- placing an order ----------------------------------------------------------------

@@ -94,6 +94,23 @@ try {
   if (await page.$(`li.order[data-order-id='${otherId}']`)) throw new Error("someone-else's order shows for browser-test");
   step("each customer sees only their own orders");
 
+  // The fulfilment operator ships the first order: SHIPPED on the page, and its units leave
+  // the warehouse (on hand down by 2) while what can be sold stays as it was.
+  const cell = (sku, column) => page.textContent(`#stock tr[data-sku='${sku}'] td:nth-child(${column})`).then(Number);
+  const [availableBefore, onHandBefore] = [await cell("MUG-01", 3), await cell("MUG-01", 4)];
+  await page.click(`li.order[data-order-id='${id}'] button.ship`);
+  await page.waitForSelector(`li.order[data-order-id='${id}'][data-status='SHIPPED']`);
+  await page.waitForSelector(`li.order[data-order-id='${id}'] .timeline li[data-status='SHIPPING']`);
+  if (await page.$(`li.order[data-order-id='${id}'] button`)) throw new Error("a shipped order still offers a button");
+  await page.waitForFunction(([before]) => {
+    const cell = document.querySelector("#stock tr[data-sku='MUG-01'] td:nth-child(4)");
+    return cell && Number(cell.textContent) === before - 2;
+  }, [onHandBefore]);
+  const availableAfter = await cell("MUG-01", 3);
+  if (availableAfter !== availableBefore) throw new Error(`available moved on shipping: ${availableBefore} → ${availableAfter}`);
+  step(`order ${id} SHIPPED from the page; MUG-01 on hand ${onHandBefore} → ${onHandBefore - 2}, available ${availableAfter}`);
+  await page.screenshot({ path: join(shots, "page-shipped.png"), fullPage: true });
+
   // The pipeline picture: both hops, every stage green, the consumers' applied counts moving.
   for (const hop of ["order → inventory", "inventory → order"]) {
     for (const stage of ["outbox", "relay", "consumer", "dead letters"]) {

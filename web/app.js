@@ -155,7 +155,7 @@ async function refreshStock() {
   if (status !== 200 || !Array.isArray(body)) return;
   $("#stock tbody").replaceChildren(...body.map((item) =>
     el("tr", { "data-sku": item.sku },
-      el("td", {}, item.sku), el("td", {}, item.name), el("td", { class: "num" }, String(item.available)),
+      el("td", { title: item.name }, item.sku), el("td", { class: "num" }, String(item.available)),
       el("td", { class: "num" }, String(item.on_hand)), el("td", { class: "num" }, String(item.reserved)))));
   const select = $("#sku");
   const chosen = select.value;

@@ -182,9 +182,14 @@ struct Placed {
     message: Option<String>,
 }
 
-fn reply(view: OrderView, replayed: bool, preference: Option<String>) -> HttpResponse {
-    let settled = is_settled(&view);
-    let mut response = if settled { HttpResponse::Created() } else { HttpResponse::Accepted() };
+/// The headers of an answer about `view` to a request with an Idempotency-Key: where to follow
+/// the order, whether this was a retry, and the wait applied.
+fn describe(
+    response: &mut actix_web::HttpResponseBuilder,
+    view: &OrderView,
+    replayed: bool,
+    preference: Option<String>,
+) {
     response.insert_header((header::LOCATION, format!("/orders/{}", view.id)));
     if replayed {
         response.insert_header(("Idempotent-Replayed", "true"));
@@ -192,6 +197,11 @@ fn reply(view: OrderView, replayed: bool, preference: Option<String>) -> HttpRes
     if let Some(preference) = preference {
         response.insert_header(("Preference-Applied", preference));
     }
+}
+
+fn reply(view: OrderView, replayed: bool, preference: Option<String>) -> HttpResponse {
+    let mut response = if is_settled(&view) { HttpResponse::Created() } else { HttpResponse::Accepted() };
+    describe(&mut response, &view, replayed, preference);
     let message = (view.status == OrderStatus::Pending).then(|| {
         format!(
             "Your order is safely recorded. Inventory is taking longer than usual to confirm it; it will \
@@ -420,13 +430,7 @@ pub async fn ship_order(
     };
     let view = wait_for(&state, waiter, view, started, budget, is_settled).await;
     let mut response = if view.status == OrderStatus::Shipping { HttpResponse::Accepted() } else { HttpResponse::Ok() };
-    response.insert_header((header::LOCATION, format!("/orders/{}", view.id)));
-    if replayed {
-        response.insert_header(("Idempotent-Replayed", "true"));
-    }
-    if let Some(preference) = preference {
-        response.insert_header(("Preference-Applied", preference));
-    }
+    describe(&mut response, &view, replayed, preference);
     Ok(response.json(view))
 }
 

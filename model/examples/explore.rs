@@ -1,6 +1,6 @@
 //! Explores the protocol with the bounds given, and prints what it found and how long it took:
-//! `cargo run --release -p model --example explore -- [customers stock attempts retrying cancelling shipping crashes [bug]]`
-//! (bug: inbox, relay, offset, idempotency, cancel-while-shipping).
+//! `cargo run --release -p model --example explore -- [customers stock attempts retrying cancelling shipping relays crashes [bug]]`
+//! (bug: inbox, relay, offset, idempotency, cancel-while-shipping, lock-apart).
 
 use std::time::Instant;
 
@@ -11,12 +11,13 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let number = |i: usize, default: u8| args.get(i).and_then(|a| a.parse().ok()).unwrap_or(default);
     let defaults = Protocol::default();
-    let bug = match args.get(7).map(String::as_str) {
+    let bug = match args.get(8).map(String::as_str) {
         Some("inbox") => Some(Bug::InboxOutsideTheTransaction),
         Some("relay") => Some(Bug::RelayDeletesBeforeTheAck),
         Some("offset") => Some(Bug::OffsetCommittedBeforeTheTransaction),
         Some("idempotency") => Some(Bug::IdempotencyKeyCheckedApart),
         Some("cancel-while-shipping") => Some(Bug::CancelWhileShipping),
+        Some("lock-apart") => Some(Bug::LockOnAnotherConnection),
         _ => None,
     };
     let protocol = Protocol {
@@ -26,7 +27,8 @@ fn main() {
         retrying: number(3, defaults.retrying),
         cancelling: number(4, defaults.cancelling),
         shipping: number(5, defaults.shipping),
-        crashes: number(6, defaults.crashes),
+        relays: number(6, defaults.relays),
+        crashes: number(7, defaults.crashes),
         bug,
     };
     println!("{protocol:?}");

@@ -35,6 +35,10 @@ pub enum Bug {
     IdempotencyKeyCheckedApart,
     /// The order service lets a customer cancel an order whose shipping has started.
     CancelWhileShipping,
+    /// The relay holds the leader lock on one connection and reads and deletes on another:
+    /// when the lock's session dies, the worker goes on deleting while another relay leads
+    /// (what decision 0001 rules out).
+    LockOnAnotherConnection,
 }
 
 /// The bounds of one exploration.
@@ -53,14 +57,27 @@ pub struct Protocol {
     /// The operator ships the orders of the first this many customers once it sees them
     /// confirmed (the first customer's ship races its cancellation).
     pub shipping: u8,
-    /// Crashes of relays and consumers, in all.
+    /// Relay instances per outbox. One leads (holds the outbox's advisory lock); with two,
+    /// the leader's database session may also be lost, and the other takes over.
+    pub relays: u8,
+    /// Crashes of relays and consumers, and lost relay sessions, in all.
     pub crashes: u8,
     pub bug: Option<Bug>,
 }
 
 impl Default for Protocol {
     fn default() -> Self {
-        Self { customers: 2, stock: 1, attempts: 2, retrying: 1, cancelling: 1, shipping: 1, crashes: 2, bug: None }
+        Self {
+            customers: 2,
+            stock: 1,
+            attempts: 2,
+            retrying: 1,
+            cancelling: 1,
+            shipping: 1,
+            relays: 1,
+            crashes: 2,
+            bug: None,
+        }
     }
 }
 
@@ -85,19 +102,27 @@ pub struct Event {
     pub kind: Kind,
 }
 
-/// The two outboxes, each with its relay and topic.
+/// The two outboxes, each with its relays and topic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Side {
     Order,
     Inventory,
 }
 
-/// A relay: the first `published` rows of its outbox are on the topic and wait for deletion.
-/// With [`Bug::RelayDeletesBeforeTheAck`], rows it took (deleted) wait `in_hand` instead.
+/// A relay instance: while it leads, the first `published` rows of its outbox are on the topic
+/// and wait for deletion. With [`Bug::RelayDeletesBeforeTheAck`], rows it took (deleted) wait
+/// `in_hand` instead.
+///
+/// When its database session is lost, it can no longer read or delete (the lock and the work
+/// share the session, decision 0001), but the rows it had read may still be in its producer:
+/// `stale`, published later, in order. With [`Bug::LockOnAnotherConnection`] it is `detached`
+/// instead: it keeps publishing and deleting by its old count.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct Relay {
     pub published: u8,
     pub in_hand: Vec<Event>,
+    pub stale: Vec<Event>,
+    pub detached: bool,
 }
 
 /// A consumer of one topic: where it reads, and the half-done step of a planted bug.
@@ -121,7 +146,9 @@ pub struct Consumer {
 pub struct Service {
     pub inbox: BTreeSet<u8>,
     pub outbox: Vec<Event>,
-    pub relay: Relay,
+    pub relays: Vec<Relay>,
+    /// The relay holding the outbox's leader lock, if any.
+    pub leader: Option<u8>,
     pub topic: Vec<Event>,
     pub consumer: Consumer,
     pub applied: BTreeMap<u8, u8>,
@@ -187,12 +214,18 @@ pub enum Action {
     Cancel(u8),
     /// The operator asks for a confirmed order to ship.
     Ship(u8),
-    /// The relay publishes the next row; the broker's acknowledgement comes back.
-    Publish(Side),
-    /// The relay deletes the oldest acknowledged row.
-    Delete(Side),
-    /// [`Bug::RelayDeletesBeforeTheAck`]: the relay deletes the oldest row as it takes it.
-    Take(Side),
+    /// Relay N publishes the next row; the broker's acknowledgement comes back.
+    Publish(Side, u8),
+    /// Relay N deletes the oldest acknowledged row.
+    Delete(Side, u8),
+    /// [`Bug::RelayDeletesBeforeTheAck`]: relay N deletes the oldest row as it takes it.
+    Take(Side, u8),
+    /// Relay N, its session lost, publishes a row it had read before.
+    PublishStale(Side, u8),
+    /// Relay N takes the free leader lock and starts from the oldest row.
+    Acquire(Side, u8),
+    /// The leader's database session is lost (its lock is released); the process lives on.
+    LoseSession(Side, u8),
     /// The consumer of the other side's topic applies the next event through the inbox.
     Apply(Side),
     /// [`Bug::InboxOutsideTheTransaction`]: the inbox row, in a second transaction.
@@ -200,9 +233,9 @@ pub enum Action {
     /// [`Bug::OffsetCommittedBeforeTheTransaction`]: the offset past the next event, before
     /// the transaction that applies it.
     CommitAhead(Side),
-    /// A relay crashes and restarts: it forgets what it published but did not delete, and
-    /// publishes it again.
-    CrashRelay(Side),
+    /// Relay N crashes and restarts: it forgets what it published but did not delete, and
+    /// the next leader publishes it again. (With one relay, it takes the lock back at once.)
+    CrashRelay(Side, u8),
     /// A consumer crashes and restarts, reading again from the offset given (one its group
     /// may have committed).
     CrashConsumer(Side, u8),
@@ -338,6 +371,15 @@ impl Protocol {
         self.bug == Some(bug)
     }
 
+    /// A service at the start: its relays, the first of them leading.
+    fn service(&self) -> Service {
+        Service {
+            relays: vec![Relay::default(); usize::from(self.relays.max(1))],
+            leader: Some(0),
+            ..Service::default()
+        }
+    }
+
     /// No step is possible: every request handled, every event published and consumed.
     pub fn is_quiescent(&self, state: &State) -> bool {
         let mut actions = Vec::new();
@@ -363,8 +405,8 @@ impl Model for Protocol {
             customers: vec![customer; self.customers as usize],
             requests: Vec::new(),
             orders: Vec::new(),
-            order: Service::default(),
-            inventory: Service::default(),
+            order: self.service(),
+            inventory: self.service(),
             stock: self.stock,
             decisions: BTreeMap::new(),
             held: BTreeMap::new(),
@@ -407,19 +449,36 @@ impl Model for Protocol {
         }
         for side in [Side::Order, Side::Inventory] {
             let service = state.view(side);
-            if self.has(Bug::RelayDeletesBeforeTheAck) {
-                if !service.outbox.is_empty() {
-                    actions.push(Action::Take(side));
+            for (r, relay) in service.relays.iter().enumerate() {
+                let r = r as u8;
+                if service.leader == Some(r) || relay.detached {
+                    if self.has(Bug::RelayDeletesBeforeTheAck) {
+                        if !service.outbox.is_empty() {
+                            actions.push(Action::Take(side, r));
+                        }
+                        if !relay.in_hand.is_empty() {
+                            actions.push(Action::Publish(side, r));
+                        }
+                    } else {
+                        if usize::from(relay.published) < service.outbox.len() {
+                            actions.push(Action::Publish(side, r));
+                        }
+                        if relay.published > 0 && !service.outbox.is_empty() {
+                            actions.push(Action::Delete(side, r));
+                        }
+                    }
                 }
-                if !service.relay.in_hand.is_empty() {
-                    actions.push(Action::Publish(side));
+                if !relay.stale.is_empty() {
+                    actions.push(Action::PublishStale(side, r));
                 }
-            } else {
-                if usize::from(service.relay.published) < service.outbox.len() {
-                    actions.push(Action::Publish(side));
+                if service.leader.is_none() && !relay.detached && relay.stale.is_empty() {
+                    actions.push(Action::Acquire(side, r));
                 }
-                if service.relay.published > 0 {
-                    actions.push(Action::Delete(side));
+                if state.crashes < self.crashes {
+                    actions.push(Action::CrashRelay(side, r));
+                    if service.relays.len() > 1 && service.leader == Some(r) {
+                        actions.push(Action::LoseSession(side, r));
+                    }
                 }
             }
             let consumer = &service.consumer;
@@ -433,7 +492,6 @@ impl Model for Protocol {
                 actions.push(Action::Apply(side));
             }
             if state.crashes < self.crashes {
-                actions.push(Action::CrashRelay(side));
                 if consumer.floor > consumer.position {
                     actions.push(Action::CrashConsumer(side, consumer.floor));
                 } else {
@@ -491,25 +549,49 @@ impl Model for Protocol {
                     state.emit(Side::Order, order, Kind::ReadyToShip);
                 }
             }
-            Action::Publish(side) => {
+            Action::Publish(side, r) => {
                 let service = state.service(side);
+                let relay = &mut service.relays[usize::from(r)];
                 let event = if self.has(Bug::RelayDeletesBeforeTheAck) {
-                    service.relay.in_hand.remove(0)
+                    relay.in_hand.remove(0)
                 } else {
-                    service.relay.published += 1;
-                    service.outbox[usize::from(service.relay.published) - 1]
+                    relay.published += 1;
+                    service.outbox[usize::from(relay.published) - 1]
                 };
                 service.topic.push(event);
             }
-            Action::Delete(side) => {
+            Action::Delete(side, r) => {
                 let service = state.service(side);
                 service.outbox.remove(0);
-                service.relay.published -= 1;
+                service.relays[usize::from(r)].published -= 1;
             }
-            Action::Take(side) => {
+            Action::Take(side, r) => {
                 let service = state.service(side);
                 let event = service.outbox.remove(0);
-                service.relay.in_hand.push(event);
+                service.relays[usize::from(r)].in_hand.push(event);
+            }
+            Action::PublishStale(side, r) => {
+                let service = state.service(side);
+                let event = service.relays[usize::from(r)].stale.remove(0);
+                service.topic.push(event);
+            }
+            Action::Acquire(side, r) => {
+                let service = state.service(side);
+                service.leader = Some(r);
+                service.relays[usize::from(r)].published = 0;
+            }
+            Action::LoseSession(side, r) => {
+                state.crashes += 1;
+                let detached = self.has(Bug::LockOnAnotherConnection);
+                let service = state.service(side);
+                service.leader = None;
+                let relay = &mut service.relays[usize::from(r)];
+                if detached {
+                    relay.detached = true;
+                } else {
+                    relay.stale = service.outbox[usize::from(relay.published)..].to_vec();
+                    relay.published = 0;
+                }
             }
             Action::Apply(side) => {
                 let event = state.input(side)[usize::from(state.view(side).consumer.position)];
@@ -535,9 +617,15 @@ impl Model for Protocol {
                 let consumer = &mut state.service(side).consumer;
                 consumer.floor = consumer.position + 1;
             }
-            Action::CrashRelay(side) => {
+            Action::CrashRelay(side, r) => {
                 state.crashes += 1;
-                state.service(side).relay = Relay::default();
+                let service = state.service(side);
+                service.relays[usize::from(r)] = Relay::default();
+                if service.relays.len() == 1 {
+                    service.leader = Some(0);
+                } else if service.leader == Some(r) {
+                    service.leader = None;
+                }
             }
             Action::CrashConsumer(side, to) => {
                 state.crashes += 1;
@@ -549,7 +637,7 @@ impl Model for Protocol {
     }
 
     fn properties(&self) -> Vec<Property<Self>> {
-        vec![
+        let mut properties = vec![
             Property::always("a retried request never creates a second order", |_: &Protocol, s: &State| {
                 let keys: BTreeSet<u8> = s.orders.iter().map(|(key, _)| *key).collect();
                 keys.len() == s.orders.len()
@@ -609,7 +697,24 @@ impl Model for Protocol {
                 s.orders.iter().any(|(_, status)| *status == OrderStatus::Cancelled)
                     && s.orders.iter().any(|(_, status)| *status == OrderStatus::Confirmed)
             }),
-        ]
+        ];
+        if self.relays > 1 {
+            properties.push(Property::sometimes(
+                "a relay took over while the one before still had rows to publish",
+                |_: &Protocol, s: &State| {
+                    [&s.order, &s.inventory].iter().any(|service| {
+                        service.leader.is_some_and(|leader| {
+                            service
+                                .relays
+                                .iter()
+                                .enumerate()
+                                .any(|(r, relay)| r != usize::from(leader) && !relay.stale.is_empty())
+                        })
+                    })
+                },
+            ));
+        }
+        properties
     }
 }
 
@@ -666,9 +771,16 @@ fn describe(state: &State, action: Action) -> String {
         }
         Action::Cancel(c) => format!("customer {c} cancels its order"),
         Action::Ship(order) => format!("the operator ships order {order}"),
-        Action::Publish(side) => format!("{} publishes a row; the broker acknowledges", relay(side)),
-        Action::Delete(side) => format!("{} deletes the acknowledged row", relay(side)),
-        Action::Take(side) => format!("{} takes a row and deletes it before publishing", relay(side)),
+        Action::Publish(side, r) => format!("{} {r} publishes a row; the broker acknowledges", relay(side)),
+        Action::Delete(side, r) => format!("{} {r} deletes the oldest acknowledged row", relay(side)),
+        Action::Take(side, r) => format!("{} {r} takes a row and deletes it before publishing", relay(side)),
+        Action::PublishStale(side, r) => {
+            format!("{} {r}, its session gone, publishes a row it had read before", relay(side))
+        }
+        Action::Acquire(side, r) => format!("{} {r} takes the leader lock; it starts from the oldest row", relay(side)),
+        Action::LoseSession(side, r) => {
+            format!("{} {r} loses its database session, and with it the leader lock", relay(side))
+        }
         Action::Apply(side) => {
             let event = state.input(side)[usize::from(state.view(side).consumer.position)];
             format!("{} applies event {} ({:?} of order {})", consumer(side), event.id, event.kind, event.order)
@@ -677,7 +789,7 @@ fn describe(state: &State, action: Action) -> String {
         Action::CommitAhead(side) => {
             format!("{} commits the offset past the next event, before its transaction", consumer(side))
         }
-        Action::CrashRelay(side) => format!("{} crashes and restarts", relay(side)),
+        Action::CrashRelay(side, r) => format!("{} {r} crashes and restarts", relay(side)),
         Action::CrashConsumer(side, to) => {
             format!("{} crashes; it reads again from offset {to}, committed by its group", consumer(side))
         }

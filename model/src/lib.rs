@@ -8,7 +8,8 @@
 //! offset.
 //!
 //! The decisions are the services' own: [`OrderStatus::after`] moves an order,
-//! [`decide_placement`], [`decide_cancellation`] and [`decide_shipment`] decide stock. A
+//! [`decide_placement`], [`decide_cancellation`] and [`decide_shipment`] decide stock, and
+//! [`Outcome::of_recording`] is the inbox's apply-or-skip rule. A
 //! [`Bug`] plants one of five protocol mistakes, each of which the checker must find.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -17,6 +18,7 @@ use std::fmt::Write as _;
 use inventory::stock::{
     Cancellation, Placement, Reservation, Shipment, decide_cancellation, decide_placement, decide_shipment,
 };
+use messaging::inbox::Outcome;
 use order::domain::{OrderStatus, Step};
 use stateright::{Checker as _, HasDiscoveries, Model, Path, Property};
 
@@ -595,17 +597,18 @@ impl Model for Protocol {
             }
             Action::Apply(side) => {
                 let event = state.input(side)[usize::from(state.view(side).consumer.position)];
-                let duplicate = state.view(side).inbox.contains(&event.id);
-                if !duplicate {
+                if self.has(Bug::InboxOutsideTheTransaction) {
+                    // Looked up here, applied here, recorded in a later step.
+                    if !state.view(side).inbox.contains(&event.id) {
+                        state.effect(side, event);
+                        state.service(side).consumer.unrecorded = Some(event.id);
+                        return Some(state);
+                    }
+                } else if Outcome::of_recording(state.service(side).inbox.insert(event.id)) == Outcome::Processed {
+                    // The service's rule: recorded and applied in one transaction.
                     state.effect(side, event);
                 }
-                let consumer = &mut state.service(side).consumer;
-                if self.has(Bug::InboxOutsideTheTransaction) && !duplicate {
-                    consumer.unrecorded = Some(event.id);
-                } else {
-                    consumer.position += 1;
-                    state.service(side).inbox.insert(event.id);
-                }
+                state.service(side).consumer.position += 1;
             }
             Action::Record(side) => {
                 let service = state.service(side);

@@ -176,6 +176,16 @@ pub enum Outcome {
     Duplicate,
 }
 
+impl Outcome {
+    /// The inbox's rule: the event's id is recorded in the transaction that would apply it; if
+    /// the record is new, the event is applied there; if the id was recorded before, nothing
+    /// is done. [`apply_once`] and [`refuse_once`] follow it, and so does the protocol model
+    /// (`model/`).
+    pub fn of_recording(newly_recorded: bool) -> Self {
+        if newly_recorded { Self::Processed } else { Self::Duplicate }
+    }
+}
+
 /// Records a dead-lettered `event` in the inbox and lets the handler answer it, in one
 /// transaction; [`Outcome::Duplicate`] if its id was already there (then nothing is done).
 pub async fn refuse_once<H: Handler>(
@@ -186,11 +196,11 @@ pub async fn refuse_once<H: Handler>(
     reason: &str,
 ) -> Result<Outcome, HandleError> {
     conn.transaction::<_, HandleError, _>(async |conn| {
-        if !remember(conn, event, from).await? {
-            return Ok(Outcome::Duplicate);
+        let outcome = Outcome::of_recording(remember(conn, event, from).await?);
+        if outcome == Outcome::Processed {
+            handler.refused(conn, event, reason).await?;
         }
-        handler.refused(conn, event, reason).await?;
-        Ok(Outcome::Processed)
+        Ok(outcome)
     })
     .await
 }
@@ -220,11 +230,11 @@ pub async fn apply_once<H: Handler>(
     from: &Coordinates,
 ) -> Result<Outcome, HandleError> {
     conn.transaction::<_, HandleError, _>(async |conn| {
-        if !remember(conn, event, from).await? {
-            return Ok(Outcome::Duplicate);
+        let outcome = Outcome::of_recording(remember(conn, event, from).await?);
+        if outcome == Outcome::Processed {
+            handler.handle(conn, event).await?;
         }
-        handler.handle(conn, event).await?;
-        Ok(Outcome::Processed)
+        Ok(outcome)
     })
     .await
 }

@@ -40,7 +40,7 @@ impl Reservation {
     const ALL: [Self; 5] = [Self::Reserved, Self::Rejected, Self::Released, Self::Cancelled, Self::Shipped];
 
     /// As other services are told it.
-    fn status(self) -> ReservationStatus {
+    pub fn status(self) -> ReservationStatus {
         match self {
             Self::Reserved => ReservationStatus::Reserved,
             Self::Rejected => ReservationStatus::Rejected,

@@ -341,13 +341,7 @@ impl State {
                 // inventory holds.
                 let status = &mut self.orders[order as usize].1;
                 if *status == OrderStatus::Shipping {
-                    *status = match held {
-                        Some(Reservation::Reserved) => OrderStatus::Confirmed,
-                        Some(Reservation::Rejected) => OrderStatus::Rejected,
-                        Some(Reservation::Released | Reservation::Cancelled) => OrderStatus::Cancelled,
-                        Some(Reservation::Shipped) => OrderStatus::Shipped,
-                        None => OrderStatus::Pending,
-                    };
+                    *status = OrderStatus::holding(held.map(Reservation::status));
                 }
             }
             (Side::Order, kind) => {

@@ -7,11 +7,11 @@ use messaging::inbox::{HandleError, Handler};
 use schema::Event as _;
 use schema::events::{
     InventoryEvent, InventoryRefused, InventoryRejected, InventoryReleased, InventoryReserved, InventoryShipped,
-    OrderCancelled, OrderReadyToShip, ReservationStatus,
+    OrderCancelled, OrderReadyToShip,
 };
 use schema::{Envelope, RawEnvelope};
 
-use crate::domain::OrderStatus::{Cancelled, Cancelling, Confirmed, Pending, Rejected, Shipped, Shipping};
+use crate::domain::OrderStatus::{self, Cancelled, Cancelling, Pending, Shipped, Shipping};
 use crate::domain::Step;
 use crate::metrics::OrderMetrics;
 use crate::repository::{step, transition};
@@ -112,13 +112,7 @@ async fn end_refused_request(conn: &mut AsyncPgConnection, refused: &InventoryRe
         OrderReadyToShip::TYPE => (Shipping, "shipment"),
         _ => return Ok(()),
     };
-    let back_to = match refused.reservation {
-        Some(ReservationStatus::Reserved) => Confirmed,
-        Some(ReservationStatus::Rejected) => Rejected,
-        Some(ReservationStatus::Released | ReservationStatus::Cancelled) => Cancelled,
-        Some(ReservationStatus::Shipped) => Shipped,
-        None => Pending,
-    };
+    let back_to = OrderStatus::holding(refused.reservation);
     let why = format!("the {what} could not be processed: {}", refused.reason);
     if transition(conn, refused.order_id, &[waiting_in], back_to, Some(&why)).await?.is_some() {
         tracing::warn!(order_id = %refused.order_id, status = back_to.as_str(), what, "request refused by inventory; the order is back to what inventory holds");

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use schema::events::Line;
+use schema::events::{Line, ReservationStatus};
 use schema::{Quantity, Sku};
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
@@ -63,6 +63,19 @@ impl OrderStatus {
     /// No answer from inventory is awaited: nothing moves the order until someone acts.
     pub fn is_settled(self) -> bool {
         !matches!(self, Self::Pending | Self::Cancelling | Self::Shipping)
+    }
+
+    /// The status that matches what inventory holds for an order (`None`: nothing yet): where
+    /// a request inventory refused leaves the order (`consumer::end_refused_request`, and the
+    /// protocol model).
+    pub fn holding(reservation: Option<ReservationStatus>) -> Self {
+        match reservation {
+            Some(ReservationStatus::Reserved) => Self::Confirmed,
+            Some(ReservationStatus::Rejected) => Self::Rejected,
+            Some(ReservationStatus::Released | ReservationStatus::Cancelled) => Self::Cancelled,
+            Some(ReservationStatus::Shipped) => Self::Shipped,
+            None => Self::Pending,
+        }
     }
 }
 

@@ -258,38 +258,69 @@ async fn place(args: &Args, http: &reqwest::Client, tokens: &Tokens, n: usize) -
     let body = json!({"lines": [{"sku": sku, "quantity": quantity}]});
     let mut record = Record { customer, key: key.clone(), sku, quantity, ..Record::default() };
     let started = Instant::now();
-    let mut backoff = Duration::from_millis(50);
-    for attempt in 1..=args.attempts {
-        record.attempts = attempt;
-        let mut request = http
+    let sent = send_with_retries(args.attempts, || {
+        let request = http
             .post(format!("{}/orders", args.url))
             .bearer_auth(tokens.of(customer))
             .header("Idempotency-Key", &key)
             .json(&body);
-        if let Some(wait) = args.wait {
-            request = request.header("Prefer", format!("wait={wait}"));
+        match args.wait {
+            Some(wait) => request.header("Prefer", format!("wait={wait}")),
+            None => request,
         }
-        match request.send().await {
+    })
+    .await;
+    record.attempts = sent.attempts;
+    record.reply_status = sent.status;
+    record.error = sent.error.unwrap_or_default();
+    if let Some(reply) = sent.reply {
+        record.order_id = reply["id"].as_str().unwrap_or_default().to_owned();
+        record.final_status = reply["status"].as_str().unwrap_or_default().to_owned();
+        if record.reply_status >= 400 {
+            record.error = reply["message"].as_str().unwrap_or_default().to_owned();
+        }
+    }
+    record.reply_ms = started.elapsed().as_secs_f64() * 1e3;
+    record
+}
+
+/// What sending one request, with retries, came to.
+struct Sent {
+    /// How many times it was sent.
+    attempts: u32,
+    /// The status of the last answer (0: none came).
+    status: u16,
+    /// The body of the answer that ended the retries; `None` if the last attempt failed in
+    /// transport.
+    reply: Option<Value>,
+    /// The last transport error, if any.
+    error: Option<String>,
+}
+
+/// Sends what `request` builds until the answer is neither a 5xx nor a 429, at most `attempts`
+/// times, waiting 50 ms (doubling, at most 2 s) in between: a careful client's retry, the same
+/// request with the same Idempotency-Key.
+async fn send_with_retries(attempts: u32, request: impl Fn() -> reqwest::RequestBuilder) -> Sent {
+    let mut sent = Sent { attempts: 0, status: 0, reply: None, error: None };
+    let mut backoff = Duration::from_millis(50);
+    for attempt in 1..=attempts {
+        sent.attempts = attempt;
+        match request().send().await {
             Ok(response) => {
-                record.reply_status = response.status().as_u16();
+                sent.status = response.status().as_u16();
                 let retry = response.status().is_server_error() || response.status() == 429;
                 let reply: Value = response.json().await.unwrap_or(Value::Null);
-                if !retry || attempt == args.attempts {
-                    record.order_id = reply["id"].as_str().unwrap_or_default().to_owned();
-                    record.final_status = reply["status"].as_str().unwrap_or_default().to_owned();
-                    if record.reply_status >= 400 {
-                        record.error = reply["message"].as_str().unwrap_or_default().to_owned();
-                    }
-                    break;
+                if !retry || attempt == attempts {
+                    sent.reply = Some(reply);
+                    return sent;
                 }
             }
-            Err(error) => record.error = error.to_string(),
+            Err(error) => sent.error = Some(error.to_string()),
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(2));
     }
-    record.reply_ms = started.elapsed().as_secs_f64() * 1e3;
-    record
+    sent
 }
 
 /// As the fulfilment operator: waits (long-polling, at most 30 s) for the order to be
@@ -318,30 +349,22 @@ async fn ship_once_confirmed(args: &Args, http: &reqwest::Client, tokens: &Token
         return;
     }
     let key = format!("ship-{}", record.key);
-    let mut backoff = Duration::from_millis(50);
-    for attempt in 1..=args.attempts {
-        let request = http
-            .post(format!("{url}/ship"))
+    let sent = send_with_retries(args.attempts, || {
+        http.post(format!("{url}/ship"))
             .bearer_auth(tokens.operator.as_str())
             .header("Idempotency-Key", &key)
-            .header("Prefer", "wait=0");
-        match request.send().await {
-            Ok(response) => {
-                record.ship_status = response.status().as_u16();
-                let retry = response.status().is_server_error() || response.status() == 429;
-                if !retry || attempt == args.attempts {
-                    record.shipping = response.status().is_success();
-                    if !record.shipping {
-                        let reply: Value = response.json().await.unwrap_or(Value::Null);
-                        record.error = format!("ship: {}", reply["message"].as_str().unwrap_or_default());
-                    }
-                    return;
-                }
-            }
-            Err(error) => record.error = format!("ship: {error}"),
+            .header("Prefer", "wait=0")
+    })
+    .await;
+    record.ship_status = sent.status;
+    if let Some(error) = sent.error {
+        record.error = format!("ship: {error}");
+    }
+    if let Some(reply) = sent.reply {
+        record.shipping = (200..300).contains(&sent.status);
+        if !record.shipping {
+            record.error = format!("ship: {}", reply["message"].as_str().unwrap_or_default());
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(2));
     }
 }
 

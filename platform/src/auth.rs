@@ -269,13 +269,12 @@ impl Unauthenticated {
     }
 
     /// What is wrong with the token that came (RFC 6750's `error_description`); `None` when
-    /// none came.
+    /// none came, or when the token is fine but grants too little (see `error_response`).
     fn description(&self) -> Option<String> {
         match &self.why {
-            Unauthorised::Missing => None,
+            Unauthorised::Missing | Unauthorised::Scope(_) => None,
             Unauthorised::Invalid(rejection) => Some(rejection.describe()),
             Unauthorised::Subject(what) => Some((*what).to_owned()),
-            Unauthorised::Scope(scope) => Some(format!("the token does not grant {scope}")),
         }
     }
 }
@@ -290,31 +289,25 @@ impl actix_web::ResponseError for Unauthenticated {
 
     fn error_response(&self) -> actix_web::HttpResponse {
         let realm = self.realm;
-        if let Unauthorised::Scope(scope) = self.why {
-            let mut response = crate::http::error_response(
-                actix_web::http::StatusCode::FORBIDDEN,
+        let (code, message, challenge) = match (&self.why, self.description()) {
+            (Unauthorised::Scope(scope), _) => (
                 "insufficient_scope",
                 format!("this needs a token that grants {scope} (a fulfilment operator's); yours does not"),
-            );
-            let challenge = format!(r#"Bearer realm="{realm}", error="insufficient_scope", scope="{scope}""#);
-            if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&challenge) {
-                response.headers_mut().insert(actix_web::http::header::WWW_AUTHENTICATE, value);
-            }
-            return response;
-        }
-        let (message, challenge) = match self.description() {
-            None => (
+                format!(r#"Bearer realm="{realm}", error="insufficient_scope", scope="{scope}""#),
+            ),
+            (_, None) => (
+                "unauthenticated",
                 "sign in: send Authorization: Bearer <token>, a token naming you as its subject".to_owned(),
                 format!(r#"Bearer realm="{realm}""#),
             ),
-            Some(description) => (
+            (_, Some(description)) => (
+                "unauthenticated",
                 format!("{description}; sign in again for a new token"),
                 format!(r#"Bearer realm="{realm}", error="invalid_token", error_description="{description}""#),
             ),
         };
         tracing::debug!(reason = %self, "request not authenticated");
-        let mut response =
-            crate::http::error_response(actix_web::http::StatusCode::UNAUTHORIZED, "unauthenticated", message);
+        let mut response = crate::http::error_response(self.status_code(), code, message);
         if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&challenge) {
             response.headers_mut().insert(actix_web::http::header::WWW_AUTHENTICATE, value);
         }

@@ -23,6 +23,14 @@ use diesel_async::{AsyncConnection as _, AsyncPgConnection, RunQueryDsl as _};
 use serde::Serialize;
 use uuid::Uuid;
 
+/// Units the ledger rows `l` took out of the warehouse (ship rows are −q).
+const LEDGER_SHIPPED: &str = "COALESCE(-sum(l.delta) FILTER (WHERE l.reason = 'ship'), 0)::int8";
+
+/// Units the ledger rows `l` hold for orders and still in the warehouse: reserved (−q) and not
+/// released (+q), less what shipped.
+const LEDGER_HELD: &str = "(COALESCE(-sum(l.delta) FILTER (WHERE l.reason IN ('reserve', 'release')), 0)::int8 \
+                            - COALESCE(-sum(l.delta) FILTER (WHERE l.reason = 'ship'), 0)::int8)";
+
 /// An outbox row older than this (or than the grace period, if longer) means the relay of
 /// that outbox is not publishing.
 pub const OUTBOX_STALE_SECS: f64 = 60.0;
@@ -180,14 +188,12 @@ pub async fn check(order_url: &str, inventory_url: &str, grace_secs: f64) -> any
         violations.push(format!("order {} is still {} after {:.0}s", order.id, order.status, order.age_secs));
     }
 
-    let skus: Vec<SkuBooks> = diesel::sql_query(
+    let skus: Vec<SkuBooks> = diesel::sql_query(format!(
         "SELECT p.sku, p.initial_stock AS initial, p.on_hand, p.reserved, p.available, \
-                COALESCE(-sum(l.delta) FILTER (WHERE l.reason = 'ship'), 0)::int8 AS shipped, \
-                COALESCE(-sum(l.delta) FILTER (WHERE l.reason IN ('reserve', 'release')), 0)::int8 \
-                  + COALESCE(sum(l.delta) FILTER (WHERE l.reason = 'ship'), 0)::int8 AS held \
+                {LEDGER_SHIPPED} AS shipped, {LEDGER_HELD} AS held \
          FROM products p LEFT JOIN stock_ledger l ON l.sku = p.sku \
-         GROUP BY p.sku, p.initial_stock, p.on_hand, p.reserved, p.available ORDER BY p.sku",
-    )
+         GROUP BY p.sku, p.initial_stock, p.on_hand, p.reserved, p.available ORDER BY p.sku"
+    ))
     .load(&mut inventory)
     .await?;
     for sku in &skus {
@@ -251,13 +257,10 @@ async fn ledger_against_orders(
     )
     .load(orders)
     .await?;
-    let mut ledger: HashMap<(Uuid, String), (i64, i64)> = diesel::sql_query(
-        "SELECT order_id, sku, \
-                COALESCE(-sum(delta) FILTER (WHERE reason IN ('reserve', 'release')), 0)::int8 \
-                  + COALESCE(sum(delta) FILTER (WHERE reason = 'ship'), 0)::int8 AS held, \
-                COALESCE(-sum(delta) FILTER (WHERE reason = 'ship'), 0)::int8 AS shipped \
-         FROM stock_ledger GROUP BY order_id, sku",
-    )
+    let mut ledger: HashMap<(Uuid, String), (i64, i64)> = diesel::sql_query(format!(
+        "SELECT l.order_id, l.sku, {LEDGER_HELD} AS held, {LEDGER_SHIPPED} AS shipped \
+         FROM stock_ledger l GROUP BY l.order_id, l.sku"
+    ))
     .load::<LedgerOrder>(inventory)
     .await?
     .into_iter()

@@ -489,8 +489,8 @@ pub async fn find(conn: &mut AsyncPgConnection, sku: &Sku) -> QueryResult<Option
 }
 
 /// Adds a product to the catalogue with `stock` units; false if the SKU is already there.
-/// New stock enters as the product's initial stock, so the books still balance
-/// (initial + ledger = on hand − reserved).
+/// New stock enters as the product's initial stock and on hand, nothing reserved, so the books
+/// still balance (on hand = initial − shipped, reserved = held, by the ledger).
 pub async fn add_product(conn: &mut AsyncPgConnection, sku: &Sku, name: &str, stock: i32) -> QueryResult<bool> {
     let inserted = diesel::insert_into(products::table)
         .values((

@@ -29,7 +29,7 @@ pub struct RelayHandle {
 
 impl RelayHandle {
     /// Kills the relay as a crash would: its task is dropped mid-flight, its database
-    /// session closes, and its leader lock goes with it.
+    /// session closes, and its lanes go with it.
     pub fn kill(&self) {
         self.task.abort();
     }

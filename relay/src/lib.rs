@@ -1,16 +1,18 @@
 //! The relay: moves each service's outbox rows to Kafka, in order, at least once. The
 //! process (`main.rs`) runs one [`relay::OutboxRelay`] per configured outbox database:
 //!
-//! - [`leader`]: one active relay per outbox, elected by a Postgres advisory lock, others
-//!   standing by;
-//! - [`publish`]: read in id order, publish with the idempotent producer, delete only what
-//!   may go without reordering an order's events;
+//! - [`lanes`]: the outbox cut into lanes by order id, each published by one instance at a
+//!   time, shared fairly among the live instances through Postgres advisory locks;
+//! - [`pipeline`]: several batches in flight, one event per order at a time, only
+//!   acknowledged rows deleted, so an order's events reach the topic in order whatever fails;
+//! - [`publish`]: the pipeline's ends, the outbox table and the idempotent producer;
 //! - [`backlog`]: what waits, for `/health` and the gauges;
 //! - [`metrics`], [`settings`].
 
 pub mod backlog;
-pub mod leader;
+pub mod lanes;
 pub mod metrics;
+pub mod pipeline;
 pub mod publish;
 pub mod relay;
 pub mod settings;

@@ -1,6 +1,6 @@
-//! The relay process: one leader-elected relay per configured outbox database, plus
-//! `/health` and `/health/live` on its HTTP port. A relay task that dies takes the process
-//! down with a non-zero exit, so its supervisor restarts it.
+//! The relay process: one relay per configured outbox database, sharing the outbox's lanes
+//! with the other instances, plus `/health` and `/health/live` on its HTTP port. A relay
+//! task that dies takes the process down with a non-zero exit, so its supervisor restarts it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -103,7 +103,7 @@ struct Outbox {
 }
 
 /// Ready when every outbox database and the broker answer and no relay died. Per outbox:
-/// whether this instance is the active relay, what it published, and the backlog (rows,
+/// whether this instance publishes some of it and how many lanes, what it published, and the backlog (rows,
 /// oldest age) it last measured.
 async fn health(state: web::Data<Health>) -> HttpResponse {
     let mut checks = vec![platform::health::background(&state.readiness)];
@@ -116,6 +116,7 @@ async fn health(state: web::Data<Health>) -> HttpResponse {
             outbox.name.clone(),
             serde_json::json!({
                 "active": outbox.stats.is_active(),
+                "lanes_held": outbox.stats.lanes_held(),
                 "published": outbox.stats.published_count(),
                 "backlog_rows": backlog.map(|(rows, _)| rows),
                 "oldest_pending_age_seconds": backlog.map(|(_, age)| age),

@@ -33,6 +33,7 @@ pub struct RelayMetrics {
     pending: Family<OutboxLabels, Gauge>,
     oldest_age: Family<OutboxLabels, Gauge<f64, AtomicU64>>,
     active: Family<OutboxLabels, Gauge>,
+    lanes: Family<OutboxLabels, Gauge>,
 }
 
 impl Default for RelayMetrics {
@@ -43,6 +44,7 @@ impl Default for RelayMetrics {
             pending: Family::default(),
             oldest_age: Family::default(),
             active: Family::default(),
+            lanes: Family::default(),
         }
     }
 }
@@ -68,7 +70,16 @@ impl RelayMetrics {
             Unit::Seconds,
             self.oldest_age.clone(),
         );
-        metrics.register("relay_active", "1 if this instance holds the outbox's leader lock", self.active.clone());
+        metrics.register(
+            "relay_active",
+            "1 if this instance publishes some of the outbox's lanes",
+            self.active.clone(),
+        );
+        metrics.register(
+            "relay_lanes_held",
+            "How many of the outbox's lanes this instance publishes",
+            self.lanes.clone(),
+        );
     }
 
     /// The series of one outbox.
@@ -82,6 +93,7 @@ impl RelayMetrics {
             pending: self.pending.get_or_create_owned(&labels),
             oldest_age: self.oldest_age.get_or_create_owned(&labels),
             active: self.active.get_or_create_owned(&labels),
+            lanes: self.lanes.get_or_create_owned(&labels),
             measured: Arc::default(),
         }
     }
@@ -99,6 +111,7 @@ pub struct OutboxMetrics {
     pending: Gauge,
     oldest_age: Gauge<f64, AtomicU64>,
     active: Gauge,
+    lanes: Gauge,
     /// Whether `pending` and `oldest_age` were ever measured (a standby never measures).
     measured: Arc<AtomicBool>,
 }
@@ -123,13 +136,20 @@ impl OutboxMetrics {
         self.measured.store(true, Ordering::Relaxed);
     }
 
-    pub fn set_active(&self, active: bool) {
-        self.active.set(i64::from(active));
+    /// Records how many lanes this instance publishes (0: none, standing by).
+    pub fn set_lanes(&self, held: usize) {
+        self.lanes.set(held as i64);
+        self.active.set(i64::from(held > 0));
     }
 
-    /// Whether this instance holds the outbox's leader lock right now.
+    /// Whether this instance publishes any of the outbox's lanes right now.
     pub fn is_active(&self) -> bool {
         self.active.get() == 1
+    }
+
+    /// How many of the outbox's lanes this instance publishes right now.
+    pub fn lanes_held(&self) -> i64 {
+        self.lanes.get()
     }
 
     /// Events of this outbox published and acknowledged since start.

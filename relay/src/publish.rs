@@ -1,71 +1,105 @@
-//! Publishing outbox rows: read the oldest rows in id order, send them with the idempotent
-//! producer, and delete exactly the rows that may go. Ids of one order follow commit order
-//! (see `messaging::outbox`), so publishing in id order never reorders an order's events.
+//! The relay's two ends, as [`crate::pipeline`] uses them: the outbox table on the relay's
+//! database session ([`Store`]) and the idempotent producer ([`Sink`]). Ids of one order
+//! follow commit order (see `messaging::outbox`), so reading in id order never reorders an
+//! order's events.
 
-use std::collections::HashMap;
-
+use diesel::dsl::sql;
 use diesel::prelude::*;
+use diesel::sql_types::{Array, Bool, Integer};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use futures::FutureExt as _;
+use futures::future::BoxFuture;
 use messaging::outbox::OutboxRow;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use schema::tables::messaging::outbox;
 
+use crate::pipeline::{Sink, Store};
+
+impl Store for AsyncPgConnection {
+    type Error = diesel::result::Error;
+
+    async fn fetch(&mut self, excluding: &[i64], limit: i64) -> QueryResult<Vec<OutboxRow>> {
+        let query = outbox::table.order(outbox::id.asc()).limit(limit).select(OutboxRow::as_select());
+        if excluding.is_empty() {
+            query.load(self).await
+        } else {
+            query.filter(outbox::id.ne_all(excluding)).load(self).await
+        }
+    }
+
+    async fn delete(&mut self, ids: &[i64]) -> QueryResult<usize> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        diesel::delete(outbox::table.filter(outbox::id.eq_any(ids))).execute(self).await
+    }
+}
+
+/// Some lanes of the outbox (`crate::lanes`), on the relay's session.
+pub struct LaneOutbox<'c> {
+    pub conn: &'c mut AsyncPgConnection,
+    /// How many lanes the outbox is cut into.
+    pub count: i32,
+    /// The lanes read from.
+    pub lanes: &'c [i32],
+}
+
+impl Store for LaneOutbox<'_> {
+    type Error = diesel::result::Error;
+
+    async fn fetch(&mut self, excluding: &[i64], limit: i64) -> QueryResult<Vec<OutboxRow>> {
+        if self.lanes.len() >= self.count as usize {
+            return self.conn.fetch(excluding, limit).await;
+        }
+        let in_lanes = sql::<Bool>("lane_bucket % ")
+            .bind::<Integer, _>(self.count)
+            .sql(" = ANY(")
+            .bind::<Array<Integer>, _>(self.lanes)
+            .sql(")");
+        outbox::table
+            .filter(in_lanes)
+            .filter(outbox::id.ne_all(excluding))
+            .order(outbox::id.asc())
+            .limit(limit)
+            .select(OutboxRow::as_select())
+            .load(self.conn)
+            .await
+    }
+
+    async fn delete(&mut self, ids: &[i64]) -> QueryResult<usize> {
+        self.conn.delete(ids).await
+    }
+}
+
 /// The oldest `limit` rows, in the order they must be published.
 pub async fn fetch_batch(conn: &mut AsyncPgConnection, limit: i64) -> QueryResult<Vec<OutboxRow>> {
-    outbox::table.order(outbox::id.asc()).limit(limit).select(OutboxRow::as_select()).load(conn).await
-}
-
-/// Publishes `rows` and waits for every acknowledgement. Returns the ids that may be
-/// deleted (see [`deletable`]).
-pub async fn publish(producer: &FutureProducer, rows: &[OutboxRow]) -> Vec<i64> {
-    let deliveries = rows.iter().map(|row| {
-        let payload = row.envelope.to_string();
-        let record = FutureRecord::to(&row.topic).key(&row.message_key).payload(&payload).headers(headers(row));
-        let sent = producer.send_result(record).map_err(|(error, _)| error);
-        async move {
-            match sent {
-                Ok(delivery) => match delivery.await {
-                    Ok(Ok(_)) => Ok(()),
-                    Ok(Err((error, _))) => Err(error),
-                    Err(_) => Err(KafkaError::Canceled),
-                },
-                Err(error) => Err(error),
-            }
-        }
-    });
-    let results = futures::future::join_all(deliveries).await;
-    for (row, result) in rows.iter().zip(&results) {
-        if let Err(error) = result {
-            tracing::warn!(event_id = %row.event_id, topic = %row.topic, %error, "event not acknowledged");
-        }
-    }
-    let acknowledged: Vec<bool> = results.iter().map(Result::is_ok).collect();
-    deletable(rows, &acknowledged)
-}
-
-/// The rows that may be deleted after a publication: every acknowledged row, except, for an
-/// order with an unacknowledged row, the rows after its first failure. Those are published
-/// again after it, so the order's events still arrive in order.
-pub fn deletable(rows: &[OutboxRow], acknowledged: &[bool]) -> Vec<i64> {
-    let mut first_failure: HashMap<&str, i64> = HashMap::new();
-    for (row, _) in rows.iter().zip(acknowledged).filter(|(_, ok)| !**ok) {
-        first_failure.entry(row.message_key.as_str()).or_insert(row.id);
-    }
-    rows.iter()
-        .zip(acknowledged)
-        .filter(|(row, ok)| **ok && first_failure.get(row.message_key.as_str()).is_none_or(|&failed| row.id < failed))
-        .map(|(row, _)| row.id)
-        .collect()
+    conn.fetch(&[], limit).await
 }
 
 /// Deletes exactly the given rows.
 pub async fn delete(conn: &mut AsyncPgConnection, ids: &[i64]) -> QueryResult<usize> {
-    if ids.is_empty() {
-        return Ok(0);
+    Store::delete(conn, ids).await
+}
+
+impl Sink for FutureProducer {
+    /// Hands the row to the producer's queue at once; the future is its acknowledgement.
+    fn send(&self, row: &OutboxRow) -> BoxFuture<'static, Result<(), KafkaError>> {
+        let payload = row.envelope.to_string();
+        let record = FutureRecord::to(&row.topic).key(&row.message_key).payload(&payload).headers(headers(row));
+        match self.send_result(record) {
+            Ok(delivery) => async move {
+                match delivery.await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err((error, _))) => Err(error),
+                    Err(_) => Err(KafkaError::Canceled),
+                }
+            }
+            .boxed(),
+            Err((error, _)) => futures::future::ready(Err(error)).boxed(),
+        }
     }
-    diesel::delete(outbox::table.filter(outbox::id.eq_any(ids))).execute(conn).await
 }
 
 /// `event_id`, `event_type`, `correlation_id` and `traceparent` travel as headers too, so a
@@ -80,44 +114,4 @@ fn headers(row: &OutboxRow) -> OwnedHeaders {
         headers = headers.insert(Header { key: "traceparent", value: Some(traceparent.as_str()) });
     }
     headers
-}
-
-#[cfg(test)]
-mod tests {
-    use messaging::outbox::OutboxRow;
-
-    use super::deletable;
-
-    fn row(id: i64, order: &str) -> OutboxRow {
-        OutboxRow {
-            id,
-            event_id: uuid::Uuid::now_v7(),
-            topic: "orders.events".into(),
-            message_key: order.into(),
-            event_type: "OrderPlaced".into(),
-            correlation_id: "c".into(),
-            traceparent: None,
-            envelope: serde_json::json!({}),
-            created_at: chrono::Utc::now(),
-        }
-    }
-
-    #[test]
-    fn every_acknowledged_row_goes_when_nothing_failed() {
-        let rows = [row(1, "a"), row(2, "b"), row(3, "a")];
-        assert_eq!(deletable(&rows, &[true, true, true]), [1, 2, 3]);
-    }
-
-    #[test]
-    fn an_orders_rows_after_its_first_failure_stay_even_if_acknowledged() {
-        let rows = [row(1, "a"), row(2, "a"), row(3, "b"), row(4, "a"), row(5, "b")];
-        // Order a: 1 acknowledged, 2 failed, 4 acknowledged → only 1 goes; order b untouched.
-        assert_eq!(deletable(&rows, &[true, false, true, true, true]), [1, 3, 5]);
-    }
-
-    #[test]
-    fn a_failed_row_is_never_deleted() {
-        let rows = [row(1, "a"), row(2, "b")];
-        assert_eq!(deletable(&rows, &[false, false]), Vec::<i64>::new());
-    }
 }

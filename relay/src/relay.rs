@@ -1,8 +1,8 @@
-//! One outbox's relay: one database session does everything — it holds the leader lock
-//! ([`crate::leader`]), LISTENs for inserts, reads batches and deletes what Kafka
-//! acknowledged ([`crate::publish`]). If the session dies, the lock and the ability to
-//! delete go with it. A crash between the acknowledgement and the delete re-publishes the
-//! batch; consumers deduplicate by event id.
+//! One outbox's relay: one database session does everything — it holds the locks of its
+//! lanes ([`crate::lanes`]), LISTENs for inserts, reads batches and deletes what Kafka
+//! acknowledged, with several batches in flight ([`crate::pipeline`]). If the session dies,
+//! the lock and the ability to delete go with it. A crash between the acknowledgement and
+//! the delete re-publishes; consumers deduplicate by event id.
 
 use std::time::{Duration, Instant};
 
@@ -13,9 +13,12 @@ use platform::config::KafkaSettings;
 use rdkafka::producer::{FutureProducer, Producer as _};
 use tokio_util::sync::CancellationToken;
 
+use crate::backlog;
+use crate::lanes::{Lanes, Refusal};
 use crate::metrics::{OutboxMetrics, RelayMetrics};
+use crate::pipeline::Pipeline;
+use crate::publish::LaneOutbox;
 use crate::settings::RelaySettings;
-use crate::{backlog, leader, publish};
 
 /// How often the active relay measures its backlog.
 const MEASURE_EVERY: Duration = Duration::from_secs(1);
@@ -75,7 +78,7 @@ impl OutboxRelay {
         let mut delay = Duration::from_millis(200);
         while !shutdown.is_cancelled() {
             let result = self.lead(&shutdown).await;
-            self.metrics.set_active(false);
+            self.metrics.set_lanes(0);
             match result {
                 Ok(()) => break,
                 Err(error) => {
@@ -91,74 +94,159 @@ impl OutboxRelay {
         tracing::info!(outbox = %self.name, "relay stopped");
     }
 
-    /// One session: wait to become leader, then relay until shutdown or an error.
+    /// One session: join the outbox's relays, then relay the lanes this instance holds until
+    /// shutdown or an error.
     async fn lead(&mut self, shutdown: &CancellationToken) -> Result<(), RelayError> {
         let mut conn = AsyncPgConnection::establish(&self.database_url).await?;
         let retry = Duration::from_millis(self.settings.standby_retry_ms);
-        if !leader::wait_for_leadership(&mut conn, &self.name, retry, shutdown).await? {
+        let Some(mut lanes) = self.join(&mut conn, retry, shutdown).await? else {
             return Ok(());
-        }
-        self.metrics.set_active(true);
-        tracing::info!(outbox = %self.name, "this relay is now the active one");
+        };
         if self.settings.listen {
             diesel::sql_query("LISTEN outbox").execute(&mut conn).await?;
         }
-        let poll = Duration::from_millis(self.settings.poll_interval_ms);
+        // Idle, wake up at least as often as lanes are looked at.
+        let poll = Duration::from_millis(self.settings.poll_interval_ms).min(retry);
+        let mut pipeline = Pipeline::new(self.settings.pipeline_depth, self.settings.batch_size);
         let mut measured: Option<Instant> = None;
+        let mut balanced: Option<Instant> = None;
         loop {
             drain_notifications(&mut conn);
-            let relayed = self.relay_batch(&mut conn).await?;
-            if measured.is_none_or(|at| at.elapsed() >= MEASURE_EVERY) {
+            if balanced.is_none_or(|at| at.elapsed() >= retry) {
+                self.rebalance(&mut lanes, &mut pipeline, &mut conn).await?;
+                balanced = Some(Instant::now());
+            }
+            let held = lanes.held();
+            if !shutdown.is_cancelled() && !held.is_empty() {
+                let mut outbox = LaneOutbox { conn: &mut conn, count: lanes.count(), lanes: &held };
+                pipeline.fill(&mut outbox, &self.producer).await?;
+            }
+            if !held.is_empty() && measured.is_none_or(|at| at.elapsed() >= MEASURE_EVERY) {
                 let backlog = backlog::measure(&mut conn).await?;
                 self.metrics.set_backlog(backlog.rows, backlog.oldest_age);
                 measured = Some(Instant::now());
             }
-            if relayed as i64 >= self.settings.batch_size {
+            if pipeline.is_idle() {
                 if shutdown.is_cancelled() {
                     return Ok(());
                 }
-                continue; // more is waiting
+                let mut notifications = std::pin::pin!(conn.notifications_stream());
+                tokio::select! {
+                    () = shutdown.cancelled() => return Ok(()),
+                    () = tokio::time::sleep(poll) => {}
+                    notification = notifications.next(), if self.settings.listen => {
+                        if let Some(Err(error)) = notification {
+                            return Err(error.into());
+                        }
+                    }
+                }
+                continue;
             }
-            let mut notifications = std::pin::pin!(conn.notifications_stream());
-            tokio::select! {
-                () = shutdown.cancelled() => return Ok(()),
-                () = tokio::time::sleep(poll) => {}
-                notification = notifications.next(), if self.settings.listen => {
+            // Batches are in flight. While there is room for another, a notification (new
+            // rows) is worth reading for before the oldest batch is acknowledged.
+            if pipeline.has_room() && self.settings.listen && !shutdown.is_cancelled() {
+                let notified = {
+                    let mut notifications = std::pin::pin!(conn.notifications_stream());
+                    tokio::select! {
+                        biased;
+                        notification = notifications.next() => Some(notification),
+                        () = pipeline.wait_for_oldest() => None,
+                    }
+                };
+                if let Some(notification) = notified {
                     if let Some(Err(error)) = notification {
                         return Err(error.into());
                     }
+                    continue;
                 }
+            }
+            self.settle_oldest(&mut pipeline, &mut conn).await?;
+        }
+    }
+
+    /// Joins the outbox's relays (`crate::lanes`), waiting while that is refused. `None` if
+    /// shutdown came first.
+    async fn join(
+        &self,
+        conn: &mut AsyncPgConnection,
+        retry: Duration,
+        shutdown: &CancellationToken,
+    ) -> Result<Option<Lanes>, RelayError> {
+        let mut logged = None;
+        loop {
+            match Lanes::join(conn, self.settings.lanes).await? {
+                Ok(lanes) => return Ok(Some(lanes)),
+                Err(refusal) if logged != Some(refusal) => {
+                    match refusal {
+                        Refusal::SoleLeader => {
+                            tracing::warn!(outbox = %self.name, "a relay without lanes holds this outbox; waiting for it to stop")
+                        }
+                        Refusal::OtherLaneCount(other) => tracing::error!(
+                            outbox = %self.name,
+                            lanes = self.settings.lanes,
+                            other,
+                            "another relay of this outbox uses a different lane count; waiting until none does"
+                        ),
+                    }
+                    logged = Some(refusal);
+                }
+                Err(_) => {}
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(None),
+                () = tokio::time::sleep(retry) => {}
             }
         }
     }
 
-    /// Publishes one batch and deletes what was acknowledged. Returns how many rows it read.
-    #[tracing::instrument(skip_all, fields(outbox = %self.name))]
-    async fn relay_batch(&mut self, conn: &mut AsyncPgConnection) -> Result<usize, RelayError> {
-        let rows = publish::fetch_batch(conn, self.settings.batch_size).await?;
-        if rows.is_empty() {
-            return Ok(0);
+    /// Moves toward this instance's share of the lanes. Lanes it gives away must have
+    /// nothing in flight, so with a surplus it first settles every batch.
+    async fn rebalance(
+        &mut self,
+        lanes: &mut Lanes,
+        pipeline: &mut Pipeline,
+        conn: &mut AsyncPgConnection,
+    ) -> Result<(), RelayError> {
+        if lanes.has_surplus(conn).await? {
+            while !pipeline.is_idle() {
+                self.settle_oldest(pipeline, conn).await?;
+            }
         }
-        let deletable = publish::publish(&self.producer, &rows).await;
+        if lanes.rebalance(conn, pipeline.is_idle()).await? {
+            let held = lanes.held();
+            tracing::info!(outbox = %self.name, lanes = ?held, of = lanes.count(), "this relay's lanes changed");
+            self.metrics.set_lanes(held.len());
+        }
+        Ok(())
+    }
+
+    /// Waits for the oldest batch in flight, deletes what the broker acknowledged, and
+    /// records it.
+    #[tracing::instrument(skip_all, fields(outbox = %self.name))]
+    async fn settle_oldest(&mut self, pipeline: &mut Pipeline, conn: &mut AsyncPgConnection) -> Result<(), RelayError> {
+        // Acknowledged, not yet deleted: a crash here re-publishes the batch.
+        let crash_point =
+            |_: &[_], _: &[bool]| platform::crash::point(crate::AFTER_PUBLISH_BEFORE_DELETE).map_err(RelayError::from);
+        let Some(settled) = pipeline.settle_oldest(conn, crash_point).await else {
+            return Ok(());
+        };
+        let settled = settled?;
         let now = chrono::Utc::now();
-        let published: std::collections::HashSet<i64> = deletable.iter().copied().collect();
-        for row in rows.iter().filter(|r| published.contains(&r.id)) {
+        for (row, _) in settled.rows.iter().zip(&settled.acknowledged).filter(|(_, ok)| **ok) {
             let latency = (now - row.created_at).num_microseconds().unwrap_or(0) as f64 / 1e6;
             self.metrics.published(&row.topic, latency.max(0.0));
         }
-        // Published and acknowledged, not yet deleted: a crash here re-publishes the batch.
-        platform::crash::point(crate::AFTER_PUBLISH_BEFORE_DELETE)?;
-        let deleted = publish::delete(conn, &deletable).await?;
-        if deletable.len() < rows.len() {
+        let failures = settled.failures();
+        if failures > 0 {
             tracing::warn!(
-                read = rows.len(),
-                deletable = deletable.len(),
-                "part of the batch was not acknowledged; it will be retried"
+                sent = settled.rows.len(),
+                failures,
+                "part of a batch was not acknowledged; it will be sent again"
             );
             self.recover_from_failed_deliveries().await;
         }
-        tracing::debug!(read = rows.len(), deleted, "batch relayed");
-        Ok(rows.len())
+        tracing::debug!(sent = settled.rows.len(), deleted = settled.deleted, "batch relayed");
+        Ok(())
     }
 
     /// After failed deliveries: replaces the producer if it has a fatal error (an idempotent

@@ -6,5 +6,6 @@ mod consumer_group;
 mod crashes;
 mod dependencies;
 mod notifications;
+mod relay_lanes;
 mod supervision;
 mod tracing;

@@ -1,6 +1,7 @@
 use std::time::Duration;
 
 use e2e::{Options, TestSystem, kafka};
+use relay::pipeline::Pipeline;
 
 #[tokio::test]
 async fn an_order_placed_event_delivered_twice_deducts_stock_once_and_counts_a_duplicate() {
@@ -30,13 +31,16 @@ async fn a_relay_batch_published_twice_before_its_delete_is_applied_once() {
 
     let mut conn = TestSystem::connect(&system.order_db).await;
     let producer = platform::kafka::producer(&system.kafka).expect("producer");
-    let batch = relay::publish::fetch_batch(&mut conn, 100).await.expect("batch");
-    assert_eq!(batch.len(), 1);
-    let first = relay::publish::publish(&producer, &batch).await;
-    let again =
-        relay::publish::publish(&producer, &relay::publish::fetch_batch(&mut conn, 100).await.expect("batch")).await;
-    assert_eq!((first.len(), again.len()), (1, 1), "both runs acknowledged");
-    assert_eq!(relay::publish::delete(&mut conn, &again).await.expect("delete"), 1);
+    let crash = |_: &[_], _: &[bool]| Err(diesel::result::Error::RollbackTransaction);
+    let mut crashed = Pipeline::new(1, 100);
+    assert_eq!(crashed.fill(&mut conn, &producer).await.expect("read"), 1);
+    let first = crashed.settle_oldest(&mut conn, crash).await.expect("a batch in flight");
+    assert!(first.is_err(), "the relay crashed after the acknowledgement, before the delete");
+    let mut again = Pipeline::new(1, 100);
+    assert_eq!(again.fill(&mut conn, &producer).await.expect("read"), 1, "the row was still there");
+    let settled = again.settle_oldest(&mut conn, |_, _| Ok::<_, diesel::result::Error>(())).await.expect("in flight");
+    let settled = settled.expect("settled");
+    assert_eq!((settled.acknowledged, settled.deleted), (vec![true], 1), "acknowledged and deleted");
 
     assert_eq!(system.settled(&id).await["status"], "CONFIRMED");
     e2e::eventually("a duplicate delivery", || system.inventory_consumer.duplicates() >= 1).await;

@@ -3,25 +3,26 @@ use std::time::Duration;
 
 use e2e::{Options, RelayHandle, TestSystem, kafka};
 
-async fn active_one(relays: &[RelayHandle]) -> usize {
+/// Waits until every relay in `relays` publishes `lanes` lanes.
+async fn lanes_settle(relays: &[&RelayHandle], lanes: i64, what: &str) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(index) = relays.iter().position(|r| r.stats.is_active()) {
-            return index;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "no relay became active");
+    while !relays.iter().all(|r| r.stats.lanes_held() == lanes) {
+        let held: Vec<i64> = relays.iter().map(|r| r.stats.lanes_held()).collect();
+        assert!(tokio::time::Instant::now() < deadline, "{what}: lanes held {held:?}, expected {lanes} each");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
 #[tokio::test]
-async fn when_the_active_relay_dies_a_standby_takes_over_and_no_event_is_lost_or_reordered() {
+async fn two_relays_share_the_lanes_and_when_one_dies_the_other_takes_its_lanes_losing_and_reordering_nothing() {
     let system = TestSystem::start_with(Options { order_relays: 2, inventory_relays: 2, ..Options::default() }).await;
-    let order_leader = active_one(&system.order_relays).await;
-    let inventory_leader = active_one(&system.inventory_relays).await;
+    let (order, inventory) = (&system.order_relays, &system.inventory_relays);
+    lanes_settle(&[&order[0], &order[1]], 4, "two order relays share eight lanes").await;
+    lanes_settle(&[&inventory[0], &inventory[1]], 4, "two inventory relays share eight lanes").await;
 
     let mut placed = Vec::new();
     let mut cancelled = HashSet::new();
+    let mut published_before_the_kill = (0, 0);
     for i in 0..60 {
         let id = system.place(["MUG-01", "CABLE-01", "MOUSE-01"][i % 3], 1).await;
         if i % 3 == 0 {
@@ -29,18 +30,28 @@ async fn when_the_active_relay_dies_a_standby_takes_over_and_no_event_is_lost_or
             cancelled.insert(id.clone());
         }
         placed.push(id);
-        if i == 20 {
-            system.order_relays[order_leader].kill();
-            system.inventory_relays[inventory_leader].kill();
+        if i == 30 {
+            let written = (placed.len() + cancelled.len()) as u64;
+            published_before_the_kill = (order[0].stats.published_count(), order[1].stats.published_count());
+            let (first, second) = published_before_the_kill;
+            assert!(
+                first + second <= written,
+                "{first} + {second} events published of {written}: a lane had two publishers"
+            );
+            order[0].kill();
+            inventory[0].kill();
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     for id in &placed {
         system.settled(id).await;
     }
-
-    assert!(system.order_relays[1 - order_leader].stats.is_active(), "the standby took over the order outbox");
-    assert!(system.inventory_relays[1 - inventory_leader].stats.is_active(), "and the inventory outbox");
+    assert!(
+        published_before_the_kill.0 > 0 && published_before_the_kill.1 > 0,
+        "both order relays published while both ran: {published_before_the_kill:?}"
+    );
+    lanes_settle(&[&order[1]], 8, "the surviving order relay took every lane").await;
+    lanes_settle(&[&inventory[1]], 8, "the surviving inventory relay took every lane").await;
 
     // Every order's events, first occurrences only, in the order a consumer saw them. The
     // failover may have published some twice, so read until every distinct event is in.

@@ -22,6 +22,7 @@ diesel::table! {
         traceparent -> Nullable<Text>,
         envelope -> Jsonb,
         created_at -> Timestamptz,
+        lane_bucket -> Int4,
     }
 }
 

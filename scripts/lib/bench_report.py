@@ -68,6 +68,18 @@ poll_ratio = (
 )
 steps = [(int(k.split("_")[1]), v) for k, v in results.items() if k.startswith("step_")]
 
+drain_rows = f"{int(results['drain_rows']):,}"
+drain_ratio = num("drain_1_per_s") / num("ceiling_2000_per_s")
+flash_units, flash_orders = f"{int(results['flash_units']):,}", f"{int(results['flash_orders']):,}"
+oversold = "0 oversold" if int(results["flash_confirmed_units"]) <= int(results["flash_units"]) else "**OVERSOLD**"
+steady_written = f"{int(results['steady_written']):,}"
+steady_written_plain = steady_written
+
+
+def lanes_ratio(instances):
+    return f"{num('drain_' + instances + '_per_s') / num('drain_1_per_s'):.2f}× of one"
+
+
 print(f"""# Benchmarks
 
 Measured by `scripts/bench` (release builds; one private Apache Kafka node for the run, and a
@@ -82,23 +94,29 @@ machine that ran it. Not part of CI: these are figures, not pass/fail tests.
 
 ## Figures
 
+Numbered as in issue 12's targets; R is an extra.
+
 | # | what | result | target |
 |---|---|---|---|
 | 1 | accept throughput, `POST /orders` with `Prefer: wait=0` (order service alone) vs pgbench running the same transaction | c=8: **{results['accept_rps_c8']}/s** vs {results['pgbench_tps_c8']} tps (**{accept_ratio_8:.2f}×**); c=32: **{results['accept_rps_c32']}/s** vs {results['pgbench_tps_c32']} tps (**{accept_ratio_32:.2f}×**) | ≥ 0.8× |
 | 2 | accepted → CONFIRMED at 200 orders/s (relay woken by NOTIFY) | p50 **{results['e2e_notify_p50_ms']} ms**, p95 {results['e2e_notify_p95_ms']} ms, p99 **{results['e2e_notify_p99_ms']} ms** (achieved {results['e2e_notify_rps']}/s; {finished('e2e-notify.json')}; percentiles over those) | p50 ≤ 15 ms, p99 ≤ 60 ms |
-| 3 | the same, relay polling every 500 ms without NOTIFY | p50 {results['e2e_poll_p50_ms']} ms, p95 {results['e2e_poll_p95_ms']} ms, p99 {results['e2e_poll_p99_ms']} ms ({finished('e2e-poll.json')}) → NOTIFY vs polling at p50: **{poll_ratio}** | ≥ 10× |
-| 2b, 3b | the same pair at 50 orders/s, well inside what the machine sustains | NOTIFY: p50 **{results['e2e50_notify_p50_ms']} ms**, p95 {results['e2e50_notify_p95_ms']} ms, p99 **{results['e2e50_notify_p99_ms']} ms** ({finished('e2e50-notify.json')}); polling: p50 {results['e2e50_poll_p50_ms']} ms, p99 {results['e2e50_poll_p99_ms']} ms ({finished('e2e50-poll.json')}) → **{ratio('e2e50_poll_p50_ms', 'e2e50_notify_p50_ms')}** at p50 | |
-| 4 | maximum sustained end-to-end rate (every order final, p99 accepted→final < 1 s, ≥ 90% of the target rate achieved) | **{results['max_sustained_rate']} orders/s** | ≥ 1,000/s |
-| 5 | relay drain of pre-loaded outbox rows → broker, vs the broker's own produce ceiling with the same client settings | relay **{results['drain_events_per_s']} events/s**; ceiling {results['broker_ceiling_per_s']} msg/s (10,000 in flight), {results['broker_ceiling_batch500_per_s']} msg/s (500 in flight, the relay's batch) | ≥ 20,000/s |
-| 6 | recovery: inventory SIGKILLed under 50 orders/s, from its restart to its first processed event | median **{results['recovery_ms']} ms** (three rounds: {results['recovery_all_ms']} ms) | — |
+| 2b | the same at 50 orders/s, well inside what the machine sustains | p50 **{results['e2e50_notify_p50_ms']} ms**, p95 {results['e2e50_notify_p95_ms']} ms, p99 **{results['e2e50_notify_p99_ms']} ms** ({finished('e2e50-notify.json')}) | |
+| 3 | maximum sustained end-to-end rate (every order final, p99 accepted→final < 1 s, ≥ 90% of the target rate achieved) | **{results['max_sustained_rate']} orders/s** (steps below) | ≥ 1,000/s |
+| 4 | relay drain of {drain_rows} pre-loaded rows (one relay, 8 lanes) vs `produce-bench` with the same client settings and message size | relay **{results['drain_1_per_s']} events/s**; ceiling {results['ceiling_2000_per_s']} msg/s with the relay's window (2,000 in flight) → **{drain_ratio:.2f}×**; {results['ceiling_10000_per_s']} msg/s with 10,000 in flight | ≥ 20,000/s and ≥ 0.8× |
+| 5 | relay lanes: the same drain by 1, 2 and 4 relay instances over 8 lanes | 1: **{results['drain_1_per_s']}/s**; 2: **{results['drain_2_per_s']}/s** ({lanes_ratio('2')}); 4: **{results['drain_4_per_s']}/s** ({lanes_ratio('4')}). Events published per instance: {results['drain_2_published']} (2), {results['drain_4_published']} (4) | scales |
+| 6 | flash sale: one SKU with {flash_units} units, {flash_orders} orders of one unit at {results['flash_rate']}/s, figure 3's sustained rate | **{results['flash_confirmed_units']} units confirmed** of {flash_units} ({oversold}); {results['flash_rejected']} rejected, {results['flash_rejected_without_reason']} without a reason (most common: “{results['flash_reason']}”); stock after: {results['flash_stock']}; placed at **{results['flash_rps']}/s**, accepted→final p50 {results['flash_p50_ms']} ms, p99 **{results['flash_p99_ms']} ms**; checker: **{results['flash_invariants']}** | exactly {flash_units}, 0 oversold |
+| 7 | the order outbox while {steady_written} events pass through it at 2,000/s (the relay publishing) | at most **{results['steady_max_mib']} MiB** and **{results['steady_max_dead']} dead tuples**; over time: {results['steady_samples']} | bounded |
+| 8 | NOTIFY vs the relay polling every 500 ms, accepted → CONFIRMED p50 | at 50/s: NOTIFY {results['e2e50_notify_p50_ms']} ms vs polling {results['e2e50_poll_p50_ms']} ms (p99 {results['e2e50_poll_p99_ms']} ms; {finished('e2e50-poll.json')}) → **{ratio('e2e50_poll_p50_ms', 'e2e50_notify_p50_ms')}**; at 200/s: polling p50 {results['e2e_poll_p50_ms']} ms ({finished('e2e-poll.json')}) → {poll_ratio} | ≥ 10× |
+| R | recovery: inventory SIGKILLed under 50 orders/s, from its restart to its first processed event | median **{results['recovery_ms']} ms** (three rounds: {results['recovery_all_ms']} ms) | — |
 
-Invariants after the whole run: **{results['invariants']}**.
+Invariants after the recovery run: **{results['invariants']}**.
 
 Maximum-rate steps:
 """)
 for rate, verdict in sorted(steps):
-    print(f"- {rate}/s: {verdict.split(' ', 1)[1]}{' ✓' if verdict.startswith('ok') else ' ✗'}")
-print("""
+    cpu = results.get(f"cpu_{rate}", "?")
+    print(f"- {rate}/s: {verdict.split(' ', 1)[1]}{' ✓' if verdict.startswith('ok') else ' ✗'}; cores used: {cpu}")
+print(f"""
 ## How each figure is measured
 1. `loadgen --concurrency C --duration 15 --wait 0` against the order service with no relay or
    inventory running, so both sides do the same work (accept an order into the outbox);
@@ -109,43 +127,30 @@ print("""
    computes the request fingerprint, and answers HTTP.
 2. `loadgen --rate 200 --duration 60`, all three services up; accepted → final is taken
    from the order's own history (PENDING at → CONFIRMED at), so client-side queueing does
-   not count.
-3. As 2 after restarting the relay with `RELAY__RELAY__LISTEN=false RELAY__RELAY__POLL_INTERVAL_MS=500`.
-4. `loadgen --rate R --duration 20` for R = 100, 200, 300, 500, 700, 1000, each in a fresh
-   namespace, stopping at the first step that fails.
-5. 100,000 rows inserted into the order outbox (topic of their own, real envelope size)
-   before the relay starts; timed from starting the relay until the outbox is empty. The
-   ceiling: `produce-bench` (`tools/src/bin/produce-bench.rs`) sends as many messages of the
-   same size with `platform::kafka::producer` and the relay's settings (idempotent, acks=all,
-   linger 2 ms, up to 5 requests in flight per connection).
-6. `kill -KILL` inventory, wait 2 s while orders queue up, start it again; the time from
+   not count. 2b: the same at 50/s.
+3. `loadgen --rate R --duration 20` for R = 100, 200, 300, 500, 700, 1000, each in a fresh
+   namespace, stopping at the first step that fails. Cores used: CPU seconds each process
+   (all Postgres backends together; Kafka is `java`) spent during the step and its follow-up,
+   from `ps`, divided by the wall time. The machine has 2.
+4. and 5. The relay instances start on an empty order outbox and take their share of the
+   eight lanes; then {drain_rows} rows (topic of their own, real envelope size, 100,000
+   distinct keys) are inserted in one transaction, timed from its commit until the outbox
+   is empty. The ceiling: `produce-bench` (`tools/src/bin/produce-bench.rs`) sends as many
+   messages of the same size with `platform::kafka::producer` and the relay's settings
+   (idempotent, acks=all, linger 2 ms, up to 5 requests in flight per connection), keeping
+   2,000 (the relay's four batches of 500) or 10,000 messages in flight.
+6. A product `FLASH-01` with {flash_units} units; `loadgen --rate R --count {flash_orders}
+   --skus FLASH-01 --max-quantity 1` with R the rate figure 3 found sustainable, every order
+   followed until final. Units
+   confirmed are summed from the order database; the stock row and the invariant checker
+   (`check-invariants`, ledger against orders) judge overselling.
+7. The relay runs alone; `pgbench -R 2000` inserts outbox rows (one per transaction, real
+   envelope) for {steady_written_plain} events; every 10 s `pg_total_relation_size('outbox')` and
+   `n_dead_tup` are sampled (raw samples: `outbox-samples.csv`). Autovacuum runs with
+   Postgres's defaults.
+8. As 2b after restarting the relay with `RELAY__RELAY__LISTEN=false RELAY__RELAY__POLL_INTERVAL_MS=500`
+   (and as 2 at 200/s).
+R. `kill -KILL` inventory, wait 2 s while orders queue up, start it again; the time from
    the start to the first processed event counted in the new process's
    `consumer_events_total` (read every 20 ms). Three rounds; the median is reported.
-
-## Reading the numbers
-""")
-drain_ratio = num("drain_events_per_s") / num("broker_ceiling_batch500_per_s")
-print(f"""- **End to end, the machine is the ceiling.** Kafka is no longer the bottleneck (it takes
-  {results['broker_ceiling_batch500_per_s']} msg/s from one client), but Postgres, Kafka, the
-  three services and the load generator share two cores: at 200 orders/s the stack achieves
-  {results['e2e_notify_rps']}/s and falls behind, so figure 2 measures queueing. At 50/s (2b)
-  the pipeline's own latency shows: p50 {results['e2e50_notify_p50_ms']} ms and p99
-  {results['e2e50_notify_p99_ms']} ms for two outbox → Kafka → inbox hops, each hop one Postgres
-  commit, one NOTIFY, one produce with acks=all and one fetch answered as soon as the record
-  arrives (fetch.wait.max.ms only bounds idle polling on Kafka).
-- **The relay's drain is the relay's own limit**: {results['drain_events_per_s']} events/s, which
-  is {drain_ratio:.2f}× of what the same client pushes with the same 500 messages in flight. The
-  relay handles one batch at a time: read 500 rows, publish, wait for every acknowledgement,
-  delete. Overlapping batches is the next step (the performance issue).
-- **Accept path vs pgbench** ({accept_ratio_8:.2f}× at c=8): the service does more than the
-  SQL (JSON parsing and field validation, the idempotency fingerprint, the HTTP exchange, a
-  NOTIFY), and its load generator shares the two cores with it and with Postgres, while
-  pgbench's client is light. The transaction itself is the same four inserts.
-- **Polling vs NOTIFY**: at 200/s both are dominated by queueing; at 50/s (2b/3b) a 500 ms poll
-  adds 250 ms on average per outbox hop, and an order makes two hops.
-- **Recovery** ({results['recovery_ms']} ms) is a consumer group's: the restarted inventory
-  joins as a new member and gets partitions once the group has rebalanced without the dead
-  member. The benchmark's services use dynamic membership; the local stack gives each
-  consumer a stable `group.instance.id`, with which a restarted process takes its partitions
-  back as soon as it rejoins (docs/kafka-local.md).
 """)

@@ -5,6 +5,7 @@
 #   SYS_NAME=t1234 SYS_ORDER_PORT=... SYS_INVENTORY_PORT=... SYS_RELAY_PORT=... SYS_LOGS=dir
 #   sys_create                        # databases and topics
 #   sys_start relay [VAR=value...]    # extra settings without the prefix, e.g. RELAY__LISTEN=false
+#   sys_start relay@2 HTTP__PORT=N    # a second instance, with a port of its own
 #   sys_stop relay                    # SIGTERM and wait
 #   sys_kill inventory                # SIGKILL
 #   sys_destroy                       # stops everything and drops the databases
@@ -20,7 +21,9 @@ sys_create() {
 }
 
 sys_start() {
-  local service=$1; shift
+  # `relay@2 HTTP__PORT=…` starts another instance of relay, known as relay@2.
+  local name=$1; shift
+  local service=${name%%@*}
   local prefix port settings=()
   prefix=$(echo "$service" | tr a-z A-Z)
   case $service in
@@ -33,14 +36,16 @@ sys_start() {
     relay) port=$SYS_RELAY_PORT
       settings=(OUTBOXES__ORDER="$PG_URL/${SYS_NAME}_orders" OUTBOXES__INVENTORY="$PG_URL/${SYS_NAME}_inventory") ;;
   esac
+  local arg
+  for arg in "$@"; do case $arg in HTTP__PORT=*) port=${arg#HTTP__PORT=} ;; esac; done
   settings+=(HTTP__PORT="$port" KAFKA__BROKERS="$KAFKA_BROKERS" TOPICS__ORDERS="$SYS_NAME.orders.events"
     TOPICS__INVENTORY="$SYS_NAME.inventory.events" "$@")
   # The local profile, as the local stack and the tests have it.
   local environment=(CONFIG_FILE="$ROOT/config/local.toml")
   for pair in "${settings[@]}"; do environment+=("${prefix}__$pair"); done
-  env "${environment[@]}" "$BIN/$service" >>"$SYS_LOGS/$service.log" 2>&1 &
-  SYS_PIDS[$service]=$!
-  wait_http "http://127.0.0.1:$port/health" 60 || die "$service did not become ready; see $SYS_LOGS/$service.log"
+  env "${environment[@]}" "$BIN/$service" >>"$SYS_LOGS/$name.log" 2>&1 &
+  SYS_PIDS[$name]=$!
+  wait_http "http://127.0.0.1:$port/health" 60 || die "$name did not become ready; see $SYS_LOGS/$name.log"
 }
 
 sys_stop() {

@@ -85,7 +85,8 @@ async fn main() -> anyhow::Result<()> {
             platform::admin::configure(config, &admin, |_| {});
         },
     )?;
-    // Each relay finishes its batch (waiting for its acknowledgements) before it returns.
+    // Each relay settles its batches in flight (waiting for their acknowledgements) before it
+    // returns.
     platform::service::run_until_stopped(server, background, shutdown).await
 }
 

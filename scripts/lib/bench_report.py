@@ -141,9 +141,8 @@ print(f"""
    2,000 (the relay's four batches of 500) or 10,000 messages in flight.
 6. A product `FLASH-01` with {flash_units} units; `loadgen --rate R --count {flash_orders}
    --skus FLASH-01 --max-quantity 1` with R the rate figure 3 found sustainable, every order
-   followed until final. Units
-   confirmed are summed from the order database; the stock row and the invariant checker
-   (`check-invariants`, ledger against orders) judge overselling.
+   followed until final. Units confirmed are summed from the order database; the stock row
+   and the invariant checker (`check-invariants`, ledger against orders) judge overselling.
 7. The relay runs alone; `pgbench -R 2000` inserts outbox rows (one per transaction, real
    envelope) for {steady_written_plain} events; every 10 s `pg_total_relation_size('outbox')` and
    `n_dead_tup` are sampled (raw samples: `outbox-samples.csv`). Autovacuum runs with
@@ -154,3 +153,52 @@ R. `kill -KILL` inventory, wait 2 s while orders queue up, start it again; the t
    the start to the first processed event counted in the new process's
    `consumer_events_total` (read every 20 ms). Three rounds; the median is reported.
 """)
+
+
+def cores(rate):
+    """{process: cores} of one rate step."""
+    text = results.get(f"cpu_{rate}", "")
+    return {name: float(value) for name, value in (part.rsplit(" ", 1) for part in text.split(", ") if " " in part)}
+
+
+failed = [rate for rate, verdict in sorted(steps) if not verdict.startswith("ok")]
+reading = ["## Reading the numbers", ""]
+if failed and cores(failed[0]):
+    used = cores(failed[0])
+    busiest = max(used, key=used.get)
+    reading.append(
+        f"- **Where the ceiling is.** At {failed[0]}/s, the first rate the stack did not sustain, the "
+        f"processes used {sum(used.values()):.2f} of the machine's {os.cpu_count()} cores; the busiest was "
+        f"{busiest} ({used[busiest]:.2f}). Everything shares the same cores, so the end-to-end rate is "
+        "bounded by the CPU all of them spend per order, not by one component."
+    )
+lanes_gain = max(num("drain_2_per_s"), num("drain_4_per_s")) / num("drain_1_per_s")
+reading.append(
+    f"- **Relay drain.** One relay drains {results['drain_1_per_s']} events/s, {drain_ratio:.2f}× of what "
+    "`produce-bench` sends with the same 2,000 messages in flight. "
+    + (
+        f"More relay instances add at most {lanes_gain:.2f}×: the instances share the machine with "
+        "Postgres (which reads and deletes every row) and Kafka, so lanes spread the work without "
+        "adding cores. `scripts/profile drain` shows where the time goes."
+        if lanes_gain < 1.2
+        else f"Lanes scale it: up to {lanes_gain:.2f}× with more instances."
+    )
+)
+reading.append(
+    f"- **Flash sale.** Every order for one SKU updates one stock row; at {results['flash_rate']}/s "
+    f"the accepted→final p99 was {results['flash_p99_ms']} ms, against {results['e2e_notify_p99_ms']} ms "
+    "for orders spread over five SKUs (figure 2). The checker judges the books: "
+    f"{results['flash_invariants']}."
+)
+try:
+    with open(pathlib.Path(out) / "outbox-samples.csv") as samples:
+        max_live = f"{max(int(line.split(',')[3]) for line in list(samples)[1:]):,}"
+except (OSError, ValueError, IndexError):
+    max_live = "?"
+reading.append(
+    f"- **Outbox size.** Rows are deleted as soon as the broker acknowledges them, so the table "
+    f"held at most {max_live} live rows at a sample; dead tuples pile up between autovacuum runs (at most "
+    f"{results['steady_max_dead']}) and the table peaked at {results['steady_max_mib']} MiB over "
+    f"{steady_written} events, with Postgres's default autovacuum settings."
+)
+print("\n".join(reading))

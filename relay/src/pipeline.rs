@@ -26,14 +26,15 @@ use std::collections::{HashSet, VecDeque};
 use std::future::Future;
 
 use futures::future::{BoxFuture, MaybeDone, maybe_done};
-use messaging::outbox::OutboxRow;
 use rdkafka::error::KafkaError;
+
+use crate::publish::Outgoing;
 
 /// Where the rows come from and go when they are done: the outbox table.
 pub trait Store {
     type Error;
     /// The oldest `limit` rows, in id order, leaving out the ids in `excluding`.
-    fn fetch(&mut self, excluding: &[i64], limit: i64) -> impl Future<Output = Result<Vec<OutboxRow>, Self::Error>>;
+    fn fetch(&mut self, excluding: &[i64], limit: i64) -> impl Future<Output = Result<Vec<Outgoing>, Self::Error>>;
     /// Deletes exactly the given rows; returns how many it deleted.
     fn delete(&mut self, ids: &[i64]) -> impl Future<Output = Result<usize, Self::Error>>;
 }
@@ -41,12 +42,12 @@ pub trait Store {
 /// Where the rows are published: the broker. The returned future resolves with the
 /// delivery's outcome; sending itself must not wait for it.
 pub trait Sink {
-    fn send(&self, row: &OutboxRow) -> BoxFuture<'static, Result<(), KafkaError>>;
+    fn send(&self, row: &Outgoing) -> BoxFuture<'static, Result<(), KafkaError>>;
 }
 
 /// A batch whose deliveries are under way.
 struct Batch {
-    rows: Vec<OutboxRow>,
+    rows: Vec<Outgoing>,
     /// Kept when done, so that waiting for it ([`Pipeline::wait_for_oldest`]) can be given up
     /// and resumed without losing the outcome.
     deliveries: MaybeDone<BoxFuture<'static, Vec<Result<(), KafkaError>>>>,
@@ -56,7 +57,7 @@ struct Batch {
 #[derive(Debug)]
 pub struct Settled {
     /// The batch's rows, in the order they were sent.
-    pub rows: Vec<OutboxRow>,
+    pub rows: Vec<Outgoing>,
     /// For each row, whether the broker acknowledged it.
     pub acknowledged: Vec<bool>,
     /// How many rows the delete removed.
@@ -127,7 +128,7 @@ impl Pipeline {
 
     /// The longest prefix of `rows` (in id order) whose orders have nothing in flight, each
     /// order at most once; marks their orders as in flight.
-    fn admit(&mut self, rows: Vec<OutboxRow>) -> Vec<OutboxRow> {
+    fn admit(&mut self, rows: Vec<Outgoing>) -> Vec<Outgoing> {
         let mut admitted = Vec::with_capacity(rows.len());
         for row in rows {
             if !self.keys.insert(row.message_key.clone()) {
@@ -153,7 +154,7 @@ impl Pipeline {
     pub async fn settle_oldest<S: Store, E: From<S::Error>>(
         &mut self,
         store: &mut S,
-        before_delete: impl FnOnce(&[OutboxRow], &[bool]) -> Result<(), E>,
+        before_delete: impl FnOnce(&[Outgoing], &[bool]) -> Result<(), E>,
     ) -> Option<Result<Settled, E>> {
         self.wait_for_oldest().await;
         let mut batch = self.in_flight.pop_front()?;
@@ -196,7 +197,7 @@ mod tests {
     /// Postgres when transactions commit out of the order they drew their ids.
     #[derive(Default)]
     struct MemoryStore {
-        rows: BTreeMap<i64, OutboxRow>,
+        rows: BTreeMap<i64, Outgoing>,
         deleted: Vec<i64>,
     }
 
@@ -208,7 +209,7 @@ mod tests {
 
     impl Store for MemoryStore {
         type Error = String;
-        async fn fetch(&mut self, excluding: &[i64], limit: i64) -> Result<Vec<OutboxRow>, String> {
+        async fn fetch(&mut self, excluding: &[i64], limit: i64) -> Result<Vec<Outgoing>, String> {
             Ok(self.rows.values().filter(|r| !excluding.contains(&r.id)).take(limit as usize).cloned().collect())
         }
         async fn delete(&mut self, ids: &[i64]) -> Result<usize, String> {
@@ -223,8 +224,8 @@ mod tests {
         }
     }
 
-    fn row(id: i64, order: &str, seq: u32) -> OutboxRow {
-        OutboxRow {
+    fn row(id: i64, order: &str, seq: u32) -> Outgoing {
+        Outgoing {
             id,
             event_id: uuid::Uuid::now_v7(),
             topic: "orders.events".into(),
@@ -232,7 +233,7 @@ mod tests {
             event_type: format!("E{seq}"),
             correlation_id: "c".into(),
             traceparent: None,
-            envelope: serde_json::json!({ "seq": seq }),
+            payload: serde_json::json!({ "seq": seq }).to_string(),
             created_at: chrono::Utc::now(),
         }
     }
@@ -259,8 +260,9 @@ mod tests {
     }
 
     impl Sink for FlakyBroker {
-        fn send(&self, row: &OutboxRow) -> BoxFuture<'static, Result<(), KafkaError>> {
-            let seq = row.envelope["seq"].as_u64().unwrap_or_default() as u32;
+        fn send(&self, row: &Outgoing) -> BoxFuture<'static, Result<(), KafkaError>> {
+            let payload: serde_json::Value = serde_json::from_str(&row.payload).unwrap_or_default();
+            let seq = payload["seq"].as_u64().unwrap_or_default() as u32;
             let order = row.message_key.clone();
             let mut log = self.log.lock().unwrap();
             log.sends += 1;

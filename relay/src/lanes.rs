@@ -18,8 +18,6 @@
 //!   it takes free lanes while it has fewer, and gives back its surplus (after its batches
 //!   in flight are settled) when more members arrive.
 
-use std::collections::BTreeSet;
-
 use diesel::QueryResult;
 use diesel::QueryableByName;
 use diesel::sql_types::{BigInt, Bool, Integer};
@@ -48,7 +46,8 @@ pub enum Refusal {
 #[derive(Debug)]
 pub struct Lanes {
     count: i32,
-    held: BTreeSet<i32>,
+    /// Ascending.
+    held: Vec<i32>,
 }
 
 impl Lanes {
@@ -69,7 +68,7 @@ impl Lanes {
             .bind::<Integer, _>(count)
             .execute(conn)
             .await?;
-        let lanes = Self { count, held: BTreeSet::new() };
+        let lanes = Self { count, held: Vec::new() };
         if let Some(other) = lanes.other_lane_count(conn).await? {
             lanes.leave(conn).await?;
             return Ok(Err(Refusal::OtherLaneCount(other)));
@@ -78,7 +77,7 @@ impl Lanes {
     }
 
     /// Gives back every lock this instance holds on the session.
-    pub async fn leave(&self, conn: &mut AsyncPgConnection) -> QueryResult<()> {
+    async fn leave(&self, conn: &mut AsyncPgConnection) -> QueryResult<()> {
         diesel::sql_query("SELECT pg_advisory_unlock_all()").execute(conn).await.map(drop)
     }
 
@@ -87,24 +86,24 @@ impl Lanes {
     }
 
     /// The lanes this instance publishes, in order.
-    pub fn held(&self) -> Vec<i32> {
-        self.held.iter().copied().collect()
+    pub fn held(&self) -> &[i32] {
+        &self.held
     }
 
-    /// How many lanes this instance should hold with `members` instances.
-    fn target(&self, members: i64) -> usize {
-        let members = members.max(1) as usize;
-        (self.count as usize).div_ceil(members)
+    /// How many lanes this instance should hold, given the live instances now: `ceil(N /
+    /// members)`.
+    pub async fn fair_share(&self, conn: &mut AsyncPgConnection) -> QueryResult<usize> {
+        let members = self.members(conn).await?.max(1) as usize;
+        Ok((self.count as usize).div_ceil(members))
     }
 
-    /// Looks at who else is here and moves toward a fair share: releases lanes above it (only
+    /// Moves toward `share` lanes (see [`Lanes::fair_share`]): releases lanes above it (only
     /// when `idle`, i.e. nothing of them is in flight), then tries free lanes up to it.
     /// Returns whether the held lanes changed.
-    pub async fn rebalance(&mut self, conn: &mut AsyncPgConnection, idle: bool) -> QueryResult<bool> {
-        let target = self.target(self.members(conn).await?);
+    pub async fn rebalance(&mut self, conn: &mut AsyncPgConnection, share: usize, idle: bool) -> QueryResult<bool> {
         let before = self.held.clone();
-        while idle && self.held.len() > target {
-            let Some(lane) = self.held.pop_last() else { break };
+        while idle && self.held.len() > share {
+            let Some(lane) = self.held.pop() else { break };
             diesel::sql_query("SELECT pg_advisory_unlock($1, $2)")
                 .bind::<Integer, _>(LANE_CLASS)
                 .bind::<Integer, _>(lane)
@@ -112,22 +111,18 @@ impl Lanes {
                 .await?;
         }
         // Another count may have joined in a race with this one; then neither takes more.
-        if self.held.len() < target && self.other_lane_count(conn).await?.is_none() {
+        if self.held.len() < share && self.other_lane_count(conn).await?.is_none() {
             for lane in 0..self.count {
-                if self.held.len() >= target {
+                if self.held.len() >= share {
                     break;
                 }
                 if !self.held.contains(&lane) && self.try_lane(conn, lane).await? {
-                    self.held.insert(lane);
+                    self.held.push(lane);
                 }
             }
+            self.held.sort_unstable();
         }
         Ok(self.held != before)
-    }
-
-    /// Whether this instance holds more than its share and should settle and release.
-    pub async fn has_surplus(&self, conn: &mut AsyncPgConnection) -> QueryResult<bool> {
-        Ok(self.held.len() > self.target(self.members(conn).await?))
     }
 
     async fn try_lane(&self, conn: &mut AsyncPgConnection, lane: i32) -> QueryResult<bool> {

@@ -116,12 +116,12 @@ impl OutboxRelay {
                 self.rebalance(&mut lanes, &mut pipeline, &mut conn).await?;
                 balanced = Some(Instant::now());
             }
-            let held = lanes.held();
-            if !shutdown.is_cancelled() && !held.is_empty() {
-                let mut outbox = LaneOutbox { conn: &mut conn, count: lanes.count(), lanes: &held };
+            let publishing = !lanes.held().is_empty();
+            if !shutdown.is_cancelled() && publishing {
+                let mut outbox = LaneOutbox { conn: &mut conn, count: lanes.count(), lanes: lanes.held() };
                 pipeline.fill(&mut outbox, &self.producer).await?;
             }
-            if !held.is_empty() && measured.is_none_or(|at| at.elapsed() >= MEASURE_EVERY) {
+            if publishing && measured.is_none_or(|at| at.elapsed() >= MEASURE_EVERY) {
                 let backlog = backlog::measure(&mut conn).await?;
                 self.metrics.set_backlog(backlog.rows, backlog.oldest_age);
                 measured = Some(Instant::now());
@@ -207,12 +207,13 @@ impl OutboxRelay {
         pipeline: &mut Pipeline,
         conn: &mut AsyncPgConnection,
     ) -> Result<(), RelayError> {
-        if lanes.has_surplus(conn).await? {
+        let share = lanes.fair_share(conn).await?;
+        if lanes.held().len() > share {
             while !pipeline.is_idle() {
                 self.settle_oldest(pipeline, conn).await?;
             }
         }
-        if lanes.rebalance(conn, pipeline.is_idle()).await? {
+        if lanes.rebalance(conn, share, pipeline.is_idle()).await? {
             let held = lanes.held();
             tracing::info!(outbox = %self.name, lanes = ?held, of = lanes.count(), "this relay's lanes changed");
             self.metrics.set_lanes(held.len());

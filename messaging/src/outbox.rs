@@ -7,7 +7,10 @@
 //! increase in commit order and the relay, which publishes in id order, never reorders them.
 
 use chrono::{DateTime, Utc};
+use diesel::pg::Pg;
 use diesel::prelude::*;
+use diesel::query_builder::AstPass;
+use diesel::sql_types;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use schema::tables::messaging::outbox;
 use schema::{Envelope, Event};
@@ -28,9 +31,11 @@ pub struct OutboxRow {
     pub created_at: DateTime<Utc>,
 }
 
+/// An event on its way into the outbox: the row [`enqueue`] writes, or that a caller's own
+/// statement writes with [`NewEvent::push_insert_for_each`].
 #[derive(Insertable)]
 #[diesel(table_name = outbox)]
-struct NewRow<'a> {
+pub struct NewEvent<'a> {
     event_id: Uuid,
     topic: &'a str,
     message_key: String,
@@ -40,11 +45,12 @@ struct NewRow<'a> {
     envelope: serde_json::Value,
 }
 
-/// Adds `envelope` to the outbox, to be published on `topic` with the order id as key.
-pub async fn enqueue<E: Event>(conn: &mut AsyncPgConnection, topic: &str, envelope: &Envelope<E>) -> QueryResult<()> {
-    let json = serde_json::to_value(envelope).map_err(|e| diesel::result::Error::SerializationError(Box::new(e)))?;
-    diesel::insert_into(outbox::table)
-        .values(NewRow {
+impl<'a> NewEvent<'a> {
+    /// `envelope`, to be published on `topic` with the order id as key.
+    pub fn new<E: Event>(topic: &'a str, envelope: &'a Envelope<E>) -> QueryResult<Self> {
+        let json =
+            serde_json::to_value(envelope).map_err(|e| diesel::result::Error::SerializationError(Box::new(e)))?;
+        Ok(Self {
             event_id: envelope.event_id.0,
             topic,
             message_key: envelope.aggregate_id.to_string(),
@@ -53,7 +59,37 @@ pub async fn enqueue<E: Event>(conn: &mut AsyncPgConnection, topic: &str, envelo
             traceparent: envelope.traceparent.as_deref(),
             envelope: json,
         })
-        .execute(conn)
-        .await
-        .map(drop)
+    }
+
+    /// Writes `INSERT INTO outbox (…) SELECT <this event> FROM <source>` into a statement
+    /// being built: the event is written once per row of `source`, a table or a `WITH` query
+    /// of that statement. With a source of one row or none, the event is written exactly
+    /// when what it announces was, in the same statement.
+    pub fn push_insert_for_each<'b>(&'b self, out: &mut AstPass<'_, 'b, Pg>, source: &str) -> QueryResult<()> {
+        out.push_sql(
+            "INSERT INTO outbox (event_id, topic, message_key, event_type, correlation_id, traceparent, envelope) \
+             SELECT ",
+        );
+        out.push_bind_param::<sql_types::Uuid, _>(&self.event_id)?;
+        out.push_sql(", ");
+        out.push_bind_param::<sql_types::Text, _>(&self.topic)?;
+        out.push_sql(", ");
+        out.push_bind_param::<sql_types::Text, _>(&self.message_key)?;
+        out.push_sql(", ");
+        out.push_bind_param::<sql_types::Text, _>(&self.event_type)?;
+        out.push_sql(", ");
+        out.push_bind_param::<sql_types::Text, _>(&self.correlation_id)?;
+        out.push_sql(", ");
+        out.push_bind_param::<sql_types::Nullable<sql_types::Text>, _>(&self.traceparent)?;
+        out.push_sql(", ");
+        out.push_bind_param::<sql_types::Jsonb, _>(&self.envelope)?;
+        out.push_sql(" FROM ");
+        out.push_sql(source);
+        Ok(())
+    }
+}
+
+/// Adds `envelope` to the outbox, to be published on `topic` with the order id as key.
+pub async fn enqueue<E: Event>(conn: &mut AsyncPgConnection, topic: &str, envelope: &Envelope<E>) -> QueryResult<()> {
+    diesel::insert_into(outbox::table).values(NewEvent::new(topic, envelope)?).execute(conn).await.map(drop)
 }

@@ -6,7 +6,9 @@
 //! `aud` and `exp`; the issuer and audience must be the configured ones, and the clock may be
 //! off by [`AuthSettings::leeway_secs`] either way.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use ed25519_dalek::pkcs8::{EncodePrivateKey as _, EncodePublicKey as _, spki::der::pem::LineEnding};
@@ -167,9 +169,30 @@ impl Principal {
 pub const SHIP_SCOPE: &str = "orders:ship";
 
 /// Checks tokens against the trusted public keys.
+///
+/// A shopper sends the same token with every request until it expires, and checking an
+/// Ed25519 signature costs more than everything else the order service does for a request
+/// but the database. So a token that verified is remembered, with its expiry, and a repeat
+/// costs a map lookup: still refused once it expires. Only tokens that verified are kept, at
+/// most [`Verifier::REMEMBERED`] of them.
 pub struct Verifier {
     keys: Vec<DecodingKey>,
     validation: Validation,
+    verified: Mutex<HashMap<String, Verified>>,
+}
+
+/// A token that verified: who it names, and the last second it is valid in.
+struct Verified {
+    principal: Principal,
+    valid_until: u64,
+}
+
+/// The claims read from a token when it is checked.
+#[derive(Deserialize)]
+struct Checked {
+    #[serde(flatten)]
+    principal: Principal,
+    exp: u64,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -212,8 +235,11 @@ impl Verifier {
         validation.set_audience(&[audience]);
         validation.leeway = leeway_secs;
         validation.validate_nbf = true;
-        Ok(Self { keys, validation })
+        Ok(Self { keys, validation, verified: Mutex::new(HashMap::new()) })
     }
+
+    /// How many verified tokens are remembered at most.
+    pub const REMEMBERED: usize = 10_000;
 
     /// The token's subject, if the token is signed by a trusted key and valid now.
     pub fn verify(&self, token: &str) -> Result<String, Rejection> {
@@ -222,8 +248,33 @@ impl Verifier {
 
     /// The token's subject and scopes, if the token is signed by a trusted key and valid now.
     pub fn principal(&self, token: &str) -> Result<Principal, Rejection> {
+        let now = jsonwebtoken::get_current_timestamp();
+        let mut verified = self.verified.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(known) = verified.get(token) {
+            if now <= known.valid_until {
+                return Ok(known.principal.clone());
+            }
+            verified.remove(token);
+            return Err(Rejection::Expired);
+        }
+        // Checked without holding the lock: other requests go on meanwhile.
+        drop(verified);
+        let checked = self.check(token)?;
+        let mut verified = self.verified.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if verified.len() >= Self::REMEMBERED {
+            verified.retain(|_, known| now <= known.valid_until);
+            if verified.len() >= Self::REMEMBERED {
+                verified.clear();
+            }
+        }
+        let valid_until = checked.exp.saturating_add(self.validation.leeway);
+        verified.insert(token.to_owned(), Verified { principal: checked.principal.clone(), valid_until });
+        Ok(checked.principal)
+    }
+
+    fn check(&self, token: &str) -> Result<Checked, Rejection> {
         for key in &self.keys {
-            match jsonwebtoken::decode::<Principal>(token, key, &self.validation) {
+            match jsonwebtoken::decode::<Checked>(token, key, &self.validation) {
                 Ok(data) => return Ok(data.claims),
                 // Signed with another key, perhaps one of the others (rotation).
                 Err(e) if matches!(e.kind(), ErrorKind::InvalidSignature) => continue,
@@ -455,6 +506,19 @@ mod tests {
         let strict = Verifier::from_pem(&public, DEFAULT_ISSUER, DEFAULT_AUDIENCE, 0).expect("verifier");
         std::thread::sleep(Duration::from_millis(1100));
         assert_eq!(strict.verify(&token), Err(Rejection::Expired));
+    }
+
+    #[test]
+    fn a_remembered_token_is_still_refused_once_it_expires() {
+        let (signer, public) = pair();
+        let strict = Verifier::from_pem(&public, DEFAULT_ISSUER, DEFAULT_AUDIENCE, 0).expect("verifier");
+        let token = signer.mint_with_scope("packer-1", Some(SHIP_SCOPE), Duration::from_secs(1));
+        let first = strict.principal(&token).expect("valid");
+        // The second check is answered from memory, with the same scopes.
+        assert_eq!(strict.principal(&token), Ok(first));
+        std::thread::sleep(Duration::from_millis(2100));
+        assert_eq!(strict.verify(&token), Err(Rejection::Expired));
+        assert_eq!(strict.verify(&token), Err(Rejection::Expired), "forgotten once expired, and checked again");
     }
 
     #[test]

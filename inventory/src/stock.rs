@@ -13,7 +13,10 @@
 
 use std::collections::HashMap;
 
+use diesel::pg::Pg;
 use diesel::prelude::*;
+use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
+use diesel::sql_types;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use schema::Event as _;
 use schema::envelope::Trace;
@@ -142,13 +145,6 @@ impl Movement {
             Self::Ship => "ship",
         }
     }
-
-    fn ledger_delta(self, quantity: i32) -> i32 {
-        match self {
-            Self::Reserve | Self::Ship => -quantity,
-            Self::Release => quantity,
-        }
-    }
 }
 
 /// Reserves every line of `placed`, or none, and writes the decision to the outbox.
@@ -163,10 +159,27 @@ pub async fn reserve(
     let earlier = decision(conn, order_id).await?;
     let mut lines = placed.lines.clone();
     lines.sort_by(|a, b| a.sku.cmp(&b.sku));
-    // The stock rows are read (and locked) only for an order not decided before.
-    let shortfalls = match earlier {
-        Some(_) => Vec::new(),
-        None => shortfalls(conn, &lines).await?,
+    let reserved = Envelope::new(InventoryReserved { order_id, lines: placed.lines.clone() }, trace);
+    let shortfalls = match (earlier, lines.as_slice()) {
+        (Some(_), _) => Vec::new(),
+        // One line (every order of a flash sale, most orders): the conditional update is the
+        // check, so the product row is locked only when the units are there, and then only
+        // from that statement to the commit (decision 0021). When they are not, what is left
+        // is read without a lock to say so: on a sold-out SKU no rejection waits for the row.
+        (None, [line]) => {
+            let decided = Decided::First(Reservation::Reserved);
+            if try_move_line(conn, order_id, cause, line, Movement::Reserve, decided, topic, &reserved).await? {
+                return Ok(Reservation::Reserved);
+            }
+            match shortfalls(conn, &lines, Lock::No).await? {
+                // Units came back between the update and the read: decide under the lock.
+                none if none.is_empty() => shortfalls(conn, &lines, Lock::Rows).await?,
+                short => short,
+            }
+        }
+        // Several lines: every row is locked, in SKU order, and every line checked, so that
+        // all are reserved or none.
+        (None, _) => shortfalls(conn, &lines, Lock::Rows).await?,
     };
     match decide_placement(earlier, shortfalls.is_empty()) {
         Placement::AlreadyDecided(earlier) => {
@@ -187,30 +200,35 @@ pub async fn reserve(
             Ok(Reservation::Rejected)
         }
         Placement::Reserve => {
-            for line in &lines {
-                change_stock(conn, order_id, cause, &line.sku, line.quantity.get(), Movement::Reserve).await?;
-            }
-            record_decision(conn, order_id, Reservation::Reserved, None).await?;
-            let reserved = InventoryReserved { order_id, lines: placed.lines.clone() };
-            messaging::outbox::enqueue(conn, topic, &Envelope::new(reserved, trace)).await?;
+            let decided = Decided::First(Reservation::Reserved);
+            move_stock(conn, order_id, cause, &lines, Movement::Reserve, decided, topic, &reserved).await?;
             Ok(Reservation::Reserved)
         }
     }
 }
 
+/// Whether [`shortfalls`] locks the stock rows it reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lock {
+    /// Locked until the transaction ends, so that what was read still holds when it reserves.
+    Rows,
+    /// Read as last committed, to explain a rejection.
+    No,
+}
+
 /// The lines of `lines` (sorted by SKU, the order the rows are locked in) that the stock left
-/// cannot cover, with the stock rows locked until the transaction ends.
-async fn shortfalls(conn: &mut AsyncPgConnection, lines: &[Line]) -> Result<Vec<Shortfall>, StockError> {
+/// cannot cover.
+async fn shortfalls(conn: &mut AsyncPgConnection, lines: &[Line], lock: Lock) -> Result<Vec<Shortfall>, StockError> {
     let skus: Vec<&str> = lines.iter().map(|l| l.sku.as_str()).collect();
-    let available: HashMap<String, i32> = products::table
+    let query = products::table
         .filter(products::sku.eq_any(&skus))
         .order(products::sku)
-        .select((products::sku, products::available))
-        .for_update()
-        .load::<(String, i32)>(conn)
-        .await?
-        .into_iter()
-        .collect();
+        .select((products::sku, products::available));
+    let rows: Vec<(String, i32)> = match lock {
+        Lock::Rows => query.for_update().load(conn).await?,
+        Lock::No => query.load(conn).await?,
+    };
+    let available: HashMap<String, i32> = rows.into_iter().collect();
     Ok(lines
         .iter()
         .filter_map(|line| {
@@ -269,23 +287,23 @@ pub async fn release(
     topic: &str,
 ) -> Result<Vec<Line>, StockError> {
     let order_id = cancelled.order_id;
-    let mut released = Vec::new();
     match decide_cancellation(decision(conn, order_id).await?) {
         Cancellation::PutBack => {
-            for line in reserved_lines(conn, order_id).await? {
-                change_stock(conn, order_id, cause, &line.sku, line.quantity.get(), Movement::Release).await?;
-                released.push(line);
-            }
-            update_decision(conn, order_id, Reservation::Released).await?;
+            let lines = reserved_lines(conn, order_id).await?;
+            let event = Envelope::new(InventoryReleased { order_id, lines: lines.clone() }, trace);
+            let decided = Decided::Now(Reservation::Released);
+            move_stock(conn, order_id, cause, &lines, Movement::Release, decided, topic, &event).await?;
+            return Ok(lines);
         }
         Cancellation::Nothing => {}
         Cancellation::RememberCancelled => {
             record_decision(conn, order_id, Reservation::Cancelled, Some("cancelled before it was reserved")).await?
         }
     }
-    let event = InventoryReleased { order_id, lines: released.clone() };
+    // Nothing was held: the release says so, with no lines.
+    let event = InventoryReleased { order_id, lines: Vec::new() };
     messaging::outbox::enqueue(conn, topic, &Envelope::new(event, trace)).await?;
-    Ok(released)
+    Ok(Vec::new())
 }
 
 /// Takes the units reserved for a confirmed order out of the warehouse and writes
@@ -303,12 +321,9 @@ pub async fn ship(
     match decide_shipment(earlier) {
         Shipment::TakeOut => {
             let lines = reserved_lines(conn, order_id).await?;
-            for line in &lines {
-                change_stock(conn, order_id, cause, &line.sku, line.quantity.get(), Movement::Ship).await?;
-            }
-            update_decision(conn, order_id, Reservation::Shipped).await?;
-            let shipped = InventoryShipped { order_id, lines: lines.clone() };
-            messaging::outbox::enqueue(conn, topic, &Envelope::new(shipped, trace)).await?;
+            let shipped = Envelope::new(InventoryShipped { order_id, lines: lines.clone() }, trace);
+            let decided = Decided::Now(Reservation::Shipped);
+            move_stock(conn, order_id, cause, &lines, Movement::Ship, decided, topic, &shipped).await?;
             Ok(Some(lines))
         }
         Shipment::AlreadyShipped => {
@@ -362,57 +377,183 @@ async fn ledger_lines(
         .collect()
 }
 
-/// Moves `quantity` units of one SKU and writes the matching ledger row. Each update is
-/// conditional, so `available` and `reserved` can never go below zero even if a caller
-/// forgot to check.
-async fn change_stock(
+/// How [`move_stock`] records inventory's decision for the order.
+#[derive(Debug, Clone, Copy)]
+enum Decided {
+    /// The order's first decision.
+    First(Reservation),
+    /// A later one, replacing what was decided before.
+    Now(Reservation),
+}
+
+/// Moves the units of every line, writes the matching ledger rows, records the decision and
+/// writes `event` to the outbox: one statement ([`MoveStock`]), so that the stock rows, once
+/// locked, stay locked only for that statement and the commit. Each update is conditional,
+/// so `available` and `reserved` can never go below zero even if a caller forgot to check:
+/// a line that cannot move fails the whole transaction.
+#[allow(clippy::too_many_arguments)]
+async fn move_stock<E: schema::Event>(
     conn: &mut AsyncPgConnection,
     order_id: OrderId,
     cause: EventId,
-    sku: &Sku,
-    quantity: i32,
+    lines: &[Line],
     movement: Movement,
+    decided: Decided,
+    topic: &str,
+    event: &Envelope<E>,
 ) -> Result<(), StockError> {
-    let row = products::table.find(sku.as_str());
-    let now = products::updated_at.eq(diesel::dsl::now);
-    let updated = match movement {
-        Movement::Reserve => {
-            diesel::update(row.filter(products::available.ge(quantity)))
-                .set((products::reserved.eq(products::reserved + quantity), now))
-                .execute(conn)
-                .await?
-        }
-        Movement::Release => {
-            diesel::update(row.filter(products::reserved.ge(quantity)))
-                .set((products::reserved.eq(products::reserved - quantity), now))
-                .execute(conn)
-                .await?
-        }
-        Movement::Ship => {
-            diesel::update(row.filter(products::reserved.ge(quantity)))
-                .set((
-                    products::reserved.eq(products::reserved - quantity),
-                    products::on_hand.eq(products::on_hand - quantity),
-                    now,
-                ))
-                .execute(conn)
-                .await?
-        }
-    };
-    if updated != 1 {
-        return Err(StockError::Impossible(format!("cannot {} {quantity} of {sku}", movement.reason())));
+    let moved: i64 = MoveStock::new(order_id, cause, lines, movement, decided, topic, event)?.get_result(conn).await?;
+    if moved != lines.len() as i64 {
+        let what: Vec<String> = lines.iter().map(|line| format!("{} of {}", line.quantity.get(), line.sku)).collect();
+        return Err(StockError::Impossible(format!("cannot {} {}", movement.reason(), what.join(", "))));
     }
-    diesel::insert_into(stock_ledger::table)
-        .values((
-            stock_ledger::order_id.eq(order_id.0),
-            stock_ledger::sku.eq(sku.as_str()),
-            stock_ledger::delta.eq(movement.ledger_delta(quantity)),
-            stock_ledger::reason.eq(movement.reason()),
-            stock_ledger::event_id.eq(cause.0),
-        ))
-        .execute(conn)
-        .await?;
     Ok(())
+}
+
+/// [`move_stock`] for one line, where not having the units is an answer, not an error:
+/// whether it moved. If it did not, nothing was written.
+#[allow(clippy::too_many_arguments)]
+async fn try_move_line<E: schema::Event>(
+    conn: &mut AsyncPgConnection,
+    order_id: OrderId,
+    cause: EventId,
+    line: &Line,
+    movement: Movement,
+    decided: Decided,
+    topic: &str,
+    event: &Envelope<E>,
+) -> Result<bool, StockError> {
+    let lines = std::slice::from_ref(line);
+    let moved: i64 = MoveStock::new(order_id, cause, lines, movement, decided, topic, event)?.get_result(conn).await?;
+    Ok(moved == 1)
+}
+
+/// The statement [`move_stock`] runs:
+///
+/// ```sql
+/// WITH wanted AS (SELECT … FROM unnest($skus, $quantities)),
+///      moved AS (UPDATE products … FROM wanted WHERE <enough to move> RETURNING …),
+///      ledger AS (INSERT INTO stock_ledger … SELECT … FROM moved),
+///      complete AS (SELECT … FROM moved HAVING count(*) = $lines),
+///      decided AS (INSERT INTO reservations … SELECT … FROM complete | UPDATE reservations …),
+///      event AS (INSERT INTO outbox … SELECT … FROM complete)
+/// SELECT count(*) FROM moved
+/// ```
+///
+/// The decision and the event are written only if every line moved. A line that did not
+/// move left its row unlocked and unchanged; the lines that did are rolled back by the
+/// caller's error ([`move_stock`]), and with one line there are none ([`try_move_line`]).
+///
+/// Its text depends on the movement and the kind of decision only; diesel prepares each
+/// text once per connection (it is cached by its text, not by this type).
+struct MoveStock<'a> {
+    lines: i64,
+    order_id: uuid::Uuid,
+    cause: uuid::Uuid,
+    movement: Movement,
+    skus: Vec<&'a str>,
+    quantities: Vec<i32>,
+    /// Its ledger rows' reason and the decision's status, as stored.
+    reason: &'static str,
+    status: &'static str,
+    decided: Decided,
+    event: messaging::outbox::NewEvent<'a>,
+}
+
+impl<'a> MoveStock<'a> {
+    fn new<E: schema::Event>(
+        order_id: OrderId,
+        cause: EventId,
+        lines: &'a [Line],
+        movement: Movement,
+        decided: Decided,
+        topic: &'a str,
+        event: &'a Envelope<E>,
+    ) -> QueryResult<Self> {
+        Ok(Self {
+            lines: lines.len() as i64,
+            order_id: order_id.0,
+            cause: cause.0,
+            movement,
+            skus: lines.iter().map(|line| line.sku.as_str()).collect(),
+            quantities: lines.iter().map(|line| line.quantity.get()).collect(),
+            reason: movement.reason(),
+            status: match decided {
+                Decided::First(status) | Decided::Now(status) => status.as_str(),
+            },
+            decided,
+            event: messaging::outbox::NewEvent::new(topic, event)?,
+        })
+    }
+}
+
+impl QueryId for MoveStock<'_> {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl Query for MoveStock<'_> {
+    /// How many lines moved.
+    type SqlType = sql_types::BigInt;
+}
+
+impl QueryFragment<Pg> for MoveStock<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql("WITH wanted AS (SELECT wanted.sku, wanted.quantity FROM unnest(");
+        out.push_bind_param::<sql_types::Array<sql_types::Text>, _>(&self.skus)?;
+        out.push_sql(", ");
+        out.push_bind_param::<sql_types::Array<sql_types::Integer>, _>(&self.quantities)?;
+        out.push_sql(") AS wanted (sku, quantity)), moved AS (UPDATE products SET ");
+        out.push_sql(match self.movement {
+            Movement::Reserve => {
+                "reserved = products.reserved + wanted.quantity, updated_at = now() \
+                 FROM wanted WHERE products.sku = wanted.sku AND products.available >= wanted.quantity"
+            }
+            Movement::Release => {
+                "reserved = products.reserved - wanted.quantity, updated_at = now() \
+                 FROM wanted WHERE products.sku = wanted.sku AND products.reserved >= wanted.quantity"
+            }
+            Movement::Ship => {
+                "reserved = products.reserved - wanted.quantity, on_hand = products.on_hand - wanted.quantity, \
+                 updated_at = now() \
+                 FROM wanted WHERE products.sku = wanted.sku AND products.reserved >= wanted.quantity"
+            }
+        });
+        out.push_sql(
+            " RETURNING products.sku, wanted.quantity), \
+             ledger AS (INSERT INTO stock_ledger (order_id, sku, delta, reason, event_id) SELECT ",
+        );
+        out.push_bind_param::<sql_types::Uuid, _>(&self.order_id)?;
+        out.push_sql(match self.movement {
+            Movement::Reserve | Movement::Ship => ", moved.sku, -moved.quantity, ",
+            Movement::Release => ", moved.sku, moved.quantity, ",
+        });
+        out.push_bind_param::<sql_types::Text, _>(&self.reason)?;
+        out.push_sql(", ");
+        out.push_bind_param::<sql_types::Uuid, _>(&self.cause)?;
+        out.push_sql(" FROM moved), complete AS (SELECT count(*) AS lines FROM moved HAVING count(*) = ");
+        out.push_bind_param::<sql_types::BigInt, _>(&self.lines)?;
+        out.push_sql("), decided AS (");
+        match &self.decided {
+            Decided::First(_) => {
+                out.push_sql("INSERT INTO reservations (order_id, status) SELECT ");
+                out.push_bind_param::<sql_types::Uuid, _>(&self.order_id)?;
+                out.push_sql(", ");
+                out.push_bind_param::<sql_types::Text, _>(&self.status)?;
+                out.push_sql(" FROM complete");
+            }
+            Decided::Now(_) => {
+                out.push_sql("UPDATE reservations SET status = ");
+                out.push_bind_param::<sql_types::Text, _>(&self.status)?;
+                out.push_sql(", updated_at = now() FROM complete WHERE order_id = ");
+                out.push_bind_param::<sql_types::Uuid, _>(&self.order_id)?;
+            }
+        }
+        out.push_sql("), event AS (");
+        self.event.push_insert_for_each(&mut out, "complete")?;
+        out.push_sql(") SELECT count(*) FROM moved");
+        Ok(())
+    }
 }
 
 async fn decision(conn: &mut AsyncPgConnection, order_id: OrderId) -> QueryResult<Option<Reservation>> {
@@ -433,14 +574,6 @@ async fn record_decision(
             reservations::status.eq(status.as_str()),
             reservations::reason.eq(reason),
         ))
-        .execute(conn)
-        .await
-        .map(drop)
-}
-
-async fn update_decision(conn: &mut AsyncPgConnection, order_id: OrderId, status: Reservation) -> QueryResult<()> {
-    diesel::update(reservations::table.find(order_id.0))
-        .set((reservations::status.eq(status.as_str()), reservations::updated_at.eq(diesel::dsl::now)))
         .execute(conn)
         .await
         .map(drop)

@@ -323,40 +323,55 @@ pub async fn transition(
     to: OrderStatus,
     reason: Option<&str>,
 ) -> QueryResult<Option<DateTime<Utc>>> {
-    let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
-    let accepted_at: Option<DateTime<Utc>> =
-        diesel::update(orders::table.find(id.0).filter(orders::status.eq_any(from)))
-            .set((
-                orders::status.eq(to.as_str()),
-                orders::updated_at.eq(diesel::dsl::now),
-                // The reason of any other change is in the history only.
-                orders::rejection_reason.eq(reason.filter(|_| to == OrderStatus::Rejected)),
-            ))
-            .returning(orders::created_at)
-            .get_result(conn)
-            .await
-            .optional()?;
-    if accepted_at.is_some() {
-        record_history(conn, id, to, reason).await?;
-    }
-    Ok(accepted_at)
+    let statement = Transition {
+        id: id.0,
+        from: from.iter().map(|s| s.as_str()).collect(),
+        to: to.as_str(),
+        // The reason of any other change is in the history only.
+        rejection_reason: reason.filter(|_| to == OrderStatus::Rejected),
+        reason,
+    };
+    statement.get_result(conn).await.optional()
 }
 
-async fn record_history(
-    conn: &mut AsyncPgConnection,
-    id: OrderId,
-    status: OrderStatus,
-    reason: Option<&str>,
-) -> QueryResult<DateTime<Utc>> {
-    diesel::insert_into(order_status_history::table)
-        .values((
-            order_status_history::order_id.eq(id.0),
-            order_status_history::status.eq(status.as_str()),
-            order_status_history::reason.eq(reason),
-        ))
-        .returning(order_status_history::at)
-        .get_result(conn)
-        .await
+/// The statement [`transition`] runs: the status change and its history entry, one round
+/// trip (decision 0021).
+struct Transition<'a> {
+    id: Uuid,
+    from: Vec<&'a str>,
+    to: &'a str,
+    rejection_reason: Option<&'a str>,
+    reason: Option<&'a str>,
+}
+
+impl QueryId for Transition<'_> {
+    type QueryId = Transition<'static>;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl Query for Transition<'_> {
+    /// When the order was accepted.
+    type SqlType = sql_types::Timestamptz;
+}
+
+impl QueryFragment<Pg> for Transition<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql("WITH moved AS (UPDATE orders SET status = ");
+        out.push_bind_param::<sql_types::Text, _>(&self.to)?;
+        out.push_sql(", updated_at = now(), rejection_reason = ");
+        out.push_bind_param::<sql_types::Nullable<sql_types::Text>, _>(&self.rejection_reason)?;
+        out.push_sql(" WHERE id = ");
+        out.push_bind_param::<sql_types::Uuid, _>(&self.id)?;
+        out.push_sql(" AND status = ANY(");
+        out.push_bind_param::<sql_types::Array<sql_types::Text>, _>(&self.from)?;
+        out.push_sql(
+            ") RETURNING id, status, created_at), \
+             history AS (INSERT INTO order_status_history (order_id, status, reason) SELECT id, status, ",
+        );
+        out.push_bind_param::<sql_types::Nullable<sql_types::Text>, _>(&self.reason)?;
+        out.push_sql(" FROM moved) SELECT created_at FROM moved");
+        Ok(())
+    }
 }
 
 /// One of `customer`'s orders with its lines and history; another customer's is `None`.

@@ -53,3 +53,62 @@ async fn two_hundred_concurrent_orders_over_five_skus_conserve_stock_and_all_set
     system.assert_books_balance().await;
     system.stop().await;
 }
+
+/// A flash sale: many shoppers at once for the last units of one SKU, some of them with a
+/// second line of a SKU that has plenty. Exactly the stock is sold; every other order is
+/// rejected saying the SKU is sold out, and keeps nothing of its other line.
+#[tokio::test]
+async fn a_flash_sale_sells_exactly_the_stock_and_tells_everyone_else_it_is_gone() {
+    const UNITS: i64 = 25;
+    const ORDERS: usize = 120;
+    let system = TestSystem::start().await;
+    let mut conn = TestSystem::connect(&system.inventory_db).await;
+    diesel::sql_query(format!(
+        "UPDATE products SET initial_stock = {UNITS}, on_hand = {UNITS}, reserved = 0 WHERE sku = 'MUG-01'"
+    ))
+    .execute(&mut conn)
+    .await
+    .expect("stock set");
+    let lamps_before = system.stock("LAMP-01").await;
+
+    let orders: Vec<(String, bool)> = futures::stream::iter(0..ORDERS)
+        .map(|i| {
+            let system = &system;
+            async move {
+                let with_lamp = i % 4 == 0;
+                let mut lines = vec![json!({"sku": "MUG-01", "quantity": 1})];
+                if with_lamp {
+                    lines.push(json!({"sku": "LAMP-01", "quantity": 1}));
+                }
+                let response = system.post_order(&format!("flash-{i}"), &json!({ "lines": lines })).await;
+                assert!(matches!(response.status().as_u16(), 201 | 202), "{}", response.status());
+                let id = response.json::<Value>().await.expect("json")["id"].as_str().expect("id").to_owned();
+                (id, with_lamp)
+            }
+        })
+        .buffer_unordered(60)
+        .collect()
+        .await;
+
+    let (mut mugs_sold, mut lamps_sold, mut rejected) = (0, 0, 0);
+    for (id, with_lamp) in &orders {
+        let order = system.settled(id).await;
+        match order["status"].as_str() {
+            Some("CONFIRMED") => {
+                mugs_sold += 1;
+                lamps_sold += i64::from(*with_lamp);
+            }
+            Some("REJECTED") => {
+                rejected += 1;
+                let reason = order["rejection_reason"].as_str().unwrap_or_default();
+                assert!(reason.contains("MUG-01: asked for 1, only 0 left"), "order {id}: {reason}");
+            }
+            other => panic!("order {id} ended {other:?}"),
+        }
+    }
+    assert_eq!(mugs_sold, UNITS, "exactly the stock is sold ({rejected} rejected)");
+    assert_eq!(system.stock_levels("MUG-01").await, (0, UNITS, UNITS));
+    assert_eq!(system.stock("LAMP-01").await, lamps_before - lamps_sold, "a rejected order keeps no lamp");
+    system.assert_books_balance().await;
+    system.stop().await;
+}

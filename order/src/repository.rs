@@ -414,12 +414,15 @@ pub async fn recent(conn: &mut AsyncPgConnection, customer: &str, limit: i64) ->
 
 async fn assemble(conn: &mut AsyncPgConnection, rows: Vec<OrderRow>) -> QueryResult<Vec<OrderView>> {
     let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
-    let lines: Vec<(Uuid, String, i32)> = order_lines::table
+    // Sorted here, not by the query: with `ORDER BY order_id, line_no` the prepared (generic)
+    // plan walked the whole primary key in order, filtering, rather than looking the ids up:
+    // a quarter of Postgres's time at 300 orders/s (pg_stat_statements, decision 0021).
+    let mut lines: Vec<(Uuid, i32, String, i32)> = order_lines::table
         .filter(order_lines::order_id.eq_any(&ids))
-        .order((order_lines::order_id, order_lines::line_no))
-        .select((order_lines::order_id, order_lines::sku, order_lines::quantity))
+        .select((order_lines::order_id, order_lines::line_no, order_lines::sku, order_lines::quantity))
         .load(conn)
         .await?;
+    lines.sort_unstable_by_key(|(order_id, line_no, _, _)| (*order_id, *line_no));
     let history: Vec<(Uuid, String, Option<String>, DateTime<Utc>)> = order_status_history::table
         .filter(order_status_history::order_id.eq_any(&ids))
         .order(order_status_history::id)
@@ -432,7 +435,7 @@ async fn assemble(conn: &mut AsyncPgConnection, rows: Vec<OrderRow>) -> QueryRes
         .load(conn)
         .await?;
     let mut lines_of: HashMap<Uuid, Vec<LineView>> = HashMap::new();
-    for (order_id, sku, quantity) in lines {
+    for (order_id, _, sku, quantity) in lines {
         lines_of.entry(order_id).or_default().push(LineView { sku, quantity });
     }
     let mut history_of: HashMap<Uuid, Vec<HistoryEntry>> = HashMap::new();

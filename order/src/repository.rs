@@ -389,14 +389,97 @@ async fn find_where(
     id: OrderId,
     customer: Option<&str>,
 ) -> QueryResult<Option<OrderView>> {
-    let mut query = orders::table.find(id.0).select(OrderRow::as_select()).into_boxed();
-    if let Some(customer) = customer {
-        query = query.filter(orders::customer_id.eq(customer));
-    }
-    let row: Option<OrderRow> = query.first(conn).await.optional()?;
-    match row {
-        None => Ok(None),
-        Some(row) => Ok(assemble(conn, vec![row]).await?.pop()),
+    let found: Option<FoundOrder> = FindOrder { id: id.0, customer }.get_result(conn).await.optional()?;
+    let Some((id, customer_id, status, rejection_reason, correlation_id, created_at, updated_at, lines, history)) =
+        found
+    else {
+        return Ok(None);
+    };
+    let (skus, quantities) = lines;
+    let (statuses, reasons, ats) = history;
+    let history = statuses
+        .into_iter()
+        .zip(reasons)
+        .zip(ats)
+        .map(|((status, reason), at)| Ok(HistoryEntry { status: status_of(&status)?, reason, at }))
+        .collect::<QueryResult<_>>()?;
+    Ok(Some(OrderView {
+        id,
+        customer_id,
+        status: status_of(&status)?,
+        rejection_reason,
+        correlation_id,
+        lines: skus.into_iter().zip(quantities).map(|(sku, quantity)| LineView { sku, quantity }).collect(),
+        history,
+        created_at,
+        updated_at,
+    }))
+}
+
+/// An order as [`FindOrder`] returns it: its row, its lines as two arrays (SKUs, quantities)
+/// and its history as three (statuses, reasons, times), each in order.
+type FoundOrder = (
+    Uuid,
+    String,
+    String,
+    Option<String>,
+    String,
+    DateTime<Utc>,
+    DateTime<Utc>,
+    (Vec<String>, Vec<i32>),
+    (Vec<String>, Vec<Option<String>>, Vec<DateTime<Utc>>),
+);
+
+/// One order with its lines and history, in one statement (decision 0021): a request waiting
+/// for its order's outcome reads it again on every change, and so does every `GET`. Lines and
+/// history come back as arrays, ordered by line number and by history id.
+struct FindOrder<'a> {
+    id: Uuid,
+    /// Only this customer's order, if given.
+    customer: Option<&'a str>,
+}
+
+impl QueryId for FindOrder<'_> {
+    type QueryId = ();
+    // Two texts, with and without the customer: cached by the text.
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl Query for FindOrder<'_> {
+    type SqlType = (
+        sql_types::Uuid,
+        sql_types::Text,
+        sql_types::Text,
+        sql_types::Nullable<sql_types::Text>,
+        sql_types::Text,
+        sql_types::Timestamptz,
+        sql_types::Timestamptz,
+        (sql_types::Array<sql_types::Text>, sql_types::Array<sql_types::Integer>),
+        (
+            sql_types::Array<sql_types::Text>,
+            sql_types::Array<sql_types::Nullable<sql_types::Text>>,
+            sql_types::Array<sql_types::Timestamptz>,
+        ),
+    );
+}
+
+impl QueryFragment<Pg> for FindOrder<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql(
+            "SELECT o.id, o.customer_id, o.status, o.rejection_reason, o.correlation_id, o.created_at, o.updated_at, \
+                ARRAY(SELECT l.sku FROM order_lines l WHERE l.order_id = o.id ORDER BY l.line_no), \
+                ARRAY(SELECT l.quantity FROM order_lines l WHERE l.order_id = o.id ORDER BY l.line_no), \
+                ARRAY(SELECT h.status FROM order_status_history h WHERE h.order_id = o.id ORDER BY h.id), \
+                ARRAY(SELECT h.reason FROM order_status_history h WHERE h.order_id = o.id ORDER BY h.id), \
+                ARRAY(SELECT h.at FROM order_status_history h WHERE h.order_id = o.id ORDER BY h.id) \
+             FROM orders o WHERE o.id = ",
+        );
+        out.push_bind_param::<sql_types::Uuid, _>(&self.id)?;
+        if let Some(customer) = &self.customer {
+            out.push_sql(" AND o.customer_id = ");
+            out.push_bind_param::<sql_types::Text, _>(customer)?;
+        }
+        Ok(())
     }
 }
 

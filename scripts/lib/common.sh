@@ -54,8 +54,16 @@ start_cluster() {
       || die "initdb failed; see $data-init.log"
   fi
   "${as[@]}" "$(postgres_bin_dir)/pg_ctl" -D "$data" -l "$data/server.log" -w \
-    -o "-p $port -k $data -c listen_addresses=127.0.0.1 -c lc_messages=C" start >/dev/null \
+    -o "-p $port -k $data -c listen_addresses=127.0.0.1 -c lc_messages=C $(statement_statistics)" start >/dev/null \
     || die "the cluster in $data did not start; see $data/server.log"
+}
+
+# Counts of every statement the services send (scripts/profile statements), where the server
+# has the pg_stat_statements module (Debian's postgresql package does).
+statement_statistics() {
+  if [ -f "$("$(postgres_bin_dir)/pg_config" --pkglibdir 2>/dev/null)/pg_stat_statements.so" ]; then
+    echo "-c shared_preload_libraries=pg_stat_statements"
+  fi
 }
 
 # Creates a database if it does not exist.

@@ -500,9 +500,10 @@ impl Query for MoveStock<'_> {
 impl QueryFragment<Pg> for MoveStock<'_> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
         out.push_sql("WITH wanted AS (SELECT wanted.sku, wanted.quantity FROM unnest(");
-        out.push_bind_param::<sql_types::Array<sql_types::Text>, _>(&self.skus)?;
-        out.push_sql(", ");
-        out.push_bind_param::<sql_types::Array<sql_types::Integer>, _>(&self.quantities)?;
+        platform::push_binds!(out,
+            sql_types::Array<sql_types::Text> => &self.skus,
+            sql_types::Array<sql_types::Integer> => &self.quantities,
+        );
         out.push_sql(") AS wanted (sku, quantity)), moved AS (UPDATE products SET ");
         out.push_sql(match self.movement {
             Movement::Reserve => {

@@ -70,19 +70,15 @@ impl<'a> NewEvent<'a> {
             "INSERT INTO outbox (event_id, topic, message_key, event_type, correlation_id, traceparent, envelope) \
              SELECT ",
         );
-        out.push_bind_param::<sql_types::Uuid, _>(&self.event_id)?;
-        out.push_sql(", ");
-        out.push_bind_param::<sql_types::Text, _>(&self.topic)?;
-        out.push_sql(", ");
-        out.push_bind_param::<sql_types::Text, _>(&self.message_key)?;
-        out.push_sql(", ");
-        out.push_bind_param::<sql_types::Text, _>(&self.event_type)?;
-        out.push_sql(", ");
-        out.push_bind_param::<sql_types::Text, _>(&self.correlation_id)?;
-        out.push_sql(", ");
-        out.push_bind_param::<sql_types::Nullable<sql_types::Text>, _>(&self.traceparent)?;
-        out.push_sql(", ");
-        out.push_bind_param::<sql_types::Jsonb, _>(&self.envelope)?;
+        platform::push_binds!(out,
+            sql_types::Uuid => &self.event_id,
+            sql_types::Text => &self.topic,
+            sql_types::Text => &self.message_key,
+            sql_types::Text => &self.event_type,
+            sql_types::Text => &self.correlation_id,
+            sql_types::Nullable<sql_types::Text> => &self.traceparent,
+            sql_types::Jsonb => &self.envelope,
+        );
         out.push_sql(" FROM ");
         out.push_sql(source);
         Ok(())

@@ -138,17 +138,14 @@ impl QueryFragment<Pg> for InsertOrder<'_> {
                 INSERT INTO orders (id, customer_id, idempotency_key, request_hash, status, correlation_id) \
                 VALUES (",
         );
-        out.push_bind_param::<sql_types::Uuid, _>(&self.id)?;
-        out.push_sql(", ");
-        out.push_bind_param::<sql_types::Text, _>(&self.customer_id)?;
-        out.push_sql(", ");
-        out.push_bind_param::<sql_types::Text, _>(&self.idempotency_key)?;
-        out.push_sql(", ");
-        out.push_bind_param::<sql_types::Text, _>(&self.request_hash)?;
-        out.push_sql(", ");
-        out.push_bind_param::<sql_types::Text, _>(&self.status)?;
-        out.push_sql(", ");
-        out.push_bind_param::<sql_types::Text, _>(&self.correlation_id)?;
+        platform::push_binds!(out,
+            sql_types::Uuid => &self.id,
+            sql_types::Text => &self.customer_id,
+            sql_types::Text => &self.idempotency_key,
+            sql_types::Text => &self.request_hash,
+            sql_types::Text => &self.status,
+            sql_types::Text => &self.correlation_id,
+        );
         out.push_sql(
             ") ON CONFLICT (customer_id, idempotency_key) DO NOTHING \
                 RETURNING id, status, created_at), \
@@ -157,9 +154,10 @@ impl QueryFragment<Pg> for InsertOrder<'_> {
                 SELECT placed.id, line.line_no::integer, line.sku, line.quantity \
                 FROM placed, unnest(",
         );
-        out.push_bind_param::<sql_types::Array<sql_types::Text>, _>(&self.skus)?;
-        out.push_sql(", ");
-        out.push_bind_param::<sql_types::Array<sql_types::Integer>, _>(&self.quantities)?;
+        platform::push_binds!(out,
+            sql_types::Array<sql_types::Text> => &self.skus,
+            sql_types::Array<sql_types::Integer> => &self.quantities,
+        );
         out.push_sql(
             ") WITH ORDINALITY AS line (sku, quantity, line_no)), \
             history AS (\

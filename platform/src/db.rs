@@ -98,6 +98,20 @@ pub fn database_name(url: &str) -> &str {
     url.rsplit('/').next().and_then(|tail| tail.split('?').next()).unwrap_or(url)
 }
 
+/// Pushes bound parameters, separated by commas, into a statement being built by hand (a
+/// diesel `QueryFragment::walk_ast`); returns early with the error of one that cannot be
+/// bound. `push_binds!(out, Uuid => &self.id, Text => &self.name)` writes `$1, $2`.
+#[macro_export]
+macro_rules! push_binds {
+    ($out:expr, $first_type:ty => $first:expr $(, $type:ty => $value:expr)* $(,)?) => {{
+        $out.push_bind_param::<$first_type, _>($first)?;
+        $(
+            $out.push_sql(", ");
+            $out.push_bind_param::<$type, _>($value)?;
+        )*
+    }};
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -63,6 +63,11 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 pub enum ConsumeError {
     #[error("cannot subscribe to {topics}: {source}")]
     Subscribe { topics: String, source: KafkaError },
+    /// librdkafka marks some errors fatal (a static member fenced by its own rejoin, an
+    /// idempotence violation): the client never consumes again, so the process must not go on
+    /// looking healthy. It stops, and its supervisor starts it with a new client.
+    #[error("the Kafka consumer cannot consume any more: {0}; stopping so that a restart makes a new one")]
+    Fatal(KafkaError),
     #[error(transparent)]
     Injected(#[from] platform::crash::InjectedFault),
 }
@@ -220,6 +225,7 @@ async fn consume<H: Handler>(
         };
         let message = match message {
             Ok(message) => message.detach(),
+            Err(error) if is_fatal(&error) => break Err(ConsumeError::Fatal(error)),
             Err(error) => {
                 // The client reconnects by itself; its errors here are reports, not ends.
                 tracing::warn!(%error, "kafka consumer error; continuing");
@@ -244,6 +250,12 @@ async fn consume<H: Handler>(
     };
     while tasks.join_next().await.is_some() {}
     result
+}
+
+/// Whether the consumer can never recover from `error` (see [`ConsumeError::Fatal`]); every
+/// other error is a report: the client reconnects and rejoins by itself.
+fn is_fatal(error: &KafkaError) -> bool {
+    matches!(error, KafkaError::MessageConsumptionFatal(_))
 }
 
 impl<H> Shared<H> {
@@ -275,5 +287,24 @@ async fn close<H: Send + Sync + 'static>(shared: Arc<Shared<H>>) {
             timeout_s = CLOSE_TIMEOUT.as_secs(),
             "the broker did not let the consumer close in time; stopping anyway (uncommitted events are redelivered)"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+
+    use super::is_fatal;
+
+    #[test]
+    fn only_a_fatal_consumption_error_ends_the_consumer() {
+        assert!(is_fatal(&KafkaError::MessageConsumptionFatal(RDKafkaErrorCode::FencedInstanceId)));
+        for passing in [
+            KafkaError::MessageConsumption(RDKafkaErrorCode::BrokerTransportFailure),
+            KafkaError::MessageConsumption(RDKafkaErrorCode::AllBrokersDown),
+            KafkaError::PartitionEOF(3),
+        ] {
+            assert!(!is_fatal(&passing), "{passing}");
+        }
     }
 }

@@ -98,7 +98,7 @@ Numbered as in issue 12's targets; R is an extra.
 
 | # | what | result | target |
 |---|---|---|---|
-| 1 | accept throughput, `POST /orders` with `Prefer: wait=0` (order service alone) vs pgbench running the same transaction | c=8: **{results['accept_rps_c8']}/s** vs {results['pgbench_tps_c8']} tps (**{accept_ratio_8:.2f}×**); c=32: **{results['accept_rps_c32']}/s** vs {results['pgbench_tps_c32']} tps (**{accept_ratio_32:.2f}×**). For reference, the same rows as BEGIN, four inserts, COMMIT: {results.get('pgbench_multi_tps_c8', '?')} / {results.get('pgbench_multi_tps_c32', '?')} tps | ≥ 0.8× |
+| 1 | accept throughput, `POST /orders` with `Prefer: wait=0` (order service alone) vs pgbench running the same transaction | c=8: **{results['accept_rps_c8']}/s** vs {results['pgbench_tps_c8']} tps (**{accept_ratio_8:.2f}×**); c=32: **{results['accept_rps_c32']}/s** vs {results['pgbench_tps_c32']} tps (**{accept_ratio_32:.2f}×**). For reference, the same rows as BEGIN, four inserts, COMMIT: {results.get('pgbench_multi_tps_c8', '?')} / {results.get('pgbench_multi_tps_c32', '?')} tps. Cores used at c=8, service run: {results.get('cpu_accept_c8', '?')}; pgbench run: {results.get('cpu_pgbench_c8', '?')}; at c=32: {results.get('cpu_accept_c32', '?')}; {results.get('cpu_pgbench_c32', '?')} | ≥ 0.8× |
 | 2 | accepted → CONFIRMED at 200 orders/s (relay woken by NOTIFY) | p50 **{results['e2e_notify_p50_ms']} ms**, p95 {results['e2e_notify_p95_ms']} ms, p99 **{results['e2e_notify_p99_ms']} ms** (achieved {results['e2e_notify_rps']}/s; {finished('e2e-notify.json')}; percentiles over those) | p50 ≤ 15 ms, p99 ≤ 60 ms |
 | 2b | the same at 50 orders/s, well inside what the machine sustains | p50 **{results['e2e50_notify_p50_ms']} ms**, p95 {results['e2e50_notify_p95_ms']} ms, p99 **{results['e2e50_notify_p99_ms']} ms** ({finished('e2e50-notify.json')}) | |
 | 2c | the same at 200/s right after the services start, without the warm-up (20 s) | p50 {results.get('e2e_cold_p50_ms', '?')} ms, p95 {results.get('e2e_cold_p95_ms', '?')} ms, p99 {results.get('e2e_cold_p99_ms', '?')} ms ({finished('e2e-cold.json')}) | |
@@ -128,7 +128,9 @@ print(f"""
    envelope) in one `WITH … INSERT` statement. The service additionally checks the token,
    parses and validates JSON, computes the request fingerprint, and answers HTTP. The
    reference figure writes the same rows as `BEGIN`, four `INSERT`s, `COMMIT`, as the
-   service did before.
+   service did before. Both clients share the two cores with Postgres: the row gives the
+   cores each process used during each run, the load generator's and pgbench's own taken
+   with bash's `time`, so the ratio can be read against what each client cost.
 2. `loadgen --rate 200 --duration 60`, all three services up; accepted → final is taken
    from the order's own history (PENDING at → CONFIRMED at), so client-side queueing does
    not count. 2b: the same at 50/s. Every figure that runs the whole system (2, 3, 6, 8, R)

@@ -18,7 +18,7 @@ use platform::config::KafkaSettings;
 
 pub use self::auth::{TEST_CUSTOMER, TestKeys};
 pub use self::databases::TestDatabase;
-pub use self::system::{Options, RelayHandle, TestSystem};
+pub use self::system::{Options, OutboxEnvelope, RelayHandle, TestSystem};
 
 /// The tests' HTTP client. Idle connections are dropped after a second, well before the
 /// services' 5 s keep-alive: a request sent on a connection the server is closing at that

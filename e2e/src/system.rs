@@ -10,6 +10,8 @@ use messaging::metrics::ConsumerMetrics;
 use platform::config::{DatabaseSettings, HttpSettings, KafkaSettings};
 use platform::service::Service as _;
 use relay::metrics::OutboxMetrics;
+use relay::pipeline::Store as _;
+use relay::publish::Outgoing;
 use relay::relay::OutboxRelay;
 use relay::settings::RelaySettings;
 use schema::topics::Topics;
@@ -340,11 +342,11 @@ impl TestSystem {
     /// Takes `count` rows out of the outbox of `database_url`, oldest first, waiting up to
     /// 30 s for them to be written (for a test that runs no relay for that outbox and
     /// publishes the events itself, broken or not). Fails if more are there.
-    pub async fn take_outbox(database_url: &str, count: usize) -> Vec<messaging::outbox::OutboxRow> {
+    pub async fn take_outbox(database_url: &str, count: usize) -> Vec<Outgoing> {
         let mut conn = Self::connect(database_url).await;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         let rows = loop {
-            let rows = relay::publish::fetch_batch(&mut conn, 100).await.expect("outbox readable");
+            let rows = conn.fetch(&[], 100).await.expect("outbox readable");
             if rows.len() >= count {
                 break rows;
             }
@@ -352,11 +354,23 @@ impl TestSystem {
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
         assert_eq!(rows.len(), count, "the outbox holds only the expected rows");
-        relay::publish::delete(&mut conn, &rows.iter().map(|r| r.id).collect::<Vec<_>>()).await.expect("rows deleted");
+        conn.delete(&rows.iter().map(|r| r.id).collect::<Vec<_>>()).await.expect("rows deleted");
         rows
     }
 
     pub async fn connect(url: &str) -> AsyncPgConnection {
         AsyncPgConnection::establish(url).await.expect("database connection")
+    }
+}
+
+/// The envelope of an outbox row taken with [`TestSystem::take_outbox`], as JSON, for a test
+/// that looks inside it or breaks it.
+pub trait OutboxEnvelope {
+    fn envelope(&self) -> Value;
+}
+
+impl OutboxEnvelope for Outgoing {
+    fn envelope(&self) -> Value {
+        serde_json::from_str(&self.payload).expect("the outbox holds JSON envelopes")
     }
 }

@@ -453,9 +453,6 @@ struct MoveStock<'a> {
     movement: Movement,
     skus: Vec<&'a str>,
     quantities: Vec<i32>,
-    /// Its ledger rows' reason and the decision's status, as stored.
-    reason: &'static str,
-    status: &'static str,
     decided: Decided,
     event: messaging::outbox::NewEvent<'a>,
 }
@@ -477,10 +474,6 @@ impl<'a> MoveStock<'a> {
             movement,
             skus: lines.iter().map(|line| line.sku.as_str()).collect(),
             quantities: lines.iter().map(|line| line.quantity.get()).collect(),
-            reason: movement.reason(),
-            status: match decided {
-                Decided::First(status) | Decided::Now(status) => status.as_str(),
-            },
             decided,
             event: messaging::outbox::NewEvent::new(topic, event)?,
         })
@@ -529,23 +522,23 @@ impl QueryFragment<Pg> for MoveStock<'_> {
             Movement::Reserve | Movement::Ship => ", moved.sku, -moved.quantity, ",
             Movement::Release => ", moved.sku, moved.quantity, ",
         });
-        out.push_bind_param::<sql_types::Text, _>(&self.reason)?;
+        out.push_bind_param::<sql_types::Text, _>(self.movement.reason())?;
         out.push_sql(", ");
         out.push_bind_param::<sql_types::Uuid, _>(&self.cause)?;
         out.push_sql(" FROM moved), complete AS (SELECT count(*) AS lines FROM moved HAVING count(*) = ");
         out.push_bind_param::<sql_types::BigInt, _>(&self.lines)?;
         out.push_sql("), decided AS (");
-        match &self.decided {
-            Decided::First(_) => {
+        match self.decided {
+            Decided::First(status) => {
                 out.push_sql("INSERT INTO reservations (order_id, status) SELECT ");
                 out.push_bind_param::<sql_types::Uuid, _>(&self.order_id)?;
                 out.push_sql(", ");
-                out.push_bind_param::<sql_types::Text, _>(&self.status)?;
+                out.push_bind_param::<sql_types::Text, _>(status.as_str())?;
                 out.push_sql(" FROM complete");
             }
-            Decided::Now(_) => {
+            Decided::Now(status) => {
                 out.push_sql("UPDATE reservations SET status = ");
-                out.push_bind_param::<sql_types::Text, _>(&self.status)?;
+                out.push_bind_param::<sql_types::Text, _>(status.as_str())?;
                 out.push_sql(", updated_at = now() FROM complete WHERE order_id = ");
                 out.push_bind_param::<sql_types::Uuid, _>(&self.order_id)?;
             }

@@ -6,7 +6,6 @@
 //! is then drawn after the previous event of the same order committed, so ids of one order
 //! increase in commit order and the relay, which publishes in id order, never reorders them.
 
-use chrono::{DateTime, Utc};
 use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::query_builder::AstPass;
@@ -15,21 +14,6 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use schema::tables::messaging::outbox;
 use schema::{Envelope, Event};
 use uuid::Uuid;
-
-/// An outbox row as the relay reads it.
-#[derive(Debug, Clone, Queryable, Selectable)]
-#[diesel(table_name = outbox, check_for_backend(diesel::pg::Pg))]
-pub struct OutboxRow {
-    pub id: i64,
-    pub event_id: Uuid,
-    pub topic: String,
-    pub message_key: String,
-    pub event_type: String,
-    pub correlation_id: String,
-    pub traceparent: Option<String>,
-    pub envelope: serde_json::Value,
-    pub created_at: DateTime<Utc>,
-}
 
 /// An event on its way into the outbox: the row [`enqueue`] writes, or that a caller's own
 /// statement writes with [`NewEvent::push_insert_for_each`].

@@ -1,8 +1,6 @@
 //! Every read and write of the order database. Each public function that changes state is
 //! one transaction: state, history and outbox event commit together or not at all.
 
-use std::collections::HashMap;
-
 use chrono::{DateTime, Utc};
 use diesel::pg::Pg;
 use diesel::prelude::*;
@@ -11,7 +9,7 @@ use diesel::sql_types;
 use diesel_async::{AsyncConnection as _, AsyncPgConnection, RunQueryDsl};
 use schema::envelope::Trace;
 use schema::events::{OrderCancelled, OrderPlaced, OrderReadyToShip};
-use schema::tables::order_db::{order_lines, order_status_history, orders};
+use schema::tables::order_db::orders;
 use schema::{Envelope, OrderId};
 use uuid::Uuid;
 
@@ -27,18 +25,6 @@ pub enum Placement {
     Replayed(OrderView),
     /// The key was seen before with a different request.
     KeyReused { existing: OrderId },
-}
-
-#[derive(Queryable, Selectable)]
-#[diesel(table_name = orders, check_for_backend(diesel::pg::Pg))]
-struct OrderRow {
-    id: Uuid,
-    customer_id: String,
-    status: String,
-    rejection_reason: Option<String>,
-    correlation_id: String,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
 }
 
 /// Writes the order (as `id`), its lines, its first history entry and `OrderPlaced`, in one
@@ -60,7 +46,6 @@ pub async fn place(
         customer_id: &order.customer_id,
         idempotency_key,
         request_hash: &fingerprint,
-        status: OrderStatus::Pending.as_str(),
         correlation_id: &trace.correlation_id,
         skus: order.lines.iter().map(|line| line.sku.as_str()).collect(),
         quantities: order.lines.iter().map(|line| line.quantity.get()).collect(),
@@ -113,7 +98,6 @@ struct InsertOrder<'a> {
     customer_id: &'a str,
     idempotency_key: &'a str,
     request_hash: &'a str,
-    status: &'a str,
     correlation_id: &'a str,
     skus: Vec<&'a str>,
     quantities: Vec<i32>,
@@ -143,7 +127,7 @@ impl QueryFragment<Pg> for InsertOrder<'_> {
             sql_types::Text => &self.customer_id,
             sql_types::Text => &self.idempotency_key,
             sql_types::Text => &self.request_hash,
-            sql_types::Text => &self.status,
+            sql_types::Text => OrderStatus::Pending.as_str(),
             sql_types::Text => &self.correlation_id,
         );
         out.push_sql(
@@ -387,63 +371,80 @@ async fn find_where(
     id: OrderId,
     customer: Option<&str>,
 ) -> QueryResult<Option<OrderView>> {
-    let found: Option<FoundOrder> = FindOrder { id: id.0, customer }.get_result(conn).await.optional()?;
-    let Some((id, customer_id, status, rejection_reason, correlation_id, created_at, updated_at, lines, history)) =
-        found
-    else {
-        return Ok(None);
-    };
-    let (skus, quantities) = lines;
-    let (statuses, reasons, ats) = history;
-    let history = statuses
-        .into_iter()
-        .zip(reasons)
-        .zip(ats)
-        .map(|((status, reason), at)| Ok(HistoryEntry { status: status_of(&status)?, reason, at }))
-        .collect::<QueryResult<_>>()?;
-    Ok(Some(OrderView {
-        id,
-        customer_id,
-        status: status_of(&status)?,
-        rejection_reason,
-        correlation_id,
-        lines: skus.into_iter().zip(quantities).map(|(sku, quantity)| LineView { sku, quantity }).collect(),
-        history,
-        created_at,
-        updated_at,
-    }))
+    let found: Option<FoundOrder> = ReadOrders::One { id: id.0, customer }.get_result(conn).await.optional()?;
+    found.map(FoundOrder::into_view).transpose()
 }
 
-/// An order as [`FindOrder`] returns it: its row, its lines as two arrays (SKUs, quantities)
-/// and its history as three (statuses, reasons, times), each in order.
-type FoundOrder = (
-    Uuid,
-    String,
-    String,
-    Option<String>,
-    String,
-    DateTime<Utc>,
-    DateTime<Utc>,
-    (Vec<String>, Vec<i32>),
-    (Vec<String>, Vec<Option<String>>, Vec<DateTime<Utc>>),
-);
+/// `customer`'s most recent orders, newest first.
+pub async fn recent(conn: &mut AsyncPgConnection, customer: &str, limit: i64) -> QueryResult<Vec<OrderView>> {
+    let found: Vec<FoundOrder> = ReadOrders::RecentOf { customer, limit }.load(conn).await?;
+    found.into_iter().map(FoundOrder::into_view).collect()
+}
 
-/// One order with its lines and history, in one statement (decision 0021): a request waiting
-/// for its order's outcome reads it again on every change, and so does every `GET`. Lines and
-/// history come back as arrays, ordered by line number and by history id.
-struct FindOrder<'a> {
+/// An order as [`ReadOrders`] returns it: its row, its lines as two arrays and its history as
+/// three, each in order.
+#[derive(Queryable)]
+struct FoundOrder {
     id: Uuid,
-    /// Only this customer's order, if given.
-    customer: Option<&'a str>,
+    customer_id: String,
+    status: String,
+    rejection_reason: Option<String>,
+    correlation_id: String,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    skus: Vec<String>,
+    quantities: Vec<i32>,
+    statuses: Vec<String>,
+    reasons: Vec<Option<String>>,
+    ats: Vec<DateTime<Utc>>,
 }
 
-impl QueryId for FindOrder<'_> {
+impl FoundOrder {
+    fn into_view(self) -> QueryResult<OrderView> {
+        let history = self
+            .statuses
+            .iter()
+            .zip(self.reasons)
+            .zip(self.ats)
+            .map(|((status, reason), at)| Ok(HistoryEntry { status: status_of(status)?, reason, at }))
+            .collect::<QueryResult<_>>()?;
+        Ok(OrderView {
+            id: self.id,
+            customer_id: self.customer_id,
+            status: status_of(&self.status)?,
+            rejection_reason: self.rejection_reason,
+            correlation_id: self.correlation_id,
+            lines: self
+                .skus
+                .into_iter()
+                .zip(self.quantities)
+                .map(|(sku, quantity)| LineView { sku, quantity })
+                .collect(),
+            history,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        })
+    }
+}
+
+/// Orders with their lines and history, one statement for all of them (decision 0021): a
+/// request waiting for its order's outcome reads it again on every change, and so does every
+/// `GET`. Lines and history come back as arrays, ordered by line number and by history id,
+/// each looked up by the order's id.
+enum ReadOrders<'a> {
+    /// One order; only this customer's, if given.
+    One { id: Uuid, customer: Option<&'a str> },
+    /// A customer's most recent orders, newest first.
+    RecentOf { customer: &'a str, limit: i64 },
+}
+
+impl QueryId for ReadOrders<'_> {
     type QueryId = ();
-    // Two texts, with and without the customer: cached by the text.
+    // One text per kind of read: cached by the text.
     const HAS_STATIC_QUERY_ID: bool = false;
 }
 
-impl Query for FindOrder<'_> {
+impl Query for ReadOrders<'_> {
     type SqlType = (
         sql_types::Uuid,
         sql_types::Text,
@@ -452,16 +453,15 @@ impl Query for FindOrder<'_> {
         sql_types::Text,
         sql_types::Timestamptz,
         sql_types::Timestamptz,
-        (sql_types::Array<sql_types::Text>, sql_types::Array<sql_types::Integer>),
-        (
-            sql_types::Array<sql_types::Text>,
-            sql_types::Array<sql_types::Nullable<sql_types::Text>>,
-            sql_types::Array<sql_types::Timestamptz>,
-        ),
+        sql_types::Array<sql_types::Text>,
+        sql_types::Array<sql_types::Integer>,
+        sql_types::Array<sql_types::Text>,
+        sql_types::Array<sql_types::Nullable<sql_types::Text>>,
+        sql_types::Array<sql_types::Timestamptz>,
     );
 }
 
-impl QueryFragment<Pg> for FindOrder<'_> {
+impl QueryFragment<Pg> for ReadOrders<'_> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
         out.push_sql(
             "SELECT o.id, o.customer_id, o.status, o.rejection_reason, o.correlation_id, o.created_at, o.updated_at, \
@@ -470,74 +470,26 @@ impl QueryFragment<Pg> for FindOrder<'_> {
                 ARRAY(SELECT h.status FROM order_status_history h WHERE h.order_id = o.id ORDER BY h.id), \
                 ARRAY(SELECT h.reason FROM order_status_history h WHERE h.order_id = o.id ORDER BY h.id), \
                 ARRAY(SELECT h.at FROM order_status_history h WHERE h.order_id = o.id ORDER BY h.id) \
-             FROM orders o WHERE o.id = ",
+             FROM orders o WHERE ",
         );
-        out.push_bind_param::<sql_types::Uuid, _>(&self.id)?;
-        if let Some(customer) = &self.customer {
-            out.push_sql(" AND o.customer_id = ");
-            out.push_bind_param::<sql_types::Text, _>(customer)?;
+        match self {
+            Self::One { id, customer } => {
+                out.push_sql("o.id = ");
+                out.push_bind_param::<sql_types::Uuid, _>(id)?;
+                if let Some(customer) = customer {
+                    out.push_sql(" AND o.customer_id = ");
+                    out.push_bind_param::<sql_types::Text, _>(customer)?;
+                }
+            }
+            Self::RecentOf { customer, limit } => {
+                out.push_sql("o.customer_id = ");
+                out.push_bind_param::<sql_types::Text, _>(customer)?;
+                out.push_sql(" ORDER BY o.created_at DESC, o.id DESC LIMIT ");
+                out.push_bind_param::<sql_types::BigInt, _>(limit)?;
+            }
         }
         Ok(())
     }
-}
-
-/// `customer`'s most recent orders, newest first.
-pub async fn recent(conn: &mut AsyncPgConnection, customer: &str, limit: i64) -> QueryResult<Vec<OrderView>> {
-    let rows: Vec<OrderRow> = orders::table
-        .filter(orders::customer_id.eq(customer))
-        .order((orders::created_at.desc(), orders::id.desc()))
-        .limit(limit)
-        .select(OrderRow::as_select())
-        .load(conn)
-        .await?;
-    assemble(conn, rows).await
-}
-
-async fn assemble(conn: &mut AsyncPgConnection, rows: Vec<OrderRow>) -> QueryResult<Vec<OrderView>> {
-    let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
-    // Sorted here, not by the query: with `ORDER BY order_id, line_no` the prepared (generic)
-    // plan walked the whole primary key in order, filtering, rather than looking the ids up:
-    // a quarter of Postgres's time at 300 orders/s (pg_stat_statements, decision 0021).
-    let mut lines: Vec<(Uuid, i32, String, i32)> = order_lines::table
-        .filter(order_lines::order_id.eq_any(&ids))
-        .select((order_lines::order_id, order_lines::line_no, order_lines::sku, order_lines::quantity))
-        .load(conn)
-        .await?;
-    lines.sort_unstable_by_key(|(order_id, line_no, _, _)| (*order_id, *line_no));
-    let history: Vec<(Uuid, String, Option<String>, DateTime<Utc>)> = order_status_history::table
-        .filter(order_status_history::order_id.eq_any(&ids))
-        .order(order_status_history::id)
-        .select((
-            order_status_history::order_id,
-            order_status_history::status,
-            order_status_history::reason,
-            order_status_history::at,
-        ))
-        .load(conn)
-        .await?;
-    let mut lines_of: HashMap<Uuid, Vec<LineView>> = HashMap::new();
-    for (order_id, _, sku, quantity) in lines {
-        lines_of.entry(order_id).or_default().push(LineView { sku, quantity });
-    }
-    let mut history_of: HashMap<Uuid, Vec<HistoryEntry>> = HashMap::new();
-    for (order_id, status, reason, at) in history {
-        history_of.entry(order_id).or_default().push(HistoryEntry { status: status_of(&status)?, reason, at });
-    }
-    rows.into_iter()
-        .map(|row| {
-            Ok(OrderView {
-                id: row.id,
-                customer_id: row.customer_id,
-                status: status_of(&row.status)?,
-                rejection_reason: row.rejection_reason,
-                correlation_id: row.correlation_id,
-                lines: lines_of.remove(&row.id).unwrap_or_default(),
-                history: history_of.remove(&row.id).unwrap_or_default(),
-                created_at: row.created_at,
-                updated_at: row.updated_at,
-            })
-        })
-        .collect()
 }
 
 /// A status as stored; the table's CHECK constraint allows only the known ones.

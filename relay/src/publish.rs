@@ -11,7 +11,6 @@ use diesel::sql_types::{Array, Bool, Integer, Text};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use futures::FutureExt as _;
 use futures::future::BoxFuture;
-use messaging::outbox::OutboxRow;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -93,17 +92,6 @@ impl Store for LaneOutbox<'_> {
     async fn delete(&mut self, ids: &[i64]) -> QueryResult<usize> {
         self.conn.delete(ids).await
     }
-}
-
-/// The oldest `limit` rows with their envelopes as JSON values (for tests and tools that
-/// look inside them).
-pub async fn fetch_batch(conn: &mut AsyncPgConnection, limit: i64) -> QueryResult<Vec<OutboxRow>> {
-    outbox::table.order(outbox::id.asc()).limit(limit).select(OutboxRow::as_select()).load(conn).await
-}
-
-/// Deletes exactly the given rows.
-pub async fn delete(conn: &mut AsyncPgConnection, ids: &[i64]) -> QueryResult<usize> {
-    Store::delete(conn, ids).await
 }
 
 impl Sink for FutureProducer {

@@ -3,7 +3,7 @@
 //! does not carry yet) waits in the dead letters without ending its order, and the redrive
 //! after the upgrade applies it once.
 
-use e2e::{Options, TestSystem, kafka};
+use e2e::{Options, OutboxEnvelope as _, TestSystem, kafka};
 use serde_json::json;
 
 #[tokio::test]
@@ -21,20 +21,20 @@ async fn an_event_from_a_newer_build_waits_in_the_dead_letters_and_the_redrive_a
 
     // A newer order service: the placement at schema version 2, and a type inventory does
     // not know yet, about the same order.
-    let mut from_v2 = newer_row.envelope.clone();
+    let mut from_v2 = newer_row.envelope();
     from_v2["schema_version"] = json!(2);
     from_v2["payload"]["gift_wrap"] = json!(true);
     publish(&from_v2).await;
-    let mut unknown = newer_row.envelope.clone();
+    let mut unknown = newer_row.envelope();
     unknown["event_id"] = json!(schema::EventId::new());
     unknown["event_type"] = json!("OrderGiftWrapped");
     unknown["payload"] = json!({"order_id": newer, "paper": "red"});
     publish(&unknown).await;
     // The same version with a field added: read past it.
-    let mut with_a_field = extended_row.envelope.clone();
+    let mut with_a_field = extended_row.envelope();
     with_a_field["payload"]["gift_wrap"] = json!(false);
     publish(&with_a_field).await;
-    publish(&later_row.envelope).await;
+    publish(&later_row.envelope()).await;
 
     for id in [&later, &extended] {
         assert_eq!(system.settled(id).await["status"], "CONFIRMED", "order {id} went through");
@@ -51,7 +51,7 @@ async fn an_event_from_a_newer_build_waits_in_the_dead_letters_and_the_redrive_a
     // this build reads, redriven under the same event id. It was not recorded as handled, so
     // it applies now, once.
     let letter = letters.iter().find(|l| l.error.contains("schema version 2")).expect("the v2 letter");
-    kafka::redrive_with_payload(&system.kafka, &system.topics.orders, letter, &newer_row.envelope.to_string());
+    kafka::redrive_with_payload(&system.kafka, &system.topics.orders, letter, &newer_row.envelope().to_string());
     assert_eq!(system.settled(&newer).await["status"], "CONFIRMED");
     assert_eq!(system.stock("MUG-01").await, before - 7);
     system.assert_books_balance().await;

@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use e2e::{Options, TestSystem, kafka};
+use e2e::{Options, OutboxEnvelope as _, TestSystem, kafka};
 use messaging::dead_letter::DeadLetter;
 use rdkafka::producer::FutureRecord;
 
@@ -49,7 +49,7 @@ async fn garbage_on_the_orders_topic_is_dead_lettered_and_the_orders_behind_it_g
 
 /// Places one order with no order relay running and takes its `OrderPlaced` out of the
 /// outbox: the test publishes it itself, broken.
-async fn take_the_placement(system: &TestSystem, quantity: i64) -> (String, messaging::outbox::OutboxRow) {
+async fn take_the_placement(system: &TestSystem, quantity: i64) -> (String, relay::publish::Outgoing) {
     let id = system.place("MUG-01", quantity).await;
     let [row] = TestSystem::take_outbox(&system.order_db, 1).await.try_into().expect("one row");
     (id, row)
@@ -68,7 +68,7 @@ async fn a_broken_placement_rejects_its_order_and_a_redrive_of_it_changes_nothin
     let system = TestSystem::start_with(Options { order_relays: 0, ..Options::default() }).await;
     let before = system.stock("MUG-01").await;
     let (id, row) = take_the_placement(&system, 3).await;
-    let mut broken = row.envelope.clone();
+    let mut broken = row.envelope();
     broken["payload"]["lines"] = serde_json::json!("three mugs, please");
     kafka::publish_raw(system.producer(), &row.topic, &row.message_key, broken.to_string().as_bytes()).await;
 
@@ -86,7 +86,7 @@ async fn a_broken_placement_rejects_its_order_and_a_redrive_of_it_changes_nothin
     assert_eq!(system.stock("MUG-01").await, before, "nothing reserved for the broken event");
 
     // Redriving it, even fixed, changes nothing: its order has ended.
-    redrive_twice(&system, letter, &row.envelope.to_string());
+    redrive_twice(&system, letter, &row.envelope().to_string());
     e2e::eventually("both redrives recognised", || system.inventory_consumer.duplicates() >= 2).await;
     assert_eq!(system.order(&id).await["status"], "REJECTED");
     assert_eq!(system.inventory_consumer.processed(), 0);
@@ -100,7 +100,7 @@ async fn a_fixed_unreadable_event_redriven_from_the_dead_letter_topic_is_applied
     let system = TestSystem::start_with(Options { order_relays: 0, ..Options::default() }).await;
     let before = system.stock("MUG-01").await;
     let (id, row) = take_the_placement(&system, 3).await;
-    let fixed = row.envelope.to_string();
+    let fixed = row.envelope().to_string();
     // A producer bug cut the message short: nothing in it can be trusted, not even its ids.
     kafka::publish_raw(system.producer(), &row.topic, &row.message_key, &fixed.as_bytes()[..fixed.len() / 2]).await;
 

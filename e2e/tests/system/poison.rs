@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use diesel_async::SimpleAsyncConnection as _;
-use e2e::{Options, TestSystem, kafka};
+use e2e::{Options, OutboxEnvelope as _, TestSystem, kafka};
 use messaging::settings::InboxSettings;
 use proptest::strategy::{Strategy as _, ValueTree as _};
 use proptest::test_runner::TestRunner;
@@ -15,7 +15,7 @@ use crate::hostile;
 
 /// The order outbox's envelopes (no order relay runs), taken out of it, oldest first.
 async fn take_outbox_rows(system: &TestSystem, count: usize) -> Vec<Value> {
-    TestSystem::take_outbox(&system.order_db, count).await.into_iter().map(|row| row.envelope).collect()
+    TestSystem::take_outbox(&system.order_db, count).await.into_iter().map(|row| row.envelope()).collect()
 }
 
 async fn publish(system: &TestSystem, envelope: &Value) {
@@ -94,7 +94,7 @@ async fn an_unreadable_answer_from_inventory_cancels_its_order_and_releases_the_
     let [reserved] = &TestSystem::take_outbox(&system.inventory_db, 1).await[..] else { unreachable!() };
     assert_eq!(reserved.event_type, "InventoryReserved");
     assert_eq!(system.stock("MUG-01").await, before - 2);
-    let mut broken = reserved.envelope.clone();
+    let mut broken = reserved.envelope();
     broken["payload"]["lines"] = json!("two mugs");
     kafka::publish_raw(
         system.producer(),

@@ -160,7 +160,7 @@ impl ControlError {
 
 /// The controls of one [`crate::inbox::InboxConsumer`] (made by its `control()`).
 pub struct Control<H> {
-    pub(crate) consumer: Arc<GroupConsumer>,
+    pub(crate) consumer: Arc<crate::inbox::CurrentConsumer>,
     pub(crate) handler: Arc<H>,
     pub(crate) pool: PgPool,
     pub(crate) kafka: KafkaSettings,
@@ -175,7 +175,8 @@ pub struct Control<H> {
 #[async_trait]
 impl<H: Handler> ConsumerControl for Control<H> {
     fn state(&self) -> ConsumerState {
-        let context = self.consumer.context();
+        let consumer = self.consumer.get();
+        let context = consumer.context();
         ConsumerState {
             group: self.group.clone(),
             topics: self.topics.clone(),
@@ -185,7 +186,8 @@ impl<H: Handler> ConsumerControl for Control<H> {
     }
 
     fn set_paused(&self, paused: bool) -> Result<ConsumerState, ControlError> {
-        self.consumer.context().set_paused(&*self.consumer, paused)?;
+        let consumer = self.consumer.get();
+        consumer.context().set_paused(&*consumer, paused)?;
         tracing::warn!(group = self.group, paused, "consumer paused or resumed by an operator");
         Ok(self.state())
     }
@@ -250,7 +252,7 @@ impl<H: Handler> ConsumerControl for Control<H> {
             return Err(ControlError::Busy);
         };
         let replay = Replay {
-            consumer: Arc::clone(&self.consumer),
+            consumer: self.consumer.get(),
             handler: Arc::clone(&self.handler),
             pool: self.pool.clone(),
             reader: platform::kafka::reader(&self.kafka, &format!("{}.replay", self.group))?,

@@ -38,6 +38,7 @@ pub mod headers {
 }
 
 /// Publishes dead letters for one consumer group.
+#[derive(Clone)]
 pub struct DeadLetterQueue {
     producer: FutureProducer,
     group: String,

@@ -24,4 +24,4 @@ pub mod settings;
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 
 /// The crash points this crate has (see `platform::crash`).
-pub const CRASH_POINTS: &[&str] = &[inbox::CONSUME_LOOP_POINT];
+pub const CRASH_POINTS: &[&str] = &[inbox::CONSUME_LOOP_POINT, inbox::FATAL_ERROR_POINT];

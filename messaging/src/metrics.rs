@@ -42,6 +42,8 @@ pub struct ConsumerMetrics {
     events: Family<OutcomeLabels, Counter>,
     lag: Family<PartitionLabels, Gauge>,
     stalled: Family<PartitionLabels, Gauge>,
+    /// Kafka clients replaced after librdkafka declared the one in use dead.
+    renewals: Counter,
     /// The lag gauges' latest values, for `/health` (a family cannot be read back as a whole).
     lags: Arc<Mutex<BTreeMap<(String, i32), i64>>>,
 }
@@ -54,6 +56,7 @@ impl ConsumerMetrics {
             events: Family::default(),
             lag: Family::default(),
             stalled: Family::default(),
+            renewals: Counter::default(),
             lags: Arc::default(),
         }
     }
@@ -66,6 +69,11 @@ impl ConsumerMetrics {
             "consumer_stalled_seconds",
             "How long a partition's oldest failing event has been failing (0: none is)",
             self.stalled.clone(),
+        );
+        metrics.register(
+            "consumer_renewals",
+            "Kafka consumers replaced in the running process after librdkafka declared theirs dead",
+            self.renewals.clone(),
         );
     }
 
@@ -101,6 +109,13 @@ impl ConsumerMetrics {
     }
     pub fn dead_lettered(&self) -> u64 {
         self.count(EventOutcome::dead_lettered)
+    }
+
+    pub fn renewed(&self) {
+        self.renewals.inc();
+    }
+    pub fn renewals(&self) -> u64 {
+        self.renewals.get()
     }
 
     /// Messages not yet consumed, over every partition measured (partitions this instance

@@ -2,16 +2,16 @@
 
 use std::sync::Arc;
 
-use platform::kafka::GroupContext;
+use rdkafka::consumer::Consumer as _;
 
-use super::Stalls;
+use super::{CurrentConsumer, Stalls};
 use crate::metrics::ConsumerMetrics;
 
 /// A cheap handle on a consumer's state for `/health` (made by `InboxConsumer::health`).
 #[derive(Clone)]
 pub struct ConsumerHealth {
     pub(super) group: String,
-    pub(super) context: Arc<GroupContext>,
+    pub(super) consumer: Arc<CurrentConsumer>,
     pub(super) stalls: Arc<Stalls>,
     pub(super) metrics: ConsumerMetrics,
 }
@@ -25,11 +25,12 @@ impl ConsumerHealth {
     /// Its group, partitions and whether it is paused (`platform::health::consumer`), plus its
     /// lag and what it applied and dead-lettered.
     pub fn body(&self) -> serde_json::Value {
-        let mut body = platform::health::consumer(&self.group, &self.context);
+        let mut body = platform::health::consumer(&self.group, self.consumer.get().context());
         if let Some(body) = body.as_object_mut() {
             body.insert("lag".into(), self.metrics.lag_total().into());
             body.insert("dead_lettered".into(), self.metrics.dead_lettered().into());
             body.insert("processed".into(), self.metrics.processed().into());
+            body.insert("renewals".into(), self.metrics.renewals().into());
         }
         body
     }

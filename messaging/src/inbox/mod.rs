@@ -16,9 +16,11 @@
 //!
 //! [`InboxConsumer::run`] returns an error when the consumer cannot work (it cannot
 //! subscribe, or its loop was made to fail): the service treats that as fatal, so a process
-//! never looks healthy while nothing is consumed.
+//! never looks healthy while nothing is consumed. A Kafka client that librdkafka declares dead
+//! is replaced by a new one in the running process (`current`, decision 0022).
 
 mod attempt;
+mod current;
 pub mod handler;
 mod health;
 mod lag;
@@ -28,19 +30,20 @@ mod sequence;
 pub mod stall;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use platform::config::KafkaSettings;
 use platform::db::PgPool;
 use platform::kafka::GroupConsumer;
 use rdkafka::Message as _;
 use rdkafka::consumer::{CommitMode, Consumer as _};
-use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::OwnedMessage;
 use tokio::sync::{Semaphore, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+pub use self::current::CurrentConsumer;
 pub use self::handler::{Coordinates, Failure, HandleError, Handler, Outcome, apply_once, refuse_once};
 pub use self::health::ConsumerHealth;
 pub use self::poison::PoisonPolicy;
@@ -55,6 +58,17 @@ use crate::settings::InboxSettings;
 /// would: the test of "a background task that dies takes its process down".
 pub const CONSUME_LOOP_POINT: &str = "inbox.consume_loop";
 
+/// Armed with `error`, makes the consume loop receive a fatal error, as librdkafka raises when
+/// it declares its client dead: the test of replacing the client in the running process.
+pub const FATAL_ERROR_POINT: &str = "inbox.fatal_error";
+
+/// How long a consumer whose client died waits before making a new one; doubled for each
+/// client that dies young, up to [`RENEW_PAUSE_MAX`].
+const RENEW_PAUSE: Duration = Duration::from_millis(500);
+const RENEW_PAUSE_MAX: Duration = Duration::from_secs(30);
+/// A client that consumed this long before it died was not dying young.
+const RENEW_YOUNG: Duration = Duration::from_secs(60);
+
 /// How long a stopping consumer waits for its final commit and close.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -64,17 +78,19 @@ pub enum ConsumeError {
     #[error("cannot subscribe to {topics}: {source}")]
     Subscribe { topics: String, source: KafkaError },
     /// librdkafka marks some errors fatal (a static member fenced by its own rejoin, an
-    /// idempotence violation): the client never consumes again, so the process must not go on
-    /// looking healthy. It stops, and its supervisor starts it with a new client.
-    #[error("the Kafka consumer cannot consume any more: {0}; stopping so that a restart makes a new one")]
+    /// idempotence violation): the client never consumes again. [`InboxConsumer::run`]
+    /// replaces it; this error ends the run only if no new client can be made.
+    #[error("the Kafka consumer cannot consume any more: {0}")]
     Fatal(KafkaError),
+    #[error("cannot make a new Kafka consumer in place of the dead one: {0}")]
+    Renew(KafkaError),
     #[error(transparent)]
     Injected(#[from] platform::crash::InjectedFault),
 }
 
 /// A Kafka consumer group member bound to a database and a handler.
 pub struct InboxConsumer<H> {
-    consumer: Arc<GroupConsumer>,
+    consumer: Arc<CurrentConsumer>,
     kafka: KafkaSettings,
     group: String,
     topics: Vec<String>,
@@ -112,7 +128,7 @@ impl<H: Handler> InboxConsumer<H> {
         handler: H,
     ) -> KafkaResult<Self> {
         Ok(Self {
-            consumer: Arc::new(platform::kafka::consumer(kafka, group)?),
+            consumer: Arc::new(CurrentConsumer::new(platform::kafka::consumer(kafka, group)?)),
             kafka: kafka.clone(),
             group: group.to_owned(),
             topics: topics.iter().map(|t| (*t).to_owned()).collect(),
@@ -142,7 +158,7 @@ impl<H: Handler> InboxConsumer<H> {
     pub fn health(&self) -> ConsumerHealth {
         ConsumerHealth {
             group: self.group.clone(),
-            context: Arc::clone(self.consumer.context()),
+            consumer: Arc::clone(&self.consumer),
             stalls: Arc::clone(&self.stalls),
             metrics: self.metrics.clone(),
         }
@@ -169,20 +185,55 @@ impl<H: Handler> InboxConsumer<H> {
     }
 
     /// Consumes until `shutdown`; events in hand are finished first, then the stored offsets
-    /// are committed. Returns an error if the consumer stopped working before shutdown.
+    /// are committed. A client that librdkafka declares dead is replaced by a new one, which
+    /// rejoins the group and goes on from the last committed offsets (what the old one applied
+    /// but did not commit is redelivered and recognised by the inbox). Returns an error if
+    /// the consumer stopped working before shutdown.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), ConsumeError> {
+        let mut pause = RENEW_PAUSE;
+        loop {
+            let began = Instant::now();
+            let error = match self.consume_with(self.consumer.get(), &shutdown).await {
+                Err(ConsumeError::Fatal(error)) if !shutdown.is_cancelled() => error,
+                ended => return ended,
+            };
+            if began.elapsed() >= RENEW_YOUNG {
+                pause = RENEW_PAUSE;
+            }
+            tracing::error!(%error, group = self.group, pause_ms = pause.as_millis() as u64,
+                "librdkafka declared the consumer dead; replacing it with a new client");
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                () = tokio::time::sleep(pause) => {}
+            }
+            pause = (pause * 2).min(RENEW_PAUSE_MAX);
+            let fresh = platform::kafka::consumer(&self.kafka, &self.group).map_err(ConsumeError::Renew)?;
+            let dead = self.consumer.replace(fresh);
+            let paused = dead.context().paused();
+            let fresh = self.consumer.get();
+            if let Err(error) = fresh.context().set_paused(&*fresh, paused) {
+                tracing::error!(%error, "cannot keep the new consumer paused as the operator asked");
+            }
+            // Dropping a client closes it, which may wait on the broker: not on this thread.
+            std::thread::spawn(move || drop(dead));
+            self.metrics.renewed();
+        }
+    }
+
+    /// Subscribes `client` and consumes with it until shutdown or until it fails.
+    async fn consume_with(&self, client: Arc<GroupConsumer>, shutdown: &CancellationToken) -> Result<(), ConsumeError> {
         let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
-        if let Err(source) = self.consumer.subscribe(&topics) {
+        if let Err(source) = client.subscribe(&topics) {
             return Err(ConsumeError::Subscribe { topics: topics.join(", "), source });
         }
         let shared = Arc::new(Shared {
-            consumer: self.consumer,
-            pool: self.pool,
-            handler: self.handler,
-            metrics: self.metrics,
-            dead_letters: self.dead_letters,
+            consumer: client,
+            pool: self.pool.clone(),
+            handler: Arc::clone(&self.handler),
+            metrics: self.metrics.clone(),
+            dead_letters: self.dead_letters.clone(),
             poison: self.poison,
-            stalls: self.stalls,
+            stalls: Arc::clone(&self.stalls),
             sequencer: Sequencer::default(),
         });
         let lag = tokio::spawn(lag::report_lag(
@@ -191,10 +242,15 @@ impl<H: Handler> InboxConsumer<H> {
             Arc::clone(&shared.stalls),
             shutdown.clone(),
         ));
-        let result = consume(&shared, self.max_in_flight, &shutdown).await;
+        let result = consume(&shared, self.max_in_flight, shutdown).await;
         lag.abort();
         let _ = lag.await;
-        close(shared).await;
+        if matches!(result, Err(ConsumeError::Fatal(_))) {
+            // A dead client commits nothing; it is dropped with its replacement in place.
+            std::thread::spawn(move || drop(shared));
+        } else {
+            close(shared).await;
+        }
         result
     }
 }
@@ -211,6 +267,9 @@ async fn consume<H: Handler>(
     let result = loop {
         if let Err(fault) = platform::crash::point(CONSUME_LOOP_POINT) {
             break Err(fault.into());
+        }
+        if platform::crash::point(FATAL_ERROR_POINT).is_err() {
+            break Err(ConsumeError::Fatal(KafkaError::MessageConsumptionFatal(RDKafkaErrorCode::Fatal)));
         }
         let permit = tokio::select! {
             biased;
@@ -297,7 +356,7 @@ mod tests {
     use super::is_fatal;
 
     #[test]
-    fn only_a_fatal_consumption_error_ends_the_consumer() {
+    fn only_a_fatal_consumption_error_ends_the_client() {
         assert!(is_fatal(&KafkaError::MessageConsumptionFatal(RDKafkaErrorCode::FencedInstanceId)));
         for passing in [
             KafkaError::MessageConsumption(RDKafkaErrorCode::BrokerTransportFailure),

@@ -52,16 +52,21 @@ drill_begin() {
   DRILL_OUT=$(mktemp -d "/tmp/$DRILL_NAME.XXXX")
   : >"$DRILL_OUT/events.txt"
   wait_in_sync 60
+  # Three orders in four for a product of the drill's own with plenty of stock (confirmed),
+  # one for MUG-01 (rejected once earlier load sold it out): both paths under the fault.
+  local sku
+  sku=$(drill_product BROKER-DRILL 1000000)
+  DRILL_SKUS="$sku,$sku,$sku,MUG-01"
   # Brokers that just started run interpreted Java until the JIT has compiled their hot
   # paths: a minute of the same load first, so the drill measures faults, not warm-up.
   local warmup=${DRILL_WARMUP_SECS:-60}
   if [ "$warmup" -gt 0 ]; then
     log "$DRILL_NAME: warming up for $warmup s at $DRILL_RATE orders/s"
-    "$BIN/loadgen" --rate "$DRILL_RATE" --duration "$warmup" --follow-secs 60 \
+    "$BIN/loadgen" --rate "$DRILL_RATE" --duration "$warmup" --follow-secs 60 --skus "$DRILL_SKUS" \
       >"$DRILL_OUT/warmup.txt" 2>&1 || die "the warm-up load failed; see $DRILL_OUT/warmup.txt"
   fi
   log "$DRILL_NAME: $DRILL_RATE orders/s for $DRILL_SECS s (details in $DRILL_OUT)"
-  "$BIN/loadgen" --rate "$DRILL_RATE" --duration "$DRILL_SECS" --progress 10 --follow-secs 180 \
+  "$BIN/loadgen" --rate "$DRILL_RATE" --duration "$DRILL_SECS" --progress 10 --follow-secs 180 --skus "$DRILL_SKUS" \
     --csv "$DRILL_OUT/orders.csv" --summary-json "$DRILL_OUT/summary.json" \
     >"$DRILL_OUT/loadgen.txt" 2>"$DRILL_OUT/progress.txt" &
   DRILL_LOAD=$!

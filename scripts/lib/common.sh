@@ -257,6 +257,19 @@ arm() {
     -d "{\"action\": \"$3\"}" >/dev/null
 }
 
+# Adds a product of the drill's own, `NAME-<time>` with STOCK units, through inventory's admin
+# API, and prints its SKU: earlier load may have sold the catalogue out, and a drill whose
+# orders are all rejected would not exercise reservations.
+drill_product() {
+  local sku
+  sku="$1-$(date +%y%m%d%H%M%S)"
+  curl -fsS -X PUT "http://127.0.0.1:$(service_port inventory)/admin/products/$sku" \
+    -H "Authorization: Bearer $ADMIN_TOKEN" -H 'Content-Type: application/json' \
+    -d "{\"name\": \"$1 drill\", \"stock\": $2}" >/dev/null \
+    || die "cannot add the drill's product (is the inventory admin endpoint on?)"
+  echo "$sku"
+}
+
 # Waits until SERVICE runs with a pid other than OLD_PID and answers /health.
 wait_restarted() {
   local service=$1 old=$2 waited=0

@@ -205,9 +205,12 @@ reading.append(
     + " Where the machine has cores to spare, the drain waits rather than computes: each relay "
     "reads a batch and deletes an acknowledged one on its one Postgres session, one round trip "
     "after the other, while `produce-bench` has nothing to wait for but the broker. More "
-    "instances add sessions, and Postgres's share grows faster than the rate: each instance's "
-    "read walks the outbox's primary key past the rows of other lanes (and the dead tuples of rows "
-    "just deleted) to find its own. `scripts/profile drain` shows the relay's own time."
+    "instances add sessions, and Postgres's share grows faster than the rate. The likely cost is "
+    "the read itself: it excludes the rows in flight with `id <> ALL(...)`, compared row by row "
+    "against the whole list under the prepared statement's generic plan, and with lanes it walks "
+    "past the other instances' rows too (four times the batch size gave one relay 1.25× and "
+    "made four relays slower; not yet confirmed with a plan). `scripts/profile drain` shows the "
+    "relay's own time."
 )
 reading.append(
     f"- **Flash sale.** Every order for one SKU updates one stock row; at {results['flash_rate']}/s "

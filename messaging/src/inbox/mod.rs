@@ -208,13 +208,13 @@ impl<H: Handler> InboxConsumer<H> {
             }
             pause = (pause * 2).min(RENEW_PAUSE_MAX);
             let fresh = platform::kafka::consumer(&self.kafka, &self.group).map_err(ConsumeError::Renew)?;
-            let dead = self.consumer.replace(fresh);
-            let paused = dead.context().paused();
-            let fresh = self.consumer.get();
-            if let Err(error) = fresh.context().set_paused(&*fresh, paused) {
+            let paused = self.consumer.get().context().paused();
+            if let Err(error) = fresh.context().set_paused(&fresh, paused) {
                 tracing::error!(%error, "cannot keep the new consumer paused as the operator asked");
             }
-            // Dropping a client closes it, which may wait on the broker: not on this thread.
+            let dead = self.consumer.replace(fresh);
+            // Dropping the last handle on a client closes it, which may wait on the broker:
+            // not on this thread.
             std::thread::spawn(move || drop(dead));
             self.metrics.renewed();
         }
@@ -245,10 +245,8 @@ impl<H: Handler> InboxConsumer<H> {
         let result = consume(&shared, self.max_in_flight, shutdown).await;
         lag.abort();
         let _ = lag.await;
-        if matches!(result, Err(ConsumeError::Fatal(_))) {
-            // A dead client commits nothing; it is dropped with its replacement in place.
-            std::thread::spawn(move || drop(shared));
-        } else {
+        // A dead client commits nothing; `run` closes it once its replacement is in place.
+        if !matches!(result, Err(ConsumeError::Fatal(_))) {
             close(shared).await;
         }
         result

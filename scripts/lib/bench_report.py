@@ -11,9 +11,6 @@ results = {}
 for line in pathlib.Path(sys.argv[1]).read_text().splitlines():
     key, _, value = line.partition("=")
     results[key] = value.strip('"')
-    if key.startswith("cpu_"):
-        # Processes that did not run in that measurement (0.00 cores) say nothing.
-        results[key] = ", ".join(part for part in results[key].split(", ") if not part.endswith(" 0.00"))
 out = sys.argv[2]
 
 

@@ -4,10 +4,12 @@
 //! order's events.
 
 use chrono::{DateTime, Utc};
-use diesel::dsl::sql;
-use diesel::expression::SqlLiteral;
+use diesel::dsl;
+use diesel::pg::Pg;
 use diesel::prelude::*;
-use diesel::sql_types::{Array, Bool, Integer, Text};
+use diesel::query_builder::QueryFragment;
+use diesel::sql_types::{Array, BigInt, Integer, Text};
+use diesel_async::methods::LoadQuery;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use futures::FutureExt as _;
 use futures::future::BoxFuture;
@@ -33,21 +35,55 @@ pub struct Outgoing {
     pub event_type: String,
     pub correlation_id: String,
     pub traceparent: Option<String>,
-    #[diesel(select_expression = sql::<Text>("outbox.envelope::text"), select_expression_type = SqlLiteral<Text>)]
+    #[diesel(select_expression = outbox::envelope.cast::<Text>(), select_expression_type = dsl::Cast<outbox::envelope, Text>)]
     pub payload: String,
     pub created_at: DateTime<Utc>,
+}
+
+define_sql_function! {
+    /// The elements of an array, one row each.
+    fn unnest(ids: Array<BigInt>) -> BigInt;
+}
+
+define_sql_function! {
+    /// Postgres's `mod(a, b)`, the remainder of `a / b`.
+    #[sql_name = "mod"]
+    fn remainder(a: Integer, b: Integer) -> Integer;
+}
+
+// The reads are written with Diesel's expressions only, no SQL text, so that Diesel keeps
+// them as prepared statements on the session: one round trip per read, and no planning after
+// the first few. (A statement with `diesel::dsl::sql` in it is parsed and planned on every
+// call, and an array of 1,500 ids in flight made planning cost as much as reading.) Postgres
+// then plans the read once for any parameters, a generic plan, so the rows in flight are
+// left out with `NOT (id = ANY(SELECT unnest($1)))`: a hashed subplan, built once per read.
+// Both `id <> ALL($1)` and `id <> ALL(SELECT ...)` compare every scanned row with every id in
+// flight under a generic plan: reading 2,000 rows past 6,000 in flight took 110 ms and 986 ms,
+// against 2 ms hashed (decision 0023). Ids are never NULL, so the negation means what it says.
+
+/// The oldest `limit` rows not in `excluding`, of the given lanes (`(count, lanes)`) or of all.
+fn read<'a>(
+    excluding: &'a [i64],
+    limit: i64,
+    lanes: Option<(i32, &'a [i32])>,
+) -> impl LoadQuery<'a, AsyncPgConnection, Outgoing> + QueryFragment<Pg> + Send + 'a {
+    let mut query = outbox::table
+        .filter(dsl::not(outbox::id.eq_any(diesel::select(unnest(excluding)))))
+        .order(outbox::id.asc())
+        .limit(limit)
+        .select(Outgoing::as_select())
+        .into_boxed();
+    if let Some((count, lanes)) = lanes {
+        query = query.filter(remainder(outbox::lane_bucket, count).eq_any(lanes));
+    }
+    query
 }
 
 impl Store for AsyncPgConnection {
     type Error = diesel::result::Error;
 
     async fn fetch(&mut self, excluding: &[i64], limit: i64) -> QueryResult<Vec<Outgoing>> {
-        let query = outbox::table.order(outbox::id.asc()).limit(limit).select(Outgoing::as_select());
-        if excluding.is_empty() {
-            query.load(self).await
-        } else {
-            query.filter(outbox::id.ne_all(excluding)).load(self).await
-        }
+        read(excluding, limit, None).load(self).await
     }
 
     async fn delete(&mut self, ids: &[i64]) -> QueryResult<usize> {
@@ -71,22 +107,8 @@ impl Store for LaneOutbox<'_> {
     type Error = diesel::result::Error;
 
     async fn fetch(&mut self, excluding: &[i64], limit: i64) -> QueryResult<Vec<Outgoing>> {
-        if self.lanes.len() >= self.count as usize {
-            return self.conn.fetch(excluding, limit).await;
-        }
-        let in_lanes = sql::<Bool>("lane_bucket % ")
-            .bind::<Integer, _>(self.count)
-            .sql(" = ANY(")
-            .bind::<Array<Integer>, _>(self.lanes)
-            .sql(")");
-        outbox::table
-            .filter(in_lanes)
-            .filter(outbox::id.ne_all(excluding))
-            .order(outbox::id.asc())
-            .limit(limit)
-            .select(Outgoing::as_select())
-            .load(self.conn)
-            .await
+        let lanes = (self.lanes.len() < self.count as usize).then_some((self.count, self.lanes));
+        read(excluding, limit, lanes).load(self.conn).await
     }
 
     async fn delete(&mut self, ids: &[i64]) -> QueryResult<usize> {
@@ -124,4 +146,26 @@ fn headers(row: &Outgoing) -> OwnedHeaders {
         headers = headers.insert(Header { key: "traceparent", value: Some(traceparent.as_str()) });
     }
     headers
+}
+
+#[cfg(test)]
+mod tests {
+    use diesel::pg::Pg;
+    use diesel::query_builder::QueryFragment;
+
+    use super::read;
+
+    /// Diesel parses and plans a statement with SQL text in it on every call; the relay's
+    /// reads stay prepared statements, and leave the rows in flight out with a hashed set.
+    fn assert_prepared_and_hashed(query: impl QueryFragment<Pg>) {
+        assert!(query.is_safe_to_cache_prepared(&Pg).unwrap(), "the read would be planned on every call");
+        let sql = diesel::debug_query::<Pg, _>(&query).to_string();
+        assert!(sql.contains(r#"NOT (("outbox"."id" = ANY(SELECT unnest($1))))"#), "{sql}");
+    }
+
+    #[test]
+    fn the_reads_stay_prepared_statements_and_hash_the_rows_in_flight() {
+        assert_prepared_and_hashed(read(&[1, 2, 3], 500, None));
+        assert_prepared_and_hashed(read(&[1, 2, 3], 500, Some((8, &[0, 1]))));
+    }
 }

@@ -200,14 +200,12 @@ reading.append(
         else ""
     )
     + " Where the machine has cores to spare, the drain waits rather than computes: each relay "
-    "reads a batch and deletes an acknowledged one on its one Postgres session, one round trip "
-    "after the other, while `produce-bench` has nothing to wait for but the broker. More "
-    "instances add sessions, and Postgres's share grows faster than the rate. The likely cost is "
-    "the read itself: it excludes the rows in flight with `id <> ALL(...)`, compared row by row "
-    "against the whole list under the prepared statement's generic plan, and with lanes it walks "
-    "past the other instances' rows too (four times the batch size gave one relay 1.25× and "
-    "made four relays slower; not yet confirmed with a plan). `scripts/profile drain` shows the "
-    "relay's own time."
+    "reads a batch, sends it and deletes an acknowledged one on its one Postgres session, one "
+    "after the other, while `produce-bench` has nothing to wait for but the broker. The read is a "
+    "prepared statement that leaves the rows in flight out through a hash (decision 0023), so "
+    "its cost does not grow with the window; with lanes it walks past the other instances' rows "
+    "in id order, so more instances cost Postgres more per event. `scripts/profile drain` shows "
+    "the relay's own time."
 )
 reading.append(
     f"- **Flash sale.** Every order for one SKU updates one stock row; at {results['flash_rate']}/s "

@@ -6,10 +6,12 @@
 //! - [`pipeline`]: several batches in flight, one event per order at a time, only
 //!   acknowledged rows deleted, so an order's events reach the topic in order whatever fails;
 //! - [`publish`]: the pipeline's ends, the outbox table and the idempotent producer;
+//! - [`deleter`]: deletes of published rows, on a session of their own;
 //! - [`backlog`]: what waits, for `/health` and the gauges;
 //! - [`metrics`], [`settings`].
 
 pub mod backlog;
+pub mod deleter;
 pub mod lanes;
 pub mod metrics;
 pub mod pipeline;

@@ -16,7 +16,11 @@
 //!   later event of its order.
 //!
 //! Only acknowledged rows are deleted, batch by batch in sending order; a crash between an
-//! acknowledgement and the delete re-publishes, and consumers deduplicate by event id.
+//! acknowledgement and the delete re-publishes, and consumers deduplicate by event id. The
+//! delete may run elsewhere while the next batches are read and sent (the relay gives it a
+//! session of its own): a batch taken with [`Pipeline::take_oldest`] keeps its acknowledged
+//! rows out of reads until [`Pipeline::deleted`] says they are gone, so a row is never read
+//! again while its delete is on the way.
 //!
 //! The pipeline is written against [`Store`] and [`Sink`] so that its rules can be tested
 //! with deliveries that fail or arrive late on purpose (see the tests below); the relay
@@ -53,6 +57,27 @@ struct Batch {
     deliveries: MaybeDone<BoxFuture<'static, Vec<Result<(), KafkaError>>>>,
 }
 
+/// The oldest batch, all its deliveries answered, taken out of the pipeline
+/// ([`Pipeline::take_oldest`]). Its acknowledged rows are to be deleted.
+#[derive(Debug)]
+pub struct Answered {
+    /// The batch's rows, in the order they were sent.
+    pub rows: Vec<Outgoing>,
+    /// For each row, whether the broker acknowledged it.
+    pub acknowledged: Vec<bool>,
+}
+
+impl Answered {
+    /// The rows to delete: the acknowledged ones.
+    pub fn acknowledged_ids(&self) -> Vec<i64> {
+        self.rows.iter().zip(&self.acknowledged).filter(|(_, ok)| **ok).map(|(row, _)| row.id).collect()
+    }
+
+    pub fn failures(&self) -> usize {
+        self.acknowledged.iter().filter(|ok| !**ok).count()
+    }
+}
+
 /// What became of one batch once all its deliveries were answered.
 #[derive(Debug)]
 pub struct Settled {
@@ -62,12 +87,6 @@ pub struct Settled {
     pub acknowledged: Vec<bool>,
     /// How many rows the delete removed.
     pub deleted: usize,
-}
-
-impl Settled {
-    pub fn failures(&self) -> usize {
-        self.acknowledged.iter().filter(|ok| !**ok).count()
-    }
 }
 
 /// The relay's batches in flight, for one outbox session.
@@ -80,6 +99,8 @@ pub struct Pipeline {
     /// The last read stopped at a row whose order has an earlier row in flight: read again
     /// only after a batch has settled.
     held: bool,
+    /// Acknowledged rows whose delete is under way, batch by batch: left out of reads.
+    deleting: VecDeque<Vec<i64>>,
 }
 
 impl Pipeline {
@@ -91,12 +112,18 @@ impl Pipeline {
             in_flight: VecDeque::new(),
             keys: HashSet::new(),
             held: false,
+            deleting: VecDeque::new(),
         }
     }
 
     /// Whether any batch is waiting for acknowledgements.
     pub fn is_idle(&self) -> bool {
         self.in_flight.is_empty()
+    }
+
+    /// How many taken batches still wait for [`Pipeline::deleted`].
+    pub fn deletes_pending(&self) -> usize {
+        self.deleting.len()
     }
 
     /// Whether another read could add a batch now.
@@ -109,7 +136,12 @@ impl Pipeline {
     pub async fn fill<S: Store>(&mut self, store: &mut S, sink: &impl Sink) -> Result<usize, S::Error> {
         let mut sent = 0;
         while self.has_room() {
-            let excluding: Vec<i64> = self.in_flight.iter().flat_map(|b| b.rows.iter().map(|r| r.id)).collect();
+            let excluding: Vec<i64> = self
+                .in_flight
+                .iter()
+                .flat_map(|b| b.rows.iter().map(|r| r.id))
+                .chain(self.deleting.iter().flatten().copied())
+                .collect();
             let rows = store.fetch(&excluding, self.batch_size).await?;
             let more_waiting = rows.len() as i64 >= self.batch_size;
             let rows = self.admit(rows);
@@ -148,38 +180,51 @@ impl Pipeline {
         }
     }
 
-    /// Waits for the oldest batch's deliveries, deletes its acknowledged rows and releases
-    /// its orders. `before_delete` runs between the last acknowledgement and the delete (the
-    /// relay's crash point). `None` when nothing is in flight.
-    pub async fn settle_oldest<S: Store, E: From<S::Error>>(
-        &mut self,
-        store: &mut S,
-        before_delete: impl FnOnce(&[Outgoing], &[bool]) -> Result<(), E>,
-    ) -> Option<Result<Settled, E>> {
+    /// Waits for the oldest batch's deliveries and takes it out of the pipeline, releasing
+    /// its orders: an order's next event may be sent once the previous one is acknowledged.
+    /// Its acknowledged rows stay out of reads until [`Pipeline::deleted`] is told they are
+    /// gone. `None` when nothing is in flight.
+    pub async fn take_oldest(&mut self) -> Option<Answered> {
         self.wait_for_oldest().await;
         let mut batch = self.in_flight.pop_front()?;
         let results = std::pin::Pin::new(&mut batch.deliveries)
             .take_output()
             .unwrap_or_else(|| batch.rows.iter().map(|_| Err(KafkaError::Canceled)).collect());
-        let acknowledged: Vec<bool> = results.iter().map(Result::is_ok).collect();
         for (row, result) in batch.rows.iter().zip(&results) {
             if let Err(error) = result {
                 tracing::warn!(event_id = %row.event_id, topic = %row.topic, %error, "event not acknowledged");
             }
         }
-        let ids: Vec<i64> =
-            batch.rows.iter().zip(&acknowledged).filter(|(_, ok)| **ok).map(|(row, _)| row.id).collect();
-        let deleted = match before_delete(&batch.rows, &acknowledged) {
-            Ok(()) => store.delete(&ids).await.map_err(E::from),
-            Err(error) => Err(error),
-        };
-        // The orders are released even if the delete failed: the caller drops the session
-        // (and this pipeline) on any store error, and a new one reads the rows again.
         for row in &batch.rows {
             self.keys.remove(&row.message_key);
         }
         self.held = false;
-        Some(deleted.map(|deleted| Settled { rows: batch.rows, acknowledged, deleted }))
+        let answered = Answered { acknowledged: results.iter().map(Result::is_ok).collect(), rows: batch.rows };
+        self.deleting.push_back(answered.acknowledged_ids());
+        Some(answered)
+    }
+
+    /// The oldest taken batch's delete is done (committed, or given up with the session):
+    /// its rows may be read again if they are still there.
+    pub fn deleted(&mut self) {
+        self.deleting.pop_front();
+    }
+
+    /// [`Pipeline::take_oldest`] and the delete, on one store. `before_delete` runs between
+    /// the last acknowledgement and the delete (the relay's crash point).
+    pub async fn settle_oldest<S: Store, E: From<S::Error>>(
+        &mut self,
+        store: &mut S,
+        before_delete: impl FnOnce(&[Outgoing], &[bool]) -> Result<(), E>,
+    ) -> Option<Result<Settled, E>> {
+        let answered = self.take_oldest().await?;
+        let deleted = match before_delete(&answered.rows, &answered.acknowledged) {
+            Ok(()) => store.delete(&answered.acknowledged_ids()).await.map_err(E::from),
+            Err(error) => Err(error),
+        };
+        self.deleted();
+        let Answered { rows, acknowledged } = answered;
+        Some(deleted.map(|deleted| Settled { rows, acknowledged, deleted }))
     }
 }
 
@@ -388,5 +433,27 @@ mod tests {
         assert_eq!(pipeline.fill(&mut store, &broker).await.unwrap(), 2);
         let sent: Vec<_> = broker.log.lock().unwrap().sent.iter().map(|(o, s, _)| (o.clone(), *s)).collect();
         assert_eq!(sent, [("a".into(), 0), ("b".into(), 0), ("a".into(), 1), ("c".into(), 0)]);
+    }
+
+    #[tokio::test]
+    async fn a_row_whose_delete_is_under_way_is_not_read_again() {
+        let mut store = MemoryStore::default();
+        for (id, order) in [(1, "a"), (2, "b"), (3, "c")] {
+            store.commit(id, order, 0);
+        }
+        let broker = FlakyBroker::default();
+        let mut pipeline = Pipeline::new(1, 2);
+        pipeline.fill(&mut store, &broker).await.unwrap();
+        let answered = pipeline.take_oldest().await.expect("a batch in flight");
+        assert_eq!(answered.acknowledged_ids(), [1, 2]);
+        // The delete of 1 and 2 runs elsewhere and has not committed: the next read skips them.
+        assert_eq!(pipeline.fill(&mut store, &broker).await.unwrap(), 1);
+        pipeline.take_oldest().await.expect("row 3 in flight");
+        // The first delete is given up (its session died): the rows are read again.
+        pipeline.deleted();
+        pipeline.deleted();
+        assert_eq!(pipeline.fill(&mut store, &broker).await.unwrap(), 2);
+        let sent: Vec<_> = broker.log.lock().unwrap().sent.iter().map(|(o, _, _)| o.clone()).collect();
+        assert_eq!(sent, ["a", "b", "c", "a", "b"]);
     }
 }

@@ -1,8 +1,9 @@
-//! One outbox's relay: one database session does everything — it holds the locks of its
-//! lanes ([`crate::lanes`]), LISTENs for inserts, reads batches and deletes what Kafka
-//! acknowledged, with several batches in flight ([`crate::pipeline`]). If the session dies,
-//! the lock and the ability to delete go with it. A crash between the acknowledgement and
-//! the delete re-publishes; consumers deduplicate by event id.
+//! One outbox's relay: one database session holds the locks of its lanes
+//! ([`crate::lanes`]), LISTENs for inserts and reads batches, with several batches in flight
+//! ([`crate::pipeline`]); a second one deletes what Kafka acknowledged ([`crate::deleter`]),
+//! meanwhile. If either session dies, the relay starts over with new ones: rows whose delete
+//! did not commit are read and published again. A crash between the acknowledgement and the
+//! delete re-publishes too; consumers deduplicate by event id.
 
 use std::time::{Duration, Instant};
 
@@ -14,6 +15,7 @@ use rdkafka::producer::{FutureProducer, Producer as _};
 use tokio_util::sync::CancellationToken;
 
 use crate::backlog;
+use crate::deleter::{DeleteError, Deleter};
 use crate::lanes::{Lanes, Refusal};
 use crate::metrics::{OutboxMetrics, RelayMetrics};
 use crate::pipeline::Pipeline;
@@ -29,6 +31,8 @@ pub enum RelayError {
     Connect(#[from] ConnectionError),
     #[error("outbox database: {0}")]
     Query(#[from] diesel::result::Error),
+    #[error(transparent)]
+    Delete(#[from] DeleteError),
     #[error(transparent)]
     Injected(#[from] platform::crash::InjectedFault),
 }
@@ -107,13 +111,17 @@ impl OutboxRelay {
         }
         // Idle, wake up at least as often as lanes are looked at.
         let poll = Duration::from_millis(self.settings.poll_interval_ms).min(retry);
+        let mut deleter = Deleter::connect(&self.database_url).await?;
         let mut pipeline = Pipeline::new(self.settings.pipeline_depth, self.settings.batch_size);
         let mut measured: Option<Instant> = None;
         let mut balanced: Option<Instant> = None;
         loop {
             drain_notifications(&mut conn);
+            while let Some(outcome) = deleter.try_finish() {
+                deleted(&mut pipeline, outcome)?;
+            }
             if balanced.is_none_or(|at| at.elapsed() >= retry) {
-                self.rebalance(&mut lanes, &mut pipeline, &mut conn).await?;
+                self.rebalance(&mut lanes, &mut pipeline, &mut conn, &mut deleter).await?;
                 balanced = Some(Instant::now());
             }
             let publishing = !lanes.held().is_empty();
@@ -127,6 +135,11 @@ impl OutboxRelay {
                 measured = Some(Instant::now());
             }
             if pipeline.is_idle() {
+                // Nothing in flight: the deletes under way are all there is to finish.
+                if let Some(outcome) = deleter.finish().await {
+                    deleted(&mut pipeline, outcome)?;
+                    continue;
+                }
                 if shutdown.is_cancelled() {
                     return Ok(());
                 }
@@ -160,7 +173,7 @@ impl OutboxRelay {
                     continue;
                 }
             }
-            self.settle_oldest(&mut pipeline, &mut conn).await?;
+            self.settle_oldest(&mut pipeline, &mut deleter).await?;
         }
     }
 
@@ -206,14 +219,19 @@ impl OutboxRelay {
         lanes: &mut Lanes,
         pipeline: &mut Pipeline,
         conn: &mut AsyncPgConnection,
+        deleter: &mut Deleter,
     ) -> Result<(), RelayError> {
         let share = lanes.fair_share(conn).await?;
         if lanes.held().len() > share {
             while !pipeline.is_idle() {
-                self.settle_oldest(pipeline, conn).await?;
+                self.settle_oldest(pipeline, deleter).await?;
+            }
+            while let Some(outcome) = deleter.finish().await {
+                deleted(pipeline, outcome)?;
             }
         }
-        if lanes.rebalance(conn, share, pipeline.is_idle()).await? {
+        let settled = pipeline.is_idle() && pipeline.deletes_pending() == 0;
+        if lanes.rebalance(conn, share, settled).await? {
             let held = lanes.held();
             tracing::info!(outbox = %self.name, lanes = ?held, of = lanes.count(), "this relay's lanes changed");
             self.metrics.set_lanes(held.len());
@@ -221,32 +239,37 @@ impl OutboxRelay {
         Ok(())
     }
 
-    /// Waits for the oldest batch in flight, deletes what the broker acknowledged, and
-    /// records it.
+    /// Waits for the oldest batch in flight, records it, and starts deleting what the broker
+    /// acknowledged. At most as many deletes as batches are under way: a delete session
+    /// slower than the broker holds the relay back rather than lengthen every read's list of
+    /// rows to leave out.
     #[tracing::instrument(skip_all, fields(outbox = %self.name))]
-    async fn settle_oldest(&mut self, pipeline: &mut Pipeline, conn: &mut AsyncPgConnection) -> Result<(), RelayError> {
-        // Acknowledged, not yet deleted: a crash here re-publishes the batch.
-        let crash_point =
-            |_: &[_], _: &[bool]| platform::crash::point(crate::AFTER_PUBLISH_BEFORE_DELETE).map_err(RelayError::from);
-        let Some(settled) = pipeline.settle_oldest(conn, crash_point).await else {
+    async fn settle_oldest(&mut self, pipeline: &mut Pipeline, deleter: &mut Deleter) -> Result<(), RelayError> {
+        while deleter.pending() >= self.settings.pipeline_depth.max(1) {
+            let outcome = deleter.finish().await.expect("deletes are pending");
+            deleted(pipeline, outcome)?;
+        }
+        let Some(answered) = pipeline.take_oldest().await else {
             return Ok(());
         };
-        let settled = settled?;
+        // Acknowledged, not yet deleted: a crash here re-publishes the batch.
+        platform::crash::point(crate::AFTER_PUBLISH_BEFORE_DELETE)?;
+        deleter.start(answered.acknowledged_ids());
         let now = chrono::Utc::now();
-        for (row, _) in settled.rows.iter().zip(&settled.acknowledged).filter(|(_, ok)| **ok) {
+        for (row, _) in answered.rows.iter().zip(&answered.acknowledged).filter(|(_, ok)| **ok) {
             let latency = (now - row.created_at).num_microseconds().unwrap_or(0) as f64 / 1e6;
             self.metrics.published(&row.topic, latency.max(0.0));
         }
-        let failures = settled.failures();
+        let failures = answered.failures();
         if failures > 0 {
             tracing::warn!(
-                sent = settled.rows.len(),
+                sent = answered.rows.len(),
                 failures,
                 "part of a batch was not acknowledged; it will be sent again"
             );
             self.recover_from_failed_deliveries().await;
         }
-        tracing::debug!(sent = settled.rows.len(), deleted = settled.deleted, "batch relayed");
+        tracing::debug!(sent = answered.rows.len(), "batch relayed");
         Ok(())
     }
 
@@ -266,6 +289,15 @@ impl OutboxRelay {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// The oldest delete under way finished. If it failed, the error ends the session; the relay
+/// starts over and reads the rows that are still there.
+fn deleted(pipeline: &mut Pipeline, outcome: Result<usize, DeleteError>) -> Result<(), RelayError> {
+    pipeline.deleted();
+    let deleted = outcome?;
+    tracing::trace!(deleted, "published rows deleted");
+    Ok(())
 }
 
 /// Notifications only say "look again"; we are about to, so the buffered ones are spent.

@@ -5,7 +5,7 @@
 //! to lane `lane_bucket % N`, so all the rows of one order are in one lane, and a lane is
 //! published by one instance at a time: per-order order holds as it did with one leader.
 //!
-//! Everything lives in Postgres advisory locks held by the relay's one session (decision
+//! Everything lives in Postgres advisory locks held by the relay's main session (decision
 //! 0001, now per lane), so a dead session gives up its lanes at once:
 //!
 //! - **Membership:** each instance holds the old leader lock *shared*. The number of holders

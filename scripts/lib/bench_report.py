@@ -199,13 +199,15 @@ reading.append(
         if (c := cores("ceiling_2000"))
         else ""
     )
-    + " Where the machine has cores to spare, the drain waits rather than computes: each relay "
-    "reads a batch, sends it and deletes an acknowledged one on its one Postgres session, one "
-    "after the other, while `produce-bench` has nothing to wait for but the broker. The read is a "
-    "prepared statement that leaves the rows in flight out through a hash (decision 0023), so "
-    "its cost does not grow with the window; with lanes it walks past the other instances' rows "
-    "in id order, so more instances cost Postgres more per event. `scripts/profile drain` shows "
-    "the relay's own time."
+    + " Where the machine has cores to spare, the drain waits rather than computes. A relay reads "
+    "on one session while a second deletes what the broker acknowledged (decision 0024), and "
+    "sends one batch while the next is read; the read is a prepared statement that leaves the "
+    "rows in flight out through a hash (decision 0023). But each read still walks the primary "
+    "key past every row in flight or being deleted before it finds rows to send, and a batch "
+    "leaves the window only when the broker has acknowledged all of it: a window of eight "
+    "batches instead of four made the drain slower, not faster (decision 0024). With lanes a "
+    "read also walks past the other instances' rows, so more instances cost Postgres more per "
+    "event. `scripts/profile drain` shows the relay's own time."
 )
 reading.append(
     f"- **Flash sale.** Every order for one SKU updates one stock row; at {results['flash_rate']}/s "

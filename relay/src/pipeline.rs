@@ -28,7 +28,6 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::future::Future;
-use std::task::Poll;
 
 use futures::future::{BoxFuture, MaybeDone, maybe_done};
 use rdkafka::error::KafkaError;
@@ -135,46 +134,28 @@ impl Pipeline {
     /// Reads and sends batches until `depth` are in flight, the outbox has nothing more, or
     /// a row must wait for an earlier row of its order. Returns how many rows it sent.
     pub async fn fill<S: Store>(&mut self, store: &mut S, sink: &impl Sink) -> Result<usize, S::Error> {
-        if !self.has_room() {
-            return Ok(0);
-        }
         let mut sent = 0;
-        let mut rows = store.fetch(&self.excluding().collect::<Vec<_>>(), self.batch_size).await?;
-        loop {
+        while self.has_room() {
+            let excluding: Vec<i64> = self
+                .in_flight
+                .iter()
+                .flat_map(|b| b.rows.iter().map(|r| r.id))
+                .chain(self.deleting.iter().flatten().copied())
+                .collect();
+            let rows = store.fetch(&excluding, self.batch_size).await?;
             let more_waiting = rows.len() as i64 >= self.batch_size;
-            let admitted = self.admit(rows);
-            if admitted.is_empty() {
+            let rows = self.admit(rows);
+            if rows.is_empty() {
                 break;
             }
-            sent += admitted.len();
-            if !more_waiting || self.held || self.in_flight.len() + 1 >= self.depth {
-                self.send(admitted, sink);
+            sent += rows.len();
+            let deliveries = futures::future::join_all(rows.iter().map(|row| sink.send(row)).collect::<Vec<_>>());
+            self.in_flight.push_back(Batch { rows, deliveries: maybe_done(Box::pin(deliveries)) });
+            if !more_waiting {
                 break;
             }
-            // Room for one more batch after this one: the next read goes to the session first
-            // (its first poll sends it), and Postgres runs it while this batch is handed to
-            // the producer.
-            let excluding: Vec<i64> = self.excluding().chain(admitted.iter().map(|row| row.id)).collect();
-            let mut next = std::pin::pin!(store.fetch(&excluding, self.batch_size));
-            let early = futures::poll!(next.as_mut());
-            self.send(admitted, sink);
-            rows = match early {
-                Poll::Ready(read) => read?,
-                Poll::Pending => next.await?,
-            };
         }
         Ok(sent)
-    }
-
-    /// The ids a read leaves out: the rows in flight and those whose delete is under way.
-    fn excluding(&self) -> impl Iterator<Item = i64> + '_ {
-        self.in_flight.iter().flat_map(|b| b.rows.iter().map(|r| r.id)).chain(self.deleting.iter().flatten().copied())
-    }
-
-    /// Hands a batch's rows to the producer, in order, and keeps it in flight.
-    fn send(&mut self, rows: Vec<Outgoing>, sink: &impl Sink) {
-        let deliveries = futures::future::join_all(rows.iter().map(|row| sink.send(row)).collect::<Vec<_>>());
-        self.in_flight.push_back(Batch { rows, deliveries: maybe_done(Box::pin(deliveries)) });
     }
 
     /// The longest prefix of `rows` (in id order) whose orders have nothing in flight, each

@@ -200,9 +200,9 @@ reading.append(
         else ""
     )
     + " Where the machine has cores to spare, the drain waits rather than computes. A relay reads "
-    "on one session while a second deletes what the broker acknowledged (decision 0024), and "
-    "sends one batch while the next is read; the read is a prepared statement that leaves the "
-    "rows in flight out through a hash (decision 0023). But each read still walks the primary "
+    "on one session while a second deletes what the broker acknowledged (decision 0024); the "
+    "read is a prepared statement that leaves the rows in flight out through a hash (decision "
+    "0023). But each read still walks the primary "
     "key past every row in flight or being deleted before it finds rows to send, and a batch "
     "leaves the window only when the broker has acknowledged all of it: a window of eight "
     "batches instead of four made the drain slower, not faster (decision 0024). With lanes a "

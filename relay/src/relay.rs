@@ -98,8 +98,8 @@ impl OutboxRelay {
         tracing::info!(outbox = %self.name, "relay stopped");
     }
 
-    /// One session: join the outbox's relays, then relay the lanes this instance holds until
-    /// shutdown or an error.
+    /// One run: join the outbox's relays on a new session (and open one for the deletes),
+    /// then relay the lanes this instance holds until shutdown or an error.
     async fn lead(&mut self, shutdown: &CancellationToken) -> Result<(), RelayError> {
         let mut conn = AsyncPgConnection::establish(&self.database_url).await?;
         let retry = Duration::from_millis(self.settings.standby_retry_ms);

@@ -63,27 +63,27 @@ impl Deleter {
         if self.pending == 0 {
             return None;
         }
-        self.pending -= 1;
-        Some(match self.outcomes.recv().await {
-            Some(outcome) => outcome.map_err(DeleteError::from),
-            None => Err(DeleteError::Stopped),
-        })
+        let received = self.outcomes.recv().await;
+        Some(self.finished(received))
     }
-}
 
-impl Deleter {
     /// The oldest started delete if it is done, without waiting.
     pub fn try_finish(&mut self) -> Option<Result<usize, DeleteError>> {
         if self.pending == 0 {
             return None;
         }
-        let outcome = match self.outcomes.try_recv() {
-            Ok(outcome) => outcome.map_err(DeleteError::from),
+        let received = match self.outcomes.try_recv() {
+            Ok(outcome) => Some(outcome),
             Err(mpsc::error::TryRecvError::Empty) => return None,
-            Err(mpsc::error::TryRecvError::Disconnected) => Err(DeleteError::Stopped),
+            Err(mpsc::error::TryRecvError::Disconnected) => None,
         };
+        Some(self.finished(received))
+    }
+
+    /// One delete fewer pending; what the task reported, or that it is gone.
+    fn finished(&mut self, received: Option<Result<usize, diesel::result::Error>>) -> Result<usize, DeleteError> {
         self.pending -= 1;
-        Some(outcome)
+        received.ok_or(DeleteError::Stopped)?.map_err(DeleteError::from)
     }
 }
 

@@ -81,10 +81,7 @@ impl Answered {
 /// What became of one batch once all its deliveries were answered.
 #[derive(Debug)]
 pub struct Settled {
-    /// The batch's rows, in the order they were sent.
-    pub rows: Vec<Outgoing>,
-    /// For each row, whether the broker acknowledged it.
-    pub acknowledged: Vec<bool>,
+    pub answered: Answered,
     /// How many rows the delete removed.
     pub deleted: usize,
 }
@@ -119,11 +116,6 @@ impl Pipeline {
     /// Whether any batch is waiting for acknowledgements.
     pub fn is_idle(&self) -> bool {
         self.in_flight.is_empty()
-    }
-
-    /// How many taken batches still wait for [`Pipeline::deleted`].
-    pub fn deletes_pending(&self) -> usize {
-        self.deleting.len()
     }
 
     /// Whether another read could add a batch now.
@@ -223,8 +215,7 @@ impl Pipeline {
             Err(error) => Err(error),
         };
         self.deleted();
-        let Answered { rows, acknowledged } = answered;
-        Some(deleted.map(|deleted| Settled { rows, acknowledged, deleted }))
+        Some(deleted.map(|deleted| Settled { answered, deleted }))
     }
 }
 
@@ -397,7 +388,7 @@ mod tests {
         pipeline.fill(&mut store, &broker).await.unwrap();
         let first = pipeline.settle_oldest(&mut store, |_, _| Ok::<_, String>(())).await.unwrap().unwrap();
         let second = pipeline.settle_oldest(&mut store, |_, _| Ok::<_, String>(())).await.unwrap().unwrap();
-        assert_eq!((first.acknowledged, second.acknowledged), (vec![true, false], vec![true, false]));
+        assert_eq!((first.answered.acknowledged, second.answered.acknowledged), (vec![true, false], vec![true, false]));
         assert_eq!(store.deleted, [1, 3]);
         assert_eq!(store.rows.keys().copied().collect::<Vec<_>>(), [2, 4], "the failed rows wait to be sent again");
     }

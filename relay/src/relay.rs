@@ -230,7 +230,7 @@ impl OutboxRelay {
                 deleted(pipeline, outcome)?;
             }
         }
-        let settled = pipeline.is_idle() && pipeline.deletes_pending() == 0;
+        let settled = pipeline.is_idle() && deleter.pending() == 0;
         if lanes.rebalance(conn, share, settled).await? {
             let held = lanes.held();
             tracing::info!(outbox = %self.name, lanes = ?held, of = lanes.count(), "this relay's lanes changed");

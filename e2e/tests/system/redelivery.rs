@@ -40,7 +40,7 @@ async fn a_relay_batch_published_twice_before_its_delete_is_applied_once() {
     assert_eq!(again.fill(&mut conn, &producer).await.expect("read"), 1, "the row was still there");
     let settled = again.settle_oldest(&mut conn, |_, _| Ok::<_, diesel::result::Error>(())).await.expect("in flight");
     let settled = settled.expect("settled");
-    assert_eq!((settled.acknowledged, settled.deleted), (vec![true], 1), "acknowledged and deleted");
+    assert_eq!((settled.answered.acknowledged, settled.deleted), (vec![true], 1), "acknowledged and deleted");
 
     assert_eq!(system.settled(&id).await["status"], "CONFIRMED");
     e2e::eventually("a duplicate delivery", || system.inventory_consumer.duplicates() >= 1).await;

@@ -1,8 +1,10 @@
 //! The notifications database: whose each order is, and the messages owed and sent.
 
 use chrono::{DateTime, Utc};
+use diesel::pg::Pg;
 use diesel::prelude::*;
-use diesel::upsert::on_constraint;
+use diesel::query_builder::{AstPass, QueryFragment, QueryId};
+use diesel::sql_types;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -61,7 +63,17 @@ pub async fn owe(
     kind: Kind,
     detail: Option<&str>,
 ) -> QueryResult<bool> {
-    let inserted = diesel::insert_into(notifications::table)
+    let inserted = diesel_async::methods::ExecuteDsl::execute(owed(event_id, order_id, kind, detail), conn).await?;
+    Ok(inserted == 1)
+}
+
+fn owed<'a>(
+    event_id: Uuid,
+    order_id: Uuid,
+    kind: Kind,
+    detail: Option<&'a str>,
+) -> impl diesel_async::methods::ExecuteDsl<AsyncPgConnection> + QueryFragment<Pg> + Send + 'a {
+    diesel::insert_into(notifications::table)
         .values((
             notifications::id.eq(event_id),
             notifications::order_id.eq(order_id),
@@ -69,11 +81,10 @@ pub async fn owe(
             notifications::detail.eq(detail),
             notifications::message_id.eq(message_id(event_id)),
         ))
-        .on_conflict(on_constraint("notifications_order_id_kind_key"))
+        // The columns of the unique constraint, not its name: Diesel prepares a statement that
+        // names a constraint afresh on every call.
+        .on_conflict((notifications::order_id, notifications::kind))
         .do_nothing()
-        .execute(conn)
-        .await?;
-    Ok(inserted == 1)
 }
 
 /// A message that is due, with the customer it goes to.
@@ -116,15 +127,7 @@ pub async fn claim_due(conn: &mut AsyncPgConnection) -> QueryResult<Option<Due>>
 }
 
 pub async fn mark_sent(conn: &mut AsyncPgConnection, id: Uuid, recipient: &str) -> QueryResult<()> {
-    diesel::update(notifications::table.find(id))
-        .set((
-            notifications::sent_at.eq(diesel::dsl::now),
-            notifications::recipient.eq(recipient),
-            notifications::attempts.eq(notifications::attempts + 1),
-        ))
-        .execute(conn)
-        .await
-        .map(drop)
+    Attempted::Sent { id, recipient }.execute(conn).await.map(drop)
 }
 
 /// Records a failed attempt: tried again at `retry_at`, or given up when `retry_at` is `None`.
@@ -135,16 +138,46 @@ pub async fn mark_failed(
     retry_at: Option<DateTime<Utc>>,
 ) -> QueryResult<()> {
     let failed_at = retry_at.is_none().then(Utc::now);
-    diesel::update(notifications::table.find(id))
-        .set((
-            notifications::attempts.eq(notifications::attempts + 1),
-            notifications::last_error.eq(error),
-            notifications::next_attempt_at.eq(retry_at.unwrap_or_else(Utc::now)),
-            notifications::failed_at.eq(failed_at),
-        ))
-        .execute(conn)
-        .await
-        .map(drop)
+    let next_attempt_at = retry_at.unwrap_or_else(Utc::now);
+    Attempted::Failed { id, error, next_attempt_at, failed_at }.execute(conn).await.map(drop)
+}
+
+/// What an attempt to send a message did to its row. Written out rather than with
+/// `diesel::update`: Diesel prepares none of its own `UPDATE`s for reuse (a changeset may
+/// leave columns out), and one of these runs for every message sent.
+enum Attempted<'a> {
+    Sent { id: Uuid, recipient: &'a str },
+    Failed { id: Uuid, error: &'a str, next_attempt_at: DateTime<Utc>, failed_at: Option<DateTime<Utc>> },
+}
+
+impl QueryId for Attempted<'_> {
+    type QueryId = ();
+    // Two texts, one per outcome: cached by the text.
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl QueryFragment<Pg> for Attempted<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        let id = match self {
+            Self::Sent { id, recipient } => {
+                out.push_sql("UPDATE notifications SET sent_at = now(), recipient = ");
+                out.push_bind_param::<sql_types::Text, _>(recipient)?;
+                id
+            }
+            Self::Failed { id, error, next_attempt_at, failed_at } => {
+                out.push_sql("UPDATE notifications SET last_error = ");
+                out.push_bind_param::<sql_types::Text, _>(error)?;
+                out.push_sql(", next_attempt_at = ");
+                out.push_bind_param::<sql_types::Timestamptz, _>(next_attempt_at)?;
+                out.push_sql(", failed_at = ");
+                out.push_bind_param::<sql_types::Nullable<sql_types::Timestamptz>, _>(failed_at)?;
+                id
+            }
+        };
+        out.push_sql(", attempts = attempts + 1 WHERE id = ");
+        out.push_bind_param::<sql_types::Uuid, _>(id)?;
+        Ok(())
+    }
 }
 
 /// How many messages are owed and not given up (waiting for their customer included).
@@ -189,4 +222,28 @@ pub async fn for_order(conn: &mut AsyncPgConnection, order_id: Uuid) -> QueryRes
         .select(NotificationView::as_select())
         .load(conn)
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use diesel::pg::Pg;
+    use diesel::query_builder::QueryFragment;
+
+    use super::*;
+
+    /// Postgres parses and plans a statement Diesel does not keep prepared on every call;
+    /// the statements written for every message are kept.
+    fn assert_prepared(statement: impl QueryFragment<Pg>) {
+        let sql = diesel::debug_query::<Pg, _>(&statement).to_string();
+        assert!(statement.is_safe_to_cache_prepared(&Pg).unwrap(), "prepared afresh on every call: {sql}");
+    }
+
+    #[test]
+    fn the_statements_run_for_every_message_stay_prepared() {
+        let id = Uuid::nil();
+        assert_prepared(owed(id, id, Kind::Rejected, Some("out of stock")));
+        assert_prepared(Attempted::Sent { id, recipient: "a@example.com" });
+        let failed_at = Some(Utc::now());
+        assert_prepared(Attempted::Failed { id, error: "refused", next_attempt_at: Utc::now(), failed_at });
+    }
 }

@@ -98,6 +98,9 @@ pub struct Pipeline {
     held: bool,
     /// Acknowledged rows whose delete is under way, batch by batch: left out of reads.
     deleting: VecDeque<Vec<i64>>,
+    /// The last read came back short and held nothing back, and no delivery has failed
+    /// since: every row committed before it is in flight or deleted.
+    caught_up: bool,
 }
 
 impl Pipeline {
@@ -110,7 +113,19 @@ impl Pipeline {
             keys: HashSet::new(),
             held: false,
             deleting: VecDeque::new(),
+            caught_up: false,
         }
+    }
+
+    /// Whether another read would find only rows committed since the last one. A relay
+    /// that LISTENs learns of those from a notification, and need not read until then.
+    pub fn caught_up(&self) -> bool {
+        self.caught_up
+    }
+
+    /// New rows may be there (a notification, a poll, lanes taken over): read again.
+    pub fn look_again(&mut self) {
+        self.caught_up = false;
     }
 
     /// Whether any batch is waiting for acknowledgements.
@@ -137,6 +152,7 @@ impl Pipeline {
             let rows = store.fetch(&excluding, self.batch_size).await?;
             let more_waiting = rows.len() as i64 >= self.batch_size;
             let rows = self.admit(rows);
+            self.caught_up = !more_waiting && !self.held;
             if rows.is_empty() {
                 break;
             }
@@ -192,6 +208,8 @@ impl Pipeline {
         }
         self.held = false;
         let answered = Answered { acknowledged: results.iter().map(Result::is_ok).collect(), rows: batch.rows };
+        // A row that was not acknowledged stays in the outbox, to be read again.
+        self.caught_up &= answered.failures() == 0;
         self.deleting.push_back(answered.acknowledged_ids());
         Some(answered)
     }
@@ -322,18 +340,22 @@ mod tests {
     }
 
     /// Runs the pipeline until the outbox is empty, committing the rows `late` (each the
-    /// only event of an order of its own) one by one while it runs.
+    /// only event of an order of its own) one by one while it runs. As the relay does, it
+    /// reads only when not caught up, and a commit tells it to look again (a notification).
     async fn drain(pipeline: &mut Pipeline, store: &mut MemoryStore, broker: &FlakyBroker, mut late: Vec<i64>) {
         for _ in 0..10_000 {
             if store.rows.is_empty() && late.is_empty() && pipeline.is_idle() {
                 return;
             }
-            pipeline.fill(store, broker).await.unwrap();
+            if !pipeline.caught_up() {
+                pipeline.fill(store, broker).await.unwrap();
+            }
             if let Some(settled) = pipeline.settle_oldest(store, |_, _| Ok::<_, String>(())).await {
                 settled.unwrap();
             }
             if let Some(id) = late.pop() {
                 store.commit(id, &format!("o{id}"), 0);
+                pipeline.look_again();
             }
         }
         panic!("the outbox never emptied");
@@ -408,6 +430,33 @@ mod tests {
         let mut deleted = store.deleted.clone();
         deleted.sort_unstable();
         assert_eq!(deleted, (1..=20).collect::<Vec<_>>(), "every committed row was published and deleted");
+    }
+
+    #[tokio::test]
+    async fn a_short_read_is_caught_up_until_a_delivery_fails_or_a_commit_is_announced() {
+        let mut store = MemoryStore::default();
+        for (id, order) in [(1, "a"), (2, "b"), (3, "c")] {
+            store.commit(id, order, 0);
+        }
+        let broker = FlakyBroker { fail_every: 3, ..FlakyBroker::default() };
+        let mut pipeline = Pipeline::new(4, 2);
+        assert!(!pipeline.caught_up(), "a new pipeline has read nothing yet");
+        pipeline.fill(&mut store, &broker).await.unwrap();
+        assert!(pipeline.caught_up(), "a full batch, then a short one: everything is in flight");
+        pipeline.take_oldest().await.expect("rows 1 and 2 acknowledged");
+        assert!(pipeline.caught_up(), "an acknowledged batch leaves nothing to read");
+        let answered = pipeline.take_oldest().await.expect("row 3 answered");
+        assert_eq!(answered.failures(), 1);
+        assert!(!pipeline.caught_up(), "row 3 failed and is in the outbox again");
+        pipeline.fill(&mut store, &broker).await.unwrap();
+        assert!(pipeline.caught_up());
+        store.commit(4, "d", 0);
+        pipeline.look_again();
+        assert!(!pipeline.caught_up(), "a notification of a commit");
+
+        let mut full = Pipeline::new(1, 2);
+        full.fill(&mut store, &broker).await.unwrap();
+        assert!(!full.caught_up(), "a full batch may have more rows behind it");
     }
 
     #[tokio::test]

@@ -116,7 +116,9 @@ impl OutboxRelay {
         let mut measured: Option<Instant> = None;
         let mut balanced: Option<Instant> = None;
         loop {
-            drain_notifications(&mut conn);
+            if drain_notifications(&mut conn) {
+                pipeline.look_again();
+            }
             while let Some(outcome) = deleter.try_finish() {
                 deleted(&mut pipeline, outcome)?;
             }
@@ -125,7 +127,11 @@ impl OutboxRelay {
                 balanced = Some(Instant::now());
             }
             let publishing = !lanes.held().is_empty();
-            if !shutdown.is_cancelled() && publishing {
+            // A relay that LISTENs reads again only when it may find something: after a
+            // read that came back short, new rows announce themselves with a notification.
+            // (Reading after every acknowledgement found nothing two times in three.)
+            let worth_reading = !pipeline.caught_up() || !self.settings.listen;
+            if !shutdown.is_cancelled() && publishing && worth_reading {
                 let mut outbox = LaneOutbox { conn: &mut conn, count: lanes.count(), lanes: lanes.held() };
                 pipeline.fill(&mut outbox, &self.producer).await?;
             }
@@ -146,6 +152,7 @@ impl OutboxRelay {
                 let mut notifications = std::pin::pin!(conn.notifications_stream());
                 tokio::select! {
                     () = shutdown.cancelled() => return Ok(()),
+                    // Also the safety net for a notification that never came.
                     () = tokio::time::sleep(poll) => {}
                     notification = notifications.next(), if self.settings.listen => {
                         if let Some(Err(error)) = notification {
@@ -153,6 +160,7 @@ impl OutboxRelay {
                         }
                     }
                 }
+                pipeline.look_again();
                 continue;
             }
             // Batches are in flight. While there is room for another, a notification (new
@@ -170,6 +178,7 @@ impl OutboxRelay {
                     if let Some(Err(error)) = notification {
                         return Err(error.into());
                     }
+                    pipeline.look_again();
                     continue;
                 }
             }
@@ -232,6 +241,7 @@ impl OutboxRelay {
         }
         let settled = pipeline.is_idle() && deleter.pending() == 0;
         if lanes.rebalance(conn, share, settled).await? {
+            pipeline.look_again();
             let held = lanes.held();
             tracing::info!(outbox = %self.name, lanes = ?held, of = lanes.count(), "this relay's lanes changed");
             self.metrics.set_lanes(held.len());
@@ -300,8 +310,12 @@ fn deleted(pipeline: &mut Pipeline, outcome: Result<usize, DeleteError>) -> Resu
     Ok(())
 }
 
-/// Notifications only say "look again"; we are about to, so the buffered ones are spent.
-fn drain_notifications(conn: &mut AsyncPgConnection) {
+/// Spends the buffered notifications; whether there were any. They only say "look again".
+fn drain_notifications(conn: &mut AsyncPgConnection) -> bool {
     let mut notifications = std::pin::pin!(conn.notifications_stream());
-    while let Some(Some(_)) = notifications.next().now_or_never() {}
+    let mut any = false;
+    while let Some(Some(_)) = notifications.next().now_or_never() {
+        any = true;
+    }
+    any
 }

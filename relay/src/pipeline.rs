@@ -470,6 +470,7 @@ mod tests {
         assert_eq!(pipeline.fill(&mut store, &broker).await.unwrap(), 2, "stops before a's second event");
         assert!(!pipeline.has_room(), "and reads again only after a batch settled");
         pipeline.settle_oldest(&mut store, |_, _| Ok::<_, String>(())).await.unwrap().unwrap();
+        assert!(!pipeline.caught_up(), "a's second event is still to be read, without a notification");
         assert_eq!(pipeline.fill(&mut store, &broker).await.unwrap(), 2);
         let sent: Vec<_> = broker.log.lock().unwrap().sent.iter().map(|(o, s, _)| (o.clone(), *s)).collect();
         assert_eq!(sent, [("a".into(), 0), ("b".into(), 0), ("a".into(), 1), ("c".into(), 0)]);

@@ -68,9 +68,14 @@ pub struct Answered {
 }
 
 impl Answered {
+    /// The rows the broker acknowledged, in sending order.
+    pub fn acknowledged_rows(&self) -> impl Iterator<Item = &Outgoing> {
+        self.rows.iter().zip(&self.acknowledged).filter(|(_, ok)| **ok).map(|(row, _)| row)
+    }
+
     /// The rows to delete: the acknowledged ones.
     pub fn acknowledged_ids(&self) -> Vec<i64> {
-        self.rows.iter().zip(&self.acknowledged).filter(|(_, ok)| **ok).map(|(row, _)| row.id).collect()
+        self.acknowledged_rows().map(|row| row.id).collect()
     }
 
     pub fn failures(&self) -> usize {

@@ -266,7 +266,7 @@ impl OutboxRelay {
         platform::crash::point(crate::AFTER_PUBLISH_BEFORE_DELETE)?;
         deleter.start(answered.acknowledged_ids());
         let now = chrono::Utc::now();
-        for (row, _) in answered.rows.iter().zip(&answered.acknowledged).filter(|(_, ok)| **ok) {
+        for row in answered.acknowledged_rows() {
             let latency = (now - row.created_at).num_microseconds().unwrap_or(0) as f64 / 1e6;
             self.metrics.published(&row.topic, latency.max(0.0));
         }

@@ -65,10 +65,15 @@ def median_round(prefix):
     return sorted(range(len(values)), key=values.__getitem__)[len(values) // 2] + 1
 
 
+def accept_medians(c):
+    """Figure 1 at concurrency c: each side's median round, and its orders/s and tps."""
+    service, pgbench = median_round(f"accept_rps_c{c}"), median_round(f"pgbench_tps_c{c}")
+    return service, pgbench, num(f"accept_rps_c{c}_r{service}"), num(f"pgbench_tps_c{c}_r{pgbench}")
+
+
 def accept(c):
     """Figure 1 at concurrency c: the median round of each side, their ratio, every round."""
-    service, pgbench = median_round(f"accept_rps_c{c}"), median_round(f"pgbench_tps_c{c}")
-    rps, tps = num(f"accept_rps_c{c}_r{service}"), num(f"pgbench_tps_c{c}_r{pgbench}")
+    service, pgbench, rps, tps = accept_medians(c)
     each = zip(rounds(f"accept_rps_c{c}"), rounds(f"pgbench_tps_c{c}"))
     per_round = "; ".join(f"{a:.0f} vs {b:.0f} ({a / b:.2f}×)" for a, b in each)
     return (
@@ -209,9 +214,8 @@ reading = ["## Reading the numbers", ""]
 def accept_costs(c):
     """Postgres's CPU per order (behind the service, under pgbench) and the clients' cores,
     in figure 1's median rounds at concurrency c."""
-    service_round, pgbench_round = median_round(f"accept_rps_c{c}"), median_round(f"pgbench_tps_c{c}")
+    service_round, pgbench_round, rps, tps = accept_medians(c)
     service, pgbench = cores(f"accept_c{c}_r{service_round}"), cores(f"pgbench_c{c}_r{pgbench_round}")
-    rps, tps = num(f"accept_rps_c{c}_r{service_round}"), num(f"pgbench_tps_c{c}_r{pgbench_round}")
     return (
         1000 * service.get("postgres", 0) / rps,
         1000 * pgbench.get("postgres", 0) / tps,

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use diesel_async::AsyncPgConnection;
-use messaging::inbox::{HandleError, Handler};
+use messaging::inbox::{Committed, HandleError, Handler};
 use platform::crash::{self, InjectedFault};
 use schema::Event as _;
 use schema::RawEnvelope;
@@ -31,7 +31,7 @@ impl Handler for OrderEvents {
         !OrderEvent::from_a_newer_build(event)
     }
 
-    async fn handle(&self, conn: &mut AsyncPgConnection, event: &RawEnvelope) -> Result<(), HandleError> {
+    async fn handle(&self, conn: &mut AsyncPgConnection, event: &RawEnvelope) -> Result<Committed, HandleError> {
         let trace = event.trace();
         match OrderEvent::decode(event).map_err(|e| HandleError::Permanent(e.to_string()))? {
             OrderEvent::Placed(placed) => {
@@ -51,7 +51,7 @@ impl Handler for OrderEvents {
             }
         }
         crash::point(crate::BEFORE_COMMIT)?;
-        Ok(())
+        Ok(Committed::nothing())
     }
 
     /// A dead-lettered event still ends its order (decision 0011). A placement that cannot

@@ -29,6 +29,20 @@ struct OutcomeLabels {
     outcome: EventOutcome,
 }
 
+/// How a batch of events (one transaction) ended.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum BatchOutcome {
+    committed,
+    /// Something in it failed; its events were tried again alone.
+    rolled_back,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BatchLabels {
+    outcome: BatchOutcome,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PartitionLabels {
     topic: String,
@@ -44,6 +58,9 @@ pub struct ConsumerMetrics {
     stalled: Family<PartitionLabels, Gauge>,
     /// Kafka clients replaced after librdkafka declared the one in use dead.
     renewals: Counter,
+    /// Transactions of several events, by outcome, and the events they held.
+    batches: Family<BatchLabels, Counter>,
+    batched_events: Family<BatchLabels, Counter>,
     /// The lag gauges' latest values, for `/health` (a family cannot be read back as a whole).
     lags: Arc<Mutex<BTreeMap<(String, i32), i64>>>,
 }
@@ -57,6 +74,8 @@ impl ConsumerMetrics {
             lag: Family::default(),
             stalled: Family::default(),
             renewals: Counter::default(),
+            batches: Family::default(),
+            batched_events: Family::default(),
             lags: Arc::default(),
         }
     }
@@ -74,6 +93,16 @@ impl ConsumerMetrics {
             "consumer_renewals",
             "Kafka consumers replaced in the running process after librdkafka declared theirs dead",
             self.renewals.clone(),
+        );
+        metrics.register(
+            "consumer_batches",
+            "Transactions that applied a batch of events, by outcome (rolled_back: its events were tried alone)",
+            self.batches.clone(),
+        );
+        metrics.register(
+            "consumer_batched_events",
+            "Events in those transactions, by the batch's outcome",
+            self.batched_events.clone(),
         );
     }
 
@@ -109,6 +138,21 @@ impl ConsumerMetrics {
     }
     pub fn dead_lettered(&self) -> u64 {
         self.count(EventOutcome::dead_lettered)
+    }
+
+    /// A batch of `events` committed, or rolled back.
+    pub fn batch(&self, events: usize, committed: bool) {
+        let labels =
+            BatchLabels { outcome: if committed { BatchOutcome::committed } else { BatchOutcome::rolled_back } };
+        self.batches.get_or_create(&labels).inc();
+        self.batched_events.get_or_create(&labels).inc_by(events as u64);
+    }
+
+    /// Batches that ended with `outcome`, and the events they held.
+    pub fn batches(&self, outcome: BatchOutcome) -> (u64, u64) {
+        let labels = BatchLabels { outcome };
+        let count = |family: &Family<BatchLabels, Counter>| family.get(&labels).map_or(0, |c| c.get());
+        (count(&self.batches), count(&self.batched_events))
     }
 
     pub fn renewed(&self) {

@@ -23,6 +23,14 @@ pub struct InboxSettings {
     /// How many events one consumer handles at once, across its partitions (the events of
     /// one order are always handled one after the other).
     pub max_in_flight: usize,
+    /// How many events one transaction may apply: an event's first attempt joins the events
+    /// waiting alongside it, and all of them commit together (decision 0025). 1: each event
+    /// in a transaction of its own.
+    pub batch_max: usize,
+    /// How long a batch waits for a row lock (`lock_timeout`) before it gives up and its
+    /// events are tried alone: one event waiting for a row someone holds must not hold up
+    /// the events batched with it, nor the batches behind.
+    pub batch_lock_wait_ms: u64,
 }
 
 impl Default for InboxSettings {
@@ -34,6 +42,8 @@ impl Default for InboxSettings {
             retry_first_delay_ms: 250,
             stall_after_secs: 30,
             max_in_flight: 64,
+            batch_max: 32,
+            batch_lock_wait_ms: 200,
         }
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use diesel_async::AsyncPgConnection;
-use messaging::inbox::{HandleError, Handler};
+use messaging::inbox::{Committed, HandleError, Handler};
 use platform::crash::{self, InjectedFault};
 use schema::Event as _;
 use schema::RawEnvelope;
@@ -39,13 +39,13 @@ impl Handler for OrderOutcomes {
     /// (inventory's answer ends them), refusals (the order service ends those orders), and
     /// event types added after this service was written, so that the core can grow without
     /// this consumer dead-lettering what it does not know.
-    async fn handle(&self, conn: &mut AsyncPgConnection, event: &RawEnvelope) -> Result<(), HandleError> {
+    async fn handle(&self, conn: &mut AsyncPgConnection, event: &RawEnvelope) -> Result<Committed, HandleError> {
         let refused = |e: schema::envelope::DecodeError| HandleError::Permanent(e.to_string());
         let owed = match event.event_type.as_str() {
             OrderPlaced::TYPE => {
                 let placed = event.decode::<OrderPlaced>().map_err(refused)?;
                 store::remember_customer(conn, placed.order_id.0, &placed.customer_id).await?;
-                return Ok(());
+                return Ok(Committed::nothing());
             }
             InventoryReserved::TYPE => {
                 let reserved = event.decode::<InventoryReserved>().map_err(refused)?;
@@ -65,17 +65,17 @@ impl Handler for OrderOutcomes {
             }
             other => {
                 tracing::debug!(event_type = other, "no message for this event");
-                return Ok(());
+                return Ok(Committed::nothing());
             }
         };
         let (order_id, kind, detail) = owed;
         if event.occurred_at < chrono::Utc::now() - self.stale_after {
             tracing::info!(%order_id, kind = kind.as_str(), occurred_at = %event.occurred_at, "outcome too old to mail");
-            return Ok(());
+            return Ok(Committed::nothing());
         }
         let new = store::owe(conn, event.event_id.0, order_id.0, kind, detail.as_deref()).await?;
         tracing::info!(%order_id, kind = kind.as_str(), new, "message owed");
-        Ok(())
+        Ok(Committed::nothing())
     }
 
     fn after_commit(&self, _event: &RawEnvelope) -> Result<(), InjectedFault> {

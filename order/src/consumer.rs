@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 use diesel_async::AsyncPgConnection;
-use messaging::inbox::{HandleError, Handler};
+use messaging::inbox::{Committed, HandleError, Handler};
 use schema::Event as _;
 use schema::events::{
     InventoryEvent, InventoryRefused, InventoryRejected, InventoryReleased, InventoryReserved, InventoryShipped,
@@ -28,7 +28,7 @@ impl Handler for InventoryEvents {
         !InventoryEvent::from_a_newer_build(event)
     }
 
-    async fn handle(&self, conn: &mut AsyncPgConnection, event: &RawEnvelope) -> Result<(), HandleError> {
+    async fn handle(&self, conn: &mut AsyncPgConnection, event: &RawEnvelope) -> Result<Committed, HandleError> {
         let decision = InventoryEvent::decode(event).map_err(|e| HandleError::Permanent(e.to_string()))?;
         // An order being cancelled ignores the reservation outcome: the release that follows
         // decides its end.
@@ -45,20 +45,23 @@ impl Handler for InventoryEvents {
             InventoryEvent::Shipped(shipped) => (step(conn, shipped.order_id, Step::Shipped, None).await?, "shipped"),
             InventoryEvent::Refused(refused) => {
                 end_refused_request(conn, &refused).await?;
-                return Ok(());
+                return Ok(Committed::nothing());
             }
         };
-        if let Some(accepted_at) = accepted_at {
-            // End to end is acceptance to the first decision; a cancellation is the customer's
-            // doing, a shipment the operator's.
+        let Some(accepted_at) = accepted_at else {
+            tracing::info!(order_id = %event.aggregate_id, event_type = %event.event_type, "event does not change the order in its current status");
+            return Ok(Committed::nothing());
+        };
+        tracing::info!(order_id = %event.aggregate_id, correlation_id = %event.correlation_id, event_type = %event.event_type, "order completed a step");
+        // Counted once committed: a transaction that rolls back (its batch failed) is applied
+        // again and would count the order twice. End to end is acceptance to the first
+        // decision; a cancellation is the customer's doing, a shipment the operator's.
+        let metrics = self.metrics.clone();
+        Ok(Committed::then(move || {
             let took = matches!(outcome, "confirmed" | "rejected")
                 .then(|| (chrono::Utc::now() - accepted_at).num_microseconds().unwrap_or(0) as f64 / 1e6);
-            self.metrics.finished(outcome, took);
-            tracing::info!(order_id = %event.aggregate_id, correlation_id = %event.correlation_id, event_type = %event.event_type, "order completed a step");
-        } else {
-            tracing::info!(order_id = %event.aggregate_id, event_type = %event.event_type, "event does not change the order in its current status");
-        }
-        Ok(())
+            metrics.finished(outcome, took);
+        }))
     }
 
     /// A dead-lettered answer from inventory still ends its order (decision 0011). If the

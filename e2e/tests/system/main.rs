@@ -8,6 +8,7 @@ mod hostile;
 mod admin;
 mod alerts;
 mod api;
+mod batches;
 mod bounded_wait;
 mod compat;
 mod contract;

@@ -14,11 +14,11 @@ use serde_json::{Value, json};
 use crate::hostile;
 
 /// The order outbox's envelopes (no order relay runs), taken out of it, oldest first.
-async fn take_outbox_rows(system: &TestSystem, count: usize) -> Vec<Value> {
+pub(crate) async fn take_outbox_rows(system: &TestSystem, count: usize) -> Vec<Value> {
     TestSystem::take_outbox(&system.order_db, count).await.into_iter().map(|row| row.envelope()).collect()
 }
 
-async fn publish(system: &TestSystem, envelope: &Value) {
+pub(crate) async fn publish(system: &TestSystem, envelope: &Value) {
     let key = envelope["aggregate_id"].as_str().expect("aggregate id");
     kafka::publish_raw(system.producer(), &system.topics.orders, key, envelope.to_string().as_bytes()).await;
 }

@@ -3,6 +3,7 @@
 //! few tries when the failure is of an unknown kind (decision 0011). A dead-lettered event is
 //! then recorded in the inbox and answered by the handler, so its order still ends.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use backon::BackoffBuilder as _;
@@ -30,7 +31,7 @@ impl<H: Handler> Shared<H> {
         };
         // Reading the same bytes again cannot give another answer (decision 0007).
         let event = match RawEnvelope::parse(message.payload().unwrap_or_default()) {
-            Ok(event) => event,
+            Ok(event) => Arc::new(event),
             Err(error) => {
                 tracing::warn!(%error, "unreadable event");
                 return self.dead_letter(message, from, None, &format!("unreadable event: {error}"), 1, shutdown).await;
@@ -50,6 +51,17 @@ impl<H: Handler> Shared<H> {
         span.record("correlation_id", event.correlation_id.as_str());
         self.handler.before(&event).await;
 
+        // First with the events waiting alongside it, in one transaction (`batch`); if that
+        // fails, for whichever event's reason, the event is tried alone below.
+        if let Some(batches) = &self.batches {
+            match batches.apply(&event, from).await {
+                Ok(outcome) => match self.settle(&event, from, outcome) {
+                    Ok(()) => return true,
+                    Err(error) => tracing::debug!(%error, "failed after its batch committed; trying it alone"),
+                },
+                Err(reason) => tracing::debug!(reason, "its batch rolled back; trying it alone"),
+            }
+        }
         let mut busy_pauses = platform::retry::dependency_backoff().build();
         let mut unknown_pauses = self.poison.backoff();
         let mut attempts = 0;
@@ -69,7 +81,9 @@ impl<H: Handler> Shared<H> {
                 }
                 Failure::Refused => {
                     tracing::warn!(%error, attempts, "event refused; dead-lettering it");
-                    return self.dead_letter(message, from, Some(&event), &error.to_string(), attempts, shutdown).await;
+                    return self
+                        .dead_letter(message, from, Some(&*event), &error.to_string(), attempts, shutdown)
+                        .await;
                 }
                 Failure::Unknown => match unknown_pauses.next() {
                     Some(pause) => {
@@ -79,7 +93,7 @@ impl<H: Handler> Shared<H> {
                     None => {
                         tracing::error!(%error, attempts, "event keeps failing for an unknown reason; dead-lettering it");
                         return self
-                            .dead_letter(message, from, Some(&event), &error.to_string(), attempts, shutdown)
+                            .dead_letter(message, from, Some(&*event), &error.to_string(), attempts, shutdown)
                             .await;
                     }
                 },
@@ -97,6 +111,12 @@ impl<H: Handler> Shared<H> {
         let mut conn = self.pool.get().await.map_err(|e| HandleError::Unavailable(e.to_string()))?;
         let outcome = apply_once(&mut conn, &*self.handler, event, from).await?;
         drop(conn);
+        self.settle(event, from, outcome)
+    }
+
+    /// What follows an event's commit: it is counted, and the handler's after-commit step
+    /// runs (a crash point set to `error` there makes the event be handled again).
+    fn settle(&self, event: &RawEnvelope, from: &Coordinates, outcome: Outcome) -> Result<(), HandleError> {
         // One line per event would be most of a busy service's log; the counters count
         // them. A redelivery is worth a line.
         match outcome {

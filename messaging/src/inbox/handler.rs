@@ -16,7 +16,10 @@ pub trait Handler: Send + Sync + 'static {
     /// holding a connection or locks.
     async fn before(&self, _event: &RawEnvelope) {}
 
-    async fn handle(&self, conn: &mut AsyncPgConnection, event: &RawEnvelope) -> Result<(), HandleError>;
+    /// Applies `event`. What must happen only once the transaction has committed (counting an
+    /// order as finished, say) goes in the returned [`Committed`]: the transaction may still
+    /// roll back after this returns, e.g. with a batch that another event fails (`batch`).
+    async fn handle(&self, conn: &mut AsyncPgConnection, event: &RawEnvelope) -> Result<Committed, HandleError>;
 
     /// Whether this build reads `event` at all: false for an event from a newer build (a
     /// type the topic does not carry yet, or a newer schema version of one it does). Such an
@@ -46,6 +49,30 @@ pub trait Handler: Send + Sync + 'static {
     /// the service's `*.after_commit_before_ack` crash points.
     fn after_commit(&self, _event: &RawEnvelope) -> Result<(), platform::crash::InjectedFault> {
         Ok(())
+    }
+}
+
+/// What a [`Handler`] does once the transaction that applied an event has committed; nothing
+/// if it rolled back.
+#[derive(Default)]
+#[must_use]
+pub struct Committed(Option<Box<dyn FnOnce() + Send>>);
+
+impl Committed {
+    /// Nothing to do after the commit.
+    pub fn nothing() -> Self {
+        Self(None)
+    }
+
+    /// `then`, once committed.
+    pub fn then(then: impl FnOnce() + Send + 'static) -> Self {
+        Self(Some(Box::new(then)))
+    }
+
+    pub(crate) fn run(self) {
+        if let Some(then) = self.0 {
+            then();
+        }
     }
 }
 
@@ -229,14 +256,26 @@ pub async fn apply_once<H: Handler>(
     event: &RawEnvelope,
     from: &Coordinates,
 ) -> Result<Outcome, HandleError> {
-    conn.transaction::<_, HandleError, _>(async |conn| {
-        let outcome = Outcome::of_recording(remember(conn, event, from).await?);
-        if outcome == Outcome::Processed {
-            handler.handle(conn, event).await?;
-        }
-        Ok(outcome)
-    })
-    .await
+    let (outcome, committed) =
+        conn.transaction(async |conn| record_and_handle(conn, handler, event, from).await).await?;
+    committed.run();
+    Ok(outcome)
+}
+
+/// The inside of [`apply_once`]'s transaction, which a batch (`batch`) runs for each of its
+/// events in one.
+pub(super) async fn record_and_handle<H: Handler>(
+    conn: &mut AsyncPgConnection,
+    handler: &H,
+    event: &RawEnvelope,
+    from: &Coordinates,
+) -> Result<(Outcome, Committed), HandleError> {
+    let outcome = Outcome::of_recording(remember(conn, event, from).await?);
+    let committed = match outcome {
+        Outcome::Processed => handler.handle(conn, event).await?,
+        Outcome::Duplicate => Committed::nothing(),
+    };
+    Ok((outcome, committed))
 }
 
 #[cfg(test)]

@@ -4,6 +4,8 @@
 //! skipped, so at-least-once delivery becomes exactly-once effect.
 //!
 //! - [`handler`]: what a service plugs in, and the one-transaction [`apply_once`];
+//! - `batch`: an event's first attempt shares a transaction with the events waiting
+//!   alongside it; if the batch fails, each is tried alone;
 //! - `sequence`: the events of one order one after the other, offsets never past unfinished work;
 //! - `attempt`: what a failure means ([`handler::Failure`]): a busy or unreachable database
 //!   is waited for; an event whose content is refused goes to `<topic>.dlq` at once (an
@@ -20,6 +22,7 @@
 //! is replaced by a new one in the running process (`current`, decision 0022).
 
 mod attempt;
+mod batch;
 mod current;
 pub mod handler;
 mod health;
@@ -44,7 +47,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub use self::current::CurrentConsumer;
-pub use self::handler::{Coordinates, Failure, HandleError, Handler, Outcome, apply_once, refuse_once};
+pub use self::handler::{Committed, Coordinates, Failure, HandleError, Handler, Outcome, apply_once, refuse_once};
 pub use self::health::ConsumerHealth;
 pub use self::poison::PoisonPolicy;
 pub use self::purge::{purge, purge_periodically};
@@ -101,6 +104,8 @@ pub struct InboxConsumer<H> {
     poison: PoisonPolicy,
     stalls: Arc<Stalls>,
     max_in_flight: usize,
+    batch_max: usize,
+    batch_lock_wait_ms: u64,
 }
 
 /// What the tasks handling events share, built when the consumer starts.
@@ -113,6 +118,8 @@ struct Shared<H> {
     poison: PoisonPolicy,
     stalls: Arc<Stalls>,
     sequencer: Sequencer,
+    /// Where first attempts go, unless each event has a transaction of its own.
+    batches: Option<batch::Batches>,
 }
 
 impl<H: Handler> InboxConsumer<H> {
@@ -139,6 +146,8 @@ impl<H: Handler> InboxConsumer<H> {
             poison: PoisonPolicy::from(settings),
             stalls: Arc::new(Stalls::new(Duration::from_secs(settings.stall_after_secs))),
             max_in_flight: settings.max_in_flight.max(1),
+            batch_max: settings.batch_max.max(1),
+            batch_lock_wait_ms: settings.batch_lock_wait_ms,
         })
     }
 
@@ -226,6 +235,19 @@ impl<H: Handler> InboxConsumer<H> {
         if let Err(source) = client.subscribe(&topics) {
             return Err(ConsumeError::Subscribe { topics: topics.join(", "), source });
         }
+        let (batches, batch_runner) = if self.batch_max > 1 {
+            let runner = batch::Runner {
+                pool: self.pool.clone(),
+                handler: Arc::clone(&self.handler),
+                metrics: self.metrics.clone(),
+                max: self.batch_max,
+                lock_wait_ms: self.batch_lock_wait_ms,
+            };
+            let (batches, runner) = batch::Batches::start(runner, self.max_in_flight);
+            (Some(batches), Some(runner))
+        } else {
+            (None, None)
+        };
         let shared = Arc::new(Shared {
             consumer: client,
             pool: self.pool.clone(),
@@ -235,6 +257,7 @@ impl<H: Handler> InboxConsumer<H> {
             poison: self.poison,
             stalls: Arc::clone(&self.stalls),
             sequencer: Sequencer::default(),
+            batches,
         });
         let lag = tokio::spawn(lag::report_lag(
             Arc::clone(&shared.consumer),
@@ -245,6 +268,11 @@ impl<H: Handler> InboxConsumer<H> {
         let result = consume(&shared, self.max_in_flight, shutdown).await;
         lag.abort();
         let _ = lag.await;
+        // Every event in hand is finished: no batch is waiting or running.
+        if let Some(runner) = batch_runner {
+            runner.abort();
+            let _ = runner.await;
+        }
         // A dead client commits nothing; `run` closes it once its replacement is in place.
         if !matches!(result, Err(ConsumeError::Fatal(_))) {
             close(shared).await;

@@ -1,0 +1,126 @@
+//! Several events in one transaction (decision 0025). An event's first attempt joins a batch:
+//! one task takes every event waiting when the previous batch committed (up to
+//! [`InboxSettings::batch_max`](crate::settings::InboxSettings::batch_max)) and applies them,
+//! each with its inbox row, in one transaction, so that a busy consumer pays one `BEGIN` and
+//! one `COMMIT` for many events. If anything in the batch fails, the whole of it rolls back
+//! and each of its events is tried again alone (`attempt`), where its own failure, if it has
+//! one, is classified and retried or dead-lettered as before.
+//!
+//! One task runs the batches, one after the other: two batches in flight at once could lock
+//! the same rows in opposite orders (inventory's stock rows) and deadlock each other. A batch
+//! waits for a row lock only so long ([`InboxSettings::batch_lock_wait_ms`]); then it rolls
+//! back, and its events, tried alone, wait for the row each on its own.
+//!
+//! [`InboxSettings::batch_lock_wait_ms`]: crate::settings::InboxSettings::batch_lock_wait_ms
+//! Events of one order never share a batch: the sequencer starts an order's next event only
+//! once the previous one committed.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use diesel_async::{AsyncConnection as _, SimpleAsyncConnection as _};
+use futures::FutureExt as _;
+use platform::db::PgPool;
+use schema::RawEnvelope;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tracing::Instrument as _;
+
+use super::handler::{Committed, Coordinates, HandleError, Handler, Outcome, record_and_handle};
+use crate::metrics::ConsumerMetrics;
+
+/// One event waiting for a batch, and where its answer goes.
+struct Request {
+    event: Arc<RawEnvelope>,
+    from: Coordinates,
+    /// The event's span, so that what the handler logs names the event.
+    span: tracing::Span,
+    reply: oneshot::Sender<Result<Outcome, String>>,
+}
+
+/// The way into the batches. Dropping the last one ends the task that runs them.
+pub(super) struct Batches {
+    requests: mpsc::Sender<Request>,
+}
+
+impl Batches {
+    /// Starts the task that runs batches of up to `max` events; `waiting` bounds the events
+    /// that may wait for it (the consumer's events in flight).
+    pub fn start<H: Handler>(runner: Runner<H>, waiting: usize) -> (Self, JoinHandle<()>) {
+        let (requests, waiting) = mpsc::channel(waiting.max(1));
+        (Self { requests }, tokio::spawn(runner.run(waiting)))
+    }
+
+    /// Applies `event` in the next batch: its outcome once the batch committed, or why the
+    /// batch did not (then nothing of it was applied, and the event is to be tried alone).
+    pub async fn apply(&self, event: &Arc<RawEnvelope>, from: &Coordinates) -> Result<Outcome, String> {
+        let (reply, answer) = oneshot::channel();
+        let request = Request { event: Arc::clone(event), from: from.clone(), span: tracing::Span::current(), reply };
+        if self.requests.send(request).await.is_err() {
+            return Err("the batches have stopped".to_owned());
+        }
+        answer.await.unwrap_or_else(|_| Err("the batch ended without an answer".to_owned()))
+    }
+}
+
+/// What runs the batches.
+pub(super) struct Runner<H> {
+    pub pool: PgPool,
+    pub handler: Arc<H>,
+    pub metrics: ConsumerMetrics,
+    /// The most events in one batch.
+    pub max: usize,
+    /// The batch transaction's `lock_timeout`, in milliseconds.
+    pub lock_wait_ms: u64,
+}
+
+impl<H: Handler> Runner<H> {
+    async fn run(self, mut waiting: mpsc::Receiver<Request>) {
+        let max = self.max.max(1);
+        let mut batch = Vec::with_capacity(max);
+        while waiting.recv_many(&mut batch, max).await > 0 {
+            // A handler that panics fails its batch, not the task: its events are tried alone.
+            let result = AssertUnwindSafe(self.apply(&batch))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|_| Err(HandleError::Permanent("a handler panicked".to_owned())));
+            self.metrics.batch(batch.len(), result.is_ok());
+            answer(&mut batch, result);
+        }
+    }
+
+    /// Every event of `batch`, each with its inbox row, in one transaction.
+    async fn apply(&self, batch: &[Request]) -> Result<Vec<(Outcome, Committed)>, HandleError> {
+        let mut conn = self.pool.get().await.map_err(|e| HandleError::Unavailable(e.to_string()))?;
+        let lock_wait = format!("SET LOCAL lock_timeout = {}", self.lock_wait_ms);
+        conn.transaction(async |conn| {
+            conn.batch_execute(&lock_wait).await?;
+            let mut done = Vec::with_capacity(batch.len());
+            for request in batch {
+                let applied = record_and_handle(conn, &*self.handler, &request.event, &request.from);
+                done.push(applied.instrument(request.span.clone()).await?);
+            }
+            Ok(done)
+        })
+        .await
+    }
+}
+
+/// Tells each event of `batch` how its batch ended, and empties it.
+fn answer(batch: &mut Vec<Request>, result: Result<Vec<(Outcome, Committed)>, HandleError>) {
+    match result {
+        Ok(done) => {
+            for (request, (outcome, committed)) in batch.drain(..).zip(done) {
+                committed.run();
+                let _ = request.reply.send(Ok(outcome));
+            }
+        }
+        Err(error) => {
+            tracing::info!(%error, events = batch.len(), "a batch rolled back; its events are tried alone");
+            let reason = error.to_string();
+            for request in batch.drain(..) {
+                let _ = request.reply.send(Err(reason.clone()));
+            }
+        }
+    }
+}

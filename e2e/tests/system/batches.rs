@@ -6,10 +6,10 @@ use std::time::Duration;
 use diesel::dsl::sql;
 use diesel::sql_types::BigInt;
 use diesel_async::{RunQueryDsl as _, SimpleAsyncConnection as _};
-use e2e::{Options, TestSystem};
+use e2e::{Options, OutboxEnvelope, TestSystem, kafka};
 use messaging::metrics::BatchOutcome;
 use messaging::settings::InboxSettings;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::poison::{publish, take_outbox_rows};
 
@@ -32,7 +32,7 @@ async fn a_batch_that_one_event_fails_rolls_back_and_the_others_are_applied_alon
     let mut holder = TestSystem::connect(&system.inventory_db).await;
     holder.batch_execute("BEGIN; SELECT 1 FROM products WHERE sku = 'LAMP-01' FOR UPDATE").await.expect("lock");
     publish(&system, &placed[0]).await;
-    wait_for_a_lock_wait(&system).await;
+    wait_for_a_lock_wait(&system.inventory_db).await;
     for envelope in &placed[1..6] {
         publish(&system, envelope).await;
     }
@@ -74,7 +74,7 @@ async fn an_event_waiting_for_a_held_row_does_not_hold_up_the_batches_behind_it(
     let mut holder = TestSystem::connect(&system.inventory_db).await;
     holder.batch_execute("BEGIN; SELECT 1 FROM products WHERE sku = 'MUG-01' FOR UPDATE").await.expect("lock");
     let held = system.place("MUG-01", 1).await;
-    wait_for_a_lock_wait(&system).await;
+    wait_for_a_lock_wait(&system.inventory_db).await;
 
     let mut behind = Vec::new();
     for _ in 0..5 {
@@ -95,13 +95,64 @@ async fn an_event_waiting_for_a_held_row_does_not_hold_up_the_batches_behind_it(
     system.stop().await;
 }
 
-/// Until a session of the inventory database waits for a row lock.
-async fn wait_for_a_lock_wait(system: &TestSystem) {
+/// Until a session of the database at `url` waits for a row lock.
+async fn wait_for_a_lock_wait(url: &str) {
     e2e::eventually_async("a session waits for the held row", || async {
-        let mut conn = TestSystem::connect(&system.inventory_db).await;
+        let mut conn = TestSystem::connect(url).await;
         let waiting =
             "(SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock')";
         diesel::select(sql::<BigInt>(waiting)).get_result::<i64>(&mut conn).await.expect("count") >= 1
     })
     .await;
+}
+
+#[tokio::test]
+async fn an_order_applied_again_after_its_batch_rolled_back_is_counted_once() {
+    // The order service's consumer this time: inventory's answers are published by the test.
+    let inbox = InboxSettings { batch_lock_wait_ms: 30_000, ..InboxSettings::default() };
+    let system =
+        TestSystem::start_with(Options { inventory_relays: 0, inbox: Some(inbox), ..Options::default() }).await;
+    for _ in 0..7 {
+        system.place("MUG-01", 1).await;
+    }
+    let answers: Vec<Value> =
+        TestSystem::take_outbox(&system.inventory_db, 7).await.iter().map(OutboxEnvelope::envelope).collect();
+    let order_of = |answer: &Value| answer["aggregate_id"].as_str().expect("order id").to_owned();
+    let on_topic = &system;
+    let publish = |answer: Value| async move {
+        let key = order_of(&answer);
+        kafka::publish_raw(on_topic.producer(), &on_topic.topics.inventory, &key, answer.to_string().as_bytes()).await;
+    };
+
+    // The first answer's batch waits for its order's row, which the test holds.
+    let mut holder = TestSystem::connect(&system.order_db).await;
+    let lock = format!("BEGIN; SELECT 1 FROM orders WHERE id = '{}' FOR UPDATE", order_of(&answers[0]));
+    holder.batch_execute(&lock).await.expect("lock");
+    publish(answers[0].clone()).await;
+    wait_for_a_lock_wait(&system.order_db).await;
+    for answer in &answers[1..6] {
+        publish(answer.clone()).await;
+    }
+    // An answer that cannot be read: its order is cancelled (decision 0011).
+    let mut poison = answers[6].clone();
+    poison["payload"]["lines"] = json!("two mugs");
+    publish(poison).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    holder.batch_execute("COMMIT").await.expect("unlock");
+    // The cancellation's release, published from now on.
+    let _relay = system.spawn_relay("inventory", &system.inventory_db);
+
+    for answer in &answers[..6] {
+        assert_eq!(system.settled(&order_of(answer)).await["status"], "CONFIRMED");
+    }
+    assert_eq!(system.settled(&order_of(&answers[6])).await["status"], "CANCELLED");
+    let (rolled_back, their_events) = system.order_consumer.batches(BatchOutcome::rolled_back);
+    assert_eq!(rolled_back, 1, "the poisoned batch rolled back");
+    assert!(their_events >= 2, "it held good answers too ({their_events})");
+    let metrics = system.http.get(format!("{}/metrics", system.order_url)).send().await.expect("answers");
+    let text = metrics.text().await.expect("text");
+    let confirmed = text.lines().find_map(|line| line.strip_prefix("orders_total{outcome=\"confirmed\"} "));
+    assert_eq!(confirmed, Some("6"), "each confirmed order counted once:\n{text}");
+    system.assert_books_balance().await;
+    system.stop().await;
 }

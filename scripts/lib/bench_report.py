@@ -174,7 +174,7 @@ print(f"""
    of the steady state. 2c is the same 200/s without the warm-up: the first seconds of fresh
    processes (pools opening connections, statements prepared for the first time, the
    broker's JIT) are slower.
-3. `loadgen --rate R --duration 20` for R = 100, 200, 300, 400, 500, 700, 1000, each in a fresh
+3. `loadgen --rate R --duration 20` for R = 100, 200, 300, 400, 500, 600, 700, 800, 1000, each in a fresh
    namespace, stopping at the first step that fails. Cores used: CPU seconds each process
    (all Postgres backends together; Kafka is `java`) spent during the step and its follow-up,
    from `ps`, divided by the wall time. The machine has 2.

@@ -11,9 +11,10 @@
 //! waits for a row lock only so long ([`InboxSettings::batch_lock_wait_ms`]); then it rolls
 //! back, and its events, tried alone, wait for the row each on its own.
 //!
-//! [`InboxSettings::batch_lock_wait_ms`]: crate::settings::InboxSettings::batch_lock_wait_ms
 //! Events of one order never share a batch: the sequencer starts an order's next event only
 //! once the previous one committed.
+//!
+//! [`InboxSettings::batch_lock_wait_ms`]: crate::settings::InboxSettings::batch_lock_wait_ms
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -44,10 +45,10 @@ pub(super) struct Batches {
 }
 
 impl Batches {
-    /// Starts the task that runs batches of up to `max` events; `waiting` bounds the events
-    /// that may wait for it (the consumer's events in flight).
+    /// Starts the task that runs the batches; `waiting` (at least 1) bounds the events that
+    /// may wait for it (the consumer's events in flight).
     pub fn start<H: Handler>(runner: Runner<H>, waiting: usize) -> (Self, JoinHandle<()>) {
-        let (requests, waiting) = mpsc::channel(waiting.max(1));
+        let (requests, waiting) = mpsc::channel(waiting);
         (Self { requests }, tokio::spawn(runner.run(waiting)))
     }
 
@@ -68,7 +69,7 @@ pub(super) struct Runner<H> {
     pub pool: PgPool,
     pub handler: Arc<H>,
     pub metrics: ConsumerMetrics,
-    /// The most events in one batch.
+    /// The most events in one batch (at least 1).
     pub max: usize,
     /// The batch transaction's `lock_timeout`, in milliseconds.
     pub lock_wait_ms: u64,
@@ -76,11 +77,11 @@ pub(super) struct Runner<H> {
 
 impl<H: Handler> Runner<H> {
     async fn run(self, mut waiting: mpsc::Receiver<Request>) {
-        let max = self.max.max(1);
-        let mut batch = Vec::with_capacity(max);
-        while waiting.recv_many(&mut batch, max).await > 0 {
+        let lock_wait = format!("SET LOCAL lock_timeout = {}", self.lock_wait_ms);
+        let mut batch = Vec::with_capacity(self.max);
+        while waiting.recv_many(&mut batch, self.max).await > 0 {
             // A handler that panics fails its batch, not the task: its events are tried alone.
-            let result = AssertUnwindSafe(self.apply(&batch))
+            let result = AssertUnwindSafe(self.apply(&batch, &lock_wait))
                 .catch_unwind()
                 .await
                 .unwrap_or_else(|_| Err(HandleError::Permanent("a handler panicked".to_owned())));
@@ -89,12 +90,12 @@ impl<H: Handler> Runner<H> {
         }
     }
 
-    /// Every event of `batch`, each with its inbox row, in one transaction.
-    async fn apply(&self, batch: &[Request]) -> Result<Vec<(Outcome, Committed)>, HandleError> {
+    /// Every event of `batch`, each with its inbox row, in one transaction that first runs
+    /// `lock_wait`.
+    async fn apply(&self, batch: &[Request], lock_wait: &str) -> Result<Vec<(Outcome, Committed)>, HandleError> {
         let mut conn = self.pool.get().await.map_err(|e| HandleError::Unavailable(e.to_string()))?;
-        let lock_wait = format!("SET LOCAL lock_timeout = {}", self.lock_wait_ms);
         conn.transaction(async |conn| {
-            conn.batch_execute(&lock_wait).await?;
+            conn.batch_execute(lock_wait).await?;
             let mut done = Vec::with_capacity(batch.len());
             for request in batch {
                 let applied = record_and_handle(conn, &*self.handler, &request.event, &request.from);

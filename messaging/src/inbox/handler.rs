@@ -54,7 +54,6 @@ pub trait Handler: Send + Sync + 'static {
 
 /// What a [`Handler`] does once the transaction that applied an event has committed; nothing
 /// if it rolled back.
-#[derive(Default)]
 #[must_use]
 pub struct Committed(Option<Box<dyn FnOnce() + Send>>);
 

@@ -33,25 +33,31 @@ impl Handler for OrderEvents {
 
     async fn handle(&self, conn: &mut AsyncPgConnection, event: &RawEnvelope) -> Result<Committed, HandleError> {
         let trace = event.trace();
-        match OrderEvent::decode(event).map_err(|e| HandleError::Permanent(e.to_string()))? {
+        // What was done is logged once committed: a batch that rolls back applies its events
+        // again, alone, and would log them twice.
+        let logged = match OrderEvent::decode(event).map_err(|e| HandleError::Permanent(e.to_string()))? {
             OrderEvent::Placed(placed) => {
                 let decision = stock::reserve(conn, event.event_id, &placed, &trace, &self.topic).await?;
-                tracing::info!(order_id = %placed.order_id, ?decision, "order decided");
+                let order_id = placed.order_id;
+                Committed::then(move || tracing::info!(%order_id, ?decision, "order decided"))
             }
             OrderEvent::Cancelled(cancelled) => {
                 let released = stock::release(conn, event.event_id, &cancelled, &trace, &self.topic).await?;
-                tracing::info!(order_id = %cancelled.order_id, lines = released.len(), "stock released");
+                let (order_id, lines) = (cancelled.order_id, released.len());
+                Committed::then(move || tracing::info!(%order_id, lines, "stock released"))
             }
             OrderEvent::ReadyToShip(ready) => {
-                match stock::ship(conn, event.event_id, &ready, &trace, &self.topic).await? {
-                    Some(lines) => tracing::info!(order_id = %ready.order_id, lines = lines.len(), "stock shipped"),
-                    None => tracing::warn!(order_id = %ready.order_id, "nothing reserved to ship; refused"),
-                }
+                let shipped = stock::ship(conn, event.event_id, &ready, &trace, &self.topic).await?;
                 crash::point(crate::SHIP_BEFORE_COMMIT)?;
+                let order_id = ready.order_id;
+                match shipped.map(|lines| lines.len()) {
+                    Some(lines) => Committed::then(move || tracing::info!(%order_id, lines, "stock shipped")),
+                    None => Committed::then(move || tracing::warn!(%order_id, "nothing reserved to ship; refused")),
+                }
             }
-        }
+        };
         crash::point(crate::BEFORE_COMMIT)?;
-        Ok(Committed::nothing())
+        Ok(logged)
     }
 
     /// A dead-lettered event still ends its order (decision 0011). A placement that cannot

@@ -52,12 +52,14 @@ impl Handler for InventoryEvents {
             tracing::info!(order_id = %event.aggregate_id, event_type = %event.event_type, "event does not change the order in its current status");
             return Ok(Committed::nothing());
         };
-        tracing::info!(order_id = %event.aggregate_id, correlation_id = %event.correlation_id, event_type = %event.event_type, "order completed a step");
-        // Counted once committed: a transaction that rolls back (its batch failed) is applied
-        // again and would count the order twice. End to end is acceptance to the first
-        // decision; a cancellation is the customer's doing, a shipment the operator's.
+        // Counted and logged once committed: a transaction that rolls back (its batch failed)
+        // is applied again and would count the order twice. End to end is acceptance to the
+        // first decision; a cancellation is the customer's doing, a shipment the operator's.
         let metrics = self.metrics.clone();
+        let (order_id, correlation_id, event_type) =
+            (event.aggregate_id, event.correlation_id.clone(), event.event_type.clone());
         Ok(Committed::then(move || {
+            tracing::info!(%order_id, %correlation_id, %event_type, "order completed a step");
             let took = matches!(outcome, "confirmed" | "rejected")
                 .then(|| (chrono::Utc::now() - accepted_at).num_microseconds().unwrap_or(0) as f64 / 1e6);
             metrics.finished(outcome, took);

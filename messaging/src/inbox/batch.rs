@@ -112,7 +112,7 @@ fn answer(batch: &mut Vec<Request>, result: Result<Vec<(Outcome, Committed)>, Ha
     match result {
         Ok(done) => {
             for (request, (outcome, committed)) in batch.drain(..).zip(done) {
-                committed.run();
+                request.span.in_scope(|| committed.run());
                 let _ = request.reply.send(Ok(outcome));
             }
         }

@@ -53,7 +53,9 @@ pub trait Handler: Send + Sync + 'static {
 }
 
 /// What a [`Handler`] does once the transaction that applied an event has committed; nothing
-/// if it rolled back.
+/// if it rolled back. Counting and logging what an event changed belong here: an event whose
+/// batch rolls back is applied again, alone, and would be counted or logged twice. It runs in
+/// the event's span.
 #[must_use]
 pub struct Committed(Option<Box<dyn FnOnce() + Send>>);
 

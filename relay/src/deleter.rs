@@ -10,6 +10,7 @@ use diesel_async::{AsyncConnection as _, AsyncPgConnection};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::metrics::{OutboxMetrics, Stage};
 use crate::pipeline::Store as _;
 
 #[derive(Debug, thiserror::Error)]
@@ -28,14 +29,17 @@ pub struct Deleter {
 }
 
 impl Deleter {
-    /// Opens the session and starts the task that deletes on it.
-    pub async fn connect(database_url: &str) -> Result<Self, ConnectionError> {
+    /// Opens the session and starts the task that deletes on it; each delete's time goes to
+    /// `metrics`.
+    pub async fn connect(database_url: &str, metrics: OutboxMetrics) -> Result<Self, ConnectionError> {
         let mut conn = AsyncPgConnection::establish(database_url).await?;
         let (requests, mut work) = mpsc::unbounded_channel::<Vec<i64>>();
         let (report, outcomes) = mpsc::unbounded_channel();
         let task = tokio::spawn(async move {
             while let Some(ids) = work.recv().await {
+                let started = std::time::Instant::now();
                 let outcome = conn.delete(&ids).await;
+                metrics.stage(Stage::delete, started.elapsed());
                 let failed = outcome.is_err();
                 if report.send(outcome).is_err() || failed {
                     return;

@@ -4,12 +4,13 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Unit;
 
 use platform::metrics::{Metrics, latency_histogram};
@@ -17,6 +18,26 @@ use platform::metrics::{Metrics, latency_histogram};
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutboxLabels {
     outbox: String,
+}
+
+/// What a relay's batch waits for, one after the other: the read that finds its rows, the
+/// broker's answers to all of them, and the delete of the acknowledged ones (on the relay's
+/// second session, while the next batches are read and sent; decision 0024).
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)] // the label values Prometheus queries use
+pub enum Stage {
+    /// One read of the outbox (a batch, or nothing new).
+    read,
+    /// From handing a batch to the producer until the relay has every answer for it.
+    delivery,
+    /// One delete of a settled batch's acknowledged rows.
+    delete,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StageLabels {
+    outbox: String,
+    stage: Stage,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -34,6 +55,7 @@ pub struct RelayMetrics {
     oldest_age: Family<OutboxLabels, Gauge<f64, AtomicU64>>,
     active: Family<OutboxLabels, Gauge>,
     lanes: Family<OutboxLabels, Gauge>,
+    stages: Family<StageLabels, Histogram>,
 }
 
 impl Default for RelayMetrics {
@@ -45,6 +67,8 @@ impl Default for RelayMetrics {
             oldest_age: Family::default(),
             active: Family::default(),
             lanes: Family::default(),
+            // A read or a delete takes a fraction of a millisecond to a few: from 0.1 ms.
+            stages: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.0001, 2.0, 18))),
         }
     }
 }
@@ -80,6 +104,12 @@ impl RelayMetrics {
             "How many of the outbox's lanes this instance publishes",
             self.lanes.clone(),
         );
+        metrics.register_with_unit(
+            "relay_batch_stage",
+            "How long a relay's batches take in each stage: read, delivery (until every answer), delete",
+            Unit::Seconds,
+            self.stages.clone(),
+        );
     }
 
     /// The series of one outbox.
@@ -94,6 +124,8 @@ impl RelayMetrics {
             oldest_age: self.oldest_age.get_or_create_owned(&labels),
             active: self.active.get_or_create_owned(&labels),
             lanes: self.lanes.get_or_create_owned(&labels),
+            stages: [Stage::read, Stage::delivery, Stage::delete]
+                .map(|stage| self.stages.get_or_create_owned(&StageLabels { outbox: name.to_owned(), stage })),
             measured: Arc::default(),
         }
     }
@@ -112,6 +144,8 @@ pub struct OutboxMetrics {
     oldest_age: Gauge<f64, AtomicU64>,
     active: Gauge,
     lanes: Gauge,
+    /// By [`Stage`], in its declaration order.
+    stages: [Histogram; 3],
     /// Whether `pending` and `oldest_age` were ever measured (a standby never measures).
     measured: Arc<AtomicBool>,
 }
@@ -128,6 +162,11 @@ impl OutboxMetrics {
         }
         drop(by_topic);
         self.commit_to_ack.observe(commit_to_ack_seconds);
+    }
+
+    /// A batch spent `took` in `stage`.
+    pub fn stage(&self, stage: Stage, took: Duration) {
+        self.stages[stage as usize].observe(took.as_secs_f64());
     }
 
     pub fn set_backlog(&self, rows: i64, oldest_age_seconds: f64) {

@@ -28,7 +28,9 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::future::Future;
+use std::time::{Duration, Instant};
 
+use futures::FutureExt as _;
 use futures::future::{BoxFuture, MaybeDone, maybe_done};
 use rdkafka::error::KafkaError;
 
@@ -49,12 +51,16 @@ pub trait Sink {
     fn send(&self, row: &Outgoing) -> BoxFuture<'static, Result<(), KafkaError>>;
 }
 
+/// Every delivery's outcome, in sending order, and how long it took from the send until the
+/// last of them was seen.
+type Answers = (Vec<Result<(), KafkaError>>, Duration);
+
 /// A batch whose deliveries are under way.
 struct Batch {
     rows: Vec<Outgoing>,
     /// Kept when done, so that waiting for it ([`Pipeline::wait_for_oldest`]) can be given up
     /// and resumed without losing the outcome.
-    deliveries: MaybeDone<BoxFuture<'static, Vec<Result<(), KafkaError>>>>,
+    deliveries: MaybeDone<BoxFuture<'static, Answers>>,
 }
 
 /// The oldest batch, all its deliveries answered, taken out of the pipeline
@@ -65,6 +71,8 @@ pub struct Answered {
     pub rows: Vec<Outgoing>,
     /// For each row, whether the broker acknowledged it.
     pub acknowledged: Vec<bool>,
+    /// From the send until every answer was seen.
+    pub delivered_in: Duration,
 }
 
 impl Answered {
@@ -162,8 +170,10 @@ impl Pipeline {
                 break;
             }
             sent += rows.len();
-            let deliveries = futures::future::join_all(rows.iter().map(|row| sink.send(row)).collect::<Vec<_>>());
-            self.in_flight.push_back(Batch { rows, deliveries: maybe_done(Box::pin(deliveries)) });
+            let sent = Instant::now();
+            let deliveries = futures::future::join_all(rows.iter().map(|row| sink.send(row)).collect::<Vec<_>>())
+                .map(move |answers| (answers, sent.elapsed()));
+            self.in_flight.push_back(Batch { rows, deliveries: maybe_done(deliveries.boxed()) });
             if !more_waiting {
                 break;
             }
@@ -200,9 +210,9 @@ impl Pipeline {
     pub async fn take_oldest(&mut self) -> Option<Answered> {
         self.wait_for_oldest().await;
         let mut batch = self.in_flight.pop_front()?;
-        let results = std::pin::Pin::new(&mut batch.deliveries)
+        let (results, delivered_in) = std::pin::Pin::new(&mut batch.deliveries)
             .take_output()
-            .unwrap_or_else(|| batch.rows.iter().map(|_| Err(KafkaError::Canceled)).collect());
+            .unwrap_or_else(|| (batch.rows.iter().map(|_| Err(KafkaError::Canceled)).collect(), Duration::ZERO));
         for (row, result) in batch.rows.iter().zip(&results) {
             if let Err(error) = result {
                 tracing::warn!(event_id = %row.event_id, topic = %row.topic, %error, "event not acknowledged");
@@ -212,7 +222,8 @@ impl Pipeline {
             self.keys.remove(&row.message_key);
         }
         self.held = false;
-        let answered = Answered { acknowledged: results.iter().map(Result::is_ok).collect(), rows: batch.rows };
+        let answered =
+            Answered { acknowledged: results.iter().map(Result::is_ok).collect(), rows: batch.rows, delivered_in };
         // A row that was not acknowledged stays in the outbox, to be read again.
         self.caught_up &= answered.failures() == 0;
         self.deleting.push_back(answered.acknowledged_ids());

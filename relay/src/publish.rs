@@ -19,6 +19,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use schema::tables::messaging::outbox;
 use uuid::Uuid;
 
+use crate::metrics::{OutboxMetrics, Stage};
 use crate::pipeline::{Sink, Store};
 
 /// An outbox row as the relay publishes it. The envelope is read as the text Postgres prints
@@ -101,6 +102,8 @@ pub struct LaneOutbox<'c> {
     pub count: i32,
     /// The lanes read from.
     pub lanes: &'c [i32],
+    /// Where each read's time is recorded.
+    pub metrics: &'c OutboxMetrics,
 }
 
 impl Store for LaneOutbox<'_> {
@@ -108,7 +111,10 @@ impl Store for LaneOutbox<'_> {
 
     async fn fetch(&mut self, excluding: &[i64], limit: i64) -> QueryResult<Vec<Outgoing>> {
         let lanes = (self.lanes.len() < self.count as usize).then_some((self.count, self.lanes));
-        read(excluding, limit, lanes).load(self.conn).await
+        let started = std::time::Instant::now();
+        let rows = read(excluding, limit, lanes).load(self.conn).await;
+        self.metrics.stage(Stage::read, started.elapsed());
+        rows
     }
 
     async fn delete(&mut self, ids: &[i64]) -> QueryResult<usize> {

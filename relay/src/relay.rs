@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::backlog;
 use crate::deleter::{DeleteError, Deleter};
 use crate::lanes::{Lanes, Refusal};
-use crate::metrics::{OutboxMetrics, RelayMetrics};
+use crate::metrics::{OutboxMetrics, RelayMetrics, Stage};
 use crate::pipeline::Pipeline;
 use crate::publish::LaneOutbox;
 use crate::settings::RelaySettings;
@@ -111,7 +111,7 @@ impl OutboxRelay {
         }
         // Idle, wake up at least as often as lanes are looked at.
         let poll = Duration::from_millis(self.settings.poll_interval_ms).min(retry);
-        let mut deleter = Deleter::connect(&self.database_url).await?;
+        let mut deleter = Deleter::connect(&self.database_url, self.metrics.clone()).await?;
         let mut pipeline = Pipeline::new(self.settings.pipeline_depth, self.settings.batch_size);
         let mut measured: Option<Instant> = None;
         let mut balanced: Option<Instant> = None;
@@ -132,7 +132,8 @@ impl OutboxRelay {
             // (Reading after every acknowledgement found nothing two times in three.)
             let worth_reading = !pipeline.caught_up() || !self.settings.listen;
             if !shutdown.is_cancelled() && publishing && worth_reading {
-                let mut outbox = LaneOutbox { conn: &mut conn, count: lanes.count(), lanes: lanes.held() };
+                let mut outbox =
+                    LaneOutbox { conn: &mut conn, count: lanes.count(), lanes: lanes.held(), metrics: &self.metrics };
                 pipeline.fill(&mut outbox, &self.producer).await?;
             }
             if publishing && measured.is_none_or(|at| at.elapsed() >= MEASURE_EVERY) {
@@ -265,6 +266,7 @@ impl OutboxRelay {
         // Acknowledged, not yet deleted: a crash here re-publishes the batch.
         platform::crash::point(crate::AFTER_PUBLISH_BEFORE_DELETE)?;
         deleter.start(answered.acknowledged_ids());
+        self.metrics.stage(Stage::delivery, answered.delivered_in);
         let now = chrono::Utc::now();
         for row in answered.acknowledged_rows() {
             let latency = (now - row.created_at).num_microseconds().unwrap_or(0) as f64 / 1e6;

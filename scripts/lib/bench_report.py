@@ -135,8 +135,8 @@ Numbered as in issue 12's targets; R is an extra.
 | 2b | the same at 50 orders/s, well inside what the machine sustains | p50 **{results['e2e50_notify_p50_ms']} ms**, p95 {results['e2e50_notify_p95_ms']} ms, p99 **{results['e2e50_notify_p99_ms']} ms** ({finished('e2e50-notify.json')}) | |
 | 2c | the same at 200/s right after the services start, without the warm-up (20 s) | p50 {results.get('e2e_cold_p50_ms', '?')} ms, p95 {results.get('e2e_cold_p95_ms', '?')} ms, p99 {results.get('e2e_cold_p99_ms', '?')} ms ({finished('e2e-cold.json')}) | |
 | 3 | maximum sustained end-to-end rate (every order final, p99 accepted→final < 1 s, ≥ 90% of the target rate achieved) | **{results['max_sustained_rate']} orders/s** (steps below) | ≥ 1,000/s |
-| 4 | relay drain of {drain_rows} pre-loaded rows (one relay, 8 lanes) vs `produce-bench` with the same client settings and message size | relay **{results['drain_1_per_s']} events/s**; ceiling {results['ceiling_2000_per_s']} msg/s with the relay's window (2,000 in flight) → **{drain_ratio:.2f}×**; {results['ceiling_10000_per_s']} msg/s with 10,000 in flight. Cores used during the drain: {results.get('cpu_drain_1', '?')}; during `produce-bench` (2,000 in flight): {results.get('cpu_ceiling_2000', '?')} | ≥ 20,000/s and ≥ 0.8× |
-| 5 | relay lanes: the same drain by 1, 2 and 4 relay instances over 8 lanes | 1: **{results['drain_1_per_s']}/s**; 2: **{results['drain_2_per_s']}/s** ({lanes_ratio('2')}); 4: **{results['drain_4_per_s']}/s** ({lanes_ratio('4')}). Events published per instance: {results['drain_2_published']} (2), {results['drain_4_published']} (4). Cores used, 2 instances: {results.get('cpu_drain_2', '?')}; 4: {results.get('cpu_drain_4', '?')} | scales |
+| 4 | relay drain of {drain_rows} pre-loaded rows (one relay, 8 lanes) vs `produce-bench` with the same client settings and message size | relay **{results['drain_1_per_s']} events/s**; ceiling {results['ceiling_2000_per_s']} msg/s with the relay's window (2,000 in flight) → **{drain_ratio:.2f}×**; {results['ceiling_10000_per_s']} msg/s with 10,000 in flight. Cores used during the drain: {results.get('cpu_drain_1', '?')}; during `produce-bench` (2,000 in flight): {results.get('cpu_ceiling_2000', '?')}. The relay's batches, mean time per stage (`relay_batch_stage_seconds`): {results.get('drain_1_stages', '?')} | ≥ 20,000/s and ≥ 0.8× |
+| 5 | relay lanes: the same drain by 1, 2 and 4 relay instances over 8 lanes | 1: **{results['drain_1_per_s']}/s**; 2: **{results['drain_2_per_s']}/s** ({lanes_ratio('2')}); 4: **{results['drain_4_per_s']}/s** ({lanes_ratio('4')}). Events published per instance: {results['drain_2_published']} (2), {results['drain_4_published']} (4). Cores used, 2 instances: {results.get('cpu_drain_2', '?')}; 4: {results.get('cpu_drain_4', '?')}. Mean time per stage, 2 instances: {results.get('drain_2_stages', '?')}; 4: {results.get('drain_4_stages', '?')} | scales |
 | 6 | flash sale: one SKU with {flash_units} units, {flash_orders} orders of one unit at {results['flash_rate']}/s, figure 3's sustained rate | **{results['flash_confirmed_units']} units confirmed** of {flash_units} ({oversold}); {results['flash_rejected']} rejected, {results['flash_rejected_without_reason']} without a reason (most common: “{results['flash_reason']}”); stock after: {results['flash_stock']}; placed at **{results['flash_rps']}/s**, accepted→final p50 {results['flash_p50_ms']} ms, p99 **{results['flash_p99_ms']} ms**; checker: **{results['flash_invariants']}** | exactly {flash_units}, 0 oversold |
 | 7 | the order outbox while {steady_written} events pass through it at 2,000/s (the relay publishing) | at most **{results['steady_max_mib']} MiB** and **{results['steady_max_dead']} dead tuples**; over time: {results['steady_samples']} | bounded |
 | 8 | NOTIFY vs the relay polling every 500 ms, accepted → CONFIRMED p50 | at 50/s: NOTIFY {results['e2e50_notify_p50_ms']} ms vs polling {results['e2e50_poll_p50_ms']} ms (p99 {results['e2e50_poll_p99_ms']} ms; {finished('e2e50-poll.json')}) → **{ratio('e2e50_poll_p50_ms', 'e2e50_notify_p50_ms')}**; at 200/s: polling p50 {results['e2e_poll_p50_ms']} ms ({finished('e2e-poll.json')}) → {poll_ratio} | ≥ 10× |
@@ -258,6 +258,12 @@ reading.append(
     + (
         f" `produce-bench` alone: {sum(c.values()):.2f} cores, Kafka {c.get('java', 0):.2f}."
         if (c := cores("ceiling_2000"))
+        else ""
+    )
+    + (
+        f" One relay's batches spent, on average (`relay_batch_stage_seconds`): "
+        f"{results['drain_1_stages']}; with four instances: {results.get('drain_4_stages', '?')}."
+        if "drain_1_stages" in results
         else ""
     )
     + " Where the machine has cores to spare, the drain waits rather than computes. A relay reads "

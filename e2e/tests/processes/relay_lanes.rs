@@ -35,6 +35,20 @@ async fn published(system: &Processes, service: &Service) -> u64 {
     body["outboxes"]["order"]["published"].as_u64().unwrap_or(0)
 }
 
+/// How many times `service`'s batches of the order outbox went through each stage (read,
+/// delivery, delete), from its `/metrics`.
+async fn stages(system: &Processes, service: &Service) -> Vec<u64> {
+    let metrics = system.http.get(format!("{}/metrics", service.url())).send().await.expect("answers");
+    let text = metrics.text().await.expect("text");
+    ["read", "delivery", "delete"]
+        .iter()
+        .map(|stage| {
+            let series = format!("relay_batch_stage_seconds_count{{outbox=\"order\",stage=\"{stage}\"}} ");
+            text.lines().find_map(|line| line.strip_prefix(&series)).and_then(|n| n.parse().ok()).unwrap_or(0)
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn two_relay_processes_share_the_lanes_and_a_survivor_takes_a_sigkilled_ones_lanes() {
     let mut system = Processes::prepare(None).await;
@@ -52,6 +66,10 @@ async fn two_relay_processes_share_the_lanes_and_a_survivor_takes_a_sigkilled_on
     let (first_count, second_count) = (published(&system, &system.relay).await, published(&system, &second).await);
     assert!(first_count > 0 && second_count > 0, "both relays published: {first_count} and {second_count}");
     assert_eq!(first_count + second_count, 30, "each placement published once");
+    for relay in [&system.relay, &second] {
+        let counted = stages(&system, relay).await;
+        assert!(counted.iter().all(|&n| n > 0), "each relay timed its reads, deliveries and deletes: {counted:?}");
+    }
 
     second.kill();
     until_lanes(&system, &[&system.relay], 8, "the survivor publishes every lane").await;

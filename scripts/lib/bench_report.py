@@ -4,6 +4,7 @@ import json
 import os
 import pathlib
 import platform
+import re
 import subprocess
 import sys
 
@@ -135,7 +136,7 @@ Numbered as in issue 12's targets; R is an extra.
 | 2b | the same at 50 orders/s, well inside what the machine sustains | p50 **{results['e2e50_notify_p50_ms']} ms**, p95 {results['e2e50_notify_p95_ms']} ms, p99 **{results['e2e50_notify_p99_ms']} ms** ({finished('e2e50-notify.json')}) | |
 | 2c | the same at 200/s right after the services start, without the warm-up (20 s) | p50 {results.get('e2e_cold_p50_ms', '?')} ms, p95 {results.get('e2e_cold_p95_ms', '?')} ms, p99 {results.get('e2e_cold_p99_ms', '?')} ms ({finished('e2e-cold.json')}) | |
 | 3 | maximum sustained end-to-end rate (every order final, p99 accepted→final < 1 s, ≥ 90% of the target rate achieved) | **{results['max_sustained_rate']} orders/s** (steps below) | ≥ 1,000/s |
-| 4 | relay drain of {drain_rows} pre-loaded rows (one relay, 8 lanes) vs `produce-bench` with the same client settings and message size | relay **{results['drain_1_per_s']} events/s**; ceiling {results['ceiling_2000_per_s']} msg/s with the relay's window (2,000 in flight) → **{drain_ratio:.2f}×**; {results['ceiling_10000_per_s']} msg/s with 10,000 in flight. Cores used during the drain: {results.get('cpu_drain_1', '?')}; during `produce-bench` (2,000 in flight): {results.get('cpu_ceiling_2000', '?')}. The relay's batches, mean time per stage (`relay_batch_stage_seconds`): {results.get('drain_1_stages', '?')} | ≥ 20,000/s and ≥ 0.8× |
+| 4 | relay drain of {drain_rows} pre-loaded rows (one relay, 8 lanes) vs `produce-bench` with the same client settings, message size and headers | relay **{results['drain_1_per_s']} events/s**; ceiling {results['ceiling_2000_per_s']} msg/s with the relay's window (2,000 in flight) → **{drain_ratio:.2f}×**; {results['ceiling_10000_per_s']} msg/s with 10,000 in flight. Cores used during the drain: {results.get('cpu_drain_1', '?')}; during `produce-bench` (2,000 in flight): {results.get('cpu_ceiling_2000', '?')}. The relay's batches, mean time per stage (`relay_batch_stage_seconds`): {results.get('drain_1_stages', '?')} | ≥ 20,000/s and ≥ 0.8× |
 | 5 | relay lanes: the same drain by 1, 2 and 4 relay instances over 8 lanes | 1: **{results['drain_1_per_s']}/s**; 2: **{results['drain_2_per_s']}/s** ({lanes_ratio('2')}); 4: **{results['drain_4_per_s']}/s** ({lanes_ratio('4')}). Events published per instance: {results['drain_2_published']} (2), {results['drain_4_published']} (4). Cores used, 2 instances: {results.get('cpu_drain_2', '?')}; 4: {results.get('cpu_drain_4', '?')}. Mean time per stage, 2 instances: {results.get('drain_2_stages', '?')}; 4: {results.get('drain_4_stages', '?')} | scales |
 | 6 | flash sale: one SKU with {flash_units} units, {flash_orders} orders of one unit at {results['flash_rate']}/s, figure 3's sustained rate | **{results['flash_confirmed_units']} units confirmed** of {flash_units} ({oversold}); {results['flash_rejected']} rejected, {results['flash_rejected_without_reason']} without a reason (most common: “{results['flash_reason']}”); stock after: {results['flash_stock']}; placed at **{results['flash_rps']}/s**, accepted→final p50 {results['flash_p50_ms']} ms, p99 **{results['flash_p99_ms']} ms**; checker: **{results['flash_invariants']}** | exactly {flash_units}, 0 oversold |
 | 7 | the order outbox while {steady_written} events pass through it at 2,000/s (the relay publishing) | at most **{results['steady_max_mib']} MiB** and **{results['steady_max_dead']} dead tuples**; over time: {results['steady_samples']} | bounded |
@@ -182,9 +183,11 @@ print(f"""
    eight lanes; then {drain_rows} rows (topic of their own, real envelope size, 100,000
    distinct keys) are inserted in one transaction, timed from its commit until the outbox
    is empty. The ceiling: `produce-bench` (`tools/src/bin/produce-bench.rs`) sends as many
-   messages of the same size with `platform::kafka::producer` and the relay's settings
-   (idempotent, acks=all, linger 2 ms, up to 5 requests in flight per connection), keeping
-   2,000 (the relay's four batches of 500) or 10,000 messages in flight.
+   messages of the same size, keys and headers (`--headers`: the four the relay sets) with
+   `platform::kafka::producer` and the relay's settings (idempotent, acks=all, linger 2 ms,
+   up to 5 requests in flight per connection), keeping 2,000 (the relay's four batches of
+   500) or 10,000 messages in flight. The relay's stages come from its
+   `relay_batch_stage_seconds`, read before the insert and after the drain.
 6. A product `FLASH-01` with {flash_units} units; `loadgen --rate R --count {flash_orders}
    --skus FLASH-01 --max-quantity 1` with R the rate figure 3 found sustainable, every order
    followed until final. Units confirmed are summed from the order database; the stock row
@@ -244,6 +247,31 @@ if failed and cores(failed[0]):
         f"{busiest} ({used[busiest]:.2f}). Everything shares the same cores, so the end-to-end rate is "
         "bounded by the CPU all of them spend per order, not by one component."
     )
+
+
+def stage_ms(key):
+    """{stage: mean ms} out of a drain's stage summary, if the run recorded one."""
+    return {m[1]: float(m[2]) for m in re.finditer(r"(read|delivery|delete) ([0-9.]+) ms", results.get(key, ""))}
+
+
+def stage_reading():
+    one, four = stage_ms("drain_1_stages"), stage_ms("drain_4_stages")
+    if len(one) < 3:
+        return ""
+    longest = max(one, key=one.get)
+    text = (
+        f" Of one relay's stages the longest is {longest} ({one[longest]:.1f} ms a batch, against "
+        + ", ".join(f"{stage} {ms:.1f} ms" for stage, ms in one.items() if stage != longest)
+        + ")."
+    )
+    if len(four) == 3:
+        text += (
+            f" With four instances a read took {four['read'] / one['read']:.1f}× as long as with one, "
+            f"a delivery {four['delivery'] / one['delivery']:.1f}×, a delete {four['delete'] / one['delete']:.1f}×."
+        )
+    return text
+
+
 reading.append(
     f"- **Relay drain.** One relay drains {results['drain_1_per_s']} events/s, {drain_ratio:.2f}× of what "
     "`produce-bench` sends with the same 2,000 messages in flight. Two instances over the eight "
@@ -266,15 +294,13 @@ reading.append(
         if "drain_1_stages" in results
         else ""
     )
-    + " Where the machine has cores to spare, the drain waits rather than computes. A relay reads "
-    "on one session while a second deletes what the broker acknowledged (decision 0024); the "
-    "read is a prepared statement that leaves the rows in flight out through a hash (decision "
-    "0023). But each read still walks the primary "
-    "key past every row in flight or being deleted before it finds rows to send, and a batch "
-    "leaves the window only when the broker has acknowledged all of it: a window of eight "
-    "batches instead of four made the drain slower, not faster (decision 0024). With lanes a "
-    "read also walks past the other instances' rows, so more instances cost Postgres more per "
-    "event. `scripts/profile drain` shows the relay's own time."
+    + stage_reading()
+    + " A relay reads on one session while a second deletes what the broker acknowledged "
+    "(decision 0024); the read is a prepared statement that leaves the rows in flight out "
+    "through a hash (decision 0023), but it still walks the primary key past every row in "
+    "flight or being deleted, and with lanes past the other instances' rows too. A batch "
+    "leaves the window only when the broker has acknowledged all of it. `scripts/profile "
+    "drain` shows the relay's own time."
 )
 reading.append(
     f"- **Flash sale.** Every order for one SKU updates one stock row; at {results['flash_rate']}/s "

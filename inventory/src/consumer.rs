@@ -31,6 +31,23 @@ impl Handler for OrderEvents {
         !OrderEvent::from_a_newer_build(event)
     }
 
+    /// The stock rows a batch's placements, cancellations and shipments will change, in SKU
+    /// order (see [`stock::lock_in_sku_order`]).
+    async fn lock_for_batch(&self, conn: &mut AsyncPgConnection, events: &[&RawEnvelope]) -> Result<(), HandleError> {
+        let (mut placed, mut orders) = (Vec::new(), Vec::new());
+        for event in events {
+            match OrderEvent::decode(event) {
+                Ok(OrderEvent::Placed(order)) => placed.push(order),
+                Ok(OrderEvent::Cancelled(cancelled)) => orders.push(cancelled.order_id.0),
+                Ok(OrderEvent::ReadyToShip(ready)) => orders.push(ready.order_id.0),
+                Err(_) => {}
+            }
+        }
+        let skus: Vec<&str> =
+            placed.iter().flat_map(|order| order.lines.iter().map(|line| line.sku.as_str())).collect();
+        Ok(stock::lock_in_sku_order(conn, &skus, &orders).await?)
+    }
+
     async fn handle(&self, conn: &mut AsyncPgConnection, event: &RawEnvelope) -> Result<Committed, HandleError> {
         let trace = event.trace();
         // What was done is logged once committed: a batch that rolls back applies its events

@@ -207,6 +207,24 @@ pub async fn reserve(
     }
 }
 
+/// Locks, in SKU order, the stock rows that a batch of events will change: the products of
+/// `skus` (its placements' lines) and those in the ledgers of `orders` (its cancellations and
+/// shipments). Every batch locks in this order before it changes anything, so two batches
+/// (two instances of inventory) never hold one row each while waiting for the other's
+/// (decision 0025). Rows locked here stay locked until the batch ends, as its changes would
+/// keep them.
+pub async fn lock_in_sku_order(conn: &mut AsyncPgConnection, skus: &[&str], orders: &[uuid::Uuid]) -> QueryResult<()> {
+    let in_ledgers = stock_ledger::table.filter(stock_ledger::order_id.eq_any(orders)).select(stock_ledger::sku);
+    products::table
+        .filter(products::sku.eq_any(skus).or(products::sku.eq_any(in_ledgers)))
+        .order(products::sku)
+        .select(products::sku)
+        .for_update()
+        .load::<String>(conn)
+        .await?;
+    Ok(())
+}
+
 /// Whether [`shortfalls`] locks the stock rows it reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Lock {

@@ -95,6 +95,55 @@ async fn an_event_waiting_for_a_held_row_does_not_hold_up_the_batches_behind_it(
     system.stop().await;
 }
 
+#[tokio::test]
+async fn a_batch_locks_the_stock_rows_it_will_change_in_sku_order_before_it_changes_any() {
+    // Two instances of inventory apply batches at once. One that took the mug's row and then
+    // wanted the lamp's, while the other held the lamp's and wanted the mug's, would wait
+    // until both rolled back.
+    let inbox = InboxSettings { batch_lock_wait_ms: 30_000, ..InboxSettings::default() };
+    let system = TestSystem::start_with(Options { order_relays: 0, inbox: Some(inbox), ..Options::default() }).await;
+    let (lamps, mugs) = (system.stock("LAMP-01").await, system.stock("MUG-01").await);
+    let first = system.place("POSTER-01", 1).await;
+    let mug = system.place("MUG-01", 1).await;
+    let lamp = system.place("LAMP-01", 1).await;
+    let placed = take_outbox_rows(&system, 3).await;
+
+    // The poster's batch waits for its row, so that the mug's and the lamp's placements (in
+    // that order) wait together for the next batch.
+    let mut poster = TestSystem::connect(&system.inventory_db).await;
+    poster.batch_execute("BEGIN; SELECT 1 FROM products WHERE sku = 'POSTER-01' FOR UPDATE").await.expect("lock");
+    publish(&system, &placed[0]).await;
+    wait_for_a_lock_wait(&system.inventory_db).await;
+    publish(&system, &placed[1]).await;
+    publish(&system, &placed[2]).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Another instance's batch holds the lamp's row.
+    let mut other = TestSystem::connect(&system.inventory_db).await;
+    other.batch_execute("BEGIN; SELECT 1 FROM products WHERE sku = 'LAMP-01' FOR UPDATE").await.expect("lock");
+    poster.batch_execute("COMMIT").await.expect("unlock");
+    assert_eq!(system.settled(&first).await["status"], "CONFIRMED");
+    wait_for_a_lock_wait(&system.inventory_db).await;
+
+    // The mug's placement comes first in the batch, yet the batch waits for the lamp's row
+    // without holding the mug's: it locks in SKU order before it changes anything.
+    let mut probe = TestSystem::connect(&system.inventory_db).await;
+    let mug_row = probe.batch_execute("BEGIN; SELECT 1 FROM products WHERE sku = 'MUG-01' FOR UPDATE NOWAIT").await;
+    assert!(mug_row.is_ok(), "the waiting batch holds the mug's row: {mug_row:?}");
+    probe.batch_execute("ROLLBACK").await.expect("rollback");
+    other.batch_execute("COMMIT").await.expect("unlock");
+
+    for id in [&mug, &lamp] {
+        assert_eq!(system.settled(id).await["status"], "CONFIRMED");
+    }
+    assert_eq!((system.stock("LAMP-01").await, system.stock("MUG-01").await), (lamps - 1, mugs - 1));
+    let (rolled_back, _) = system.inventory_consumer.batches(BatchOutcome::rolled_back);
+    assert_eq!(rolled_back, 0, "no batch gave up");
+    let (committed, events) = system.inventory_consumer.batches(BatchOutcome::committed);
+    assert!(events > committed, "two placements shared a batch ({events} events in {committed} batches)");
+    system.assert_books_balance().await;
+    system.stop().await;
+}
+
 /// Until a session of the database at `url` waits for a row lock.
 async fn wait_for_a_lock_wait(url: &str) {
     e2e::eventually_async("a session waits for the held row", || async {

@@ -6,10 +6,13 @@
 //! and each of its events is tried again alone (`attempt`), where its own failure, if it has
 //! one, is classified and retried or dead-lettered as before.
 //!
-//! One task runs the batches, one after the other: two batches in flight at once could lock
-//! the same rows in opposite orders (inventory's stock rows) and deadlock each other. A batch
-//! waits for a row lock only so long ([`InboxSettings::batch_lock_wait_ms`]); then it rolls
-//! back, and its events, tried alone, wait for the row each on its own.
+//! One task runs the batches, one after the other. Batches of other instances of the service
+//! run at the same time; so that two of them never lock the same rows in opposite orders
+//! and wait for each other, a batch of several events starts with the handler's
+//! [`Handler::lock_for_batch`], which locks the shared rows its events will change in one
+//! fixed order. A batch waits for a row lock only so long
+//! ([`InboxSettings::batch_lock_wait_ms`]); then it rolls back, and its events, tried alone,
+//! wait for the row each on its own.
 //!
 //! Events of one order never share a batch: the sequencer starts an order's next event only
 //! once the previous one committed.
@@ -96,6 +99,10 @@ impl<H: Handler> Runner<H> {
         let mut conn = self.pool.get().await.map_err(|e| HandleError::Unavailable(e.to_string()))?;
         conn.transaction(async |conn| {
             conn.batch_execute(lock_wait).await?;
+            if batch.len() > 1 {
+                let events: Vec<&RawEnvelope> = batch.iter().map(|request| &*request.event).collect();
+                self.handler.lock_for_batch(conn, &events).await?;
+            }
             let mut done = Vec::with_capacity(batch.len());
             for request in batch {
                 let applied = record_and_handle(conn, &*self.handler, &request.event, &request.from);

@@ -21,6 +21,17 @@ pub trait Handler: Send + Sync + 'static {
     /// roll back after this returns, e.g. with a batch that another event fails (`batch`).
     async fn handle(&self, conn: &mut AsyncPgConnection, event: &RawEnvelope) -> Result<Committed, HandleError>;
 
+    /// Runs first in the transaction of a batch of several events (`batch`), with the events
+    /// in the order they will be applied. Several instances of a service apply batches at the
+    /// same time, each from its own partitions: two batches that update the same shared rows
+    /// (inventory's stock rows) in opposite orders would each wait for the other until their
+    /// lock timeout rolled them back. A handler whose events update shared rows locks them
+    /// here, in one order every instance uses. Events it cannot read are its `handle`'s to
+    /// refuse; here they lock nothing. Nothing by default.
+    async fn lock_for_batch(&self, _conn: &mut AsyncPgConnection, _events: &[&RawEnvelope]) -> Result<(), HandleError> {
+        Ok(())
+    }
+
     /// Whether this build reads `event` at all: false for an event from a newer build (a
     /// type the topic does not carry yet, or a newer schema version of one it does). Such an
     /// event is dead-lettered like any other, but neither recorded in the inbox nor answered

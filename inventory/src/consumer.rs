@@ -43,8 +43,15 @@ impl Handler for OrderEvents {
                 Err(_) => {}
             }
         }
-        let skus: Vec<&str> =
+        let mut skus: Vec<&str> =
             placed.iter().flat_map(|order| order.lines.iter().map(|line| line.sku.as_str())).collect();
+        skus.sort_unstable();
+        skus.dedup();
+        // One row cannot be taken in two orders (a flash sale's batches): nothing to lock
+        // ahead, and a sold-out SKU's rejections still read it without a lock.
+        if orders.is_empty() && skus.len() <= 1 {
+            return Ok(());
+        }
         Ok(stock::lock_in_sku_order(conn, &skus, &orders).await?)
     }
 

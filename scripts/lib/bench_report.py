@@ -260,7 +260,8 @@ def stage_reading():
         return ""
     longest = max(one, key=one.get)
     text = (
-        f" Of one relay's stages the longest is {longest} ({one[longest]:.1f} ms a batch, against "
+        f" Of one relay's batch stages (`relay_batch_stage_seconds`) the longest is {longest} "
+        f"({one[longest]:.1f} ms a batch, against "
         + ", ".join(f"{stage} {ms:.1f} ms" for stage, ms in one.items() if stage != longest)
         + ")."
     )
@@ -286,12 +287,6 @@ reading.append(
     + (
         f" `produce-bench` alone: {sum(c.values()):.2f} cores, Kafka {c.get('java', 0):.2f}."
         if (c := cores("ceiling_2000"))
-        else ""
-    )
-    + (
-        f" One relay's batches spent, on average (`relay_batch_stage_seconds`): "
-        f"{results['drain_1_stages']}; with four instances: {results.get('drain_4_stages', '?')}."
-        if "drain_1_stages" in results
         else ""
     )
     + stage_reading()

@@ -265,6 +265,17 @@ def stage_reading():
         + ", ".join(f"{stage} {ms:.1f} ms" for stage, ms in one.items() if stage != longest)
         + ")."
     )
+    reads = re.search(r"\(([0-9,]+) reads", results.get("drain_1_stages", ""))
+    if reads and float(results.get("drain_1_per_s", 0)) > 0:
+        # The relay's session reads one batch after the other: the drain's time per read is
+        # the loop's cycle, and a batch is settled some cycles after it was sent.
+        cycle = 1000 * int(results["drain_rows"]) / float(results["drain_1_per_s"]) / int(reads[1].replace(",", ""))
+        text += (
+            f" The drain took {cycle:.1f} ms per read, {one['read'] / cycle:.0%} of it in the read itself: "
+            "the relay's session reads one batch after the other, so the reads pace the drain, and a "
+            f"batch's delivery is about {one['delivery'] / cycle:.1f} of those cycles, the time the loop "
+            "takes to come back to it."
+        )
     if len(four) == 3:
         text += (
             f" With four instances a read took {four['read'] / one['read']:.1f}× as long as with one, "

@@ -28,7 +28,9 @@ struct OutboxLabels {
 pub enum Stage {
     /// One read of the outbox (a batch, or nothing new).
     read,
-    /// From handing a batch to the producer until the relay has every answer for it.
+    /// From handing a batch to the producer until the relay has every answer for it. The
+    /// relay collects answers between its reads, so this includes the reads of the batches
+    /// sent after it.
     delivery,
     /// One delete of a settled batch's acknowledged rows.
     delete,

@@ -170,9 +170,9 @@ impl Pipeline {
                 break;
             }
             sent += rows.len();
-            let sent = Instant::now();
+            let sent_at = Instant::now();
             let deliveries = futures::future::join_all(rows.iter().map(|row| sink.send(row)).collect::<Vec<_>>())
-                .map(move |answers| (answers, sent.elapsed()));
+                .map(move |answers| (answers, sent_at.elapsed()));
             self.in_flight.push_back(Batch { rows, deliveries: maybe_done(deliveries.boxed()) });
             if !more_waiting {
                 break;

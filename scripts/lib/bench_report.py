@@ -4,7 +4,6 @@ import json
 import os
 import pathlib
 import platform
-import re
 import subprocess
 import sys
 
@@ -113,6 +112,26 @@ def lanes_ratio(instances):
     return f"{num('drain_' + instances + '_per_s') / num('drain_1_per_s'):.2f}× of one"
 
 
+def stages(instances):
+    """The drain's reads and mean ms per batch by stage (`read`, `delivery`, `delete`), or None
+    if the run did not record them."""
+    try:
+        timed = {stage: num(f"drain_{instances}_{stage}_ms") for stage in ("read", "delivery", "delete")}
+        return timed, num(f"drain_{instances}_reads")
+    except KeyError:
+        return None
+
+
+def stage_text(instances):
+    if not (recorded := stages(instances)):
+        return "?"
+    ms, reads = recorded
+    return (
+        f"read {ms['read']:.1f} ms ({reads:,.0f} reads, {int(results['drain_rows']) / max(reads, 1):.0f} rows each), "
+        f"delivery {ms['delivery']:.1f} ms, delete {ms['delete']:.1f} ms"
+    )
+
+
 print(f"""# Benchmarks
 
 Measured by `scripts/bench` (release builds; one private Apache Kafka node for the run, and a
@@ -136,8 +155,8 @@ Numbered as in issue 12's targets; R is an extra.
 | 2b | the same at 50 orders/s, well inside what the machine sustains | p50 **{results['e2e50_notify_p50_ms']} ms**, p95 {results['e2e50_notify_p95_ms']} ms, p99 **{results['e2e50_notify_p99_ms']} ms** ({finished('e2e50-notify.json')}) | |
 | 2c | the same at 200/s right after the services start, without the warm-up (20 s) | p50 {results.get('e2e_cold_p50_ms', '?')} ms, p95 {results.get('e2e_cold_p95_ms', '?')} ms, p99 {results.get('e2e_cold_p99_ms', '?')} ms ({finished('e2e-cold.json')}) | |
 | 3 | maximum sustained end-to-end rate (every order final, p99 accepted→final < 1 s, ≥ 90% of the target rate achieved) | **{results['max_sustained_rate']} orders/s** (steps below) | ≥ 1,000/s |
-| 4 | relay drain of {drain_rows} pre-loaded rows (one relay, 8 lanes) vs `produce-bench` with the same client settings, message size and headers | relay **{results['drain_1_per_s']} events/s**; ceiling {results['ceiling_2000_per_s']} msg/s with the relay's window (2,000 in flight) → **{drain_ratio:.2f}×**; {results['ceiling_10000_per_s']} msg/s with 10,000 in flight. Cores used during the drain: {results.get('cpu_drain_1', '?')}; during `produce-bench` (2,000 in flight): {results.get('cpu_ceiling_2000', '?')}. The relay's batches, mean time per stage (`relay_batch_stage_seconds`): {results.get('drain_1_stages', '?')} | ≥ 20,000/s and ≥ 0.8× |
-| 5 | relay lanes: the same drain by 1, 2 and 4 relay instances over 8 lanes | 1: **{results['drain_1_per_s']}/s**; 2: **{results['drain_2_per_s']}/s** ({lanes_ratio('2')}); 4: **{results['drain_4_per_s']}/s** ({lanes_ratio('4')}). Events published per instance: {results['drain_2_published']} (2), {results['drain_4_published']} (4). Cores used, 2 instances: {results.get('cpu_drain_2', '?')}; 4: {results.get('cpu_drain_4', '?')}. Mean time per stage, 2 instances: {results.get('drain_2_stages', '?')}; 4: {results.get('drain_4_stages', '?')} | scales |
+| 4 | relay drain of {drain_rows} pre-loaded rows (one relay, 8 lanes) vs `produce-bench` with the same client settings, message size and headers | relay **{results['drain_1_per_s']} events/s**; ceiling {results['ceiling_2000_per_s']} msg/s with the relay's window (2,000 in flight) → **{drain_ratio:.2f}×**; {results['ceiling_10000_per_s']} msg/s with 10,000 in flight. Cores used during the drain: {results.get('cpu_drain_1', '?')}; during `produce-bench` (2,000 in flight): {results.get('cpu_ceiling_2000', '?')}. The relay's batches, mean time per stage (`relay_batch_stage_seconds`): {stage_text('1')} | ≥ 20,000/s and ≥ 0.8× |
+| 5 | relay lanes: the same drain by 1, 2 and 4 relay instances over 8 lanes | 1: **{results['drain_1_per_s']}/s**; 2: **{results['drain_2_per_s']}/s** ({lanes_ratio('2')}); 4: **{results['drain_4_per_s']}/s** ({lanes_ratio('4')}). Events published per instance: {results['drain_2_published']} (2), {results['drain_4_published']} (4). Cores used, 2 instances: {results.get('cpu_drain_2', '?')}; 4: {results.get('cpu_drain_4', '?')}. Mean time per stage, 2 instances: {stage_text('2')}; 4: {stage_text('4')} | scales |
 | 6 | flash sale: one SKU with {flash_units} units, {flash_orders} orders of one unit at {results['flash_rate']}/s, figure 3's sustained rate | **{results['flash_confirmed_units']} units confirmed** of {flash_units} ({oversold}); {results['flash_rejected']} rejected, {results['flash_rejected_without_reason']} without a reason (most common: “{results['flash_reason']}”); stock after: {results['flash_stock']}; placed at **{results['flash_rps']}/s**, accepted→final p50 {results['flash_p50_ms']} ms, p99 **{results['flash_p99_ms']} ms**; checker: **{results['flash_invariants']}** | exactly {flash_units}, 0 oversold |
 | 7 | the order outbox while {steady_written} events pass through it at 2,000/s (the relay publishing) | at most **{results['steady_max_mib']} MiB** and **{results['steady_max_dead']} dead tuples**; over time: {results['steady_samples']} | bounded |
 | 8 | NOTIFY vs the relay polling every 500 ms, accepted → CONFIRMED p50 | at 50/s: NOTIFY {results['e2e50_notify_p50_ms']} ms vs polling {results['e2e50_poll_p50_ms']} ms (p99 {results['e2e50_poll_p99_ms']} ms; {finished('e2e50-poll.json')}) → **{ratio('e2e50_poll_p50_ms', 'e2e50_notify_p50_ms')}**; at 200/s: polling p50 {results['e2e_poll_p50_ms']} ms ({finished('e2e-poll.json')}) → {poll_ratio} | ≥ 10× |
@@ -249,15 +268,10 @@ if failed and cores(failed[0]):
     )
 
 
-def stage_ms(key):
-    """{stage: mean ms} out of a drain's stage summary, if the run recorded one."""
-    return {m[1]: float(m[2]) for m in re.finditer(r"(read|delivery|delete) ([0-9.]+) ms", results.get(key, ""))}
-
-
 def stage_reading():
-    one, four = stage_ms("drain_1_stages"), stage_ms("drain_4_stages")
-    if len(one) < 3:
+    if not (recorded := stages("1")):
         return ""
+    one, reads = recorded
     longest = max(one, key=one.get)
     text = (
         f" Of one relay's batch stages (`relay_batch_stage_seconds`) the longest is {longest} "
@@ -265,18 +279,18 @@ def stage_reading():
         + ", ".join(f"{stage} {ms:.1f} ms" for stage, ms in one.items() if stage != longest)
         + ")."
     )
-    reads = re.search(r"\(([0-9,]+) reads", results.get("drain_1_stages", ""))
-    if reads and float(results.get("drain_1_per_s", 0)) > 0:
+    if reads > 0 and num("drain_1_per_s") > 0:
         # The relay's session reads one batch after the other: the drain's time per read is
         # the loop's cycle, and a batch is settled some cycles after it was sent.
-        cycle = 1000 * int(results["drain_rows"]) / float(results["drain_1_per_s"]) / int(reads[1].replace(",", ""))
+        cycle = 1000 * int(results["drain_rows"]) / num("drain_1_per_s") / reads
         text += (
             f" The drain took {cycle:.1f} ms per read, {one['read'] / cycle:.0%} of it in the read itself: "
             "the relay's session reads one batch after the other, so the reads pace the drain, and a "
             f"batch's delivery is about {one['delivery'] / cycle:.1f} of those cycles, the time the loop "
             "takes to come back to it."
         )
-    if len(four) == 3:
+    if recorded_four := stages("4"):
+        four, _ = recorded_four
         text += (
             f" With four instances a read took {four['read'] / one['read']:.1f}× as long as with one, "
             f"a delivery {four['delivery'] / one['delivery']:.1f}×, a delete {four['delete'] / one['delete']:.1f}×."

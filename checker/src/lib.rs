@@ -227,8 +227,7 @@ pub async fn check(order_url: &str, inventory_url: &str, grace_secs: f64) -> any
         ));
     }
 
-    let backlog_sql =
-        "SELECT count(*) AS rows, extract(epoch FROM now() - min(created_at))::float8 AS oldest_age_secs FROM outbox";
+    let backlog_sql = "SELECT count(*) AS rows, extract(epoch FROM now() - min(created_at))::float8 AS oldest_age_secs FROM outbox_pending";
     let mut outbox_backlog: BTreeMap<String, Backlog> = BTreeMap::new();
     outbox_backlog.insert("order".to_owned(), diesel::sql_query(backlog_sql).get_result(&mut orders).await?);
     outbox_backlog.insert("inventory".to_owned(), diesel::sql_query(backlog_sql).get_result(&mut inventory).await?);

@@ -10,7 +10,6 @@ use messaging::metrics::ConsumerMetrics;
 use platform::config::{DatabaseSettings, HttpSettings, KafkaSettings};
 use platform::service::Service as _;
 use relay::metrics::OutboxMetrics;
-use relay::pipeline::Store as _;
 use relay::publish::Outgoing;
 use relay::relay::OutboxRelay;
 use relay::settings::RelaySettings;
@@ -341,25 +340,91 @@ impl TestSystem {
 
     /// Takes `count` rows out of the outbox of `database_url`, oldest first, waiting up to
     /// 30 s for them to be written (for a test that runs no relay for that outbox and
-    /// publishes the events itself, broken or not). Fails if more are there.
+    /// publishes the events itself, broken or not): they count as published from then on.
+    /// Fails if more are there.
     pub async fn take_outbox(database_url: &str, count: usize) -> Vec<Outgoing> {
+        use diesel_async::RunQueryDsl as _;
         let mut conn = Self::connect(database_url).await;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        let rows = loop {
-            let rows = conn.fetch(&[], 100).await.expect("outbox readable");
-            if rows.len() >= count {
-                break rows;
+        loop {
+            let waiting: Waiting = diesel::sql_query("SELECT count(*) AS rows FROM outbox_pending")
+                .get_result(&mut conn)
+                .await
+                .expect("outbox");
+            if waiting.rows >= count as i64 {
+                break;
             }
-            assert!(tokio::time::Instant::now() < deadline, "{count} outbox rows never appeared ({} did)", rows.len());
+            let written = waiting.rows;
+            assert!(tokio::time::Instant::now() < deadline, "{count} outbox rows never appeared ({written} did)");
             tokio::time::sleep(Duration::from_millis(20)).await;
-        };
+        }
+        // In one statement: the rows its snapshot sees, and every lane's position moved to that
+        // snapshot, as a relay's would be once it published them.
+        let rows: Vec<TakenRow> = diesel::sql_query(
+            "WITH taken AS (SELECT * FROM outbox_pending),
+                  moved AS (UPDATE outbox_lanes SET done = pg_current_snapshot(), window_end = NULL, window_last = NULL
+                            RETURNING lane)
+             SELECT id, lane, event_id, topic, message_key, event_type, correlation_id, traceparent,
+                    envelope::text AS payload, created_at
+               FROM taken ORDER BY id",
+        )
+        .load(&mut conn)
+        .await
+        .expect("outbox rows taken");
         assert_eq!(rows.len(), count, "the outbox holds only the expected rows");
-        conn.delete(&rows.iter().map(|r| r.id).collect::<Vec<_>>()).await.expect("rows deleted");
-        rows
+        rows.into_iter().map(TakenRow::outgoing).collect()
     }
 
     pub async fn connect(url: &str) -> AsyncPgConnection {
         AsyncPgConnection::establish(url).await.expect("database connection")
+    }
+}
+
+#[derive(diesel::QueryableByName)]
+struct Waiting {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    rows: i64,
+}
+
+/// An outbox row as [`TestSystem::take_outbox`] reads it.
+#[derive(diesel::QueryableByName)]
+struct TakenRow {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    id: i64,
+    #[diesel(sql_type = diesel::sql_types::SmallInt)]
+    lane: i16,
+    #[diesel(sql_type = diesel::sql_types::Uuid)]
+    event_id: uuid::Uuid,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    topic: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    message_key: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    event_type: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    correlation_id: String,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+    traceparent: Option<String>,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    payload: String,
+    #[diesel(sql_type = diesel::sql_types::Timestamptz)]
+    created_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl TakenRow {
+    fn outgoing(self) -> Outgoing {
+        Outgoing {
+            id: self.id,
+            lane: self.lane,
+            event_id: self.event_id,
+            topic: self.topic,
+            message_key: self.message_key,
+            event_type: self.event_type,
+            correlation_id: self.correlation_id,
+            traceparent: self.traceparent,
+            payload: self.payload,
+            created_at: self.created_at,
+        }
     }
 }
 

@@ -1,6 +1,6 @@
 //! Builds the inventory service and runs it until shutdown. HTTP is served at once; the
 //! database is waited for and migrated in the background, and until then `/health` and
-//! `/stock` answer 503 with the reason. The order-events consumer and the inbox purge then
+//! `/stock` answer 503 with the reason. The order-events consumer and the inbox retention then
 //! run as supervised tasks: if one dies, the process stops with an error.
 
 use std::future::Future;
@@ -71,7 +71,7 @@ impl Application {
 
         let listener = platform::service::bind(&settings.http)?;
         let port = platform::service::port_of(&listener);
-        let purge_pool = pool.clone();
+        let retention_pool = pool.clone();
         let state = web::Data::new(AppState {
             pool,
             gremlin: Arc::clone(&gremlin),
@@ -96,7 +96,10 @@ impl Application {
             }
             let tasks = vec![
                 consumer.into_task("order-events consumer", token.clone()),
-                task("inbox purge", messaging::inbox::purge_periodically(purge_pool, &settings.inbox, token.clone())),
+                task(
+                    "inbox retention",
+                    messaging::inbox::retain_periodically(retention_pool, &settings.inbox, token.clone()),
+                ),
             ];
             platform::service::supervise(tasks, &readiness, &token).await
         };

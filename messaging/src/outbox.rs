@@ -1,24 +1,26 @@
-//! Writing to the outbox. Call [`enqueue`] inside the transaction that changes the state
-//! the event describes; the row becomes visible to the relay when that transaction commits.
+//! Writing to the outbox log. Call [`enqueue`] inside the transaction that changes the state
+//! the event describes; the relay publishes the row once that transaction has committed.
 //!
 //! Per-order ordering relies on one rule: a transaction that writes an event for an order
 //! must first lock that order's row (or be the transaction that creates it). The outbox id
 //! is then drawn after the previous event of the same order committed, so ids of one order
-//! increase in commit order and the relay, which publishes in id order, never reorders them.
+//! increase in commit order, and the relay, which publishes transactions in the order their
+//! commits became visible and the rows of one window in id order, never reorders them
+//! (`relay/src/window.rs`).
 
 use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::query_builder::AstPass;
 use diesel::sql_types;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
-use schema::tables::messaging::outbox;
+use schema::tables::messaging::outbox_log;
 use schema::{Envelope, Event};
 use uuid::Uuid;
 
 /// An event on its way into the outbox: the row [`enqueue`] writes, or that a caller's own
 /// statement writes with [`NewEvent::push_insert_for_each`].
 #[derive(Insertable)]
-#[diesel(table_name = outbox)]
+#[diesel(table_name = outbox_log)]
 pub struct NewEvent<'a> {
     event_id: Uuid,
     topic: &'a str,
@@ -45,13 +47,13 @@ impl<'a> NewEvent<'a> {
         })
     }
 
-    /// Writes `INSERT INTO outbox (…) SELECT <this event> FROM <source>` into a statement
+    /// Writes `INSERT INTO outbox_log (…) SELECT <this event> FROM <source>` into a statement
     /// being built: the event is written once per row of `source`, a table or a `WITH` query
     /// of that statement. With a source of one row or none, the event is written exactly
     /// when what it announces was, in the same statement.
     pub fn push_insert_for_each<'b>(&'b self, out: &mut AstPass<'_, 'b, Pg>, source: &str) -> QueryResult<()> {
         out.push_sql(
-            "INSERT INTO outbox (event_id, topic, message_key, event_type, correlation_id, traceparent, envelope) \
+            "INSERT INTO outbox_log (event_id, topic, message_key, event_type, correlation_id, traceparent, envelope) \
              SELECT ",
         );
         platform::push_binds!(out,
@@ -71,5 +73,5 @@ impl<'a> NewEvent<'a> {
 
 /// Adds `envelope` to the outbox, to be published on `topic` with the order id as key.
 pub async fn enqueue<E: Event>(conn: &mut AsyncPgConnection, topic: &str, envelope: &Envelope<E>) -> QueryResult<()> {
-    diesel::insert_into(outbox::table).values(NewEvent::new(topic, envelope)?).execute(conn).await.map(drop)
+    diesel::insert_into(outbox_log::table).values(NewEvent::new(topic, envelope)?).execute(conn).await.map(drop)
 }

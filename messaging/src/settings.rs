@@ -7,9 +7,12 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct InboxSettings {
-    /// How long an applied event's id is remembered. Must exceed the topics' retention
-    /// (kafka-init sets 168 h): an older event cannot be redelivered. 14 days by default.
+    /// How long an applied event's id is remembered at least. Must exceed the topics'
+    /// retention (kafka-init sets 168 h): an older event cannot be redelivered. 14 days by
+    /// default; the inbox log's ring holds 16 days, so a longer retention keeps a day's
+    /// partition for another turn of the ring (`inbox::retention`).
     pub keep_hours: u64,
+    /// How often the days older than that are given back.
     pub purge_every_secs: u64,
     /// How many times an event failing for a reason of unknown kind is tried before it goes
     /// to the dead-letter topic (`<topic>.dlq`). A refused event goes there at once; one

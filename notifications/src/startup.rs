@@ -1,6 +1,6 @@
 //! Builds the notifications service and runs it until shutdown: HTTP at once; the database
 //! waited for and migrated in the background; then the events consumer, the sender and the
-//! inbox purge as supervised tasks (one that dies stops the process).
+//! inbox retention as supervised tasks (one that dies stops the process).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -83,7 +83,7 @@ impl Application {
 
         let listener = platform::service::bind(&settings.http)?;
         let port = platform::service::port_of(&listener);
-        let purge_pool = background_pool;
+        let retention_pool = background_pool;
         let state = web::Data::new(AppState {
             pool,
             mailer,
@@ -117,7 +117,10 @@ impl Application {
             let tasks = vec![
                 consumer.into_task("events consumer", token.clone()),
                 platform::service::fallible("sender", sender.run(token.clone())),
-                task("inbox purge", messaging::inbox::purge_periodically(purge_pool, &settings.inbox, token.clone())),
+                task(
+                    "inbox retention",
+                    messaging::inbox::retain_periodically(retention_pool, &settings.inbox, token.clone()),
+                ),
             ];
             platform::service::supervise(tasks, &readiness, &token).await
         };

@@ -1,7 +1,7 @@
 //! Builds the order service and runs it until shutdown. HTTP is served at once; the database
 //! is waited for and migrated in the background, and until then `/health` and `/orders`
 //! answer 503 with the reason. The inventory-events consumer, the status listener and the
-//! inbox purge then run as supervised tasks: if one dies, the process stops with an error.
+//! inbox retention then run as supervised tasks: if one dies, the process stops with an error.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -78,7 +78,7 @@ impl Application {
 
         let listener = platform::service::bind(&settings.http)?;
         let port = platform::service::port_of(&listener);
-        let purge_pool = pool.clone();
+        let retention_pool = pool.clone();
         let state = web::Data::new(AppState {
             pool,
             topics: settings.topics.clone(),
@@ -126,7 +126,10 @@ impl Application {
             let tasks = vec![
                 consumer.into_task("inventory-events consumer", token.clone()),
                 task("order status listener", waiters.listen(settings.database.url.clone(), token.clone())),
-                task("inbox purge", messaging::inbox::purge_periodically(purge_pool, &settings.inbox, token.clone())),
+                task(
+                    "inbox retention",
+                    messaging::inbox::retain_periodically(retention_pool, &settings.inbox, token.clone()),
+                ),
             ];
             platform::service::supervise(tasks, &readiness, &token).await
         };

@@ -2,7 +2,7 @@
 //! SIGKILLed: no cleanup, no flush, no reply) or fail with an error, to prove that every
 //! crash leaves the system consistent.
 //!
-//! Arm them at start with `CRASH_POINTS="inventory.before_commit=abort;relay.after_publish_before_delete=1*error"`
+//! Arm them at start with `CRASH_POINTS="inventory.before_commit=abort;relay.after_publish_before_position=1*error"`
 //! or at run time through `PUT /admin/crash-points/{name}`. Actions: `abort`, `error`, `off`;
 //! `N*` limits an action to its next N hits.
 //!

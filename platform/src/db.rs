@@ -8,6 +8,7 @@ use diesel_async::pooled_connection::deadpool::{BuildError, Object, Pool};
 use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod};
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection as _};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness};
+use futures::future::BoxFuture;
 
 use crate::config::DatabaseSettings;
 
@@ -91,6 +92,51 @@ pub async fn run_migrations(url: &str, sets: Vec<EmbeddedMigrations>) -> Result<
     })
     .await
     .map_err(|_| MigrationError::Panicked)?
+}
+
+/// What [`truncate_without_waiting`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Truncation {
+    Truncated,
+    /// Asked again under the lock, the caller no longer wanted it.
+    NotWanted,
+    /// Someone held the table: nothing was done, and nobody waited.
+    Held,
+}
+
+/// Truncates `table` (a trusted name) if nobody holds it and `still_wanted`, asked again under
+/// the lock, says so. The lock is taken with `NOWAIT`: a truncate queued behind a long reader
+/// (a `pg_dump`) would make every later reader and writer of the table wait behind it, so
+/// when anyone holds the table this gives up at once.
+pub async fn truncate_without_waiting(
+    conn: &mut AsyncPgConnection,
+    table: &str,
+    still_wanted: impl for<'c> FnOnce(&'c mut AsyncPgConnection) -> BoxFuture<'c, diesel::QueryResult<bool>> + Send,
+) -> diesel::QueryResult<Truncation> {
+    let outcome = conn
+        .transaction::<Truncation, diesel::result::Error, _>(async |conn| {
+            diesel_async::RunQueryDsl::execute(
+                diesel::sql_query(format!("LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE NOWAIT")),
+                conn,
+            )
+            .await?;
+            if !still_wanted(conn).await? {
+                return Ok(Truncation::NotWanted);
+            }
+            diesel_async::RunQueryDsl::execute(diesel::sql_query(format!("TRUNCATE {table}")), conn).await?;
+            Ok(Truncation::Truncated)
+        })
+        .await;
+    match outcome {
+        Err(error) if is_lock_not_available(&error) => Ok(Truncation::Held),
+        other => other,
+    }
+}
+
+/// `55P03 lock_not_available`: a lock taken with `NOWAIT` that someone holds.
+pub fn is_lock_not_available(error: &diesel::result::Error) -> bool {
+    matches!(error, diesel::result::Error::DatabaseError(_, info)
+        if info.message().starts_with("could not obtain lock"))
 }
 
 /// The database name of a URL, for log lines and messages (never the password).

@@ -1,182 +1,294 @@
 //! Lanes: several relay instances publish one outbox at once, each its own share of it.
 //!
-//! Every outbox row carries a bucket, a hash of its message key (the order id) that Postgres
-//! computes when the row is written (`lane_bucket`, 0..1024). With `N` lanes a row belongs
-//! to lane `lane_bucket % N`, so all the rows of one order are in one lane, and a lane is
-//! published by one instance at a time: per-order order holds as it did with one leader.
+//! Every outbox row carries its lane (`lane`, a hash of the message key, the order id), so all
+//! the rows of one order are in one lane. A lane is published by one instance at a time: the
+//! owner named in its `outbox_lanes` row. Ownership is a lease with an epoch:
 //!
-//! Everything lives in Postgres advisory locks held by the relay's main session (decision
-//! 0001, now per lane), so a dead session gives up its lanes at once:
-//!
-//! - **Membership:** each instance holds the old leader lock *shared*. The number of holders
-//!   is the number of live instances, and a relay from before lanes, which takes that lock
-//!   exclusively, can neither lead while lane relays run nor be joined while it leads.
-//! - **Lane count:** each instance holds a shared lock named after its `N`; an instance
-//!   configured with another `N` would cut the outbox differently (an order's rows in two
-//!   lanes), so it does not take lanes while one with a different count is a member.
-//! - **Lanes:** an exclusive lock per lane. An instance aims at `ceil(N / members)` lanes:
-//!   it takes free lanes while it has fewer, and gives back its surplus (after its batches
-//!   in flight are settled) when more members arrive.
+//! - **Claim.** An instance takes a lane that is free (given back), whose lease has run out
+//!   (its owner hangs or is paused), or whose owner is gone (the owner's member lock, below, is
+//!   no longer held). Every claim raises the lane's epoch.
+//! - **Renew.** The owner renews its leases while it lives, and writes its positions in the
+//!   same statement, both only where the epoch is still the one it claimed. An owner that lost
+//!   a lane (its lease ran out and another instance took it) learns so at its next renewal:
+//!   the row no longer has its epoch. Until then it has read no new row, because it renews
+//!   before reading whenever the lease may have run out ([`Lanes::must_renew`]). So a paused
+//!   relay that wakes up cannot move a lane it lost, and reads nothing more of it.
+//! - **Members.** Each instance holds a Postgres advisory lock under a key of its own on the
+//!   session it reads with. A crashed instance's session closes and its lock goes at once,
+//!   so its lanes are taken at the next look, not only when their leases run out. The number
+//!   of locks is the number of live instances: each aims at `ceil(lanes / members)` lanes and
+//!   gives back its surplus, once nothing of it is in flight.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use diesel::QueryResult;
 use diesel::QueryableByName;
-use diesel::sql_types::{BigInt, Bool, Integer};
+use diesel::sql_types::{Array, BigInt, Bool, Integer, Nullable, SmallInt, Text};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
-/// How many buckets rows are hashed into; lanes are buckets modulo the lane count.
-pub const BUCKETS: i32 = 1024;
+use crate::window::{Position, Snapshot};
 
-/// Held shared by every lane relay of an outbox; before lanes, the active relay's exclusive
-/// leader lock ("outbox").
-const MEMBER_LOCK: i64 = 0x6f75_7462_6f78;
-/// Two-key advisory locks: (class, lane) for the lanes, (class, N) for the lane count.
-const LANE_CLASS: i32 = 0x6c61_6e65; // "lane"
-const LANE_COUNT_CLASS: i32 = 0x6c6e_636e; // "lncn"
+/// The advisory lock class of relay members (the second key is the member's own).
+const MEMBER_CLASS: i32 = 0x6c6f_6773; // "logs"
 
-/// What an instance may not do yet, and why.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
-    /// A relay from before lanes holds the outbox alone.
-    SoleLeader,
-    /// A member cuts the outbox into this many lanes.
-    OtherLaneCount(i32),
-}
+/// The member locks of this database's relays, for the statements below.
+const MEMBERS: &str = "SELECT objid::bigint AS member FROM pg_locks
+    WHERE locktype = 'advisory' AND granted AND objsubid = 2 AND classid = $1::bigint::oid
+      AND database = (SELECT oid FROM pg_database WHERE datname = current_database())";
 
 /// This instance's lanes of one outbox.
 #[derive(Debug)]
 pub struct Lanes {
-    count: i32,
-    /// Ascending.
-    held: Vec<i32>,
+    member: i32,
+    /// Held lanes and the epoch each was claimed with.
+    held: BTreeMap<i16, i64>,
+    lease: Duration,
+    renewed: Option<Instant>,
 }
 
-impl Lanes {
-    /// Joins the outbox's relays with `count` lanes, on `conn`'s session. Nothing is taken
-    /// yet: see [`Lanes::rebalance`].
-    pub async fn join(conn: &mut AsyncPgConnection, count: i32) -> QueryResult<Result<Self, Refusal>> {
-        let count = count.clamp(1, BUCKETS);
-        let member: OkRow = diesel::sql_query("SELECT pg_try_advisory_lock_shared($1) AS ok")
-            .bind::<BigInt, _>(MEMBER_LOCK)
-            .get_result(conn)
-            .await?;
-        if !member.ok {
-            return Ok(Err(Refusal::SoleLeader));
-        }
-        // Never refused (nobody takes it exclusively), but never waited for either.
-        diesel::sql_query("SELECT pg_try_advisory_lock_shared($1, $2)")
-            .bind::<Integer, _>(LANE_COUNT_CLASS)
-            .bind::<Integer, _>(count)
-            .execute(conn)
-            .await?;
-        let lanes = Self { count, held: Vec::new() };
-        if let Some(other) = lanes.other_lane_count(conn).await? {
-            lanes.leave(conn).await?;
-            return Ok(Err(Refusal::OtherLaneCount(other)));
-        }
-        Ok(Ok(lanes))
-    }
+/// A lane just claimed, and where its last publisher left it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claimed {
+    pub lane: i16,
+    pub position: Position,
+}
 
-    /// Gives back every lock this instance holds on the session.
-    async fn leave(&self, conn: &mut AsyncPgConnection) -> QueryResult<()> {
-        diesel::sql_query("SELECT pg_advisory_unlock_all()").execute(conn).await.map(drop)
-    }
+#[derive(QueryableByName)]
+struct ClaimedRow {
+    #[diesel(sql_type = SmallInt)]
+    lane: i16,
+    #[diesel(sql_type = BigInt)]
+    epoch: i64,
+    #[diesel(sql_type = Text)]
+    done: String,
+    #[diesel(sql_type = BigInt)]
+    floor_id: i64,
+    #[diesel(sql_type = Nullable<Text>)]
+    window_end: Option<String>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    window_last: Option<i64>,
+}
 
-    pub fn count(&self) -> i32 {
-        self.count
-    }
+#[derive(QueryableByName)]
+struct LaneRow {
+    #[diesel(sql_type = SmallInt)]
+    lane: i16,
+}
 
-    /// The lanes this instance publishes, in order.
-    pub fn held(&self) -> &[i32] {
-        &self.held
-    }
-
-    /// How many lanes this instance should hold, given the live instances now: `ceil(N /
-    /// members)`.
-    pub async fn fair_share(&self, conn: &mut AsyncPgConnection) -> QueryResult<usize> {
-        let members = self.members(conn).await?.max(1) as usize;
-        Ok((self.count as usize).div_ceil(members))
-    }
-
-    /// Moves toward `share` lanes (see [`Lanes::fair_share`]): releases lanes above it (only
-    /// when `idle`, i.e. nothing of them is in flight), then tries free lanes up to it.
-    /// Returns whether the held lanes changed.
-    pub async fn rebalance(&mut self, conn: &mut AsyncPgConnection, share: usize, idle: bool) -> QueryResult<bool> {
-        let before = self.held.clone();
-        while idle && self.held.len() > share {
-            let Some(lane) = self.held.pop() else { break };
-            diesel::sql_query("SELECT pg_advisory_unlock($1, $2)")
-                .bind::<Integer, _>(LANE_CLASS)
-                .bind::<Integer, _>(lane)
-                .execute(conn)
-                .await?;
-        }
-        // Another count may have joined in a race with this one; then neither takes more.
-        if self.held.len() < share && self.other_lane_count(conn).await?.is_none() {
-            for lane in 0..self.count {
-                if self.held.len() >= share {
-                    break;
-                }
-                if !self.held.contains(&lane) && self.try_lane(conn, lane).await? {
-                    self.held.push(lane);
-                }
-            }
-            self.held.sort_unstable();
-        }
-        Ok(self.held != before)
-    }
-
-    async fn try_lane(&self, conn: &mut AsyncPgConnection, lane: i32) -> QueryResult<bool> {
-        let row: OkRow = diesel::sql_query("SELECT pg_try_advisory_lock($1, $2) AS ok")
-            .bind::<Integer, _>(LANE_CLASS)
-            .bind::<Integer, _>(lane)
-            .get_result(conn)
-            .await?;
-        Ok(row.ok)
-    }
-
-    /// Live instances: sessions holding the member lock shared (this one included).
-    async fn members(&self, conn: &mut AsyncPgConnection) -> QueryResult<i64> {
-        #[derive(QueryableByName)]
-        struct Members {
-            #[diesel(sql_type = BigInt)]
-            members: i64,
-        }
-        let row: Members = diesel::sql_query(
-            "SELECT count(*) AS members FROM pg_locks
-              WHERE locktype = 'advisory' AND granted AND mode = 'ShareLock' AND objsubid = 1
-                AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
-                AND classid = ($1 >> 32)::oid AND objid = ($1 & 4294967295)::oid",
-        )
-        .bind::<BigInt, _>(MEMBER_LOCK)
-        .get_result(conn)
-        .await?;
-        Ok(row.members)
-    }
-
-    /// A lane count other than this one's that a member holds, if any.
-    async fn other_lane_count(&self, conn: &mut AsyncPgConnection) -> QueryResult<Option<i32>> {
-        #[derive(QueryableByName)]
-        struct Count {
-            #[diesel(sql_type = Integer)]
-            count: i32,
-        }
-        let rows: Vec<Count> = diesel::sql_query(
-            "SELECT objid::bigint::int AS count FROM pg_locks
-              WHERE locktype = 'advisory' AND granted AND objsubid = 2
-                AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
-                AND classid = $1::bigint::oid AND objid <> $2::bigint::oid
-              LIMIT 1",
-        )
-        .bind::<Integer, _>(LANE_COUNT_CLASS)
-        .bind::<Integer, _>(self.count)
-        .load(conn)
-        .await?;
-        Ok(rows.into_iter().next().map(|row| row.count))
-    }
+#[derive(QueryableByName)]
+struct Count {
+    #[diesel(sql_type = BigInt)]
+    count: i64,
 }
 
 #[derive(QueryableByName)]
 struct OkRow {
     #[diesel(sql_type = Bool)]
     ok: bool,
+}
+
+fn unreadable(error: crate::window::BadSnapshot) -> diesel::result::Error {
+    diesel::result::Error::DeserializationError(Box::new(error))
+}
+
+impl ClaimedRow {
+    fn position(&self) -> QueryResult<Position> {
+        let window = match (&self.window_end, self.window_last) {
+            (Some(end), Some(last)) => Some((Snapshot::parse(end).map_err(unreadable)?, last)),
+            _ => None,
+        };
+        Ok(Position { done: Snapshot::parse(&self.done).map_err(unreadable)?, floor: self.floor_id, window })
+    }
+}
+
+/// A position as the statements below take it: (done, floor, window end, window last).
+fn columns(position: &Position) -> (String, i64, Option<String>, Option<i64>) {
+    let (end, last) = match &position.window {
+        Some((end, last)) => (Some(end.to_string()), Some(*last)),
+        None => (None, None),
+    };
+    (position.done.to_string(), position.floor, end, last)
+}
+
+impl Lanes {
+    /// Joins the outbox's relays on `conn`'s session, with leases of `lease`. Holds no lane
+    /// yet: see [`Lanes::claim`].
+    pub async fn join(conn: &mut AsyncPgConnection, lease: Duration) -> QueryResult<Self> {
+        loop {
+            let member = rand_member();
+            let row: OkRow = diesel::sql_query("SELECT pg_try_advisory_lock($1, $2) AS ok")
+                .bind::<Integer, _>(MEMBER_CLASS)
+                .bind::<Integer, _>(member)
+                .get_result(conn)
+                .await?;
+            if row.ok {
+                return Ok(Self { member, held: BTreeMap::new(), lease, renewed: None });
+            }
+        }
+    }
+
+    /// The lanes this instance publishes, in order.
+    pub fn held(&self) -> Vec<i16> {
+        self.held.keys().copied().collect()
+    }
+
+    /// Whether the leases may have run out since they were last renewed: then the relay
+    /// renews before it reads, so that it never reads a lane another instance took.
+    pub fn must_renew(&self) -> bool {
+        self.renewed.is_none_or(|at| at.elapsed() >= self.lease / 2)
+    }
+
+    /// Whether a renewal is due (a quarter of the lease since the last).
+    pub fn renewal_due(&self) -> bool {
+        self.renewed.is_none_or(|at| at.elapsed() >= self.lease / 4)
+    }
+
+    /// How many lanes this instance should hold given the live instances now:
+    /// `ceil(lanes / members)`.
+    pub async fn fair_share(&self, conn: &mut AsyncPgConnection) -> QueryResult<usize> {
+        let members: Count = diesel::sql_query(format!("SELECT count(*) AS count FROM ({MEMBERS}) m"))
+            .bind::<BigInt, _>(i64::from(MEMBER_CLASS))
+            .get_result(conn)
+            .await?;
+        let lanes: Count = diesel::sql_query("SELECT count(*) AS count FROM outbox_lanes").get_result(conn).await?;
+        Ok((lanes.count.max(0) as usize).div_ceil(members.count.max(1) as usize))
+    }
+
+    /// Claims every lane whose owner is gone or whose lease ran out, and free lanes up to
+    /// `share`. Returns the lanes claimed, each with its position.
+    pub async fn claim(&mut self, conn: &mut AsyncPgConnection, share: usize) -> QueryResult<Vec<Claimed>> {
+        let want = share.saturating_sub(self.held.len()) as i64;
+        let rows: Vec<ClaimedRow> = diesel::sql_query(format!(
+            "WITH members AS ({MEMBERS}),
+                  candidates AS (
+                      SELECT lane, owner IS NOT NULL AS orphaned FROM outbox_lanes
+                       WHERE owner IS NULL OR lease_until < now() OR owner NOT IN (SELECT member FROM members)),
+                  chosen AS (
+                      SELECT lane FROM candidates ORDER BY orphaned DESC, lane
+                       LIMIT greatest((SELECT count(*) FROM candidates WHERE orphaned), $3))
+             UPDATE outbox_lanes l
+                SET owner = $2, epoch = l.epoch + 1, lease_until = now() + $4 * interval '1 millisecond'
+               FROM chosen
+              WHERE l.lane = chosen.lane
+                AND (l.owner IS NULL OR l.lease_until < now() OR l.owner NOT IN (SELECT member FROM members))
+          RETURNING l.lane, l.epoch, l.done::text AS done, l.floor_id, l.window_end::text AS window_end, l.window_last"
+        ))
+        .bind::<BigInt, _>(i64::from(MEMBER_CLASS))
+        .bind::<BigInt, _>(i64::from(self.member))
+        .bind::<BigInt, _>(want)
+        .bind::<BigInt, _>(self.lease.as_millis() as i64)
+        .load(conn)
+        .await?;
+        let mut claimed = Vec::with_capacity(rows.len());
+        for row in rows {
+            claimed.push(Claimed { lane: row.lane, position: row.position()? });
+            self.held.insert(row.lane, row.epoch);
+        }
+        if !claimed.is_empty() && self.renewed.is_none() {
+            self.renewed = Some(Instant::now());
+        }
+        Ok(claimed)
+    }
+
+    /// Renews the lease of every lane held and writes the positions that moved, where this
+    /// instance still owns the lane. Returns the lanes it no longer owns: they are not held any
+    /// more.
+    pub async fn renew(&mut self, conn: &mut AsyncPgConnection, moved: &[(i16, Position)]) -> QueryResult<Vec<i16>> {
+        let started = Instant::now();
+        let lanes = self.held();
+        let kept = self.update(conn, &lanes, moved, Update::Renew).await?;
+        let lost: Vec<i16> = lanes.into_iter().filter(|lane| !kept.contains(lane)).collect();
+        for lane in &lost {
+            self.held.remove(lane);
+        }
+        self.renewed = Some(started);
+        Ok(lost)
+    }
+
+    /// Gives `lanes` back, writing the positions of those that moved, so that another
+    /// instance takes them at once. Nothing of them may be in flight.
+    pub async fn release(
+        &mut self,
+        conn: &mut AsyncPgConnection,
+        lanes: &[i16],
+        moved: &[(i16, Position)],
+    ) -> QueryResult<()> {
+        self.update(conn, lanes, moved, Update::Release).await?;
+        for lane in lanes {
+            self.held.remove(lane);
+        }
+        Ok(())
+    }
+
+    /// One statement for each of `lanes` that this instance holds: renews its lease or gives
+    /// it back, and writes its position if it is in `moved`; only where the lane still has the
+    /// epoch this instance claimed it with. Returns the lanes written.
+    async fn update(
+        &self,
+        conn: &mut AsyncPgConnection,
+        lanes: &[i16],
+        moved: &[(i16, Position)],
+        how: Update,
+    ) -> QueryResult<Vec<i16>> {
+        let mut ids = Vec::new();
+        let mut epochs = Vec::new();
+        let mut dones = Vec::new();
+        let mut floors = Vec::new();
+        let mut ends = Vec::new();
+        let mut lasts = Vec::new();
+        for lane in lanes {
+            let Some(epoch) = self.held.get(lane) else { continue };
+            let position = moved.iter().find(|(l, _)| l == lane).map(|(_, p)| columns(p));
+            ids.push(*lane);
+            epochs.push(*epoch);
+            dones.push(position.as_ref().map(|p| p.0.clone()));
+            floors.push(position.as_ref().map(|p| p.1));
+            ends.push(position.as_ref().and_then(|p| p.2.clone()));
+            lasts.push(position.as_ref().and_then(|p| p.3));
+        }
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (owner, lease_until) = match how {
+            Update::Renew => ("l.owner", "now() + $8 * interval '1 millisecond'"),
+            Update::Release => ("NULL", "'-infinity'::timestamptz"),
+        };
+        let rows: Vec<LaneRow> = diesel::sql_query(format!(
+            "UPDATE outbox_lanes l
+                SET owner = {owner}, lease_until = {lease_until},
+                    done = COALESCE(v.done::pg_snapshot, l.done),
+                    floor_id = COALESCE(v.floor_id, l.floor_id),
+                    window_end = CASE WHEN v.done IS NULL THEN l.window_end ELSE v.window_end::pg_snapshot END,
+                    window_last = CASE WHEN v.done IS NULL THEN l.window_last ELSE v.window_last END,
+                    moved_at = CASE WHEN v.done IS NULL THEN l.moved_at ELSE now() END
+               FROM unnest($1::smallint[], $2::bigint[], $3::text[], $4::bigint[], $5::text[], $6::bigint[])
+                    AS v (lane, epoch, done, floor_id, window_end, window_last)
+              WHERE l.lane = v.lane AND l.epoch = v.epoch AND l.owner = $7
+          RETURNING l.lane"
+        ))
+        .bind::<Array<SmallInt>, _>(ids)
+        .bind::<Array<BigInt>, _>(epochs)
+        .bind::<Array<Nullable<Text>>, _>(dones)
+        .bind::<Array<Nullable<BigInt>>, _>(floors)
+        .bind::<Array<Nullable<Text>>, _>(ends)
+        .bind::<Array<Nullable<BigInt>>, _>(lasts)
+        .bind::<BigInt, _>(i64::from(self.member))
+        .bind::<BigInt, _>(self.lease.as_millis() as i64)
+        .load(conn)
+        .await?;
+        Ok(rows.into_iter().map(|row| row.lane).collect())
+    }
+}
+
+/// What [`Lanes::update`] does to the lease.
+#[derive(Debug, Clone, Copy)]
+enum Update {
+    Renew,
+    Release,
+}
+
+/// A member key: any positive 31-bit number, chosen at random (a clash is retried).
+fn rand_member() -> i32 {
+    ((uuid::Uuid::new_v4().as_u128() as u32) >> 1).max(1) as i32
 }

@@ -1,26 +1,29 @@
 //! The relay: moves each service's outbox rows to Kafka, in order, at least once. The
 //! process (`main.rs`) runs one [`relay::OutboxRelay`] per configured outbox database:
 //!
+//! - [`window`]: the position rule: windows between snapshots, read in id order after a floor;
 //! - [`lanes`]: the outbox cut into lanes by order id, each published by one instance at a
-//!   time, shared fairly among the live instances through Postgres advisory locks;
-//! - [`pipeline`]: several batches in flight, one event per order at a time, only
-//!   acknowledged rows deleted, so an order's events reach the topic in order whatever fails;
-//! - [`publish`]: the pipeline's ends, the outbox table and the idempotent producer;
-//! - [`deleter`]: deletes of published rows, on a session of their own;
+//!   time under a lease with an epoch, shared fairly among the live instances;
+//! - [`pipeline`]: several batches in flight, one event per order at a time, a lane's
+//!   position moved only over acknowledged rows;
+//! - [`publish`]: the pipeline's ends, the outbox log and the idempotent producer;
+//! - [`reclaim`]: the log's published partitions given back, never waiting for a lock;
 //! - [`backlog`]: what waits, for `/health` and the gauges;
 //! - [`metrics`], [`settings`].
 
 pub mod backlog;
-pub mod deleter;
 pub mod lanes;
 pub mod metrics;
 pub mod pipeline;
 pub mod publish;
+pub mod reclaim;
 pub mod relay;
 pub mod settings;
+pub mod window;
 
-/// Between the broker's acknowledgement and the delete: a crash here re-publishes the batch.
-pub const AFTER_PUBLISH_BEFORE_DELETE: &str = "relay.after_publish_before_delete";
+/// Between the broker's acknowledgement and the write of the lane's position: a crash here
+/// publishes the batch again.
+pub const AFTER_PUBLISH_BEFORE_POSITION: &str = "relay.after_publish_before_position";
 
 /// The crash points this crate has (see `platform::crash`).
-pub const CRASH_POINTS: &[&str] = &[AFTER_PUBLISH_BEFORE_DELETE];
+pub const CRASH_POINTS: &[&str] = &[AFTER_PUBLISH_BEFORE_POSITION];

@@ -20,9 +20,8 @@ struct OutboxLabels {
     outbox: String,
 }
 
-/// What a relay's batch waits for, one after the other: the read that finds its rows, the
-/// broker's answers to all of them, and the delete of the acknowledged ones (on the relay's
-/// second session, while the next batches are read and sent; decision 0024).
+/// Where a relay's time goes: the reads that find its batches' rows, the broker's answers to
+/// all of them, and the writes of the lanes' positions (with their leases).
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
 #[allow(non_camel_case_types)] // the label values Prometheus queries use
 pub enum Stage {
@@ -32,8 +31,8 @@ pub enum Stage {
     /// relay collects answers between its reads, so this includes the reads of the batches
     /// sent after it.
     delivery,
-    /// One delete of a settled batch's acknowledged rows.
-    delete,
+    /// One write of the positions that moved (and of the leases).
+    position,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -58,6 +57,8 @@ pub struct RelayMetrics {
     active: Family<OutboxLabels, Gauge>,
     lanes: Family<OutboxLabels, Gauge>,
     stages: Family<StageLabels, Histogram>,
+    reclaimed: Family<OutboxLabels, Counter>,
+    reclaim_busy: Family<OutboxLabels, Counter>,
 }
 
 impl Default for RelayMetrics {
@@ -71,6 +72,8 @@ impl Default for RelayMetrics {
             lanes: Family::default(),
             // A read or a delete takes a fraction of a millisecond to a few: from 0.1 ms.
             stages: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.0001, 2.0, 18))),
+            reclaimed: Family::default(),
+            reclaim_busy: Family::default(),
         }
     }
 }
@@ -108,9 +111,19 @@ impl RelayMetrics {
         );
         metrics.register_with_unit(
             "relay_batch_stage",
-            "How long a relay's batches take in each stage: read, delivery (until every answer), delete",
+            "How long a relay's reads, deliveries (until every answer) and position writes take",
             Unit::Seconds,
             self.stages.clone(),
+        );
+        metrics.register(
+            "outbox_partitions_reclaimed",
+            "Partitions of the outbox log truncated once every lane had published them",
+            self.reclaimed.clone(),
+        );
+        metrics.register(
+            "outbox_reclaim_busy",
+            "Truncations of a published partition put off because someone held it (tried again later)",
+            self.reclaim_busy.clone(),
         );
     }
 
@@ -126,8 +139,10 @@ impl RelayMetrics {
             oldest_age: self.oldest_age.get_or_create_owned(&labels),
             active: self.active.get_or_create_owned(&labels),
             lanes: self.lanes.get_or_create_owned(&labels),
-            stages: [Stage::read, Stage::delivery, Stage::delete]
+            stages: [Stage::read, Stage::delivery, Stage::position]
                 .map(|stage| self.stages.get_or_create_owned(&StageLabels { outbox: name.to_owned(), stage })),
+            reclaimed: self.reclaimed.get_or_create_owned(&labels),
+            reclaim_busy: self.reclaim_busy.get_or_create_owned(&labels),
             measured: Arc::default(),
         }
     }
@@ -148,6 +163,8 @@ pub struct OutboxMetrics {
     lanes: Gauge,
     /// By [`Stage`], in its declaration order.
     stages: [Histogram; 3],
+    reclaimed: Counter,
+    reclaim_busy: Counter,
     /// Whether `pending` and `oldest_age` were ever measured (a standby never measures).
     measured: Arc<AtomicBool>,
 }
@@ -169,6 +186,12 @@ impl OutboxMetrics {
     /// A batch spent `took` in `stage`.
     pub fn stage(&self, stage: Stage, took: Duration) {
         self.stages[stage as usize].observe(took.as_secs_f64());
+    }
+
+    /// A housekeeping turn truncated `truncated` partitions and put `busy` off.
+    pub fn reclaimed(&self, truncated: usize, busy: usize) {
+        self.reclaimed.inc_by(truncated as u64);
+        self.reclaim_busy.inc_by(busy as u64);
     }
 
     pub fn set_backlog(&self, rows: i64, oldest_age_seconds: f64) {

@@ -1,124 +1,224 @@
-//! The relay's two ends, as [`crate::pipeline`] uses them: the outbox table on the relay's
-//! database session ([`Store`]) and the idempotent producer ([`Sink`]). Ids of one order
-//! follow commit order (see `messaging::outbox`), so reading in id order never reorders an
-//! order's events.
+//! The relay's two ends, as [`crate::pipeline`] uses them: the outbox log on the relay's
+//! database session ([`Store`]) and the idempotent producer ([`Sink`]).
 
 use chrono::{DateTime, Utc};
-use diesel::dsl;
 use diesel::pg::Pg;
 use diesel::prelude::*;
-use diesel::query_builder::QueryFragment;
-use diesel::sql_types::{Array, BigInt, Integer, Text};
-use diesel_async::methods::LoadQuery;
+use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
+use diesel::sql_types::{Array, BigInt, Nullable, SmallInt, Text, Timestamptz, Untyped};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use futures::FutureExt as _;
 use futures::future::BoxFuture;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use schema::tables::messaging::outbox;
 use uuid::Uuid;
 
 use crate::metrics::{OutboxMetrics, Stage};
-use crate::pipeline::{Sink, Store};
+use crate::pipeline::{Fetched, Sink, Store};
+use crate::window::{BadSnapshot, LaneRead, Snapshot};
 
 /// An outbox row as the relay publishes it. The envelope is read as the text Postgres prints
 /// for the `jsonb` column and sent as it is: parsing it into a JSON value and printing that
 /// again, only to send the same document, was most of the relay's CPU (`scripts/profile
 /// drain`). Consumers parse the envelope; its spacing and key order carry nothing.
-#[derive(Debug, Clone, Queryable, Selectable)]
-#[diesel(table_name = outbox, check_for_backend(diesel::pg::Pg))]
+#[derive(Debug, Clone)]
 pub struct Outgoing {
     pub id: i64,
+    pub lane: i16,
     pub event_id: Uuid,
     pub topic: String,
     pub message_key: String,
     pub event_type: String,
     pub correlation_id: String,
     pub traceparent: Option<String>,
-    #[diesel(select_expression = outbox::envelope.cast::<Text>(), select_expression_type = dsl::Cast<outbox::envelope, Text>)]
     pub payload: String,
     pub created_at: DateTime<Utc>,
 }
 
-define_sql_function! {
-    /// The elements of an array, one row each.
-    fn unnest(ids: Array<BigInt>) -> BigInt;
-}
+/// The read statement ([`Read`]). Its text does not change, so diesel prepares it once per
+/// session and Postgres plans it once for any parameters (decision 0023).
+///
+/// For each lane asked (`$1`…`$4`: lane, `lo`, `hi` or NULL, `after`), the next `$8` rows in
+/// id order after where the lane's read starts, of the transactions `hi` (or, for a window
+/// this read opens, the statement's own snapshot) sees and `lo` does not. The start is
+/// `after`, or lower for a late transaction (`$5`…`$7`: lane, transaction id, floor) that has
+/// committed by now (`crate::window`). With the rows, or alone when there are none: the
+/// statement's snapshot, the next transaction id and the id sequence.
+const READ: &str = "\
+WITH tick AS MATERIALIZED (
+    SELECT pg_current_snapshot() AS snap, outbox_next_xid() AS next_xid,
+           (SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END FROM outbox_id_seq) AS seq
+), lanes AS MATERIALIZED (
+    SELECT w.lane, w.lo::pg_snapshot AS lo, w.hi::pg_snapshot AS hi,
+           LEAST(w.after, (SELECT min(late.floor_id)
+                             FROM unnest($5::smallint[], $6::text[], $7::bigint[]) AS late (lane, xid, floor_id), tick
+                            WHERE late.lane = w.lane AND pg_visible_in_snapshot(late.xid::xid8, tick.snap))) AS start
+      FROM unnest($1::smallint[], $2::text[], $3::text[], $4::bigint[]) AS w (lane, lo, hi, after)
+)
+SELECT tick.snap::text AS snapshot, tick.next_xid::text AS next_xid, tick.seq,
+       r.id, r.lane, r.event_id, r.topic, r.message_key, r.event_type, r.correlation_id, r.traceparent,
+       r.payload, r.created_at
+  FROM tick LEFT JOIN (
+       SELECT o.id, o.lane, o.event_id, o.topic, o.message_key, o.event_type, o.correlation_id, o.traceparent,
+              o.envelope::text AS payload, o.created_at
+         FROM lanes CROSS JOIN LATERAL (
+              SELECT * FROM outbox_log o
+               WHERE o.lane = lanes.lane AND o.id > lanes.start
+                 AND NOT pg_visible_in_snapshot(o.tx, lanes.lo)
+                 AND (lanes.hi IS NULL OR pg_visible_in_snapshot(o.tx, lanes.hi))
+               ORDER BY o.id LIMIT $8) o
+       ) r ON true
+ ORDER BY r.lane, r.id";
 
-define_sql_function! {
-    /// Postgres's `mod(a, b)`, the remainder of `a / b`.
-    #[sql_name = "mod"]
-    fn remainder(a: Integer, b: Integer) -> Integer;
-}
-
-// The reads are written with Diesel's expressions only, no SQL text, so that Diesel keeps
-// them as prepared statements on the session: one round trip per read, and no planning after
-// the first few. (A statement with `diesel::dsl::sql` in it is parsed and planned on every
-// call, and an array of 1,500 ids in flight made planning cost as much as reading.) Postgres
-// then plans the read once for any parameters, a generic plan, so the rows in flight are
-// left out with `NOT (id = ANY(SELECT unnest($1)))`: a hashed subplan, built once per read.
-// Both `id <> ALL($1)` and `id <> ALL(SELECT ...)` compare every scanned row with every id in
-// flight under a generic plan: reading 2,000 rows past 6,000 in flight took 110 ms and 986 ms,
-// against 2 ms hashed (decision 0023). Ids are never NULL, so the negation means what it says.
-
-/// The oldest `limit` rows not in `excluding`, of the given lanes (`(count, lanes)`) or of all.
-fn read<'a>(
-    excluding: &'a [i64],
+/// [`READ`] with its parameters.
+struct Read {
+    lanes: Vec<i16>,
+    los: Vec<String>,
+    his: Vec<Option<String>>,
+    afters: Vec<i64>,
+    late_lanes: Vec<i16>,
+    late_xids: Vec<String>,
+    late_floors: Vec<i64>,
     limit: i64,
-    lanes: Option<(i32, &'a [i32])>,
-) -> impl LoadQuery<'a, AsyncPgConnection, Outgoing> + QueryFragment<Pg> + Send + 'a {
-    let mut query = outbox::table
-        .filter(dsl::not(outbox::id.eq_any(diesel::select(unnest(excluding)))))
-        .order(outbox::id.asc())
-        .limit(limit)
-        .select(Outgoing::as_select())
-        .into_boxed();
-    if let Some((count, lanes)) = lanes {
-        query = query.filter(remainder(outbox::lane_bucket, count).eq_any(lanes));
+}
+
+impl Read {
+    fn new(reads: &[LaneRead], limit: i64) -> Self {
+        let late = reads.iter().flat_map(|r| r.late.iter().map(move |&(xid, floor)| (r.lane, xid, floor)));
+        Self {
+            lanes: reads.iter().map(|r| r.lane).collect(),
+            los: reads.iter().map(|r| r.lo.to_string()).collect(),
+            his: reads.iter().map(|r| r.hi.as_ref().map(ToString::to_string)).collect(),
+            afters: reads.iter().map(|r| r.after).collect(),
+            late_lanes: late.clone().map(|(lane, _, _)| lane).collect(),
+            late_xids: late.clone().map(|(_, xid, _)| xid.to_string()).collect(),
+            late_floors: late.map(|(_, _, floor)| floor).collect(),
+            limit,
+        }
     }
-    query
+}
+
+impl QueryId for Read {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl Query for Read {
+    type SqlType = Untyped;
+}
+
+impl QueryFragment<Pg> for Read {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        // The text is READ with each `$n` replaced by the n-th parameter (diesel numbers the
+        // binds in the order they are pushed).
+        let mut rest = READ;
+        while let Some(at) = rest.find('$') {
+            out.push_sql(&rest[..at]);
+            let digits = rest[at + 1..].find(|c: char| !c.is_ascii_digit()).map_or(rest.len() - at - 1, |n| n);
+            let number = &rest[at + 1..at + 1 + digits];
+            rest = &rest[at + 1 + digits..];
+            match number {
+                "1" => out.push_bind_param::<Array<SmallInt>, _>(&self.lanes)?,
+                "2" => out.push_bind_param::<Array<Text>, _>(&self.los)?,
+                "3" => out.push_bind_param::<Array<Nullable<Text>>, _>(&self.his)?,
+                "4" => out.push_bind_param::<Array<BigInt>, _>(&self.afters)?,
+                "5" => out.push_bind_param::<Array<SmallInt>, _>(&self.late_lanes)?,
+                "6" => out.push_bind_param::<Array<Text>, _>(&self.late_xids)?,
+                "7" => out.push_bind_param::<Array<BigInt>, _>(&self.late_floors)?,
+                "8" => out.push_bind_param::<BigInt, _>(&self.limit)?,
+                other => return Err(diesel::result::Error::QueryBuilderError(format!("no parameter ${other}").into())),
+            }
+        }
+        out.push_sql(rest);
+        Ok(())
+    }
+}
+
+/// One row of [`READ`]: the tick, and a row of the outbox unless none came back.
+#[derive(QueryableByName)]
+struct ReadRow {
+    #[diesel(sql_type = Text)]
+    snapshot: String,
+    #[diesel(sql_type = Text)]
+    next_xid: String,
+    #[diesel(sql_type = BigInt)]
+    seq: i64,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    id: Option<i64>,
+    #[diesel(sql_type = Nullable<SmallInt>)]
+    lane: Option<i16>,
+    #[diesel(sql_type = Nullable<diesel::sql_types::Uuid>)]
+    event_id: Option<Uuid>,
+    #[diesel(sql_type = Nullable<Text>)]
+    topic: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    message_key: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    event_type: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    correlation_id: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    traceparent: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    payload: Option<String>,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    created_at: Option<DateTime<Utc>>,
+}
+
+impl ReadRow {
+    fn outgoing(self) -> Option<Outgoing> {
+        Some(Outgoing {
+            id: self.id?,
+            lane: self.lane?,
+            event_id: self.event_id?,
+            topic: self.topic?,
+            message_key: self.message_key?,
+            event_type: self.event_type?,
+            correlation_id: self.correlation_id?,
+            traceparent: self.traceparent,
+            payload: self.payload?,
+            created_at: self.created_at?,
+        })
+    }
+}
+
+fn unreadable(error: impl std::error::Error + Send + Sync + 'static) -> diesel::result::Error {
+    diesel::result::Error::DeserializationError(Box::new(error))
+}
+
+/// Reads the next rows of `reads`' lanes, `limit` per lane, on `conn`.
+pub async fn fetch(conn: &mut AsyncPgConnection, reads: &[LaneRead], limit: i64) -> QueryResult<Fetched> {
+    let rows: Vec<ReadRow> = Read::new(reads, limit).load(conn).await?;
+    let first = <[ReadRow]>::first(&rows).ok_or_else(|| unreadable(BadSnapshot("the read returned no row".into())))?;
+    let snapshot = Snapshot::parse(&first.snapshot).map_err(unreadable)?;
+    let next_xid = first.next_xid.parse::<u64>().map_err(unreadable)?;
+    let seq = first.seq;
+    Ok(Fetched { snapshot, next_xid, seq, rows: rows.into_iter().filter_map(ReadRow::outgoing).collect() })
 }
 
 impl Store for AsyncPgConnection {
     type Error = diesel::result::Error;
 
-    async fn fetch(&mut self, excluding: &[i64], limit: i64) -> QueryResult<Vec<Outgoing>> {
-        read(excluding, limit, None).load(self).await
-    }
-
-    async fn delete(&mut self, ids: &[i64]) -> QueryResult<usize> {
-        if ids.is_empty() {
-            return Ok(0);
-        }
-        diesel::delete(outbox::table.filter(outbox::id.eq_any(ids))).execute(self).await
+    async fn fetch(&mut self, reads: &[LaneRead], limit: i64) -> QueryResult<Fetched> {
+        fetch(self, reads, limit).await
     }
 }
 
-/// Some lanes of the outbox (`crate::lanes`), on the relay's session.
-pub struct LaneOutbox<'c> {
+/// The outbox log on the relay's session, each read's time recorded.
+pub struct LogOutbox<'c> {
     pub conn: &'c mut AsyncPgConnection,
-    /// How many lanes the outbox is cut into.
-    pub count: i32,
-    /// The lanes read from.
-    pub lanes: &'c [i32],
-    /// Where each read's time is recorded.
     pub metrics: &'c OutboxMetrics,
 }
 
-impl Store for LaneOutbox<'_> {
+impl Store for LogOutbox<'_> {
     type Error = diesel::result::Error;
 
-    async fn fetch(&mut self, excluding: &[i64], limit: i64) -> QueryResult<Vec<Outgoing>> {
-        let lanes = (self.lanes.len() < self.count as usize).then_some((self.count, self.lanes));
+    async fn fetch(&mut self, reads: &[LaneRead], limit: i64) -> QueryResult<Fetched> {
         let started = std::time::Instant::now();
-        let rows = read(excluding, limit, lanes).load(self.conn).await;
+        let fetched = fetch(self.conn, reads, limit).await;
         self.metrics.stage(Stage::read, started.elapsed());
-        rows
-    }
-
-    async fn delete(&mut self, ids: &[i64]) -> QueryResult<usize> {
-        self.conn.delete(ids).await
+        fetched
     }
 }
 
@@ -159,19 +259,18 @@ mod tests {
     use diesel::pg::Pg;
     use diesel::query_builder::QueryFragment;
 
-    use super::read;
+    use super::{READ, Read};
+    use crate::window::{LaneRead, Snapshot};
 
-    /// Diesel parses and plans a statement with SQL text in it on every call; the relay's
-    /// reads stay prepared statements, and leave the rows in flight out with a hashed set.
-    fn assert_prepared_and_hashed(query: impl QueryFragment<Pg>) {
+    /// The read is a prepared statement (its text never changes) with a bind for every
+    /// parameter of [`READ`].
+    #[test]
+    fn the_read_stays_one_prepared_statement() {
+        let reads = [LaneRead { lane: 2, lo: Snapshot::nothing(), hi: None, after: 7, late: vec![(9, 3)] }];
+        let query = Read::new(&reads, 50);
         assert!(query.is_safe_to_cache_prepared(&Pg).unwrap(), "the read would be planned on every call");
         let sql = diesel::debug_query::<Pg, _>(&query).to_string();
-        assert!(sql.contains(r#"NOT (("outbox"."id" = ANY(SELECT unnest($1))))"#), "{sql}");
-    }
-
-    #[test]
-    fn the_reads_stay_prepared_statements_and_hash_the_rows_in_flight() {
-        assert_prepared_and_hashed(read(&[1, 2, 3], 500, None));
-        assert_prepared_and_hashed(read(&[1, 2, 3], 500, Some((8, &[0, 1]))));
+        assert_eq!(sql.matches('$').count(), READ.matches('$').count(), "{sql}");
+        assert!(sql.contains("LIMIT $8"), "{sql}");
     }
 }

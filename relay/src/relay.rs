@@ -1,29 +1,26 @@
-//! One outbox's relay: one database session holds the locks of its lanes
-//! ([`crate::lanes`]), LISTENs for inserts and reads batches, with several batches in flight
-//! ([`crate::pipeline`]); a second one deletes what Kafka acknowledged ([`crate::deleter`]),
-//! meanwhile. If either session dies, the relay starts over with new ones: rows whose delete
-//! did not commit are read and published again. A crash between the acknowledgement and the
-//! delete re-publishes too; consumers deduplicate by event id.
+//! One outbox's relay. One database session holds this instance's membership, LISTENs for
+//! inserts, reads its lanes' windows, and writes their positions and leases
+//! ([`crate::lanes`], [`crate::pipeline`]). A second session, [`housekeeping`], measures the
+//! backlog and gives the log's finished partitions back ([`crate::reclaim`]), so that neither
+//! ever waits in the way of a read. If the main session dies, the relay starts over with a new
+//! one, from the positions last written: what was acknowledged since is published again, and
+//! consumers deduplicate by event id.
 
 use std::time::{Duration, Instant};
 
 use diesel::ConnectionError;
-use diesel_async::{AsyncConnection as _, AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncConnection as _, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection as _};
 use futures::{FutureExt as _, StreamExt as _};
 use platform::config::KafkaSettings;
 use rdkafka::producer::{FutureProducer, Producer as _};
 use tokio_util::sync::CancellationToken;
 
 use crate::backlog;
-use crate::deleter::{DeleteError, Deleter};
-use crate::lanes::{Lanes, Refusal};
+use crate::lanes::Lanes;
 use crate::metrics::{OutboxMetrics, RelayMetrics, Stage};
 use crate::pipeline::Pipeline;
-use crate::publish::LaneOutbox;
+use crate::publish::LogOutbox;
 use crate::settings::RelaySettings;
-
-/// How often the active relay measures its backlog.
-const MEASURE_EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
@@ -31,8 +28,6 @@ pub enum RelayError {
     Connect(#[from] ConnectionError),
     #[error("outbox database: {0}")]
     Query(#[from] diesel::result::Error),
-    #[error(transparent)]
-    Delete(#[from] DeleteError),
     #[error(transparent)]
     Injected(#[from] platform::crash::InjectedFault),
 }
@@ -77,82 +72,109 @@ impl OutboxRelay {
         self.metrics.clone()
     }
 
-    /// Relays until `shutdown`, reconnecting (and re-electing) after any database error.
+    /// Relays until `shutdown`, reconnecting (and claiming lanes anew) after any database
+    /// error. On shutdown it settles what is in flight, writes its positions and gives its
+    /// lanes back, so that another instance takes them at once.
     pub async fn run(mut self, shutdown: CancellationToken) {
-        let mut delay = Duration::from_millis(200);
-        while !shutdown.is_cancelled() {
-            let result = self.lead(&shutdown).await;
-            self.metrics.set_lanes(0);
-            match result {
-                Ok(()) => break,
-                Err(error) => {
-                    tracing::warn!(outbox = %self.name, %error, retry_in_ms = delay.as_millis() as u64, "relay lost its database session");
-                    tokio::select! {
-                        () = shutdown.cancelled() => break,
-                        () = tokio::time::sleep(delay) => {}
+        let housekeeping = housekeeping(
+            self.name.clone(),
+            self.database_url.clone(),
+            Duration::from_millis(self.settings.housekeeping_every_ms.max(10)),
+            self.metrics.clone(),
+            shutdown.clone(),
+        );
+        let relaying = async {
+            let mut delay = Duration::from_millis(200);
+            while !shutdown.is_cancelled() {
+                let result = self.lead(&shutdown).await;
+                self.metrics.set_lanes(0);
+                match result {
+                    Ok(()) => break,
+                    Err(error) => {
+                        tracing::warn!(outbox = %self.name, %error, retry_in_ms = delay.as_millis() as u64, "relay lost its database session");
+                        tokio::select! {
+                            () = shutdown.cancelled() => break,
+                            () = tokio::time::sleep(delay) => {}
+                        }
+                        delay = (delay * 2).min(Duration::from_secs(5));
                     }
-                    delay = (delay * 2).min(Duration::from_secs(5));
                 }
             }
+        };
+        // Housekeeping runs until shutdown; dropped with the relay if it is killed.
+        tokio::select! {
+            () = relaying => {}
+            () = housekeeping => {}
         }
         tracing::info!(outbox = %self.name, "relay stopped");
     }
 
-    /// One run: join the outbox's relays on a new session (and open one for the deletes),
-    /// then relay the lanes this instance holds until shutdown or an error.
+    /// One run: join the outbox's relays on a new session, then publish the lanes this
+    /// instance holds until shutdown or an error.
     async fn lead(&mut self, shutdown: &CancellationToken) -> Result<(), RelayError> {
         let mut conn = AsyncPgConnection::establish(&self.database_url).await?;
-        let retry = Duration::from_millis(self.settings.standby_retry_ms);
-        let Some(mut lanes) = self.join(&mut conn, retry, shutdown).await? else {
-            return Ok(());
-        };
+        // Positions and leases only: one lost in a crash of the database costs a few events
+        // published twice, never one lost; no need to wait for the disk.
+        conn.batch_execute("SET synchronous_commit = off").await?;
+        let mut lanes = Lanes::join(&mut conn, Duration::from_millis(self.settings.lease_ms)).await?;
         if self.settings.listen {
             diesel::sql_query("LISTEN outbox").execute(&mut conn).await?;
         }
+        let mut pipeline = Pipeline::new(self.settings.pipeline_depth, self.settings.batch_size);
+        let outcome = self.publish(&mut conn, &mut lanes, &mut pipeline, shutdown).await;
+        if outcome.is_ok() {
+            // Shutdown, with nothing in flight: hand the lanes over.
+            let moved = pipeline.moved_positions();
+            let held = lanes.held();
+            lanes.release(&mut conn, &held, &moved).await?;
+        }
+        outcome
+    }
+
+    async fn publish(
+        &mut self,
+        conn: &mut AsyncPgConnection,
+        lanes: &mut Lanes,
+        pipeline: &mut Pipeline,
+        shutdown: &CancellationToken,
+    ) -> Result<(), RelayError> {
+        let retry = Duration::from_millis(self.settings.standby_retry_ms);
+        let write_every = Duration::from_millis(self.settings.position_every_ms);
         // Idle, wake up at least as often as lanes are looked at.
         let poll = Duration::from_millis(self.settings.poll_interval_ms).min(retry);
-        let mut deleter = Deleter::connect(&self.database_url, self.metrics.clone()).await?;
-        let mut pipeline = Pipeline::new(self.settings.pipeline_depth, self.settings.batch_size);
-        let mut measured: Option<Instant> = None;
         let mut balanced: Option<Instant> = None;
+        let mut written = Instant::now();
         loop {
-            if drain_notifications(&mut conn) {
+            if drain_notifications(conn) {
                 pipeline.look_again();
             }
-            while let Some(outcome) = deleter.try_finish() {
-                deleted(&mut pipeline, outcome)?;
+            if lanes.renewal_due() || (pipeline.has_moved() && written.elapsed() >= write_every) {
+                self.renew(conn, lanes, pipeline).await?;
+                written = Instant::now();
             }
-            if balanced.is_none_or(|at| at.elapsed() >= retry) {
-                self.rebalance(&mut lanes, &mut pipeline, &mut conn, &mut deleter).await?;
+            if !shutdown.is_cancelled() && balanced.is_none_or(|at| at.elapsed() >= retry) {
+                self.rebalance(conn, lanes, pipeline).await?;
                 balanced = Some(Instant::now());
             }
             let publishing = !lanes.held().is_empty();
             // A relay that LISTENs reads again only when it may find something: after a
             // read that came back short, new rows announce themselves with a notification.
-            // (Reading after every acknowledgement found nothing two times in three.)
             let worth_reading = !pipeline.caught_up() || !self.settings.listen;
             if !shutdown.is_cancelled() && publishing && worth_reading {
-                let mut outbox =
-                    LaneOutbox { conn: &mut conn, count: lanes.count(), lanes: lanes.held(), metrics: &self.metrics };
+                if lanes.must_renew() {
+                    self.renew(conn, lanes, pipeline).await?;
+                    written = Instant::now();
+                }
+                let mut outbox = LogOutbox { conn, metrics: &self.metrics };
                 pipeline.fill(&mut outbox, &self.producer).await?;
             }
-            if publishing && measured.is_none_or(|at| at.elapsed() >= MEASURE_EVERY) {
-                let backlog = backlog::measure(&mut conn).await?;
-                self.metrics.set_backlog(backlog.rows, backlog.oldest_age);
-                measured = Some(Instant::now());
-            }
             if pipeline.is_idle() {
-                // Nothing in flight: the deletes under way are all there is to finish.
-                if let Some(outcome) = deleter.finish().await {
-                    deleted(&mut pipeline, outcome)?;
-                    continue;
-                }
                 if shutdown.is_cancelled() {
                     return Ok(());
                 }
                 let mut notifications = std::pin::pin!(conn.notifications_stream());
                 tokio::select! {
-                    () = shutdown.cancelled() => return Ok(()),
+                    () = shutdown.cancelled() => {}
                     // Also the safety net for a notification that never came.
                     () = tokio::time::sleep(poll) => {}
                     notification = notifications.next(), if self.settings.listen => {
@@ -165,107 +187,103 @@ impl OutboxRelay {
                 continue;
             }
             // Batches are in flight. While there is room for another, a notification (new
-            // rows) is worth reading for before the oldest batch is acknowledged.
-            if pipeline.has_room() && self.settings.listen && !shutdown.is_cancelled() {
-                let notified = {
-                    let mut notifications = std::pin::pin!(conn.notifications_stream());
-                    tokio::select! {
-                        biased;
-                        notification = notifications.next() => Some(notification),
-                        () = pipeline.wait_for_oldest() => None,
-                    }
-                };
-                if let Some(notification) = notified {
-                    if let Some(Err(error)) = notification {
-                        return Err(error.into());
-                    }
-                    pipeline.look_again();
-                    continue;
+            // rows) is worth reading for before the oldest batch is acknowledged; and the
+            // leases are renewed meanwhile, however long the broker takes.
+            let renew_in = write_every.saturating_sub(written.elapsed());
+            let notified = {
+                let room = pipeline.has_room() && self.settings.listen && !shutdown.is_cancelled();
+                let mut notifications = std::pin::pin!(conn.notifications_stream());
+                tokio::select! {
+                    biased;
+                    notification = notifications.next(), if room => Wake::Notified(notification),
+                    () = pipeline.wait_for_oldest() => Wake::Answered,
+                    () = tokio::time::sleep(renew_in) => Wake::Renew,
                 }
+            };
+            match notified {
+                Wake::Notified(Some(Err(error))) => return Err(error.into()),
+                Wake::Notified(_) => pipeline.look_again(),
+                Wake::Renew => {}
+                Wake::Answered => self.settle_oldest(pipeline).await?,
             }
-            self.settle_oldest(&mut pipeline, &mut deleter).await?;
         }
     }
 
-    /// Joins the outbox's relays (`crate::lanes`), waiting while that is refused. `None` if
-    /// shutdown came first.
-    async fn join(
+    /// Renews the leases and writes the positions that moved. A lane another instance took
+    /// meanwhile is dropped: what of it is in flight settles, and moves nothing.
+    async fn renew(
         &self,
         conn: &mut AsyncPgConnection,
-        retry: Duration,
-        shutdown: &CancellationToken,
-    ) -> Result<Option<Lanes>, RelayError> {
-        let mut logged = None;
-        loop {
-            match Lanes::join(conn, self.settings.lanes).await? {
-                Ok(lanes) => return Ok(Some(lanes)),
-                Err(refusal) if logged != Some(refusal) => {
-                    match refusal {
-                        Refusal::SoleLeader => {
-                            tracing::warn!(outbox = %self.name, "a relay without lanes holds this outbox; waiting for it to stop")
-                        }
-                        Refusal::OtherLaneCount(other) => tracing::error!(
-                            outbox = %self.name,
-                            lanes = self.settings.lanes,
-                            other,
-                            "another relay of this outbox uses a different lane count; waiting until none does"
-                        ),
-                    }
-                    logged = Some(refusal);
-                }
-                Err(_) => {}
-            }
-            tokio::select! {
-                () = shutdown.cancelled() => return Ok(None),
-                () = tokio::time::sleep(retry) => {}
-            }
-        }
-    }
-
-    /// Moves toward this instance's share of the lanes. Lanes it gives away must have
-    /// nothing in flight, so with a surplus it first settles every batch.
-    async fn rebalance(
-        &mut self,
         lanes: &mut Lanes,
         pipeline: &mut Pipeline,
+    ) -> Result<(), RelayError> {
+        let moved = pipeline.moved_positions();
+        let started = Instant::now();
+        let renewed = lanes.renew(conn, &moved).await;
+        self.metrics.stage(Stage::position, started.elapsed());
+        let lost = match renewed {
+            Ok(lost) => lost,
+            Err(error) => {
+                pipeline.unwritten(&moved);
+                return Err(error.into());
+            }
+        };
+        if !lost.is_empty() {
+            for lane in &lost {
+                pipeline.remove_lane(*lane);
+            }
+            tracing::warn!(outbox = %self.name, lanes = ?lost, "another relay took these lanes; this one stops publishing them");
+            self.metrics.set_lanes(lanes.held().len());
+        }
+        Ok(())
+    }
+
+    /// Moves toward this instance's share of the lanes: gives its surplus back once nothing
+    /// of it is in flight, and claims lanes that are free or whose owner is gone.
+    async fn rebalance(
+        &mut self,
         conn: &mut AsyncPgConnection,
-        deleter: &mut Deleter,
+        lanes: &mut Lanes,
+        pipeline: &mut Pipeline,
     ) -> Result<(), RelayError> {
         let share = lanes.fair_share(conn).await?;
-        if lanes.held().len() > share {
-            while !pipeline.is_idle() {
-                self.settle_oldest(pipeline, deleter).await?;
-            }
-            while let Some(outcome) = deleter.finish().await {
-                deleted(pipeline, outcome)?;
+        let held = lanes.held();
+        let mut changed = false;
+        if held.len() > share {
+            let surplus: Vec<i16> =
+                held[share..].iter().copied().filter(|lane| pipeline.lane_is_settled(*lane)).collect();
+            if !surplus.is_empty() {
+                let moved = pipeline.moved_positions();
+                lanes.release(conn, &surplus, &moved).await?;
+                for lane in &surplus {
+                    pipeline.remove_lane(*lane);
+                }
+                pipeline.unwritten(&moved.into_iter().filter(|(lane, _)| !surplus.contains(lane)).collect::<Vec<_>>());
+                changed = true;
             }
         }
-        let settled = pipeline.is_idle() && deleter.pending() == 0;
-        if lanes.rebalance(conn, share, settled).await? {
+        for claimed in lanes.claim(conn, share).await? {
+            pipeline.add_lane(claimed.lane, claimed.position);
+            changed = true;
+        }
+        if changed {
             pipeline.look_again();
             let held = lanes.held();
-            tracing::info!(outbox = %self.name, lanes = ?held, of = lanes.count(), "this relay's lanes changed");
+            tracing::info!(outbox = %self.name, lanes = ?held, "this relay's lanes changed");
             self.metrics.set_lanes(held.len());
         }
         Ok(())
     }
 
-    /// Waits for the oldest batch in flight, records it, and starts deleting what the broker
-    /// acknowledged. At most as many deletes as batches are under way: a delete session
-    /// slower than the broker holds the relay back rather than lengthen every read's list of
-    /// rows to leave out.
+    /// Takes the oldest batch in flight, its deliveries answered: its lanes' positions move
+    /// over what the broker acknowledged (written at the next renewal).
     #[tracing::instrument(skip_all, fields(outbox = %self.name))]
-    async fn settle_oldest(&mut self, pipeline: &mut Pipeline, deleter: &mut Deleter) -> Result<(), RelayError> {
-        while deleter.pending() >= self.settings.pipeline_depth.max(1) {
-            let outcome = deleter.finish().await.expect("deletes are pending");
-            deleted(pipeline, outcome)?;
-        }
+    async fn settle_oldest(&mut self, pipeline: &mut Pipeline) -> Result<(), RelayError> {
         let Some(answered) = pipeline.take_oldest().await else {
             return Ok(());
         };
-        // Acknowledged, not yet deleted: a crash here re-publishes the batch.
-        platform::crash::point(crate::AFTER_PUBLISH_BEFORE_DELETE)?;
-        deleter.start(answered.acknowledged_ids());
+        // Acknowledged, its position not yet written: a crash here publishes the batch again.
+        platform::crash::point(crate::AFTER_PUBLISH_BEFORE_POSITION)?;
         self.metrics.stage(Stage::delivery, answered.delivered_in);
         let now = chrono::Utc::now();
         for row in answered.acknowledged_rows() {
@@ -303,13 +321,11 @@ impl OutboxRelay {
     }
 }
 
-/// The oldest delete under way finished. If it failed, the error ends the session; the relay
-/// starts over and reads the rows that are still there.
-fn deleted(pipeline: &mut Pipeline, outcome: Result<usize, DeleteError>) -> Result<(), RelayError> {
-    pipeline.deleted();
-    let deleted = outcome?;
-    tracing::trace!(deleted, "published rows deleted");
-    Ok(())
+/// Why the relay stopped waiting while batches were in flight.
+enum Wake<N> {
+    Notified(N),
+    Answered,
+    Renew,
 }
 
 /// Spends the buffered notifications; whether there were any. They only say "look again".
@@ -320,4 +336,44 @@ fn drain_notifications(conn: &mut AsyncPgConnection) -> bool {
         any = true;
     }
     any
+}
+
+/// On a session of its own, every `every` until shutdown: measures the backlog and gives
+/// the log's finished partitions back. Failures are logged and tried again; nothing the
+/// relay publishes depends on them.
+async fn housekeeping(name: String, url: String, every: Duration, metrics: OutboxMetrics, shutdown: CancellationToken) {
+    let mut conn: Option<AsyncPgConnection> = None;
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+        let session = match &mut conn {
+            Some(session) => session,
+            None => match AsyncPgConnection::establish(&url).await {
+                Ok(session) => conn.insert(session),
+                Err(error) => {
+                    tracing::debug!(outbox = %name, %error, "housekeeping cannot connect; will try again");
+                    continue;
+                }
+            },
+        };
+        let turn = async {
+            let backlog = backlog::measure(session).await?;
+            metrics.set_backlog(backlog.rows, backlog.oldest_age);
+            crate::reclaim::reclaim(session).await
+        };
+        match turn.await {
+            Ok(reclaimed) => {
+                for slot in &reclaimed.truncated {
+                    tracing::info!(outbox = %name, partition = slot, "published partition of the outbox log given back");
+                }
+                metrics.reclaimed(reclaimed.truncated.len(), reclaimed.busy.len());
+            }
+            Err(error) => {
+                tracing::warn!(outbox = %name, %error, "outbox housekeeping failed; will try again");
+                conn = None;
+            }
+        }
+    }
 }

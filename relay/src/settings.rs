@@ -9,17 +9,24 @@ pub struct RelaySettings {
     pub poll_interval_ms: u64,
     /// Whether to LISTEN at all; off measures pure polling (see the benchmarks).
     pub listen: bool,
-    /// Rows read, published and deleted at a time.
+    /// Rows read and sent at a time (shared among the lanes a read covers).
     pub batch_size: i64,
     /// Batches in flight at once: the next is read and sent while the broker acknowledges
     /// the previous ones (`crate::pipeline`). 1 waits for each batch before reading the next.
     pub pipeline_depth: usize,
-    /// How often a relay looks at the other instances and takes free lanes (a dead
-    /// instance's lanes are taken over this fast).
+    /// How often a relay looks at the other instances and takes free lanes, and the lanes of
+    /// an instance whose session is gone (a dead instance's lanes are taken over this fast).
     pub standby_retry_ms: u64,
-    /// How many lanes the outbox is cut into (`crate::lanes`): up to this many instances
-    /// publish it at once. Every instance of one outbox must use the same count.
-    pub lanes: i32,
+    /// How long a lane stays an instance's without a renewal (`crate::lanes`): a relay that
+    /// hangs or is paused loses its lanes to the others after this long. Renewed every
+    /// quarter of it.
+    pub lease_ms: u64,
+    /// How often at most the positions that moved are written: a crash publishes again what
+    /// was acknowledged since the last write (consumers skip the copies).
+    pub position_every_ms: u64,
+    /// How often the backlog is measured and the log's finished partitions given back
+    /// (`crate::reclaim`).
+    pub housekeeping_every_ms: u64,
 }
 
 impl Default for RelaySettings {
@@ -30,7 +37,9 @@ impl Default for RelaySettings {
             batch_size: 500,
             pipeline_depth: 4,
             standby_retry_ms: 1_000,
-            lanes: 8,
+            lease_ms: 10_000,
+            position_every_ms: 200,
+            housekeeping_every_ms: 1_000,
         }
     }
 }

@@ -79,7 +79,7 @@ drill_begin() {
 # Every 250 ms: time, rows and oldest age (s) of each outbox, read from the databases themselves
 # (the relay's own gauges stop moving while it waits for the broker).
 sample_outboxes() {
-  local query="SELECT count(*), COALESCE(extract(epoch FROM clock_timestamp() - min(created_at)), 0) FROM outbox"
+  local query="SELECT count(*), COALESCE(extract(epoch FROM clock_timestamp() - min(created_at)), 0) FROM outbox_pending"
   while true; do
     local now order inventory
     now=$(date +%s.%N)

@@ -39,6 +39,23 @@ impl Service {
         }
     }
 
+    /// SIGSTOP: the process hangs where it is; its connections stay open, its timers stand
+    /// still.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT: a paused process goes on where it stopped.
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, which: &str) {
+        let child = self.child.as_ref().unwrap_or_else(|| panic!("{} is not running", self.name));
+        let status = Command::new("kill").args([which, &child.id().to_string()]).status().expect("kill runs");
+        assert!(status.success(), "kill {which} {}", self.name);
+    }
+
     /// SIGTERM, then waits for a clean exit (up to `within`); returns whether it exited in time.
     pub async fn terminate(&mut self, within: Duration) -> bool {
         let Some(mut child) = self.child.take() else { return true };

@@ -74,14 +74,14 @@ async fn order_killed_after_commit_before_reply_then_a_retry_with_the_same_key_g
 }
 
 #[tokio::test]
-async fn relay_killed_after_publish_before_delete_republishes_and_nothing_applies_twice() {
+async fn relay_killed_after_publish_before_position_republishes_and_nothing_applies_twice() {
     let mut system = Processes::prepare(None).await;
     system.start_all().await;
     let before = system.stock("MOUSE-01").await;
     system.relay.kill();
     let id = system.place("relay-crash", "MOUSE-01", 3).await;
 
-    system.relay.start(&[("CRASH_POINTS", "relay.after_publish_before_delete=abort")]);
+    system.relay.start(&[("CRASH_POINTS", "relay.after_publish_before_position=abort")]);
     assert!(system.relay.exited(CRASH).await, "relay died between publish and delete");
     system.relay.start(&[]);
 

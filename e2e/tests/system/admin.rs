@@ -89,7 +89,7 @@ async fn crash_points_are_listed_and_armed_through_the_admin_endpoint() {
     assert_eq!(unknown.status(), 404);
     let bad = system
         .http
-        .put(format!("{url}/relay.after_publish_before_delete"))
+        .put(format!("{url}/relay.after_publish_before_position"))
         .bearer_auth("t")
         .json(&json!({"action": "explode"}))
         .send()
@@ -98,7 +98,7 @@ async fn crash_points_are_listed_and_armed_through_the_admin_endpoint() {
     assert_eq!(bad.status(), 400);
     let unauthorized = system
         .http
-        .put(format!("{url}/relay.after_publish_before_delete"))
+        .put(format!("{url}/relay.after_publish_before_position"))
         .json(&json!({"action": "abort"}))
         .send()
         .await

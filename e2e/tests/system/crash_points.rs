@@ -59,7 +59,7 @@ async fn a_reply_lost_after_commit_is_recovered_by_retrying_with_the_same_key() 
 #[tokio::test]
 async fn a_relay_that_fails_between_publish_and_delete_republishes_and_nothing_applies_twice() {
     let system = TestSystem::start().await;
-    let _armed = system.arm("relay.after_publish_before_delete", "1*error");
+    let _armed = system.arm("relay.after_publish_before_position", "1*error");
     let before = system.stock("CABLE-01").await;
 
     let id = system.place("CABLE-01", 6).await;

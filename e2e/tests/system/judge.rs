@@ -261,7 +261,7 @@ async fn an_outbox_that_nobody_publishes_is_reported() {
     let books = Books::balanced().await;
     books
         .orders_sql(&format!(
-            "INSERT INTO outbox (event_id, topic, message_key, event_type, correlation_id, envelope, created_at) \
+            "INSERT INTO outbox_log (event_id, topic, message_key, event_type, correlation_id, envelope, created_at) \
              VALUES ('{}', 'orders.events', 'k', 'OrderPlaced', 'c', '{{}}', now() - interval '5 minutes')",
             Uuid::now_v7()
         ))

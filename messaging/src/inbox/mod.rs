@@ -14,7 +14,7 @@
 //!   handler ([`Handler::refused`]), so the order it was about still ends;
 //! - [`stall`]: a partition whose oldest failing event has failed for too long shows in
 //!   `/health` and in `consumer_stalled_seconds`;
-//! - `lag`: the `consumer_lag_messages` gauge; [`purge`]: forgetting old inbox rows.
+//! - `lag`: the `consumer_lag_messages` gauge; [`retention`]: giving back the days of the inbox log older than the retention.
 //!
 //! [`InboxConsumer::run`] returns an error when the consumer cannot work (it cannot
 //! subscribe, or its loop was made to fail): the service treats that as fatal, so a process
@@ -28,7 +28,7 @@ pub mod handler;
 mod health;
 mod lag;
 pub mod poison;
-pub mod purge;
+pub mod retention;
 mod sequence;
 pub mod stall;
 
@@ -50,7 +50,7 @@ pub use self::current::CurrentConsumer;
 pub use self::handler::{Committed, Coordinates, Failure, HandleError, Handler, Outcome, apply_once, refuse_once};
 pub use self::health::ConsumerHealth;
 pub use self::poison::PoisonPolicy;
-pub use self::purge::{purge, purge_periodically};
+pub use self::retention::{retain, retain_periodically};
 use self::sequence::Sequencer;
 pub use self::stall::{Stall, Stalls};
 use crate::dead_letter::DeadLetterQueue;

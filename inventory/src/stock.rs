@@ -105,6 +105,23 @@ pub fn decide_cancellation(earlier: Option<Reservation>) -> Cancellation {
     }
 }
 
+/// What a placement that could not be processed (dead-lettered) does, given what inventory
+/// decided for the order before ([`refuse`] applies it; so does the protocol model).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Decided before: nothing changes.
+    AlreadyDecided(Reservation),
+    /// Not seen yet: rejected, nothing reserved.
+    Reject,
+}
+
+pub fn decide_refused_placement(earlier: Option<Reservation>) -> Refusal {
+    match earlier {
+        Some(earlier) => Refusal::AlreadyDecided(earlier),
+        None => Refusal::Reject,
+    }
+}
+
 /// What a request to ship does, given what inventory decided for the order before ([`ship`]
 /// applies it; so does the protocol model).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -266,7 +283,7 @@ pub async fn refuse(
     trace: &Trace,
     topic: &str,
 ) -> Result<Option<Reservation>, StockError> {
-    if let Some(earlier) = decision(conn, order_id).await? {
+    if let Refusal::AlreadyDecided(earlier) = decide_refused_placement(decision(conn, order_id).await?) {
         return Ok(Some(earlier));
     }
     record_decision(conn, order_id, Reservation::Rejected, Some(reason)).await?;

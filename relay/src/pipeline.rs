@@ -66,6 +66,9 @@ pub trait Sink {
 /// last of them was seen.
 type Answers = (Vec<Result<(), KafkaError>>, Duration);
 
+/// What one read took: its rows, and the lane segments they belong to.
+type Taken = (Vec<Outgoing>, Vec<(i16, u64)>);
+
 /// A batch whose deliveries are under way.
 struct Batch {
     rows: Vec<Outgoing>,
@@ -271,9 +274,13 @@ impl Pipeline {
 
     /// Reads and sends batches until `depth` are in flight, no lane has more, or each lane
     /// that has must wait for an earlier row of an order. Returns how many rows it sent.
+    ///
+    /// A batch is handed to the producer while the next read runs: Postgres reads while the
+    /// relay sends, instead of each waiting for the other.
     pub async fn fill<S: Store>(&mut self, store: &mut S, sink: &impl Sink) -> Result<usize, S::Error> {
         let mut sent = 0;
-        while self.in_flight.len() < self.depth {
+        let mut unsent: Option<Taken> = None;
+        while self.in_flight.len() + usize::from(unsent.is_some()) < self.depth {
             let reads: Vec<LaneRead> = self
                 .lanes
                 .iter()
@@ -284,28 +291,41 @@ impl Pipeline {
                 break;
             }
             let limit = (self.batch_size as usize).div_ceil(reads.len()).max(1);
-            let fetched = store.fetch(&reads, limit as i64).await?;
+            let previous = unsent.take();
+            let (fetched, ()) = futures::join!(store.fetch(&reads, limit as i64), async {
+                if let Some((rows, segments)) = previous {
+                    self.dispatch(rows, segments, sink);
+                }
+            });
+            let fetched = fetched?;
             self.ticks.record(fetched.next_xid, fetched.seq);
             let (rows, segments) = self.take(&reads, limit, &fetched);
             if let Some(oldest) = self.oldest_needed() {
                 self.ticks.forget_below(oldest);
             }
-            if rows.is_empty() {
-                continue;
+            if !rows.is_empty() {
+                sent += rows.len();
+                unsent = Some((rows, segments));
             }
-            sent += rows.len();
-            let sent_at = Instant::now();
-            let deliveries = futures::future::join_all(rows.iter().map(|row| sink.send(row)).collect::<Vec<_>>())
-                .map(move |answers| (answers, sent_at.elapsed()));
-            self.in_flight.push_back(Batch { rows, segments, deliveries: maybe_done(deliveries.boxed()) });
+        }
+        if let Some((rows, segments)) = unsent {
+            self.dispatch(rows, segments, sink);
         }
         Ok(sent)
+    }
+
+    /// Hands `rows` to the producer as one batch in flight.
+    fn dispatch(&mut self, rows: Vec<Outgoing>, segments: Vec<(i16, u64)>, sink: &impl Sink) {
+        let sent_at = Instant::now();
+        let deliveries = futures::future::join_all(rows.iter().map(|row| sink.send(row)).collect::<Vec<_>>())
+            .map(move |answers| (answers, sent_at.elapsed()));
+        self.in_flight.push_back(Batch { rows, segments, deliveries: maybe_done(deliveries.boxed()) });
     }
 
     /// Takes what each lane's read returned: the longest prefix whose orders have nothing
     /// in flight (each order at most once), and records a segment per lane. Returns the rows
     /// to send and their segments.
-    fn take(&mut self, reads: &[LaneRead], limit: usize, fetched: &Fetched) -> (Vec<Outgoing>, Vec<(i16, u64)>) {
+    fn take(&mut self, reads: &[LaneRead], limit: usize, fetched: &Fetched) -> Taken {
         let mut taken = Vec::new();
         let mut segments = Vec::new();
         for read in reads {

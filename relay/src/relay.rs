@@ -116,6 +116,10 @@ impl OutboxRelay {
         // Positions and leases only: one lost in a crash of the database costs a few events
         // published twice, never one lost; no need to wait for the disk.
         conn.batch_execute("SET synchronous_commit = off").await?;
+        // The read is one prepared statement with arrays for parameters. Left to choose,
+        // Postgres kept planning it anew for each call (a custom plan, 3 ms for a read that
+        // runs in 2): one generic plan serves every read.
+        conn.batch_execute("SET plan_cache_mode = force_generic_plan").await?;
         let mut lanes = Lanes::join(&mut conn, Duration::from_millis(self.settings.lease_ms)).await?;
         if self.settings.listen {
             diesel::sql_query("LISTEN outbox").execute(&mut conn).await?;

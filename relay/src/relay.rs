@@ -355,7 +355,16 @@ async fn housekeeping(name: String, url: String, every: Duration, metrics: Outbo
         let session = match &mut conn {
             Some(session) => session,
             None => match AsyncPgConnection::establish(&url).await {
-                Ok(session) => conn.insert(session),
+                // A truncate lost with the database brings back rows every position has
+                // passed: nothing to wait for the disk for. Its lock is held until its commit,
+                // and every read of the log waits for that.
+                Ok(mut session) => match session.batch_execute("SET synchronous_commit = off").await {
+                    Ok(()) => conn.insert(session),
+                    Err(error) => {
+                        tracing::debug!(outbox = %name, %error, "housekeeping cannot set up its session; will try again");
+                        continue;
+                    }
+                },
                 Err(error) => {
                     tracing::debug!(outbox = %name, %error, "housekeeping cannot connect; will try again");
                     continue;

@@ -7,11 +7,13 @@
 //! - [`pipeline`]: several batches in flight, one event per order at a time, a lane's
 //!   position moved only over acknowledged rows;
 //! - [`publish`]: the pipeline's ends, the outbox log and the idempotent producer;
-//! - [`reclaim`]: the log's published partitions given back, never waiting for a lock;
+//! - [`reclaim`]: the log's published partitions given back, never waiting for a lock, by
+//!   [`housekeeping`], the relay's second session;
 //! - [`backlog`]: what waits, for `/health` and the gauges;
 //! - [`metrics`], [`settings`].
 
 pub mod backlog;
+pub mod housekeeping;
 pub mod lanes;
 pub mod metrics;
 pub mod pipeline;

@@ -21,6 +21,9 @@
 //! crash between an acknowledgement and that write publishes the rows again, and consumers
 //! deduplicate by event id.
 //!
+//! One room, over 300 lines: batches, lanes and their segments are one state machine; the
+//! rules above hold across all three.
+//!
 //! The pipeline is written against [`Store`] and [`Sink`] so that its rules can be tested
 //! with transactions that commit out of order and deliveries that fail or arrive late
 //! (`tests` below); the relay plugs in the outbox table and the Kafka producer.

@@ -1,10 +1,14 @@
 //! One outbox's relay. One database session holds this instance's membership, LISTENs for
 //! inserts, reads its lanes' windows, and writes their positions and leases
-//! ([`crate::lanes`], [`crate::pipeline`]). A second session, [`housekeeping`], measures the
-//! backlog and gives the log's finished partitions back ([`crate::reclaim`]), so that neither
-//! ever waits in the way of a read. If the main session dies, the relay starts over with a new
+//! ([`crate::lanes`], [`crate::pipeline`]). A second session ([`crate::housekeeping`])
+//! measures the backlog and gives the log's finished partitions back, so that neither ever
+//! waits in the way of a read. If the main session dies, the relay starts over with a new
 //! one, from the positions last written: what was acknowledged since is published again, and
 //! consumers deduplicate by event id.
+//!
+//! One room, over 300 lines: the relay's loop, its renewals and its rebalancing share one
+//! session and one pipeline, and each step's order (renew before reading, settle before
+//! giving lanes back) is the point.
 
 use std::time::{Duration, Instant};
 
@@ -15,7 +19,7 @@ use platform::config::KafkaSettings;
 use rdkafka::producer::{FutureProducer, Producer as _};
 use tokio_util::sync::CancellationToken;
 
-use crate::backlog;
+use crate::housekeeping::housekeeping;
 use crate::lanes::Lanes;
 use crate::metrics::{OutboxMetrics, RelayMetrics, Stage};
 use crate::pipeline::Pipeline;
@@ -340,53 +344,4 @@ fn drain_notifications(conn: &mut AsyncPgConnection) -> bool {
         any = true;
     }
     any
-}
-
-/// On a session of its own, every `every` until shutdown: measures the backlog and gives
-/// the log's finished partitions back. Failures are logged and tried again; nothing the
-/// relay publishes depends on them.
-async fn housekeeping(name: String, url: String, every: Duration, metrics: OutboxMetrics, shutdown: CancellationToken) {
-    let mut conn: Option<AsyncPgConnection> = None;
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(every) => {}
-        }
-        let session = match &mut conn {
-            Some(session) => session,
-            None => match AsyncPgConnection::establish(&url).await {
-                // A truncate lost with the database brings back rows every position has
-                // passed: nothing to wait for the disk for. Its lock is held until its commit,
-                // and every read of the log waits for that.
-                Ok(mut session) => match session.batch_execute("SET synchronous_commit = off").await {
-                    Ok(()) => conn.insert(session),
-                    Err(error) => {
-                        tracing::debug!(outbox = %name, %error, "housekeeping cannot set up its session; will try again");
-                        continue;
-                    }
-                },
-                Err(error) => {
-                    tracing::debug!(outbox = %name, %error, "housekeeping cannot connect; will try again");
-                    continue;
-                }
-            },
-        };
-        let turn = async {
-            let backlog = backlog::measure(session).await?;
-            metrics.set_backlog(backlog.rows, backlog.oldest_age);
-            crate::reclaim::reclaim(session).await
-        };
-        match turn.await {
-            Ok(reclaimed) => {
-                for slot in &reclaimed.truncated {
-                    tracing::info!(outbox = %name, partition = slot, "published partition of the outbox log given back");
-                }
-                metrics.reclaimed(reclaimed.truncated.len(), reclaimed.busy.len());
-            }
-            Err(error) => {
-                tracing::warn!(outbox = %name, %error, "outbox housekeeping failed; will try again");
-                conn = None;
-            }
-        }
-    }
 }

@@ -28,6 +28,9 @@
 //! committed since is looked up in the read statement itself, and only it lowers the floor.
 //! So a long transaction still open costs nothing. When it commits, one read walks back to
 //! where it started.
+//!
+//! One room, over 300 lines: the snapshots, the floors and a lane's reading state are one
+//! rule, and each part's correctness leans on the others.
 
 use std::collections::VecDeque;
 use std::fmt;

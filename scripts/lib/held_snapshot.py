@@ -62,6 +62,8 @@ for name, start, end in windows():
         "p50_ms": round(percentile(times, 0.5), 1) if times else None,
         "p99_ms": round(percentile(times, 0.99), 1) if times else None,
         "read_ms": round(1000 * (last["read_sum"] - first["read_sum"]) / reads, 2) if reads > 0 else None,
+        "reclaimed": int(last["reclaimed"] - first["reclaimed"]),
+        "reclaim_busy": int(last["reclaim_busy"] - first["reclaim_busy"]),
         "outbox_mib": round(last["outbox_bytes"] / 2**20, 1),
         "outbox_dead": int(last["outbox_dead"]),
         "inbox_mib": round(last["inbox_bytes"] / 2**20, 1),

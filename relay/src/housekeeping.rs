@@ -1,0 +1,66 @@
+//! The relay's second session: every turn it measures the backlog (for `/health` and the
+//! gauges) and gives the outbox log's published partitions back ([`crate::reclaim`]). It never
+//! stands in the way of a read: it holds no lane, and its truncates never wait for a lock.
+
+use std::time::Duration;
+
+use diesel_async::{AsyncConnection as _, AsyncPgConnection, SimpleAsyncConnection as _};
+use tokio_util::sync::CancellationToken;
+
+use crate::backlog;
+use crate::metrics::OutboxMetrics;
+
+/// On a session of its own, every `every` until shutdown: measures the backlog and gives
+/// the log's finished partitions back. Failures are logged and tried again; nothing the
+/// relay publishes depends on them.
+pub async fn housekeeping(
+    name: String,
+    url: String,
+    every: Duration,
+    metrics: OutboxMetrics,
+    shutdown: CancellationToken,
+) {
+    let mut conn: Option<AsyncPgConnection> = None;
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+        let session = match &mut conn {
+            Some(session) => session,
+            None => match AsyncPgConnection::establish(&url).await {
+                // A truncate lost with the database brings back rows every position has
+                // passed: nothing to wait for the disk for. Its lock is held until its commit,
+                // and every read of the log waits for that.
+                Ok(mut session) => match session.batch_execute("SET synchronous_commit = off").await {
+                    Ok(()) => conn.insert(session),
+                    Err(error) => {
+                        tracing::debug!(outbox = %name, %error, "housekeeping cannot set up its session; will try again");
+                        continue;
+                    }
+                },
+                Err(error) => {
+                    tracing::debug!(outbox = %name, %error, "housekeeping cannot connect; will try again");
+                    continue;
+                }
+            },
+        };
+        let turn = async {
+            let backlog = backlog::measure(session).await?;
+            metrics.set_backlog(backlog.rows, backlog.oldest_age);
+            crate::reclaim::reclaim(session).await
+        };
+        match turn.await {
+            Ok(reclaimed) => {
+                for slot in &reclaimed.truncated {
+                    tracing::info!(outbox = %name, partition = slot, "published partition of the outbox log given back");
+                }
+                metrics.reclaimed(reclaimed.truncated.len(), reclaimed.busy.len());
+            }
+            Err(error) => {
+                tracing::warn!(outbox = %name, %error, "outbox housekeeping failed; will try again");
+                conn = None;
+            }
+        }
+    }
+}

@@ -1,5 +1,8 @@
 //! Lanes: several relay instances publish one outbox at once, each its own share of it.
 //!
+//! One room, over 300 lines: claiming, renewing, giving back and counting the members are four
+//! statements over the same two tables, and each is correct only together with the others.
+//!
 //! Every outbox row carries its lane (`lane`, a hash of the message key, the order id), so all
 //! the rows of one order are in one lane. A lane is published by one instance at a time: the
 //! owner named in its `outbox_lanes` row. Ownership is a lease with an epoch:
@@ -15,9 +18,12 @@
 //!   relay that wakes up cannot move a lane it lost, and reads nothing more of it.
 //! - **Members.** Each instance holds a Postgres advisory lock under a key of its own on the
 //!   session it reads with. A crashed instance's session closes and its lock goes at once,
-//!   so its lanes are taken at the next look, not only when their leases run out. The number
-//!   of locks is the number of live instances: each aims at `ceil(lanes / members)` lanes and
-//!   gives back its surplus, once nothing of it is in flight.
+//!   so its lanes are taken at the next look, not only when their leases run out.
+//! - **Share.** Each instance aims at `ceil(lanes / members)` lanes and gives back its surplus,
+//!   once nothing of it is in flight. A member counts only while it holds its lock *and* has
+//!   said it is alive (`outbox_relays.seen_at`) within a lease: a paused instance keeps its
+//!   session and its lock, and counting it would make the live ones give lanes back for it
+//!   that nobody then takes until it wakes.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -37,6 +43,12 @@ const MEMBERS: &str = "SELECT objid::bigint AS member FROM pg_locks
     WHERE locktype = 'advisory' AND granted AND objsubid = 2 AND classid = $1::bigint::oid
       AND database = (SELECT oid FROM pg_database WHERE datname = current_database())";
 
+/// The members that count toward the share: their lock is held and they said they are alive
+/// within a lease (`$2`, in milliseconds). `$3` is this instance, which always counts.
+const LIVE_MEMBERS: &str = "SELECT count(*) AS count FROM outbox_relays r
+    WHERE r.member = $3
+       OR (r.seen_at > now() - $2 * interval '1 millisecond' AND r.member IN (SELECT member FROM members))";
+
 /// This instance's lanes of one outbox.
 #[derive(Debug)]
 pub struct Lanes {
@@ -45,6 +57,8 @@ pub struct Lanes {
     held: BTreeMap<i16, i64>,
     lease: Duration,
     renewed: Option<Instant>,
+    /// When this instance last said it is alive (`outbox_relays`).
+    seen: Instant,
 }
 
 /// A lane just claimed, and where its last publisher left it.
@@ -123,9 +137,30 @@ impl Lanes {
                 .get_result(conn)
                 .await?;
             if row.ok {
-                return Ok(Self { member, held: BTreeMap::new(), lease, renewed: None });
+                // Rows of members that are gone are dropped here, so the table holds one row
+                // per instance alive, however often relays restart.
+                diesel::sql_query(format!("DELETE FROM outbox_relays WHERE member NOT IN ({MEMBERS})"))
+                    .bind::<BigInt, _>(i64::from(MEMBER_CLASS))
+                    .execute(conn)
+                    .await?;
+                let mut lanes = Self { member, held: BTreeMap::new(), lease, renewed: None, seen: Instant::now() };
+                lanes.say_alive(conn).await?;
+                return Ok(lanes);
             }
         }
+    }
+
+    /// Writes that this instance is alive, for the others' [`Lanes::fair_share`].
+    async fn say_alive(&mut self, conn: &mut AsyncPgConnection) -> QueryResult<()> {
+        let started = Instant::now();
+        diesel::sql_query(
+            "INSERT INTO outbox_relays (member) VALUES ($1) ON CONFLICT (member) DO UPDATE SET seen_at = now()",
+        )
+        .bind::<BigInt, _>(i64::from(self.member))
+        .execute(conn)
+        .await?;
+        self.seen = started;
+        Ok(())
     }
 
     /// The lanes this instance publishes, in order.
@@ -145,10 +180,12 @@ impl Lanes {
     }
 
     /// How many lanes this instance should hold given the live instances now:
-    /// `ceil(lanes / members)`.
+    /// `ceil(lanes / members)`, counting only members that are running (see the module).
     pub async fn fair_share(&self, conn: &mut AsyncPgConnection) -> QueryResult<usize> {
-        let members: Count = diesel::sql_query(format!("SELECT count(*) AS count FROM ({MEMBERS}) m"))
+        let members: Count = diesel::sql_query(format!("WITH members AS ({MEMBERS}) {LIVE_MEMBERS}"))
             .bind::<BigInt, _>(i64::from(MEMBER_CLASS))
+            .bind::<BigInt, _>(self.lease.as_millis() as i64)
+            .bind::<BigInt, _>(i64::from(self.member))
             .get_result(conn)
             .await?;
         let lanes: Count = diesel::sql_query("SELECT count(*) AS count FROM outbox_lanes").get_result(conn).await?;
@@ -194,8 +231,12 @@ impl Lanes {
     /// Renews the lease of every lane held and writes the positions that moved, where this
     /// instance still owns the lane. Returns the lanes it no longer owns: they are not held any
     /// more.
+    /// Also says this instance is alive, a quarter of a lease after it last did.
     pub async fn renew(&mut self, conn: &mut AsyncPgConnection, moved: &[(i16, Position)]) -> QueryResult<Vec<i16>> {
         let started = Instant::now();
+        if self.seen.elapsed() >= self.lease / 4 {
+            self.say_alive(conn).await?;
+        }
         let lanes = self.held();
         let kept = self.update(conn, &lanes, moved, Update::Renew).await?;
         let lost: Vec<i16> = lanes.into_iter().filter(|lane| !kept.contains(lane)).collect();

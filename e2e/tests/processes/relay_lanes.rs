@@ -29,6 +29,21 @@ async fn until_lanes(system: &Processes, services: &[&Service], expected: i64, w
     }
 }
 
+/// Checks, for `period`, that each of `services` keeps publishing `expected` lanes of both
+/// outboxes.
+async fn keeps_lanes(system: &Processes, services: &[&Service], expected: i64, period: Duration, what: &str) {
+    let until = tokio::time::Instant::now() + period;
+    while tokio::time::Instant::now() < until {
+        for service in services {
+            for outbox in ["order", "inventory"] {
+                let held = lanes(system, service, outbox).await;
+                assert_eq!(held, expected, "{what}: {outbox} lanes held {held}, expected {expected}");
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Events this relay process published from the order outbox.
 async fn published(system: &Processes, service: &Service) -> u64 {
     let Some((_, body)) = system.health(service).await else { return 0 };
@@ -145,6 +160,9 @@ async fn a_paused_relay_loses_its_lanes_and_once_resumed_neither_moves_nor_publi
     let paused = std::time::Instant::now();
     until_lanes(&system, &[&system.relay], 8, "the live relay took the paused one's lanes").await;
     let taken_after = paused.elapsed();
+    // A paused relay counts for nothing: the live one does not give lanes back for it (forty
+    // looks at the lanes locally, and four leases).
+    keeps_lanes(&system, &[&system.relay], 8, Duration::from_secs(8), "the live relay keeps every lane").await;
     for i in 0..10 {
         system.place(&format!("paused-{i}"), "MUG-01", 1).await;
     }

@@ -58,4 +58,11 @@ diesel::table! {
     }
 }
 
-diesel::allow_tables_to_appear_in_same_query!(inbox_log, outbox_lanes, outbox_log,);
+diesel::table! {
+    outbox_relays (member) {
+        member -> Int8,
+        seen_at -> Timestamptz,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(inbox_log, outbox_lanes, outbox_log, outbox_relays,);

@@ -1,5 +1,6 @@
-//! Saying no early instead of queueing without bound: a token bucket per customer (`429`)
-//! and a cap on requests in flight (`503`), both with `Retry-After`.
+//! Saying no early instead of queueing without bound: a token bucket per customer (`429`),
+//! a cap on each customer's requests waiting for a change (`429`), and a cap on requests in
+//! flight (`503`), all with `Retry-After`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -24,6 +25,11 @@ pub struct AdmissionSettings {
     /// Requests to `/orders` handled at once; more are refused with 503.
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
+    /// Requests one customer may have waiting for an order to change at once (`GET
+    /// /orders/{id}` with `Prefer: wait`); more are refused with 429, so that one customer's
+    /// long polls cannot hold every in-flight slot.
+    #[serde(default = "default_max_waiting_per_customer")]
+    pub max_waiting_per_customer: usize,
 }
 
 impl Default for AdmissionSettings {
@@ -32,6 +38,7 @@ impl Default for AdmissionSettings {
             per_customer_per_second: default_per_second(),
             per_customer_burst: default_burst(),
             max_in_flight: default_max_in_flight(),
+            max_waiting_per_customer: default_max_waiting_per_customer(),
         }
     }
 }
@@ -44,6 +51,62 @@ fn default_burst() -> f64 {
 }
 fn default_max_in_flight() -> usize {
     1024
+}
+fn default_max_waiting_per_customer() -> usize {
+    16
+}
+
+/// How many requests each customer has waiting for a change. Only customers with at least
+/// one are kept, so the map is never larger than the requests in flight.
+#[derive(Debug)]
+pub struct WaitingCap {
+    per_customer: usize,
+    waiting: Mutex<HashMap<String, usize>>,
+}
+
+/// One request's place among its customer's waiting ones, given back when dropped.
+#[derive(Debug)]
+pub struct WaitingSlot {
+    cap: Arc<WaitingCap>,
+    customer: String,
+}
+
+impl WaitingCap {
+    pub fn new(settings: &AdmissionSettings) -> Arc<Self> {
+        Arc::new(Self { per_customer: settings.max_waiting_per_customer.max(1), waiting: Mutex::default() })
+    }
+
+    /// A place for one more waiting request of `customer`, or `None` if it has its fill.
+    pub fn enter(self: &Arc<Self>, customer: &str) -> Option<WaitingSlot> {
+        let mut waiting = self.lock();
+        let count = waiting.entry(customer.to_owned()).or_default();
+        if *count >= self.per_customer {
+            return None;
+        }
+        *count += 1;
+        Some(WaitingSlot { cap: Arc::clone(self), customer: customer.to_owned() })
+    }
+
+    /// The customers with a request waiting now.
+    pub fn customers(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+        self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Drop for WaitingSlot {
+    fn drop(&mut self) {
+        let mut waiting = self.cap.lock();
+        if let Some(count) = waiting.get_mut(&self.customer) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                waiting.remove(&self.customer);
+            }
+        }
+    }
 }
 
 /// Token buckets, one per customer.
@@ -116,7 +179,7 @@ mod tests {
         let limiter = RateLimiter::new(&AdmissionSettings {
             per_customer_per_second: 2.0,
             per_customer_burst: 3.0,
-            max_in_flight: 1,
+            ..AdmissionSettings::default()
         });
         let t0 = Instant::now();
         for _ in 0..3 {
@@ -126,6 +189,19 @@ mod tests {
         assert_eq!(wait, Duration::from_millis(500));
         assert!(limiter.admit("bob", t0).is_ok(), "customers are independent");
         assert!(limiter.admit("alice", t0 + Duration::from_millis(500)).is_ok(), "refilled at 2/s");
+    }
+
+    #[test]
+    fn a_customer_has_at_most_its_cap_waiting_and_a_finished_wait_frees_its_place() {
+        let cap = WaitingCap::new(&AdmissionSettings { max_waiting_per_customer: 2, ..AdmissionSettings::default() });
+        let first = cap.enter("alice").expect("room");
+        let _second = cap.enter("alice").expect("room");
+        assert!(cap.enter("alice").is_none(), "a third waits over the cap");
+        let bob = cap.enter("bob").expect("customers are independent");
+        drop(first);
+        assert!(cap.enter("alice").is_some(), "a finished wait frees its place");
+        drop(bob);
+        assert_eq!(cap.customers(), 1, "a customer with nothing waiting is forgotten");
     }
 
     #[test]

@@ -27,6 +27,8 @@ pub enum ApiError {
     Pool(#[from] diesel_async::pooled_connection::deadpool::PoolError),
     #[error("customer {customer} is over the rate limit")]
     RateLimited { customer: String, retry_after: std::time::Duration },
+    #[error("customer {customer} has as many requests waiting as it may")]
+    TooManyWaiting { customer: String },
     #[error(transparent)]
     Injected(#[from] platform::crash::InjectedFault),
 }
@@ -38,7 +40,7 @@ impl ResponseError for ApiError {
             Self::KeyReused { .. } | Self::NotCancellable(_) | Self::NotShippable(_) => StatusCode::CONFLICT,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::Database(_) | Self::Injected(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::RateLimited { .. } | Self::TooManyWaiting { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Pool(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -106,6 +108,19 @@ impl ResponseError for ApiError {
                 response
                     .headers_mut()
                     .insert(actix_web::http::header::RETRY_AFTER, crate::admission::retry_after(*retry_after));
+                response
+            }
+            Self::TooManyWaiting { .. } => {
+                let mut response = error_response(
+                    status,
+                    "too_many_waiting",
+                    "this customer already has as many requests waiting for a change as it may; let one of them \
+                     answer, or ask without Prefer: wait, and retry after the delay in Retry-After",
+                );
+                response.headers_mut().insert(
+                    actix_web::http::header::RETRY_AFTER,
+                    actix_web::http::header::HeaderValue::from_static("1"),
+                );
                 response
             }
             Self::Database(_) | Self::Injected(_) => {

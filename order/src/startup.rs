@@ -23,7 +23,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi as _;
 
-use crate::admission::{RateLimiter, limit_in_flight};
+use crate::admission::{RateLimiter, WaitingCap, limit_in_flight};
 use crate::auth::DevTokens;
 use crate::configuration::Settings;
 use crate::consumer::InventoryEvents;
@@ -85,6 +85,7 @@ impl Application {
             waiters: Arc::clone(&waiters),
             wait_budget: Duration::from_millis(settings.wait_budget_ms),
             rate_limiter: RateLimiter::new(&settings.admission),
+            waiting: WaitingCap::new(&settings.admission),
             readiness: Arc::clone(&readiness),
             broker: platform::kafka::BrokerProbe::new(&settings.kafka, Some(&settings.topics.inventory))?,
             metrics: order_metrics,

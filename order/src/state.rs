@@ -7,7 +7,7 @@ use platform::db::PgPool;
 use platform::readiness::Readiness;
 use schema::topics::Topics;
 
-use crate::admission::RateLimiter;
+use crate::admission::{RateLimiter, WaitingCap};
 use crate::metrics::OrderMetrics;
 use crate::waiters::Waiters;
 
@@ -17,6 +17,7 @@ pub struct AppState {
     pub waiters: Arc<Waiters>,
     pub wait_budget: Duration,
     pub rate_limiter: RateLimiter,
+    pub waiting: Arc<WaitingCap>,
     pub readiness: Arc<Readiness>,
     pub broker: platform::kafka::BrokerProbe,
     pub metrics: OrderMetrics,

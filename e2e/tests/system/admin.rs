@@ -113,6 +113,7 @@ async fn a_customer_over_the_rate_limit_gets_429_with_retry_after() {
         per_customer_per_second: 1.0,
         per_customer_burst: 2.0,
         max_in_flight: 100,
+        ..order::admission::AdmissionSettings::default()
     };
     let system = TestSystem::start_with(Options { admission, ..Options::default() }).await;
     let body = json!({"lines": [{"sku": "MUG-01", "quantity": 1}]});

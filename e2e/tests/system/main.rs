@@ -30,4 +30,5 @@ mod relay_failover;
 mod retention;
 mod shipping;
 mod slow_clients;
+mod strangers;
 mod upgrade;

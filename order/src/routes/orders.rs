@@ -166,7 +166,8 @@ fn wait_budget(headers: &HeaderMap, configured: Duration) -> (Duration, Option<S
         .find_map(|n| n.trim().parse::<f64>().ok().filter(|n| n.is_finite() && *n >= 0.0));
     match asked {
         Some(seconds) => {
-            let budget = Duration::from_secs_f64(seconds).min(configured);
+            // Clamped before it becomes a Duration: `wait=1e20` is a long wait, not a panic.
+            let budget = Duration::from_secs_f64(seconds.min(configured.as_secs_f64()));
             (budget, Some(format!("wait={}", budget.as_secs_f64())))
         }
         None => (configured, None),
@@ -243,6 +244,7 @@ fn idempotency_key(request: &HttpRequest) -> Result<&str, ApiError> {
         (status = 400, description = "The id is not a UUID", body = crate::openapi::ErrorReply),
         (status = 401, description = "Missing, expired or invalid token", body = crate::openapi::ErrorReply),
         (status = 404, description = "No such order among this customer's", body = crate::openapi::ErrorReply),
+        (status = 429, description = "This customer already has as many requests waiting as it may (`too_many_waiting`); see Retry-After", body = crate::openapi::ErrorReply),
         (status = 503, description = "The database is not reachable", body = crate::openapi::ErrorReply),
     )
 )]
@@ -256,6 +258,16 @@ pub async fn get_order(
     let started = Instant::now();
     let (budget, preference) = wait_budget(request.headers(), FOLLOW_WAIT_MAX);
     let known = if_none_match(request.headers());
+    // A follower holds an in-flight slot for up to 30 s: each customer may have only so many.
+    let _place = match preference {
+        Some(_) => Some(
+            state
+                .waiting
+                .enter(customer.id())
+                .ok_or_else(|| ApiError::TooManyWaiting { customer: customer.id().into() })?,
+        ),
+        None => None,
+    };
     // Registered before the read, so that a change committed at any moment wakes us.
     let waiter = preference.is_some().then(|| state.waiters.register(*id));
     let view = {
@@ -455,5 +467,7 @@ mod tests {
         assert_eq!(wait_budget(&prefer("wait=30"), two).0, two);
         assert_eq!(wait_budget(&prefer("wait=soon"), two), (two, None));
         assert_eq!(wait_budget(&prefer("wait=-1"), two), (two, None));
+        assert_eq!(wait_budget(&prefer("wait=1e20"), two), (two, Some("wait=2".to_string())));
+        assert_eq!(wait_budget(&prefer("wait=1e400"), two), (two, None));
     }
 }

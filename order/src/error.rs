@@ -11,6 +11,8 @@ use crate::domain::{FieldErrors, OrderStatus};
 pub enum ApiError {
     #[error("the request is invalid")]
     Validation(FieldErrors),
+    #[error("the query is invalid: {0}")]
+    InvalidQuery(String),
     #[error("missing or malformed Idempotency-Key header")]
     IdempotencyKey,
     #[error("idempotency key reused with a different request")]
@@ -36,7 +38,7 @@ pub enum ApiError {
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
-            Self::Validation(_) | Self::IdempotencyKey => StatusCode::BAD_REQUEST,
+            Self::Validation(_) | Self::InvalidQuery(_) | Self::IdempotencyKey => StatusCode::BAD_REQUEST,
             Self::KeyReused { .. } | Self::NotCancellable(_) | Self::NotShippable(_) => StatusCode::CONFLICT,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::Database(_) | Self::Injected(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -53,6 +55,7 @@ impl ResponseError for ApiError {
                 message: "the order is invalid; see fields for what to fix".into(),
                 fields: Some(fields),
             }),
+            Self::InvalidQuery(message) => error_response(status, "invalid_query", message.clone()),
             Self::IdempotencyKey => error_response(
                 status,
                 "idempotency_key_required",

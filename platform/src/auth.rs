@@ -300,6 +300,8 @@ enum Unauthorised {
     Missing,
     #[error("token refused: {0:?}")]
     Invalid(Rejection),
+    #[error("more than one Authorization header")]
+    Several,
     #[error("{0}")]
     Subject(&'static str),
     #[error("the token lacks scope {0}")]
@@ -326,6 +328,7 @@ impl Unauthenticated {
             Unauthorised::Missing | Unauthorised::Scope(_) => None,
             Unauthorised::Invalid(rejection) => Some(rejection.describe()),
             Unauthorised::Subject(what) => Some((*what).to_owned()),
+            Unauthorised::Several => Some("the request carries more than one Authorization header".to_owned()),
         }
     }
 }
@@ -376,6 +379,10 @@ pub fn bearer_subject(request: &actix_web::HttpRequest, realm: &'static str) -> 
 /// The subject and scopes of the request's valid bearer token (see [`bearer_subject`]).
 pub fn bearer_principal(request: &actix_web::HttpRequest, realm: &'static str) -> Result<Principal, Unauthenticated> {
     let refused = |why| Unauthenticated { realm, why };
+    // Which of two credentials is meant is not for a server to guess.
+    if request.headers().get_all(actix_web::http::header::AUTHORIZATION).nth(1).is_some() {
+        return Err(refused(Unauthorised::Several));
+    }
     let token = request
         .headers()
         .get(actix_web::http::header::AUTHORIZATION)

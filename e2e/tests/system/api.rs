@@ -59,8 +59,14 @@ async fn reading_orders_and_stock_answers_404_and_400_plainly() {
         error_of(get(format!("{}/orders/{}", system.order_url, uuid::Uuid::new_v4())).await.expect("answers")).await;
     assert_eq!((status, body["error"].as_str()), (404, Some("not_found")));
     assert_eq!(error_of(get(format!("{}/orders/not-a-uuid", system.order_url)).await.expect("answers")).await.0, 400);
-    assert_eq!(error_of(get(format!("{}/orders?limit=0", system.order_url)).await.expect("answers")).await.0, 400);
-    assert_eq!(error_of(get(format!("{}/orders?limit=abc", system.order_url)).await.expect("answers")).await.0, 400);
+    // Both say what is wrong with the query, not with an order.
+    for limit in ["0", "101", "abc"] {
+        let (status, body) =
+            error_of(get(format!("{}/orders?limit={limit}", system.order_url)).await.expect("answers")).await;
+        assert_eq!((status, body["error"].as_str()), (400, Some("invalid_query")), "limit={limit}: {body}");
+    }
+    let (_, body) = error_of(get(format!("{}/orders?limit=0", system.order_url)).await.expect("answers")).await;
+    assert!(body["message"].as_str().expect("message").contains("from 1 to 100"), "{body}");
     let cancel_missing = system.cancel(&uuid::Uuid::new_v4().to_string()).await;
     assert_eq!(cancel_missing.status(), 404);
     assert_eq!(error_of(get(format!("{}/stock/NOPE-1", system.inventory_url)).await.expect("answers")).await.0, 404);

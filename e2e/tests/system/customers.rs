@@ -172,6 +172,17 @@ async fn a_missing_expired_forged_unsigned_or_foreign_token_is_a_401_that_says_w
             assert!(body["message"].as_str().is_some_and(|m| m.contains(says)), "{what}: {body}");
         }
     }
+    // Two valid tokens of two customers: refused, not the first one taken.
+    let twice = anonymous
+        .get(format!("{}/orders", system.order_url))
+        .header("Authorization", format!("Bearer {}", system.keys.token("alice")))
+        .header("Authorization", format!("Bearer {}", system.keys.token("bob")))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(twice.status(), 401, "two Authorization headers");
+    let body: Value = twice.json().await.expect("json");
+    assert!(body["message"].as_str().is_some_and(|m| m.contains("more than one Authorization")), "{body}");
     // Nothing was placed or cancelled by any of them.
     assert_eq!(system.books().await.orders(), 1);
     assert_eq!(system.settled(&id).await["status"], "CONFIRMED");

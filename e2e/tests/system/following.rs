@@ -49,6 +49,12 @@ async fn a_follower_is_answered_when_the_status_changes_and_told_304_when_it_doe
     assert_eq!(quiet.headers()[ETAG].to_str().expect("etag"), confirmed_tag);
     assert!(asked.elapsed() >= Duration::from_millis(800), "it waited: {:?}", asked.elapsed());
 
+    // `*` matches any current version of the order (RFC 9110): 304, at once or after a wait.
+    let any = system.http.get(&url).header(IF_NONE_MATCH, "*").send().await.expect("answers");
+    assert_eq!(any.status(), StatusCode::NOT_MODIFIED);
+    let any = follow(&system, &url, "*", 1).await;
+    assert_eq!(any.status(), StatusCode::NOT_MODIFIED);
+
     // Another customer cannot follow it.
     let other = system.keys.client("someone-else", Duration::from_secs(10));
     let refused = other.get(&url).header("Prefer", "wait=5").send().await.expect("answers");

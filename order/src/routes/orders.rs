@@ -278,7 +278,7 @@ pub async fn get_order(
     let view = match waiter {
         Some(waiter) => {
             let changed = |view: &OrderView| match &known {
-                Some(tags) => !tags.contains(&etag(view)),
+                Some(tags) => !matches_any(tags, &etag(view)),
                 None => is_settled(view),
             };
             wait_for(&state, waiter, view, started, budget, changed).await
@@ -286,7 +286,7 @@ pub async fn get_order(
         None => view,
     };
     let tag = etag(&view);
-    let unchanged = known.as_ref().is_some_and(|tags| tags.contains(&tag));
+    let unchanged = known.as_ref().is_some_and(|tags| matches_any(tags, &tag));
     let mut response = if unchanged { HttpResponse::NotModified() } else { HttpResponse::Ok() };
     response.insert_header((header::ETAG, tag));
     if let Some(preference) = preference {
@@ -301,6 +301,12 @@ const FOLLOW_WAIT_MAX: Duration = Duration::from_secs(30);
 /// An order's entity tag: its place in its own history, which every status change extends.
 fn etag(view: &OrderView) -> String {
     format!("\"{}-{}\"", view.history.len(), view.status)
+}
+
+/// Whether `tag` is among `tags`, where `*` matches any (RFC 9110 13.1.2): the order exists,
+/// so `If-None-Match: *` is answered 304.
+fn matches_any(tags: &[String], tag: &str) -> bool {
+    tags.iter().any(|t| t == tag || t == "*")
 }
 
 /// The entity tags of `If-None-Match`, if any.
@@ -343,9 +349,7 @@ pub async fn list_orders(
 ) -> Result<HttpResponse, ApiError> {
     let limit = query.limit.unwrap_or(20);
     if !(1..=100).contains(&limit) {
-        let mut fields = crate::domain::FieldErrors::new();
-        fields.insert("limit".into(), "must be between 1 and 100".into());
-        return Err(ApiError::Validation(fields));
+        return Err(ApiError::InvalidQuery(format!("limit must be an integer from 1 to 100, not {limit}")));
     }
     let mut conn = state.pool.get().await?;
     Ok(HttpResponse::Ok().json(repository::recent(&mut conn, customer.id(), limit).await?))

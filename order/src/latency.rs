@@ -1,9 +1,11 @@
 //! The latency alert's signal: the order API's response times over a rolling window,
 //! computed by the server so that every viewer of the web page sees the same thing.
 //!
-//! Only `POST /orders` counts: it is what a shopper waits on, and the page's own polling
-//! (`GET /orders`, many times a second across viewers) would otherwise dilute a slow
-//! inventory into a green light. The Prometheus rule `OrderApiSlow` uses the same selection.
+//! Only `POST /orders` counts, and only when it was not refused with a 4xx: it is what a
+//! shopper waits on, and the page's own polling (`GET /orders`, many times a second across
+//! viewers) or a flood of fast refusals (no token, over the rate) would otherwise dilute a
+//! slow inventory into a green light. The Prometheus rule `OrderApiSlow` uses the same
+//! selection.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;

@@ -134,3 +134,28 @@ async fn one_customer_cannot_hold_every_slot_with_long_polls() {
     assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
     system.stop().await;
 }
+
+#[tokio::test]
+async fn fast_refusals_do_not_count_toward_the_latency_light() {
+    let system = TestSystem::start().await;
+    let counted = || async {
+        let summary = system.http.get(format!("{}/stats/latency", system.order_url)).send().await.expect("answers");
+        summary.json::<serde_json::Value>().await.expect("json")["count"].as_u64().expect("count")
+    };
+    let anonymous = e2e::client_builder(Duration::from_secs(10)).build().expect("client");
+    let before = counted().await;
+    for _ in 0..50 {
+        let refused = anonymous
+            .post(format!("{}/orders", system.order_url))
+            .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
+            .json(&serde_json::json!({"lines": [{"sku": "MUG-01", "quantity": 1}]}))
+            .send()
+            .await
+            .expect("answers");
+        assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(counted().await, before, "50 unauthenticated POSTs are not in the alert's average");
+    system.place("MUG-01", 1).await;
+    assert_eq!(counted().await, before + 1, "a placement is");
+    system.stop().await;
+}

@@ -216,6 +216,7 @@ impl Verifier {
 
     /// From PEM text holding one or more `PUBLIC KEY` blocks.
     pub fn from_pem(pem: &str, issuer: &str, audience: &str, leeway_secs: u64) -> Result<Self, KeyError> {
+        crate::jwt_crypto::install();
         const END: &str = "-----END PUBLIC KEY-----";
         let keys = pem
             .split_inclusive(END)
@@ -408,6 +409,7 @@ impl Signer {
     }
 
     pub fn from_pem(pem: &str, issuer: &str, audience: &str) -> Result<Self, jsonwebtoken::errors::Error> {
+        crate::jwt_crypto::install();
         Ok(Self { key: EncodingKey::from_ed_pem(pem.as_bytes())?, issuer: issuer.into(), audience: audience.into() })
     }
 
@@ -540,13 +542,18 @@ mod tests {
             iat: 0,
             scope: Some(SHIP_SCOPE.into()),
         };
-        // HS256 keyed with the public key's own text: the classic algorithm confusion.
-        let key = EncodingKey::from_secret(public.as_bytes()).expect("hmac key");
-        let hs256 = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key).expect("token");
-        assert_eq!(verifier(&public).verify(&hs256), Err(Rejection::Algorithm));
-
         let encode = |json: &str| base64_url(json.as_bytes());
         let body = encode(&serde_json::to_string(&claims).expect("json"));
+        // HS256 keyed with the public key's own text: the classic algorithm confusion.
+        let hs256 = {
+            use hmac::Mac as _;
+            let signed = format!("{}.{body}", encode(r#"{"alg":"HS256","typ":"JWT"}"#));
+            let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(public.as_bytes()).expect("hmac key");
+            mac.update(signed.as_bytes());
+            format!("{signed}.{}", base64_url(&mac.finalize().into_bytes()))
+        };
+        assert_eq!(verifier(&public).verify(&hs256), Err(Rejection::Algorithm));
+
         for unsigned in [format!("{}.{body}.", encode(r#"{"alg":"none","typ":"JWT"}"#)), body.clone(), String::new()] {
             assert!(verifier(&public).verify(&unsigned).is_err(), "{unsigned}");
         }

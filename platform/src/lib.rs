@@ -17,6 +17,7 @@ pub mod db;
 pub mod health;
 pub mod http;
 pub mod json;
+pub mod jwt_crypto;
 pub mod kafka;
 pub mod metrics;
 pub mod readiness;

@@ -174,6 +174,20 @@ nextest_bin() {
   fi
 }
 
+# Prints the path of cargo-deny, installing the pinned version into the cache if missing
+# (about 10 minutes, once per machine).
+DENY_VERSION=0.20.2
+deny_bin() {
+  local installed="$CACHE/cargo-deny-$DENY_VERSION/bin/cargo-deny"
+  if [ -x "$installed" ]; then echo "$installed"; return; fi
+  log "installing cargo-deny $DENY_VERSION (about 10 minutes, once per machine)"
+  CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
+    CARGO_TARGET_DIR="$CACHE/cargo-deny-build" cargo install cargo-deny --version "$DENY_VERSION" --locked \
+    --root "$CACHE/cargo-deny-$DENY_VERSION" >&2 || return 1
+  rm -rf "$CACHE/cargo-deny-build"
+  echo "$installed"
+}
+
 # Prints the path of cargo-fuzz, installing the pinned version into the cache if missing
 # (a few minutes, once per machine).
 FUZZ_VERSION=0.13.2

@@ -81,7 +81,8 @@ fn main() -> anyhow::Result<()> {
 fn keygen(dir: &Path) -> anyhow::Result<()> {
     let (private_file, public_file) = (dir.join("signing.pem"), dir.join("public.pem"));
     if private_file.exists() && public_file.exists() {
-        return Ok(());
+        // A key written before keys were made owner-only keeps working, but not readable by all.
+        return owner_only(&private_file);
     }
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let (private, public) = platform::auth::generate_key_pair()?;
@@ -93,10 +94,45 @@ fn keygen(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Makes `path` readable and writable by its owner only, if it is not already.
+fn owner_only(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?.permissions().mode();
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("restricting {} to its owner", path.display()))?;
+        eprintln!("{} was readable by others; it is now 0600", path.display());
+    }
+    Ok(())
+}
+
 /// Readable by its owner only.
 fn private_file_options() -> std::fs::OpenOptions {
     use std::os::unix::fs::OpenOptionsExt as _;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true).mode(0o600);
     options
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).expect("metadata").permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn the_signing_key_is_owner_only_whether_new_or_found() {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_nanos();
+        let dir = std::env::temp_dir().join(format!("token-keygen-{}-{nanos}", std::process::id()));
+        keygen(&dir).expect("keygen");
+        assert_eq!(mode(&dir.join("signing.pem")), 0o600, "a new key");
+        std::fs::set_permissions(dir.join("signing.pem"), std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        keygen(&dir).expect("keygen again");
+        assert_eq!(mode(&dir.join("signing.pem")), 0o600, "a key found readable by all");
+        std::fs::remove_dir_all(&dir).expect("clean up");
+    }
 }

@@ -153,64 +153,44 @@ ensure_packages() {
   [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
 }
 
-# Prints the path of cargo-nextest, installing the pinned version into the cache if missing
-# (about 10 minutes on 2 cores, once per machine). Fails (prints nothing) if it cannot be had;
-# ORDER_SYSTEM_NEXTEST=off skips it.
+# Prints the path of <binary> of crate <crate> <version>, installing it with `cargo install`
+# into $CACHE/<dir> if missing (minutes, once per machine); more arguments go to
+# `cargo install`. Fails (prints nothing) if it cannot be installed.
+cached_install() { # <crate> <version> <binary> <dir> [cargo install arguments…]
+  local crate=$1 version=$2 binary=$3 dir=$4
+  shift 4
+  local installed="$CACHE/$dir/bin/$binary"
+  if [ -x "$installed" ]; then echo "$installed"; return; fi
+  log "installing $crate $version into $CACHE/$dir (minutes, once per machine)"
+  # A plain optimised build: the LTO some tools' release profiles ask for costs more build
+  # time than it saves.
+  CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 CARGO_TARGET_DIR="$CACHE/$dir-build" \
+    cargo install "$crate" --version "$version" --locked --root "$CACHE/$dir" "$@" >&2 || return 1
+  rm -rf "$CACHE/$dir-build"
+  echo "$installed"
+}
+
+# cargo-nextest; ORDER_SYSTEM_NEXTEST=off does without it.
 NEXTEST_VERSION=0.9.151
 nextest_bin() {
-  local installed="$CACHE/nextest-$NEXTEST_VERSION/bin/cargo-nextest"
   [ "${ORDER_SYSTEM_NEXTEST:-}" != off ] || return 1
-  if [ -x "$installed" ]; then echo "$installed"; return; fi
-  log "installing cargo-nextest $NEXTEST_VERSION (about 10 minutes, once per machine)"
-  # Release builds of nextest use LTO; a plain optimised build is as good for running tests.
-  if CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
-    CARGO_TARGET_DIR="$CACHE/nextest-build" cargo install cargo-nextest --version "$NEXTEST_VERSION" --locked \
-    --root "$CACHE/nextest-$NEXTEST_VERSION" >&2; then
-    rm -rf "$CACHE/nextest-build"
-    echo "$installed"
-  else
-    log "cargo-nextest could not be installed"
-    return 1
-  fi
+  cached_install cargo-nextest "$NEXTEST_VERSION" cargo-nextest "nextest-$NEXTEST_VERSION" ||
+    { log "cargo-nextest could not be installed"; return 1; }
 }
 
-# Prints the path of cargo-deny, installing the pinned version into the cache if missing
-# (about 10 minutes, once per machine).
+# cargo-deny, for scripts/check-deps.
 DENY_VERSION=0.20.2
-deny_bin() {
-  local installed="$CACHE/cargo-deny-$DENY_VERSION/bin/cargo-deny"
-  if [ -x "$installed" ]; then echo "$installed"; return; fi
-  log "installing cargo-deny $DENY_VERSION (about 10 minutes, once per machine)"
-  CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
-    CARGO_TARGET_DIR="$CACHE/cargo-deny-build" cargo install cargo-deny --version "$DENY_VERSION" --locked \
-    --root "$CACHE/cargo-deny-$DENY_VERSION" >&2 || return 1
-  rm -rf "$CACHE/cargo-deny-build"
-  echo "$installed"
-}
+deny_bin() { cached_install cargo-deny "$DENY_VERSION" cargo-deny "cargo-deny-$DENY_VERSION"; }
 
-# Prints the path of cargo-fuzz, installing the pinned version into the cache if missing
-# (a few minutes, once per machine).
+# cargo-fuzz, for scripts/fuzz.
 FUZZ_VERSION=0.13.2
-fuzz_bin() {
-  local installed="$CACHE/cargo-fuzz-$FUZZ_VERSION/bin/cargo-fuzz"
-  if [ -x "$installed" ]; then echo "$installed"; return; fi
-  log "installing cargo-fuzz $FUZZ_VERSION (a few minutes, once per machine)"
-  CARGO_TARGET_DIR="$CACHE/cargo-fuzz-build" cargo install cargo-fuzz --version "$FUZZ_VERSION" --locked \
-    --root "$CACHE/cargo-fuzz-$FUZZ_VERSION" >&2 || return 1
-  rm -rf "$CACHE/cargo-fuzz-build"
-  echo "$installed"
-}
+fuzz_bin() { cached_install cargo-fuzz "$FUZZ_VERSION" cargo-fuzz "cargo-fuzz-$FUZZ_VERSION"; }
 
-# Prints the path of diesel_cli (for `print-schema`), installing it into the cache if missing.
+# diesel_cli, for `print-schema` (scripts/check-schema).
 DIESEL_VERSION=2.3.4
 diesel_bin() {
-  local installed="$CACHE/diesel_cli/bin/diesel"
-  if [ -x "$installed" ]; then echo "$installed"; return; fi
-  log "installing diesel_cli $DIESEL_VERSION (a few minutes, once per machine)"
-  CARGO_TARGET_DIR="$CACHE/diesel-build" cargo install diesel_cli --version "$DIESEL_VERSION" --locked \
-    --no-default-features --features postgres --root "$CACHE/diesel_cli" >&2 || die "diesel_cli install failed"
-  rm -rf "$CACHE/diesel-build"
-  echo "$installed"
+  cached_install diesel_cli "$DIESEL_VERSION" diesel diesel_cli --no-default-features --features postgres ||
+    die "diesel_cli install failed"
 }
 
 # One line per table of database $2 on server $1: its row count and an MD5 of its rows in a

@@ -88,7 +88,8 @@ impl WaitingCap {
     }
 
     /// The customers with a request waiting now.
-    pub fn customers(&self) -> usize {
+    #[cfg(test)]
+    fn customers(&self) -> usize {
         self.lock().len()
     }
 

@@ -122,7 +122,7 @@ impl ResponseError for ApiError {
                 );
                 response.headers_mut().insert(
                     actix_web::http::header::RETRY_AFTER,
-                    actix_web::http::header::HeaderValue::from_static("1"),
+                    crate::admission::retry_after(std::time::Duration::from_secs(1)),
                 );
                 response
             }
@@ -139,7 +139,7 @@ impl ResponseError for ApiError {
                 );
                 response.headers_mut().insert(
                     actix_web::http::header::RETRY_AFTER,
-                    actix_web::http::header::HeaderValue::from_static("1"),
+                    crate::admission::retry_after(std::time::Duration::from_secs(1)),
                 );
                 response
             }

@@ -259,15 +259,15 @@ pub async fn get_order(
     let (budget, preference) = wait_budget(request.headers(), FOLLOW_WAIT_MAX);
     let known = if_none_match(request.headers());
     // A follower holds an in-flight slot for up to 30 s: each customer may have only so many.
-    let _place = match preference {
-        Some(_) => Some(
+    let _place = preference
+        .as_ref()
+        .map(|_| {
             state
                 .waiting
                 .enter(customer.id())
-                .ok_or_else(|| ApiError::TooManyWaiting { customer: customer.id().into() })?,
-        ),
-        None => None,
-    };
+                .ok_or_else(|| ApiError::TooManyWaiting { customer: customer.id().into() })
+        })
+        .transpose()?;
     // Registered before the read, so that a change committed at any moment wakes us.
     let waiter = preference.is_some().then(|| state.waiters.register(*id));
     let view = {

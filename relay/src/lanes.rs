@@ -1,7 +1,8 @@
 //! Lanes: several relay instances publish one outbox at once, each its own share of it.
 //!
-//! One room, over 300 lines: claiming, renewing, giving back and counting the members are four
-//! statements over the same two tables, and each is correct only together with the others.
+//! One room, over 300 lines: claiming, renewing, giving back and counting the members are
+//! statements over the same tables (`outbox_lanes`, `outbox_relays`, the member locks), and
+//! each is correct only together with the others.
 //!
 //! Every outbox row carries its lane (`lane`, a hash of the message key, the order id), so all
 //! the rows of one order are in one lane. A lane is published by one instance at a time: the
@@ -230,8 +231,7 @@ impl Lanes {
 
     /// Renews the lease of every lane held and writes the positions that moved, where this
     /// instance still owns the lane. Returns the lanes it no longer owns: they are not held any
-    /// more.
-    /// Also says this instance is alive, a quarter of a lease after it last did.
+    /// more. Also says this instance is alive, a quarter of a lease after it last did.
     pub async fn renew(&mut self, conn: &mut AsyncPgConnection, moved: &[(i16, Position)]) -> QueryResult<Vec<i16>> {
         let started = Instant::now();
         if self.seen.elapsed() >= self.lease / 4 {

@@ -145,6 +145,11 @@ pub struct KafkaSettings {
     pub message_timeout_ms: u32,
     /// How long a silent consumer keeps its partitions before the group reassigns them.
     pub session_timeout_ms: u32,
+    /// How often a consumer tells the group it is alive, and so how soon it learns that the
+    /// group is rebalancing: a partition handed over by an instance that stops (or taken for
+    /// one that joins) waits up to this long for its new owner. Kept below
+    /// `session_timeout_ms / 3`.
+    pub heartbeat_interval_ms: u32,
     /// How long a request may go unanswered before the client gives up on the connection
     /// and retries (a produce goes to the partition's new leader, without duplicates: the
     /// producer is idempotent). Must exceed `fetch_wait_max_ms` by a good margin.
@@ -152,10 +157,32 @@ pub struct KafkaSettings {
     /// A stable identity in the consumer group (Kafka's static membership), unique per
     /// instance, e.g. `inventory-1`: an instance restarted under the same id gets its
     /// partitions back at once, without a rebalance; one that does not come back keeps
-    /// them until `session_timeout_ms`. Empty: a new member at every start.
+    /// them until `session_timeout_ms`. Empty: a new member at every start. Set it only
+    /// where ids are stable (supervisord programs, StatefulSet ordinals), never to a
+    /// Deployment's pod name: a pod that goes never comes back under its name.
     pub instance_id: String,
+    /// Whether a graceful stop leaves the consumer group, so that the group hands the
+    /// instance's partitions to the others at once (decision 0027). Kafka's static members do
+    /// not leave when they close; with this on they do, and a scale-in stalls nothing. Off
+    /// only where every stopped instance comes back within a second under the same
+    /// `instance_id`; then the group keeps its partitions for it until `session_timeout_ms`.
+    pub leave_group_on_stop: bool,
+    /// The consumer group protocol: `classic` (the default: JoinGroup/SyncGroup rounds, with
+    /// the cooperative-sticky assignor and the heartbeat and session settings above) or
+    /// `consumer` (KIP-848: the broker assigns, and the heartbeat and session times are the
+    /// broker's `group.consumer.*` settings). Decision 0027 says why classic.
+    pub group_protocol: GroupProtocol,
     /// librdkafka debug contexts (e.g. `cgrp,fetch`), logged through tracing; empty: none.
     pub debug: String,
+}
+
+/// See [`KafkaSettings::group_protocol`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GroupProtocol {
+    #[default]
+    Classic,
+    Consumer,
 }
 
 impl Default for KafkaSettings {
@@ -166,8 +193,11 @@ impl Default for KafkaSettings {
             linger_ms: 2,
             message_timeout_ms: 30_000,
             session_timeout_ms: 10_000,
+            heartbeat_interval_ms: 250,
             request_timeout_ms: 10_000,
             instance_id: String::new(),
+            leave_group_on_stop: true,
+            group_protocol: GroupProtocol::Classic,
             debug: String::new(),
         }
     }

@@ -31,6 +31,11 @@ impl Service {
         self.child = Some(command.spawn().unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display())));
     }
 
+    /// Sets one variable of the environment the process starts with from now on.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.insert(key.to_owned(), value.to_owned());
+    }
+
     /// SIGKILL: no cleanup, no flush.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -93,6 +98,11 @@ impl Service {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         None
+    }
+
+    /// The file the process writes its (JSON) log lines to.
+    pub fn log_file(&self) -> &std::path::Path {
+        &self.log
     }
 
     pub fn url(&self) -> String {

@@ -77,3 +77,99 @@ async fn two_inventory_instances_split_the_partitions_and_a_survivor_takes_over_
     assert_eq!(system.stock("MUG-01").await, before - 70, "each order deducted exactly once");
     system.stop().await;
 }
+
+/// When each partition changed hands in `log` (a service's JSON log): `(time, change, partition)`
+/// for every partition named by a "consumer group rebalanced" line.
+fn rebalances(log: &std::path::Path) -> Vec<(chrono::DateTime<chrono::Utc>, String, String)> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let mut changes = Vec::new();
+    for line in text.lines() {
+        let Ok(entry) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        if entry["message"] != "consumer group rebalanced" {
+            continue;
+        }
+        let at = entry["timestamp"].as_str().and_then(|t| t.parse().ok()).expect("a timestamp");
+        let change = entry["change"].as_str().unwrap_or_default().to_owned();
+        for partition in entry["moved"].as_str().unwrap_or_default().split(',').filter(|p| !p.is_empty()) {
+            changes.push((at, change.clone(), partition.to_owned()));
+        }
+    }
+    changes
+}
+
+/// Kafka's classic group protocol (the default), the leaving instance a static member with a
+/// stable group instance id, as supervisord and StatefulSets give: Kafka keeps a static
+/// member's partitions for it when it merely closes, unless it leaves (decision 0027).
+#[tokio::test]
+async fn a_gracefully_stopped_static_member_hands_its_partitions_over_within_a_second_under_load() {
+    graceful_stop_hands_over("classic", true).await;
+}
+
+/// Kafka 4's consumer protocol (KIP-848), the leaving instance without an instance id, as the
+/// pods of an autoscaled Deployment run (deploy/, decision 0027).
+#[tokio::test]
+async fn a_gracefully_stopped_instance_on_the_consumer_protocol_hands_its_partitions_over_within_a_second() {
+    graceful_stop_hands_over("consumer", false).await;
+}
+
+async fn graceful_stop_hands_over(protocol: &str, static_member: bool) {
+    let mut system = Processes::prepare(None).await;
+    system.inventory.set_env("INVENTORY__KAFKA__GROUP_PROTOCOL", protocol);
+    system.start_all().await;
+    let mut second = system.inventory.replica("inventory-2");
+    let instance_id = if static_member { format!("{}-inventory-2", system.name) } else { String::new() };
+    second.start(&[("INVENTORY__KAFKA__INSTANCE_ID", &instance_id)]);
+    system.wait_ready(&second).await;
+    let all: BTreeSet<String> = (0..e2e::kafka::PARTITIONS).map(|p| format!("{}/{p}", system.topics.orders)).collect();
+    until_owned(&system, &[&system.inventory, &second], "both instances own a share", |owned| {
+        owned.iter().all(|o| !o.is_empty()) && owned[0].union(&owned[1]).cloned().collect::<BTreeSet<_>>() == all
+    })
+    .await;
+    let before = system.stock("MUG-01").await;
+
+    // Orders keep coming (about 50 a second) while the second instance is stopped by SIGTERM.
+    const ORDERS: i64 = 150;
+    let placing = async {
+        for i in 0..ORDERS {
+            system.place(&format!("scale-in-{i}"), "MUG-01", 1).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let stopping = async {
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        let stopped_at = chrono::Utc::now();
+        assert!(second.terminate(Duration::from_secs(15)).await, "the second instance stops cleanly");
+        stopped_at
+    };
+    let ((), stopped_at) = futures::join!(placing, stopping);
+    until_owned(&system, &[&system.inventory], "the survivor owns every partition", |owned| owned[0] == all).await;
+    let report = system.settle(Duration::from_secs(90)).await;
+    assert_eq!(report.orders_by_status.get("CONFIRMED"), Some(&ORDERS), "every order confirmed, none stuck");
+    assert_eq!(system.stock("MUG-01").await, before - ORDERS, "each order deducted exactly once");
+
+    // How long each partition the stopping instance gave up had no owner: from its revocation
+    // (in the stopping instance's log) to its assignment to the survivor (in the survivor's).
+    let given_up: Vec<_> = rebalances(second.log_file())
+        .into_iter()
+        .filter(|(at, change, _)| change == "revoked" && *at >= stopped_at)
+        .collect();
+    let taken = rebalances(system.inventory.log_file());
+    assert!(!given_up.is_empty(), "the stopping instance revoked its partitions; see {}", second.log_file().display());
+    let mut gaps = Vec::new();
+    for (revoked_at, _, partition) in &given_up {
+        let assigned_at = taken
+            .iter()
+            .filter(|(at, change, p)| change == "assigned" && p == partition && at >= revoked_at)
+            .map(|(at, _, _)| *at)
+            .min()
+            .unwrap_or_else(|| panic!("{partition} was never assigned to the survivor after {revoked_at}"));
+        gaps.push((partition.clone(), (assigned_at - *revoked_at).num_milliseconds()));
+    }
+    eprintln!("partitions without an owner after the graceful stop (ms): {gaps:?}");
+    assert!(
+        gaps.iter().all(|(_, ms)| *ms <= 1000),
+        "a partition stayed without an owner for more than 1 s: {gaps:?}; logs in {}",
+        system.logs.display()
+    );
+    system.stop().await;
+}

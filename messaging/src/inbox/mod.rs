@@ -14,15 +14,21 @@
 //!   handler ([`Handler::refused`]), so the order it was about still ends;
 //! - [`stall`]: a partition whose oldest failing event has failed for too long shows in
 //!   `/health` and in `consumer_stalled_seconds`;
+//! - `close`: a stopping consumer commits, leaves its group (decision 0027) and closes;
 //! - `lag`: the `consumer_lag_messages` gauge; [`retention`]: giving back the days of the inbox log older than the retention.
 //!
 //! [`InboxConsumer::run`] returns an error when the consumer cannot work (it cannot
 //! subscribe, or its loop was made to fail): the service treats that as fatal, so a process
 //! never looks healthy while nothing is consumed. A Kafka client that librdkafka declares dead
 //! is replaced by a new one in the running process (`current`, decision 0022).
+//!
+//! One room, over 300 lines: the consumer's life (subscribe, receive and dispatch, replace a
+//! dead client, stop) is one loop whose states share the client, the permits and the tasks;
+//! what each step does with an event lives in the submodules above.
 
 mod attempt;
 mod batch;
+mod close;
 mod current;
 pub mod handler;
 mod health;
@@ -39,10 +45,10 @@ use platform::config::KafkaSettings;
 use platform::db::PgPool;
 use platform::kafka::GroupConsumer;
 use rdkafka::Message as _;
-use rdkafka::consumer::{CommitMode, Consumer as _};
+use rdkafka::consumer::Consumer as _;
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::OwnedMessage;
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -71,9 +77,6 @@ const RENEW_PAUSE: Duration = Duration::from_millis(500);
 const RENEW_PAUSE_MAX: Duration = Duration::from_secs(30);
 /// A client that consumed this long before it died was not dying young.
 const RENEW_YOUNG: Duration = Duration::from_secs(60);
-
-/// How long a stopping consumer waits for its final commit and close.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why a consumer stopped working before shutdown was asked.
 #[derive(Debug, thiserror::Error)]
@@ -275,7 +278,9 @@ impl<H: Handler> InboxConsumer<H> {
         }
         // A dead client commits nothing; `run` closes it once its replacement is in place.
         if !matches!(result, Err(ConsumeError::Fatal(_))) {
-            close(shared).await;
+            let client = Arc::clone(&shared.consumer);
+            drop(shared);
+            close::close(client, self.kafka.leave_group_on_stop).await;
         }
         result
     }
@@ -350,28 +355,6 @@ impl<H> Shared<H> {
             // the inbox recognises what was already applied.
             tracing::debug!(%error, "cannot store offset");
         }
-    }
-}
-
-/// Commits the stored offsets and leaves the group. Both wait for the broker, and a broker
-/// that accepts connections but does not answer (a hung node) would keep the process from
-/// ever exiting, so they run on a plain thread, given a few seconds.
-async fn close<H: Send + Sync + 'static>(shared: Arc<Shared<H>>) {
-    let (closed, done) = oneshot::channel();
-    std::thread::spawn(move || {
-        if let Err(error) = shared.consumer.commit_consumer_state(CommitMode::Sync) {
-            // Nothing stored since the last commit, or the broker is gone: the events
-            // will be redelivered and recognised as duplicates.
-            tracing::info!(%error, "final offset commit did not happen");
-        }
-        drop(shared);
-        let _ = closed.send(());
-    });
-    if tokio::time::timeout(CLOSE_TIMEOUT, done).await.is_err() {
-        tracing::warn!(
-            timeout_s = CLOSE_TIMEOUT.as_secs(),
-            "the broker did not let the consumer close in time; stopping anyway (uncommitted events are redelivered)"
-        );
     }
 }
 

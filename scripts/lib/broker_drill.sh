@@ -1,8 +1,9 @@
 # Shared by the broker drills (scripts/crash/broker-*): load, a sampler of both outboxes, the
 # cluster's view of itself, and the report. Source after common.sh, then:
 #
-#   drill_begin NAME RATE SECONDS   # checks the stack runs three Kafka nodes, warms it up
-#                                   # (DRILL_WARMUP_SECS, default 60), starts the load
+#   drill_begin NAME RATE SECONDS [NODES]   # checks the stack runs NODES (default 3) Kafka
+#                                   # nodes, warms it up (DRILL_WARMUP_SECS, default 60),
+#                                   # starts the load
 #   drill_mark "what happened"      # a timestamped line in the drill's event log
 #   drill_end                       # waits for the load, settles, judges, prints the report
 #
@@ -46,12 +47,15 @@ drill_mark() {
 
 drill_begin() {
   DRILL_NAME=$1 DRILL_RATE=$2 DRILL_SECS=$3
+  local nodes=${4:-3}
   require_stack
-  [ "$(wc -w <<<"$KAFKA_PROGRAMS")" -ge 3 ] \
-    || die "this drill needs the three-node cluster: scripts/reset && scripts/up --kafka-nodes 3"
+  if [ "$nodes" -ge 3 ]; then
+    [ "$(wc -w <<<"$KAFKA_PROGRAMS")" -ge 3 ] \
+      || die "this drill needs the three-node cluster: scripts/reset && scripts/up --kafka-nodes 3"
+  fi
   DRILL_OUT=$(mktemp -d "/tmp/$DRILL_NAME.XXXX")
   : >"$DRILL_OUT/events.txt"
-  wait_in_sync 60
+  [ "$nodes" -lt 3 ] || wait_in_sync 60
   # Three orders in four for a product of the drill's own with plenty of stock (confirmed),
   # one for MUG-01 (rejected once earlier load sold it out): both paths under the fault.
   local sku

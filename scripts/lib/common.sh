@@ -110,6 +110,15 @@ start_kafka() {
 }
 
 # Waits until `curl URL` succeeds, up to $2 seconds.
+# Prints N free TCP ports.
+free_ports() {
+  python3 -c '
+import socket, sys
+socks = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in socks: s.bind(("127.0.0.1", 0))
+print(*(s.getsockname()[1] for s in socks))' "$1"
+}
+
 wait_http() {
   local url=$1 timeout=${2:-60} waited=0
   until curl -fsS -o /dev/null "$url" 2>/dev/null; do

@@ -71,12 +71,3 @@ sys_destroy() {
       "DROP DATABASE IF EXISTS \"${SYS_NAME}_$db\" WITH (FORCE)" || true
   done
 }
-
-# Prints N free TCP ports.
-free_ports() {
-  python3 -c '
-import socket, sys
-socks = [socket.socket() for _ in range(int(sys.argv[1]))]
-for s in socks: s.bind(("127.0.0.1", 0))
-print(*(s.getsockname()[1] for s in socks))' "$1"
-}

@@ -123,6 +123,8 @@ pub fn redrive_with_payload(
     std::fs::write(&file, payload).expect("write the payload");
     let at = format!("{}/{}", letter.dlq_partition, letter.dlq_offset);
     let output = std::process::Command::new(crate::processes::binary("dlq"))
+        .env("KAFKA_USERNAME", &settings.username)
+        .env("KAFKA_PASSWORD", settings.password.expose())
         .args(["--brokers", &settings.brokers, "redrive", topic, "--at", &at])
         .arg("--payload-file")
         .arg(&file)

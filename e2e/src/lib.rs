@@ -78,11 +78,42 @@ pub fn test_brokers() -> String {
     std::env::var("TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
 }
 
+/// The file the test run's brokers take their principals from (`TEST_KAFKA_CREDENTIALS`, lines
+/// `principal password`, as scripts/test writes it); unset: brokers without sign-in.
+pub fn kafka_credentials() -> Option<std::path::PathBuf> {
+    std::env::var_os("TEST_KAFKA_CREDENTIALS").filter(|path| !path.is_empty()).map(Into::into)
+}
+
+/// The password of `principal` on the test run's brokers, if they require sign-in.
+pub fn kafka_password(principal: &str) -> Option<String> {
+    let file = kafka_credentials()?;
+    let text = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    let found = text.lines().find_map(|line| line.strip_prefix(principal)?.strip_prefix(' ').map(str::to_owned));
+    Some(found.unwrap_or_else(|| panic!("{} names no principal {principal}", file.display())))
+}
+
+/// The settings a service process needs to sign in as `principal` (decision 0028):
+/// `PREFIX__KAFKA__USERNAME` and `PREFIX__KAFKA__PASSWORD`; none without sign-in.
+pub fn kafka_sign_in(prefix: &str, principal: &str) -> Vec<(String, String)> {
+    kafka_password(principal).map_or_else(Vec::new, |password| {
+        vec![
+            (format!("{prefix}__KAFKA__USERNAME"), principal.to_owned()),
+            (format!("{prefix}__KAFKA__PASSWORD"), password),
+        ]
+    })
+}
+
 /// A service's settings exactly as the local profile gives them, with the test run's
-/// brokers; a test then sets where the service runs (port, databases, topics, group).
+/// brokers, signed in as the super user (an in-process system's services share one client
+/// identity; the process tests run each as its own principal); a test then sets where the
+/// service runs (port, databases, topics, group).
 pub fn local_settings<T: serde::de::DeserializeOwned>() -> T {
-    let brokers = [("kafka.brokers".to_owned(), config::Value::from(test_brokers()))];
-    platform::config::load_file_with(&local_config(), brokers)
+    let mut overrides = vec![("kafka.brokers".to_owned(), config::Value::from(test_brokers()))];
+    if let Some(password) = kafka_password("admin") {
+        overrides.push(("kafka.username".to_owned(), config::Value::from("admin")));
+        overrides.push(("kafka.password".to_owned(), config::Value::from(password)));
+    }
+    platform::config::load_file_with(&local_config(), overrides)
         .unwrap_or_else(|error| panic!("{}: {error}", local_config().display()))
 }
 

@@ -1,6 +1,9 @@
 //! Creates the topics the system needs, idempotently: a topic that already exists is left as
 //! it is. Partitions and retention are explicit so that the local stack, compose and
-//! production agree.
+//! production agree. With `--acls`, also grants each service's principal what it needs on
+//! them (`acl`), as the broker's super user.
+
+mod acl;
 
 use std::time::Duration;
 
@@ -14,6 +17,20 @@ use rdkafka::types::RDKafkaErrorCode;
 struct Args {
     #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
     brokers: String,
+    /// Also grant the services' principals (relay, order, inventory, notifications, dlq)
+    /// what each needs on the topics and groups named below, and nothing else.
+    #[arg(long)]
+    acls: bool,
+    #[arg(long, default_value = schema::topics::ORDERS)]
+    orders_topic: String,
+    #[arg(long, default_value = schema::topics::INVENTORY)]
+    inventory_topic: String,
+    #[arg(long, default_value = "order-service")]
+    order_group: String,
+    #[arg(long, default_value = "inventory-service")]
+    inventory_group: String,
+    #[arg(long, default_value = "notifications-service")]
+    notifications_group: String,
     /// Partitions per topic: the most consumers of one group that can share the work.
     #[arg(long, env = "KAFKA_PARTITIONS", default_value_t = 6)]
     partitions: i32,
@@ -27,7 +44,7 @@ struct Args {
     /// How long events stay on a topic. Inbox rows must be kept longer than this.
     #[arg(long, env = "KAFKA_RETENTION_HOURS", default_value_t = 168)]
     retention_hours: u64,
-    /// Topic names (default: orders.events and inventory.events). Each also gets its
+    /// Topic names (default: the orders and inventory topics above). Each also gets its
     /// dead-letter topic, `<name>.dlq`.
     #[arg(long = "topic")]
     topics: Vec<String>,
@@ -37,7 +54,8 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     platform::telemetry::init();
     let args = Args::parse();
-    let settings = platform::config::KafkaSettings { brokers: args.brokers.clone(), ..Default::default() };
+    // Signed in as KAFKA_USERNAME / KAFKA_PASSWORD: a super user's, for `--acls`.
+    let settings = platform::config::KafkaSettings::for_tool(&args.brokers);
     let shutdown = platform::shutdown::on_signal();
     if platform::kafka::wait_until_reachable(&settings, &shutdown).await.is_none() {
         bail!("interrupted before the broker answered");
@@ -47,9 +65,9 @@ async fn main() -> anyhow::Result<()> {
     }
     let min_insync = args.min_insync_replicas.unwrap_or((args.replication - 1).max(1)).to_string();
     let topics = if args.topics.is_empty() {
-        vec![schema::topics::ORDERS.to_owned(), schema::topics::INVENTORY.to_owned()]
+        vec![args.orders_topic.clone(), args.inventory_topic.clone()]
     } else {
-        args.topics
+        args.topics.clone()
     };
     let topics: Vec<String> =
         topics.into_iter().flat_map(|topic| [schema::topics::dead_letter(&topic), topic]).collect();
@@ -78,6 +96,19 @@ async fn main() -> anyhow::Result<()> {
     }
     if failed {
         bail!("some topics could not be created");
+    }
+    if args.acls {
+        let names = acl::Names {
+            orders: args.orders_topic,
+            inventory: args.inventory_topic,
+            order_group: args.order_group,
+            inventory_group: args.inventory_group,
+            notifications_group: args.notifications_group,
+        };
+        let grants = acl::grants(&names);
+        let count = grants.len();
+        tokio::task::spawn_blocking(move || acl::create(&admin, &grants, Duration::from_secs(30))).await??;
+        println!("granted {count} ACLs to the services' principals");
     }
     Ok(())
 }

@@ -11,7 +11,6 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use platform::config::KafkaSettings;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{Header, Headers as _, Message as _, OwnedHeaders, OwnedMessage};
@@ -163,8 +162,7 @@ impl DeadLetter {
 /// Reads every message now on `dlq_topic`, from the beginning to the current end of each
 /// partition. Commits nothing: listing is read-only.
 pub fn read_all(settings: &KafkaSettings, dlq_topic: &str, timeout: Duration) -> KafkaResult<Vec<DeadLetter>> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &settings.brokers)
+    let consumer: BaseConsumer = platform::kafka::client_config(settings)
         .set("group.id", format!("dlq-reader-{}", uuid::Uuid::new_v4().simple()))
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false")

@@ -174,6 +174,62 @@ pub struct KafkaSettings {
     pub group_protocol: GroupProtocol,
     /// librdkafka debug contexts (e.g. `cgrp,fetch`), logged through tracing; empty: none.
     pub debug: String,
+    /// This process's principal on the broker (SASL/SCRAM-SHA-512, decision 0028), e.g.
+    /// `order`; what it may read and write is the broker's ACLs for that name. Empty: no
+    /// authentication (a broker with an open listener only).
+    pub username: String,
+    /// The principal's password, from `<SERVICE>__KAFKA__PASSWORD` (a secret); never logged.
+    pub password: Secret,
+    /// Whether the broker's listener is TLS (`SASL_SSL`): in deployments, where credentials
+    /// cross a network. Locally every listener is on 127.0.0.1 and plain.
+    pub tls: bool,
+    /// PEM file of the certificate authority that signed the broker's certificate (e.g.
+    /// Strimzi's cluster CA); empty: the system's trust store.
+    pub ca_file: String,
+}
+
+impl KafkaSettings {
+    /// A command-line tool's client (kafka-init, dlq, the benchmarks' tools): the brokers it
+    /// was given, signed in as `KAFKA_USERNAME` with `KAFKA_PASSWORD` (and over TLS if
+    /// `KAFKA_TLS=true`) from its environment; a password is never an argument, which every
+    /// user of the machine could read.
+    pub fn for_tool(brokers: &str) -> Self {
+        let var = |name| std::env::var(name).unwrap_or_default();
+        Self {
+            brokers: brokers.to_owned(),
+            username: var("KAFKA_USERNAME"),
+            password: Secret::new(var("KAFKA_PASSWORD")),
+            tls: var("KAFKA_TLS") == "true",
+            ca_file: var("KAFKA_CA_FILE"),
+            ..Self::default()
+        }
+    }
+}
+
+/// A credential read from settings: its `Debug` shows that it is set, never what it is, so
+/// that a settings struct can be logged whole.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() { "<unset>" } else { "<redacted>" })
+    }
 }
 
 /// See [`KafkaSettings::group_protocol`].
@@ -199,6 +255,10 @@ impl Default for KafkaSettings {
             leave_group_on_stop: true,
             group_protocol: GroupProtocol::Classic,
             debug: String::new(),
+            username: String::new(),
+            password: Secret::default(),
+            tls: false,
+            ca_file: String::new(),
         }
     }
 }

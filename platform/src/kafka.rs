@@ -17,7 +17,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{GroupProtocol, KafkaSettings};
 
-fn base(settings: &KafkaSettings) -> ClientConfig {
+/// The settings every client shares: where the brokers are, how it reconnects, who it is.
+pub fn client_config(settings: &KafkaSettings) -> ClientConfig {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", &settings.brokers)
@@ -28,6 +29,20 @@ fn base(settings: &KafkaSettings) -> ClientConfig {
         // partitioned) keeps requests waiting this long (librdkafka's default: 60 s) before
         // they are retried elsewhere, e.g. at a partition's new leader.
         .set("socket.timeout.ms", settings.request_timeout_ms.to_string());
+    if !settings.username.is_empty() {
+        // Every client says who it is; the broker's ACLs for that principal decide what it
+        // may read and write (decision 0028).
+        config
+            .set("security.protocol", if settings.tls { "sasl_ssl" } else { "sasl_plaintext" })
+            .set("sasl.mechanisms", "SCRAM-SHA-512")
+            .set("sasl.username", &settings.username)
+            .set("sasl.password", settings.password.expose());
+    } else if settings.tls {
+        config.set("security.protocol", "ssl");
+    }
+    if settings.tls && !settings.ca_file.is_empty() {
+        config.set("ssl.ca.location", &settings.ca_file);
+    }
     if !settings.debug.is_empty() {
         config.set("debug", &settings.debug).set_log_level(rdkafka::config::RDKafkaLogLevel::Debug);
     }
@@ -36,7 +51,7 @@ fn base(settings: &KafkaSettings) -> ClientConfig {
 
 /// The producer the relay (and the dead-letter queue) publishes with.
 pub fn producer(settings: &KafkaSettings) -> KafkaResult<FutureProducer> {
-    base(settings)
+    client_config(settings)
         // The broker deduplicates the producer's own retries and keeps per-partition order
         // with up to 5 requests in flight, so a retried batch can neither duplicate nor
         // reorder the events of one order.
@@ -56,7 +71,7 @@ pub fn producer(settings: &KafkaSettings) -> KafkaResult<FutureProducer> {
 /// transaction that handled the message committed) and commits stored offsets in the
 /// background. Its context records the partitions the group gave it.
 pub fn consumer(settings: &KafkaSettings, group_id: &str) -> KafkaResult<GroupConsumer> {
-    let mut config = base(settings);
+    let mut config = client_config(settings);
     // Never a third of the session or more: the group must hear from a member several times
     // before it gives up on it.
     let heartbeat_ms = settings.heartbeat_interval_ms.min(settings.session_timeout_ms / 3).max(1);
@@ -102,7 +117,7 @@ pub type GroupConsumer = StreamConsumer<GroupContext>;
 /// A consumer outside any group's assignment, for reading chosen partitions from chosen
 /// offsets (a replay): it never commits, so the group's position is untouched.
 pub fn reader(settings: &KafkaSettings, group_id: &str) -> KafkaResult<StreamConsumer> {
-    base(settings)
+    client_config(settings)
         .set("group.id", group_id)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
@@ -181,7 +196,7 @@ impl ConsumerContext for GroupContext {
 
 /// An admin client, for creating topics.
 pub fn admin(settings: &KafkaSettings) -> KafkaResult<AdminClient<DefaultClientContext>> {
-    base(settings).create()
+    client_config(settings).create()
 }
 
 /// Waits until a broker answers. `None` means shutdown came first.
@@ -210,7 +225,7 @@ pub struct BrokerProbe {
 impl BrokerProbe {
     pub fn new(settings: &KafkaSettings, topic: Option<&str>) -> KafkaResult<Self> {
         Ok(Self {
-            client: Arc::new(base(settings).create()?),
+            client: Arc::new(client_config(settings).create()?),
             topic: topic.map(str::to_owned),
             brokers: settings.brokers.clone(),
         })

@@ -13,6 +13,10 @@ PRIVATE_PG_PORT="${PRIVATE_PG_PORT:-5433}"
 # KAFKA_BROKERS given from outside names an existing cluster: the scripts start no broker.
 EXTERNAL_KAFKA=${KAFKA_BROKERS:+yes}
 KAFKA_BROKERS="${KAFKA_BROKERS:-127.0.0.1:9092}"
+# Who may sign in to the brokers the scripts start (decision 0028): lines `principal password`,
+# made once, readable by their owner only. An external cluster's file may be named here; `none`
+# means a broker without authentication.
+KAFKA_CREDENTIALS="${KAFKA_CREDENTIALS:-$LOCAL/kafka-auth/credentials}"
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 PROFILE="${PROFILE:-debug}"
@@ -80,7 +84,7 @@ broker_answers() {
   local brokers=${1:-$KAFKA_BROKERS} first
   first=${brokers%%,*}
   (exec 3<>"/dev/tcp/${first%:*}/${first#*:}") 2>/dev/null || return 1
-  kcat -b "$brokers" -L -m 3 -t __consumer_offsets 2>/dev/null | grep -q 'broker [0-9]* at'
+  kcat -F "$(kafka_client_config)" -b "$brokers" -L -m 3 -t __consumer_offsets 2>/dev/null | grep -q 'broker [0-9]* at'
 }
 
 # The local stack's Kafka node N listens on 9090 + 2N (9092, 9094, 9096), its controller on
@@ -92,6 +96,91 @@ local_kafka_brokers() {
   (IFS=,; echo "${brokers[*]}")
 }
 
+# The principals: the super user (kafka-init, the tests' own clients, kcat), the nodes' name
+# on the controller listener, and one per process that talks to Kafka.
+KAFKA_PRINCIPALS=(admin controller relay order inventory notifications dlq)
+
+ensure_kafka_credentials() {
+  [ "$KAFKA_CREDENTIALS" = none ] || [ -s "$KAFKA_CREDENTIALS" ] && return 0
+  mkdir -p "$(dirname "$KAFKA_CREDENTIALS")"
+  local name
+  (
+    umask 077
+    for name in "${KAFKA_PRINCIPALS[@]}"; do
+      echo "$name $(head -c 18 /dev/urandom | base64 | tr '+/' '-_')"
+    done >"$KAFKA_CREDENTIALS.partial"
+  )
+  mv "$KAFKA_CREDENTIALS.partial" "$KAFKA_CREDENTIALS"
+}
+
+kafka_password() {
+  ensure_kafka_credentials
+  [ "$KAFKA_CREDENTIALS" = none ] || awk -v name="$1" '$1 == name {print $2}' "$KAFKA_CREDENTIALS"
+}
+
+# `--credentials FILE` for scripts/kafka run, or nothing for an open broker.
+kafka_credentials_option() {
+  ensure_kafka_credentials
+  [ "$KAFKA_CREDENTIALS" = none ] || echo "--credentials $KAFKA_CREDENTIALS"
+}
+
+# kafka_client_config [PRINCIPAL]: a librdkafka properties file signing in as PRINCIPAL (default
+# admin), for `kcat -F`; prints its path.
+kafka_client_config() {
+  local name=${1:-admin} file
+  [ "$KAFKA_CREDENTIALS" != none ] || { echo /dev/null; return; }
+  file="$(dirname "$KAFKA_CREDENTIALS")/$name.properties"
+  if [ ! -s "$file" ] || [ "$file" -ot "$KAFKA_CREDENTIALS" ]; then
+    (umask 077 && printf 'security.protocol=sasl_plaintext\nsasl.mechanisms=SCRAM-SHA-512\nsasl.username=%s\nsasl.password=%s\n' \
+      "$name" "$(kafka_password "$name")" >"$file")
+  fi
+  echo "$file"
+}
+
+# Debian's kcat links librdkafka 2.0.2, whose SCRAM proof Kafka 4 refuses (librdkafka #4895,
+# fixed in 2.6.1). The scripts run kcat with the librdkafka the services link instead: the copy
+# in the rdkafka-sys crate, built once as a shared library into the cache. Prints its folder.
+kcat_library() {
+  local version dir src build
+  version=$(awk '$0 == "name = \"rdkafka-sys\"" {getline; gsub(/"/, "", $3); print $3}' "$ROOT/Cargo.lock")
+  dir="$CACHE/librdkafka-$version"
+  if [ ! -f "$dir/librdkafka.so.1" ]; then
+    find_source() { ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/"rdkafka-sys-$version/librdkafka" 2>/dev/null | head -n1; }
+    src=$(find_source)
+    [ -n "$src" ] || { (cd "$ROOT" && cargo fetch -q) && src=$(find_source); }
+    [ -n "$src" ] || die "no source of librdkafka $version (rdkafka-sys) in cargo's registry"
+    log "building librdkafka $version as a shared library for kcat (once, into $dir)"
+    build="$dir.build"
+    rm -rf "$build"; mkdir -p "$(dirname "$dir")"; cp -r "$src" "$build"
+    (cd "$build" && ./configure --disable-curl --disable-gssapi --disable-zstd --disable-lz4-ext --disable-syslog \
+      && make -j"$(nproc)" -C src librdkafka.so.1) >"$build.log" 2>&1 || die "building librdkafka failed; see $build.log"
+    mkdir -p "$dir.partial"; cp "$build/src/librdkafka.so.1" "$dir.partial/"
+    rm -rf "$build" "$build.log" "$dir"; mv "$dir.partial" "$dir"
+  fi
+  echo "$dir"
+}
+
+# kcat, signed in as KCAT_PRINCIPAL (default admin); shadows the command in every script.
+kcat() {
+  LD_LIBRARY_PATH="$(kcat_library)" command kcat -q -F "$(kafka_client_config "${KCAT_PRINCIPAL:-admin}")" "$@"
+}
+
+# kafka_admin_env: exports KAFKA_USERNAME and KAFKA_PASSWORD of the super user, which the
+# tools (kafka-init, dlq, poison, …) sign in with; services never read these two.
+kafka_admin_env() {
+  if [ "$KAFKA_CREDENTIALS" = none ]; then return 0; fi
+  export KAFKA_USERNAME=admin KAFKA_PASSWORD
+  KAFKA_PASSWORD=$(kafka_password admin)
+}
+
+# kafka_sign_in PREFIX PRINCIPAL: the settings a service needs to sign in as PRINCIPAL, as
+# `PREFIX__KAFKA__USERNAME=…` and `PREFIX__KAFKA__PASSWORD=…` words, one per line.
+kafka_sign_in() {
+  [ "$KAFKA_CREDENTIALS" != none ] || return 0
+  echo "$1__KAFKA__USERNAME=$2"
+  echo "$1__KAFKA__PASSWORD=$(kafka_password "$2")"
+}
+
 # start_kafka DIR PORT LOG [CONTROLLER_PORT]: a single-node Kafka for a script or a test run, data in DIR (emptied
 # first), listening on PORT (and CONTROLLER_PORT, default PORT+1), logging to LOG; waits until it
 # answers. Sets BROKER_PID.
@@ -99,7 +188,9 @@ start_kafka() {
   local dir=$1 port=$2 log_file=$3 controller_port=${4:-$(($2 + 1))}
   rm -rf "$dir"; mkdir -p "$dir" "$(dirname "$log_file")"
   "$ROOT/scripts/kafka" install >/dev/null
-  "$ROOT/scripts/kafka" run --dir "$dir" --port "$port" --controller-port "$controller_port" >>"$log_file" 2>&1 &
+  # shellcheck disable=SC2046
+  "$ROOT/scripts/kafka" run --dir "$dir" --port "$port" --controller-port "$controller_port" $(kafka_credentials_option) \
+    >>"$log_file" 2>&1 &
   BROKER_PID=$!
   for _ in $(seq 1 240); do
     broker_answers "127.0.0.1:$port" && return 0
@@ -109,7 +200,6 @@ start_kafka() {
   die "Kafka did not answer at 127.0.0.1:$port within 60 s; see $log_file"
 }
 
-# Waits until `curl URL` succeeds, up to $2 seconds.
 # Prints N free TCP ports.
 free_ports() {
   python3 -c '
@@ -119,6 +209,7 @@ for s in socks: s.bind(("127.0.0.1", 0))
 print(*(s.getsockname()[1] for s in socks))' "$1"
 }
 
+# Waits until `curl URL` succeeds, up to $2 seconds.
 wait_http() {
   local url=$1 timeout=${2:-60} waited=0
   until curl -fsS -o /dev/null "$url" 2>/dev/null; do
@@ -251,6 +342,8 @@ require_stack() {
   build_bins
   ensure_auth_keys
   ensure_postgres 2>/dev/null
+  # The drills' own tools (poison, dlq) sign in as the super user.
+  kafka_admin_env
 }
 
 # Arms a crash point: arm SERVICE POINT ACTION

@@ -16,8 +16,13 @@ sys_create() {
   ensure_auth_keys
   for db in orders inventory; do psql "$PG_URL/postgres" -qc "CREATE DATABASE \"${SYS_NAME}_$db\""; done
   mkdir -p "$SYS_LOGS"
+  # The topics, and what each service's principal may do on them and on its group.
+  local acls=(--acls --orders-topic "$SYS_NAME.orders.events" --inventory-topic "$SYS_NAME.inventory.events"
+    --order-group "$SYS_NAME-order" --inventory-group "$SYS_NAME-inventory" --notifications-group "$SYS_NAME-notifications")
+  [ "$KAFKA_CREDENTIALS" != none ] || acls=()
+  kafka_admin_env
   "$BIN/kafka-init" --brokers "$KAFKA_BROKERS" --partitions "${SYS_PARTITIONS:-3}" \
-    --topic "$SYS_NAME.orders.events" --topic "$SYS_NAME.inventory.events" >/dev/null
+    --topic "$SYS_NAME.orders.events" --topic "$SYS_NAME.inventory.events" "${acls[@]}" >/dev/null
 }
 
 sys_start() {
@@ -43,6 +48,8 @@ sys_start() {
   # The local profile, as the local stack and the tests have it.
   local environment=(CONFIG_FILE="$ROOT/config/local.toml")
   for pair in "${settings[@]}"; do environment+=("${prefix}__$pair"); done
+  # Each service signs in as its own principal (decision 0028).
+  mapfile -t -O "${#environment[@]}" environment < <(kafka_sign_in "$prefix" "$service")
   env "${environment[@]}" "$BIN/$service" >>"$SYS_LOGS/$name.log" 2>&1 &
   SYS_PIDS[$name]=$!
   wait_http "http://127.0.0.1:$port/health" 60 || die "$name did not become ready; see $SYS_LOGS/$name.log"

@@ -52,14 +52,16 @@ impl Processes {
         let logs = std::env::temp_dir().join("order-system-tests").join(&name);
         std::fs::create_dir_all(&logs).expect("log dir");
 
-        let common = |prefix: &str| {
-            HashMap::from([
+        let common = |prefix: &str, principal: &str| {
+            let mut env = HashMap::from([
                 ("CONFIG_FILE".to_owned(), crate::local_config().to_string_lossy().into_owned()),
                 (format!("{prefix}__KAFKA__BROKERS"), brokers.clone()),
                 (format!("{prefix}__TOPICS__ORDERS"), topics.orders.clone()),
                 (format!("{prefix}__TOPICS__INVENTORY"), topics.inventory.clone()),
                 ("RUST_LOG".to_owned(), "info".to_owned()),
-            ])
+            ]);
+            env.extend(crate::kafka_sign_in(prefix, principal));
+            env
         };
         let service = |name: &'static str, prefix: &str, mut env: HashMap<String, String>| {
             let port = free_port();
@@ -67,16 +69,16 @@ impl Processes {
             Service { name, port, env, child: None, log: logs.join(format!("{name}.log")) }
         };
         let keys = crate::TestKeys::new(&name);
-        let mut order_env = common("ORDER");
+        let mut order_env = common("ORDER", "order");
         order_env.insert("ORDER__AUTH__PUBLIC_KEY_FILE".into(), keys.public_key_file.to_string_lossy().into_owned());
         order_env.insert("ORDER__DATABASE__URL".into(), order_db.clone());
         order_env.insert("ORDER__CONSUMER_GROUP".into(), format!("{name}-order"));
         order_env.insert("ORDER__ADMISSION__PER_CUSTOMER_PER_SECOND".into(), "10000".into());
         order_env.insert("ORDER__ADMISSION__PER_CUSTOMER_BURST".into(), "10000".into());
-        let mut inventory_env = common("INVENTORY");
+        let mut inventory_env = common("INVENTORY", "inventory");
         inventory_env.insert("INVENTORY__DATABASE__URL".into(), inventory_db.clone());
         inventory_env.insert("INVENTORY__CONSUMER_GROUP".into(), format!("{name}-inventory"));
-        let mut relay_env = common("RELAY");
+        let mut relay_env = common("RELAY", "relay");
         relay_env.insert("RELAY__OUTBOXES__ORDER".into(), order_db.clone());
         relay_env.insert("RELAY__OUTBOXES__INVENTORY".into(), inventory_db.clone());
 
@@ -96,10 +98,31 @@ impl Processes {
         }
     }
 
-    /// Creates the topics on the broker (the job of kafka-init).
+    /// Creates the topics on the broker and, where the broker requires sign-in, the ACLs of
+    /// each service's principal for this system's topics and groups: kafka-init's job, done by
+    /// kafka-init itself, so that every process test runs under the deployment's ACLs.
     pub async fn create_topics(&self) {
-        let settings = platform::config::KafkaSettings { brokers: self.brokers.clone(), ..crate::kafka_settings() };
-        kafka::create_topics_with_dead_letters(&settings, &[&self.topics.orders, &self.topics.inventory]).await;
+        let Some(password) = crate::kafka_password("admin") else {
+            let settings = platform::config::KafkaSettings { brokers: self.brokers.clone(), ..crate::kafka_settings() };
+            kafka::create_topics_with_dead_letters(&settings, &[&self.topics.orders, &self.topics.inventory]).await;
+            return;
+        };
+        let name = &self.name;
+        let partitions = kafka::PARTITIONS.to_string();
+        let (orders, inventory) = (&self.topics.orders, &self.topics.inventory);
+        let (order_group, inventory_group, notifications_group) =
+            (format!("{name}-order"), format!("{name}-inventory"), format!("{name}-notifications"));
+        let output = tokio::process::Command::new(service::binary("kafka-init"))
+            .env("KAFKA_USERNAME", "admin")
+            .env("KAFKA_PASSWORD", password)
+            .args(["--brokers", &self.brokers, "--partitions", &partitions, "--topic", orders, "--topic", inventory])
+            .args(["--acls", "--orders-topic", orders, "--inventory-topic", inventory])
+            .args(["--order-group", &order_group, "--inventory-group", &inventory_group])
+            .args(["--notifications-group", &notifications_group])
+            .output()
+            .await
+            .expect("kafka-init runs");
+        assert!(output.status.success(), "kafka-init failed: {}", String::from_utf8_lossy(&output.stderr));
     }
 
     pub async fn start_all(&mut self) {

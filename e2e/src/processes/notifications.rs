@@ -117,7 +117,7 @@ impl Notifications {
         let database = TestDatabase::create(&crate::pg_server_url(), &format!("{}_notifications", system.name)).await;
         let mail = MailServer::start(system.logs.join("maildir")).await;
         let port = free_port();
-        let env = HashMap::from([
+        let mut env = HashMap::from([
             ("CONFIG_FILE".to_owned(), crate::local_config().to_string_lossy().into_owned()),
             ("RUST_LOG".to_owned(), "info".to_owned()),
             ("NOTIFICATIONS__HTTP__PORT".to_owned(), port.to_string()),
@@ -132,6 +132,7 @@ impl Notifications {
                 system.keys.public_key_file.to_string_lossy().into_owned(),
             ),
         ]);
+        env.extend(crate::kafka_sign_in("NOTIFICATIONS", "notifications"));
         let log = system.logs.join("notifications.log");
         let service = Service { name: "notifications", port, env, child: None, log };
         Self { service, mail, db: database.url.clone(), _database: database }

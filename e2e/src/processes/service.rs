@@ -167,12 +167,12 @@ impl Broker {
         let launcher = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/kafka");
         std::fs::create_dir_all(&self.dir).expect("broker dir");
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("broker.log")).expect("log");
-        let child = Command::new(launcher)
-            .args(["run", "--dir", &self.dir.to_string_lossy(), "--port", &self.port.to_string(), "--heap", "256m"])
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("scripts/kafka starts");
+        let mut command = Command::new(launcher);
+        command.args(["run", "--dir", &self.dir.to_string_lossy(), "--port", &self.port.to_string(), "--heap", "256m"]);
+        if let Some(credentials) = crate::kafka_credentials() {
+            command.arg("--credentials").arg(credentials);
+        }
+        let child = command.stdout(log.try_clone().expect("log")).stderr(log).spawn().expect("scripts/kafka starts");
         self.child = Some(child);
         let settings = platform::config::KafkaSettings { brokers: self.address.clone(), ..crate::kafka_settings() };
         let probe = platform::kafka::BrokerProbe::new(&settings, None).expect("probe");

@@ -67,7 +67,7 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let settings = KafkaSettings { brokers: args.brokers, ..KafkaSettings::default() };
+    let settings = KafkaSettings::for_tool(&args.brokers);
     match args.command {
         Command::List { topic, json } => {
             let letters = read(&settings, &topic).await?;

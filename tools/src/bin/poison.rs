@@ -124,7 +124,7 @@ fn poisons(key: &str) -> Vec<(&'static str, bool, Vec<u8>)> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let settings = KafkaSettings { brokers: args.brokers.clone(), ..KafkaSettings::default() };
+    let settings = KafkaSettings::for_tool(&args.brokers);
     let producer = platform::kafka::producer(&settings).context("creating a producer")?;
     let count = poisons("x").len();
     let keys: Vec<String> =

@@ -42,7 +42,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let settings = KafkaSettings { brokers: args.brokers.clone(), ..KafkaSettings::default() };
+    let settings = KafkaSettings::for_tool(&args.brokers);
     let producer = platform::kafka::producer(&settings)?;
     let payload = "x".repeat(args.size);
     let started = Instant::now();

@@ -50,7 +50,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let settings = KafkaSettings { brokers: args.brokers.clone(), ..KafkaSettings::default() };
+    let settings = KafkaSettings::for_tool(&args.brokers);
     create_topic(&settings, &args.topic).await?;
 
     // Read the topic from its start (a new group starts from the earliest offset) while the

@@ -3,6 +3,10 @@
 - docker-compose.yml parses; every depends_on names a service; every bind-mounted host path
   and the Dockerfile exist; long-running services have health checks; every secret is
   declared and made by compose/make-secrets.
+- Safe by default (decision 0028): every published port is bound to 127.0.0.1; no password is
+  written in the file (each is a ${VAR} that compose/make-secrets writes into compose/.env);
+  every process that talks to Kafka signs in as its own principal; the development token
+  endpoint (a signing key in the order service) exists only in docker-compose.dev.yml.
 - The Grafana dashboard parses and every panel queries something.
 - Every metric named in the dashboard and the alert rules is one the services export: the
   names come from the Rust sources' registrations (platform::metrics), with the suffixes
@@ -49,6 +53,34 @@ for secret, spec in declared.items():
     file = pathlib.PurePath(spec.get("file", "")).name
     if not file or f"$dir/{file}" not in maker:
         problems.append(f"secret {secret}: compose/make-secrets does not write {spec.get('file')}")
+
+# Safe by default.
+maker_env = set(re.findall(r'echo "([A-Z_]+)=', maker))
+loop = re.search(r'for principal in ([A-Z ]+); do\s+echo "KAFKA_\$\{principal\}_PASSWORD=', maker)
+maker_env |= {f"KAFKA_{p}_PASSWORD" for p in (loop.group(1).split() if loop else [])}
+for name, service in services.items():
+    for port in service.get("ports", []):
+        if not str(port).startswith("127.0.0.1:"):
+            problems.append(f"{name} publishes {port} on every interface (bind it to 127.0.0.1)")
+    environment = service.get("environment", {}) or {}
+    for key, value in environment.items():
+        value = str(value)
+        for variable in re.findall(r"\$\{([A-Z_]+)", value):
+            if variable not in maker_env:
+                problems.append(f"{name}: {key} uses ${{{variable}}}, which compose/make-secrets does not write")
+        if "PASSWORD" in key and "${" not in value:
+            problems.append(f"{name}: {key} is a password written in the file")
+        if re.search(r"://[^/:@]+:(?!\$\{)[^@]+@", value):
+            problems.append(f"{name}: {key} carries a password written in the file")
+        if "DEV_SIGNING_KEY" in key:
+            problems.append(f"{name}: {key} mints tokens for anyone; only docker-compose.dev.yml may set it")
+    for prefix in {k[: -len("__KAFKA__BROKERS")] for k in environment if k.endswith("__KAFKA__BROKERS")}:
+        for setting in ("USERNAME", "PASSWORD"):
+            if f"{prefix}__KAFKA__{setting}" not in environment:
+                problems.append(f"{name} talks to Kafka without {prefix}__KAFKA__{setting}")
+dev = compose_dir / "docker-compose.dev.yml"
+if not dev.exists() or "DEV_SIGNING_KEY_FILE" not in dev.read_text():
+    problems.append("docker-compose.dev.yml, the only place for the development token endpoint, is missing")
 
 # Metric names the code registers: `register("name", ...)` / `register_with_unit("name", ..., Unit::Seconds, ...)`.
 exported = set()

@@ -242,6 +242,9 @@ ensure_packages() {
   command -v supervisord >/dev/null || missing+=(supervisor)
   command -v kcat >/dev/null || missing+=(kcat)
   command -v cmake >/dev/null || missing+=(cmake)
+  # rdkafka-sys builds librdkafka with OpenSSL (SASL/SCRAM, TLS: decision 0028).
+  [ -f /usr/include/openssl/ssl.h ] || missing+=(libssl-dev)
+  command -v pkg-config >/dev/null || missing+=(pkg-config)
   command -v curl >/dev/null || missing+=(curl)
   command -v jq >/dev/null || missing+=(jq)
   command -v psql >/dev/null || missing+=(postgresql-client)

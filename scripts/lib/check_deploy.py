@@ -6,8 +6,11 @@
 - every environment variable `<PREFIX>__A__B` names fields that exist in the service's
   settings structs (read from the Rust sources), so a misspelt name fails here instead of
   being ignored by the service;
-- every secret referenced is one CloudNativePG makes for a cluster defined here, or one
-  docs/deploy.md tells the operator to create (`create secret generic NAME`);
+- every secret referenced is one CloudNativePG makes for a cluster defined here, one Strimzi
+  makes for a KafkaUser or the Kafka cluster's CA, one defined here, or one docs/deploy.md
+  tells the operator to create (`create secret generic NAME`);
+- every process that talks to Kafka signs in (decision 0028): TLS, its own KafkaUser's name
+  and that user's secret;
 - every database cluster archives to the object store and has a ScheduledBackup, each
   ScheduledBackup names a cluster defined here, with CloudNativePG's six-field schedule;
 - containers run as non-root with a read-only root filesystem;
@@ -85,7 +88,11 @@ def env_problem(name):
 
 # --- the resources -------------------------------------------------------------------------
 clusters = {d["metadata"]["name"] for d in docs if d["kind"] == "Cluster"}
+kafka_users = {d["metadata"]["name"] for d in docs if d["kind"] == "KafkaUser"}
 external_secrets = set(re.findall(r"create secret generic ([\w-]+)", (root / "docs/deploy.md").read_text()))
+external_secrets |= kafka_users
+external_secrets |= {f"{d['metadata']['name']}-cluster-ca-cert" for d in docs if d["kind"] == "Kafka"}
+external_secrets |= {d["metadata"]["name"] for d in docs if d["kind"] == "Secret"}
 services_by_name = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Service"}
 for d in docs:
     if d["kind"] != "Deployment":
@@ -120,9 +127,23 @@ for d in docs:
             if secret and not (secret["name"] in external_secrets
                                or (secret["name"].endswith("-app") and secret["name"][:-4] in clusters)):
                 problems.append(f"{where}: secret {secret['name']} is neither a cluster's nor a documented one")
+        values = {env["name"]: env for env in container.get("env", [])}
+        for prefix in {k[: -len("__KAFKA__BROKERS")] for k in values if k.endswith("__KAFKA__BROKERS")}:
+            user = values.get(f"{prefix}__KAFKA__USERNAME", {}).get("value")
+            password = values.get(f"{prefix}__KAFKA__PASSWORD", {}).get("valueFrom", {}).get("secretKeyRef", {})
+            if user not in kafka_users or password.get("name") != user or password.get("key") != "password":
+                problems.append(f"{where}: does not sign in to Kafka as a KafkaUser with that user's secret")
+            if values.get(f"{prefix}__KAFKA__TLS", {}).get("value") != "true":
+                problems.append(f"{where}: talks to Kafka without TLS")
         service = services_by_name.get(name)
         if service and any(p.get("targetPort") not in ("http", declared.get("http")) for p in service["spec"]["ports"]):
             problems.append(f"service {name}: targetPort is not the pod's http port")
+
+for d in docs:
+    if d["kind"] == "TriggerAuthentication":
+        for ref in d["spec"].get("secretTargetRef", []):
+            if ref["name"] not in external_secrets:
+                problems.append(f"TriggerAuthentication/{d['metadata']['name']}: secret {ref['name']} is made by nobody")
 
 # Backups: every cluster archives and has a daily base backup; the store's secret is documented.
 scheduled = {}

@@ -2,7 +2,7 @@
 (an object accepts only the properties listed). Written by hand, for the fields deploy/ sets,
 from the CRDs of the pinned operator versions (docs/deploy.md): Strimzi 0.45.0
 (`packaging/install/cluster-operator/040-Crd-kafka.yaml`, `04A-Crd-kafkanodepool.yaml`,
-`043-Crd-kafkatopic.yaml`), CloudNativePG v1.25.0 (`postgresql.cnpg.io_clusters.yaml`,
+`043-Crd-kafkatopic.yaml`, `044-Crd-kafkauser.yaml`), KEDA's `keda.sh_triggerauthentications.yaml`, CloudNativePG v1.25.0 (`postgresql.cnpg.io_clusters.yaml`,
 `postgresql.cnpg.io_scheduledbackups.yaml`),
 KEDA v2.16.0 (`keda.sh_scaledobjects.yaml`), Prometheus Operator v0.79.0
 (`monitoring.coreos.com_servicemonitors.yaml`, `…_prometheusrules.yaml`). Types, enums,
@@ -44,14 +44,33 @@ LISTENER = strict(
         "port": {"type": "integer", "minimum": 9092},
         "type": {"enum": ["internal", "route", "loadbalancer", "nodeport", "ingress", "cluster-ip"]},
         "tls": BOOLEAN,
+        "authentication": strict({"type": {"enum": ["tls", "scram-sha-512", "oauth", "custom"]}}, ["type"]),
     },
     ["name", "port", "type", "tls"],
 )
 
+ACL = strict({
+    "resource": strict({
+        "type": {"enum": ["topic", "group", "cluster", "transactionalId"]},
+        "name": STRING,
+        "patternType": {"enum": ["literal", "prefix"]},
+    }, ["type"]),
+    "operations": {"type": "array", "items": {"enum": [
+        "Read", "Write", "Create", "Delete", "Alter", "Describe", "ClusterAction", "AlterConfigs",
+        "DescribeConfigs", "IdempotentWrite", "All"]}},
+    "host": STRING,
+}, ["resource"])
+
 SCHEMAS = {
     ("kafka.strimzi.io/v1beta2", "Kafka"): resource("kafka.strimzi.io/v1beta2", "Kafka", strict({
-        "kafka": strict({"version": STRING, "listeners": {"type": "array", "items": LISTENER}, "config": OPEN}, ["listeners"]),
-        "entityOperator": strict({"topicOperator": strict({})}),
+        "kafka": strict({
+            "version": STRING,
+            "listeners": {"type": "array", "items": LISTENER},
+            "authorization": strict({"type": {"enum": ["simple", "opa", "keycloak", "custom"]},
+                                     "superUsers": {"type": "array", "items": STRING}}, ["type"]),
+            "config": OPEN,
+        }, ["listeners"]),
+        "entityOperator": strict({"topicOperator": strict({}), "userOperator": strict({})}),
     }, ["kafka"])),
     ("kafka.strimzi.io/v1beta2", "KafkaNodePool"): resource("kafka.strimzi.io/v1beta2", "KafkaNodePool", strict({
         "replicas": {"type": "integer", "minimum": 0},
@@ -67,6 +86,10 @@ SCHEMAS = {
             "-Xmx": {"type": "string", "pattern": "^[0-9]+[mMgG]?$"},
         }),
     }, ["replicas", "storage", "roles"])),
+    ("kafka.strimzi.io/v1beta2", "KafkaUser"): resource("kafka.strimzi.io/v1beta2", "KafkaUser", strict({
+        "authentication": strict({"type": {"enum": ["tls", "tls-external", "scram-sha-512"]}}, ["type"]),
+        "authorization": strict({"type": {"enum": ["simple"]}, "acls": {"type": "array", "items": ACL}}, ["acls", "type"]),
+    })),
     ("kafka.strimzi.io/v1beta2", "KafkaTopic"): resource("kafka.strimzi.io/v1beta2", "KafkaTopic", strict({
         "topicName": STRING,
         "partitions": {"type": "integer", "minimum": 1},
@@ -111,8 +134,16 @@ SCHEMAS = {
         "scaleTargetRef": strict({"name": STRING}, ["name"]),
         "minReplicaCount": INTEGER,
         "maxReplicaCount": INTEGER,
-        "triggers": {"type": "array", "items": strict({"type": STRING, "metadata": STRING_MAP}, ["metadata", "type"])},
+        "triggers": {"type": "array", "items": strict({
+            "type": STRING,
+            "metadata": STRING_MAP,
+            "authenticationRef": strict({"name": STRING, "kind": {"enum": ["TriggerAuthentication", "ClusterTriggerAuthentication"]}}, ["name"]),
+        }, ["metadata", "type"])},
     }, ["scaleTargetRef", "triggers"])),
+    ("keda.sh/v1alpha1", "TriggerAuthentication"): resource("keda.sh/v1alpha1", "TriggerAuthentication", strict({
+        "secretTargetRef": {"type": "array", "items": strict({"parameter": STRING, "name": STRING, "key": STRING},
+                                                              ["key", "name", "parameter"])},
+    })),
     ("monitoring.coreos.com/v1", "ServiceMonitor"): resource("monitoring.coreos.com/v1", "ServiceMonitor", strict({
         "selector": strict({"matchLabels": STRING_MAP}),
         "endpoints": {"type": "array", "items": strict({"port": STRING, "path": STRING, "interval": DURATION})},

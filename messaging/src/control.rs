@@ -152,10 +152,27 @@ impl ControlError {
             Self::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
             Self::Busy => (StatusCode::CONFLICT, "replay_running"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Self::Broker(error) if is_refused_by_acl(error) => {
+                // Not an outage: this service's principal may not do it (decision 0028), e.g.
+                // a redrive onto the topic it consumes, which only the relay and `dlq` write.
+                let message = format!(
+                    "{self}; this service's Kafka principal is not allowed to do that (a redrive goes through the dlq tool)"
+                );
+                return error_response(StatusCode::FORBIDDEN, "not_allowed_by_broker", message);
+            }
             Self::Broker(_) | Self::Stalled(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         };
         error_response(status, code, self.to_string())
     }
+}
+
+/// Whether the broker refused because of an ACL, not because it is unwell.
+fn is_refused_by_acl(error: &KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as Code;
+    matches!(
+        error.rdkafka_error_code(),
+        Some(Code::TopicAuthorizationFailed | Code::GroupAuthorizationFailed | Code::ClusterAuthorizationFailed)
+    )
 }
 
 /// The controls of one [`crate::inbox::InboxConsumer`] (made by its `control()`).
@@ -504,5 +521,20 @@ async fn redrive(
     match control.redrive(request.into_inner()).await {
         Ok(redriven) => HttpResponse::Ok().json(redriven),
         Err(error) => error.response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+
+    use super::ControlError;
+
+    #[test]
+    fn a_refusal_by_the_brokers_acls_is_403_and_an_outage_503() {
+        let refused = ControlError::Broker(KafkaError::MessageProduction(RDKafkaErrorCode::TopicAuthorizationFailed));
+        assert_eq!(refused.response().status(), 403);
+        let down = ControlError::Broker(KafkaError::MessageProduction(RDKafkaErrorCode::AllBrokersDown));
+        assert_eq!(down.response().status(), 503);
     }
 }

@@ -1,8 +1,11 @@
-//! Admin endpoints: off unless a token is configured (`<PREFIX>__ADMIN__TOKEN`), and then
-//! every call needs `Authorization: Bearer <token>`. A wrong or missing token is a 401 and
-//! changes nothing.
+//! Admin endpoints: off unless a token is configured (`<PREFIX>__ADMIN__TOKEN`, at least
+//! [`MIN_TOKEN_LENGTH`] characters), and then every call needs `Authorization: Bearer <token>`.
+//! A wrong or missing token is a 401 and changes nothing; more than a few wrong ones a second
+//! and the process stops looking at tokens for a moment (429), so guessing is slow.
 
 use std::future::{Ready, ready};
+use std::sync::{Mutex, PoisonError};
+use std::time::Instant;
 
 use actix_web::dev::Payload;
 use actix_web::http::StatusCode;
@@ -13,8 +16,47 @@ use crate::http::error_response;
 
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct AdminSettings {
-    /// Enables the admin endpoints when set.
+    /// Enables the admin endpoints when set; a token shorter than [`MIN_TOKEN_LENGTH`] is
+    /// refused when the settings are read.
+    #[serde(default, deserialize_with = "long_enough")]
     pub token: Option<String>,
+}
+
+/// The shortest admin token accepted: 24 random characters are beyond guessing at the rate
+/// [`FAILURES_PER_SECOND`] allows.
+pub const MIN_TOKEN_LENGTH: usize = 24;
+
+fn long_enough<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    let token = Option::<String>::deserialize(deserializer)?.filter(|t| !t.is_empty());
+    match token {
+        Some(token) if token.chars().count() < MIN_TOKEN_LENGTH => Err(serde::de::Error::custom(format!(
+            "the admin token must be at least {MIN_TOKEN_LENGTH} characters (e.g. `head -c 24 /dev/urandom | base64`)"
+        ))),
+        token => Ok(token),
+    }
+}
+
+/// Wrong admin tokens answered per second, process-wide, after a burst of as many; beyond
+/// that a request gets 429 without its token being looked at.
+pub const FAILURES_PER_SECOND: f64 = 5.0;
+
+/// The budget of wrong tokens: a token bucket shared by every worker of the process.
+static FAILURE_BUDGET: Mutex<Option<(f64, Instant)>> = Mutex::new(None);
+
+/// Whether a request may have its token checked now (the budget is not spent).
+fn may_check() -> bool {
+    let budget = FAILURE_BUDGET.lock().unwrap_or_else(PoisonError::into_inner);
+    budget.is_none_or(|(left, at)| left + at.elapsed().as_secs_f64() * FAILURES_PER_SECOND >= 1.0)
+}
+
+/// Spends one wrong token from the budget.
+fn failed() {
+    let mut budget = FAILURE_BUDGET.lock().unwrap_or_else(PoisonError::into_inner);
+    let now = Instant::now();
+    let left = budget.map_or(FAILURES_PER_SECOND, |(left, at)| {
+        (left + now.duration_since(at).as_secs_f64() * FAILURES_PER_SECOND).min(FAILURES_PER_SECOND)
+    });
+    *budget = Some(((left - 1.0).max(0.0), now));
 }
 
 /// The configured token, as app data of the admin scope.
@@ -25,14 +67,28 @@ pub struct AdminToken(pub String);
 pub struct Admin;
 
 #[derive(Debug, thiserror::Error)]
-#[error("admin token missing or wrong")]
-pub struct Unauthorized;
+pub enum Unauthorized {
+    #[error("admin token missing or wrong")]
+    Wrong,
+    #[error("too many wrong admin tokens; try again in a second")]
+    Throttled,
+}
 
 impl ResponseError for Unauthorized {
     fn status_code(&self) -> StatusCode {
-        StatusCode::UNAUTHORIZED
+        match self {
+            Self::Wrong => StatusCode::UNAUTHORIZED,
+            Self::Throttled => StatusCode::TOO_MANY_REQUESTS,
+        }
     }
     fn error_response(&self) -> HttpResponse {
+        if let Self::Throttled = self {
+            let mut response = error_response(StatusCode::TOO_MANY_REQUESTS, "too_many_failures", self.to_string());
+            response
+                .headers_mut()
+                .insert(actix_web::http::header::RETRY_AFTER, actix_web::http::header::HeaderValue::from_static("1"));
+            return response;
+        }
         let mut response = error_response(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
@@ -57,11 +113,17 @@ impl FromRequest for Admin {
             .get(actix_web::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(bearer_token);
+        if !may_check() {
+            return ready(Err(Unauthorized::Throttled));
+        }
         ready(match (expected, presented) {
             (Some(expected), Some(presented)) if constant_time_eq(expected.0.as_bytes(), presented.as_bytes()) => {
                 Ok(Admin)
             }
-            _ => Err(Unauthorized),
+            _ => {
+                failed();
+                Err(Unauthorized::Wrong)
+            }
         })
     }
 }
@@ -139,6 +201,30 @@ mod tests {
         assert!(super::constant_time_eq(b"secret", b"secret"));
         assert!(!super::constant_time_eq(b"secret", b"secreT"));
         assert!(!super::constant_time_eq(b"secret", b"secret-longer"));
+    }
+
+    #[test]
+    fn a_short_admin_token_is_refused_when_the_settings_are_read() {
+        let read = |token: &str| serde_json::from_value::<super::AdminSettings>(serde_json::json!({ "token": token }));
+        let error = read("s3cret").expect_err("too short").to_string();
+        assert!(error.contains("at least 24 characters"), "{error}");
+        assert_eq!(read(&"x".repeat(24)).expect("long enough").token.as_deref(), Some("x".repeat(24).as_str()));
+        assert_eq!(read("").expect("empty: admin off").token, None);
+    }
+
+    #[test]
+    fn wrong_tokens_beyond_the_budget_are_not_even_checked() {
+        // The budget is process-wide: this is the only test of this binary that spends it.
+        let mut allowed = 0;
+        for _ in 0..20 {
+            if super::may_check() {
+                allowed += 1;
+                super::failed();
+            }
+        }
+        assert!((5..=6).contains(&allowed), "{allowed} wrong tokens checked in a burst");
+        std::thread::sleep(std::time::Duration::from_millis(450));
+        assert!(super::may_check(), "the budget refills");
     }
 
     #[test]

@@ -21,14 +21,18 @@ async fn without_a_configured_token_there_are_no_admin_endpoints() {
 
 #[tokio::test]
 async fn a_wrong_or_missing_token_is_refused_and_changes_nothing() {
-    let system = TestSystem::start_with(Options { admin_token: Some("s3cret".into()), ..Options::default() }).await;
+    let system = TestSystem::start_with(Options {
+        admin_token: Some("s3cret-admin-token-of-the-test".into()),
+        ..Options::default()
+    })
+    .await;
     let url = format!("{}/admin/gremlin", system.inventory_url);
     let slow = json!({"enabled": true, "one_in": 1, "delay_ms": 100});
 
     for request in [
         system.http.put(&url).json(&slow),
         system.http.put(&url).bearer_auth("wrong").json(&slow),
-        system.http.put(&url).header("Authorization", "s3cret").json(&slow),
+        system.http.put(&url).header("Authorization", "s3cret-admin-token-of-the-test").json(&slow),
     ] {
         let response = request.send().await.expect("answers");
         assert_eq!(response.status(), 401);
@@ -36,17 +40,26 @@ async fn a_wrong_or_missing_token_is_refused_and_changes_nothing() {
     }
     assert!(!system.gremlin.pattern().enabled, "state unchanged");
 
-    let response = system.http.put(&url).bearer_auth("s3cret").json(&slow).send().await.expect("answers");
+    let response =
+        system.http.put(&url).bearer_auth("s3cret-admin-token-of-the-test").json(&slow).send().await.expect("answers");
     assert_eq!(response.status(), 200);
     assert!(system.gremlin.pattern().enabled);
-    let current: Value =
-        system.http.get(&url).bearer_auth("s3cret").send().await.expect("answers").json().await.expect("json");
+    let current: Value = system
+        .http
+        .get(&url)
+        .bearer_auth("s3cret-admin-token-of-the-test")
+        .send()
+        .await
+        .expect("answers")
+        .json()
+        .await
+        .expect("json");
     assert_eq!(current["pattern"], slow);
 
     let invalid = system
         .http
         .put(&url)
-        .bearer_auth("s3cret")
+        .bearer_auth("s3cret-admin-token-of-the-test")
         .json(&json!({"enabled": true, "one_in": 0, "delay_ms": 1}))
         .send()
         .await
@@ -59,7 +72,7 @@ async fn a_wrong_or_missing_token_is_refused_and_changes_nothing() {
         let response = system
             .http
             .put(&product)
-            .header("Authorization", "bearer s3cret")
+            .header("Authorization", "bearer s3cret-admin-token-of-the-test")
             .json(&json!({"name": name, "stock": 5}))
             .send()
             .await
@@ -71,17 +84,29 @@ async fn a_wrong_or_missing_token_is_refused_and_changes_nothing() {
 
 #[tokio::test]
 async fn crash_points_are_listed_and_armed_through_the_admin_endpoint() {
-    let system = TestSystem::start_with(Options { admin_token: Some("t".into()), ..Options::default() }).await;
+    let system = TestSystem::start_with(Options {
+        admin_token: Some("t-admin-token-of-the-other-test".into()),
+        ..Options::default()
+    })
+    .await;
     let url = format!("{}/admin/crash-points", system.order_url);
 
-    let points: Value =
-        system.http.get(&url).bearer_auth("t").send().await.expect("answers").json().await.expect("json");
+    let points: Value = system
+        .http
+        .get(&url)
+        .bearer_auth("t-admin-token-of-the-other-test")
+        .send()
+        .await
+        .expect("answers")
+        .json()
+        .await
+        .expect("json");
     assert_eq!(points["order.after_commit_before_reply"], "off");
 
     let unknown = system
         .http
         .put(format!("{url}/no.such.point"))
-        .bearer_auth("t")
+        .bearer_auth("t-admin-token-of-the-other-test")
         .json(&json!({"action": "abort"}))
         .send()
         .await
@@ -90,7 +115,7 @@ async fn crash_points_are_listed_and_armed_through_the_admin_endpoint() {
     let bad = system
         .http
         .put(format!("{url}/relay.after_publish_before_position"))
-        .bearer_auth("t")
+        .bearer_auth("t-admin-token-of-the-other-test")
         .json(&json!({"action": "explode"}))
         .send()
         .await
@@ -136,5 +161,24 @@ async fn a_customer_over_the_rate_limit_gets_429_with_retry_after() {
     assert_eq!(statuses, [202, 202, 429]);
     let other = system.post_order_as("patient", "other", &body).await;
     assert_eq!(other.status().as_u16() / 100, 2, "other customers are unaffected");
+    system.stop().await;
+}
+
+#[tokio::test]
+async fn a_burst_of_wrong_tokens_is_throttled_and_the_right_one_works_a_second_later() {
+    const TOKEN: &str = "the-right-admin-token-0123456789";
+    let system = TestSystem::start_with(Options { admin_token: Some(TOKEN.into()), ..Options::default() }).await;
+    let url = format!("{}/admin/crash-points", system.order_url);
+    let mut statuses = Vec::new();
+    for guess in 0..30 {
+        let response = system.http.get(&url).bearer_auth(format!("guess-{guess}")).send().await.expect("answers");
+        statuses.push(response.status().as_u16());
+    }
+    let throttled = statuses.iter().filter(|&&s| s == 429).count();
+    assert!(statuses.iter().all(|s| [401, 429].contains(s)), "{statuses:?}");
+    assert!(throttled >= 20, "only {throttled} of 30 guesses were throttled: {statuses:?}");
+    tokio::time::sleep(std::time::Duration::from_millis(1_200)).await;
+    let right = system.http.get(&url).bearer_auth(TOKEN).send().await.expect("answers");
+    assert_eq!(right.status(), 200, "the right token, once the burst is over");
     system.stop().await;
 }

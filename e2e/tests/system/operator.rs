@@ -7,7 +7,7 @@ use e2e::{Options, TestSystem};
 use rdkafka::consumer::Consumer as _;
 use serde_json::{Value, json};
 
-const TOKEN: &str = "operator";
+const TOKEN: &str = "operator-token-of-the-tests-0001";
 
 /// `GET /admin{path}` with the admin token: status and JSON body.
 async fn admin_get(base: &str, path: &str) -> (u16, Value) {

@@ -149,13 +149,17 @@ async fn a_ship_request_for_an_order_inventory_holds_nothing_for_moves_no_stock(
 
 #[tokio::test]
 async fn an_order_being_shipped_can_no_longer_be_cancelled() {
-    let system = TestSystem::start_with(Options { admin_token: Some("admin".into()), ..Options::default() }).await;
+    let system = TestSystem::start_with(Options {
+        admin_token: Some("admin-token-of-the-shipping-test".into()),
+        ..Options::default()
+    })
+    .await;
     let id = system.place("MOUSE-01", 1).await;
     assert_eq!(system.settled(&id).await["status"], "CONFIRMED");
     let admin = |action: &str| {
         e2e::http_client(Duration::from_secs(60))
             .post(format!("{}/admin/consumer/{action}", system.inventory_url))
-            .bearer_auth("admin")
+            .bearer_auth("admin-token-of-the-shipping-test")
             .send()
     };
     // Inventory does not take the stock out while its consumer is paused: the order stays SHIPPING.

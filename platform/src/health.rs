@@ -2,6 +2,7 @@
 //! within a short timeout and reports status, latency and, on failure, a plain message
 //! naming the dependency and what is wrong.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
@@ -49,6 +50,31 @@ impl Check {
     }
 }
 
+/// How long a dependency's check is reused: `/health` is open to anyone, and a flood of it
+/// costs each dependency one probe per second instead of a connection or a metadata request
+/// per call.
+pub const REUSE_FOR: Duration = Duration::from_secs(1);
+
+/// The latest result of each named check, reused for [`REUSE_FOR`]. Callers arriving while a
+/// probe runs wait for it (at most [`CHECK_TIMEOUT`]) instead of starting their own. The names
+/// are the service's own checks, never a client's input.
+#[derive(Debug, Default)]
+pub struct RecentChecks(tokio::sync::Mutex<HashMap<String, (Instant, Check)>>);
+
+impl RecentChecks {
+    pub async fn get_or_probe<F: Future<Output = Check>>(&self, name: &str, probe: impl FnOnce() -> F) -> Check {
+        let mut recent = self.0.lock().await;
+        if let Some((at, check)) = recent.get(name)
+            && at.elapsed() < REUSE_FOR
+        {
+            return check.clone();
+        }
+        let check = probe().await;
+        recent.insert(name.to_owned(), (Instant::now(), check.clone()));
+        check
+    }
+}
+
 /// Runs `probe` with [`CHECK_TIMEOUT`]; `Err` text becomes the message after `name: `.
 pub async fn check<F>(name: &str, probe: F) -> Check
 where
@@ -85,13 +111,13 @@ pub async fn database_when_ready(
 ) -> Check {
     match readiness.problem() {
         Some(problem) => Check::down(name, problem),
-        None => database(name, pool, probe_sql).await,
+        None => readiness.recent.get_or_probe(name, || database(name, pool, probe_sql)).await,
     }
 }
 
-/// Checks that a broker answers a metadata request.
+/// Checks that a broker answers a metadata request (reused for [`REUSE_FOR`]).
 pub async fn broker(probe: &crate::kafka::BrokerProbe) -> Check {
-    check("kafka", probe.check(CHECK_TIMEOUT)).await
+    probe.recent.get_or_probe("kafka", || check("kafka", probe.check(CHECK_TIMEOUT))).await
 }
 
 /// 200 when every required check is up (status `up`, or `degraded` if an optional one is
@@ -151,4 +177,40 @@ pub fn background(readiness: &crate::readiness::Readiness) -> Check {
 /// The body of `/health/live`.
 pub fn live() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "up" }))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::{Check, REUSE_FOR, RecentChecks};
+
+    #[tokio::test]
+    async fn a_flood_of_checks_probes_the_dependency_once_a_second() {
+        let recent = Arc::new(RecentChecks::default());
+        let probes = Arc::new(AtomicUsize::new(0));
+        let flood = |recent: Arc<RecentChecks>, probes: Arc<AtomicUsize>| async move {
+            let calls = (0..200).map(|_| {
+                let (recent, probes) = (Arc::clone(&recent), Arc::clone(&probes));
+                tokio::spawn(async move {
+                    recent
+                        .get_or_probe("database", || async {
+                            probes.fetch_add(1, Ordering::SeqCst);
+                            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                            Check::up("database")
+                        })
+                        .await
+                })
+            });
+            for call in calls.collect::<Vec<_>>() {
+                assert!(call.await.expect("joined").is_up());
+            }
+        };
+        flood(Arc::clone(&recent), Arc::clone(&probes)).await;
+        assert_eq!(probes.load(Ordering::SeqCst), 1, "200 concurrent checks, one probe");
+        tokio::time::sleep(REUSE_FOR).await;
+        flood(Arc::clone(&recent), Arc::clone(&probes)).await;
+        assert_eq!(probes.load(Ordering::SeqCst), 2, "a second later, one more");
+    }
 }

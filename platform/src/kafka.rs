@@ -220,6 +220,8 @@ pub struct BrokerProbe {
     /// The topic whose metadata is asked for; `None`: the cluster's.
     topic: Option<String>,
     brokers: String,
+    /// Its latest health check (`crate::health::broker`).
+    pub(crate) recent: crate::health::RecentChecks,
 }
 
 impl BrokerProbe {
@@ -228,6 +230,7 @@ impl BrokerProbe {
             client: Arc::new(client_config(settings).create()?),
             topic: topic.map(str::to_owned),
             brokers: settings.brokers.clone(),
+            recent: crate::health::RecentChecks::default(),
         })
     }
 

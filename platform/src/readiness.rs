@@ -17,6 +17,8 @@ pub struct Readiness {
     waiting_for: Mutex<Option<String>>,
     /// Set once a background task died: the process is stopping and never ready again.
     failure: Mutex<Option<String>>,
+    /// The service's recent dependency checks (`crate::health`).
+    pub(crate) recent: crate::health::RecentChecks,
 }
 
 impl Readiness {
@@ -48,6 +50,16 @@ impl Readiness {
     /// Records what the service is still waiting for, for `/health`.
     pub fn waiting_for(&self, what: impl Into<String>) {
         *self.lock() = Some(what.into());
+    }
+
+    /// Runs the check `name` with `probe`, or reuses its result from less than a second ago
+    /// (`crate::health::REUSE_FOR`).
+    pub async fn checked<F: std::future::Future<Output = crate::health::Check>>(
+        &self,
+        name: &str,
+        probe: impl FnOnce() -> F,
+    ) -> crate::health::Check {
+        self.recent.get_or_probe(name, probe).await
     }
 
     /// Why the service is not ready, if it is not.

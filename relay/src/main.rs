@@ -111,7 +111,8 @@ async fn health(state: web::Data<Health>) -> HttpResponse {
     let mut outboxes = serde_json::Map::new();
     for outbox in &state.outboxes {
         let name = format!("{} outbox database", outbox.name);
-        checks.push(platform::health::database(&name, &outbox.pool, "SELECT 1 FROM outbox_lanes LIMIT 1").await);
+        let probe = || platform::health::database(&name, &outbox.pool, "SELECT 1 FROM outbox_lanes LIMIT 1");
+        checks.push(state.readiness.checked(&name, probe).await);
         let backlog = outbox.stats.backlog();
         outboxes.insert(
             outbox.name.clone(),

@@ -65,7 +65,10 @@ pub struct Mailer {
 impl Mailer {
     pub fn new(settings: &MailSettings) -> anyhow::Result<Self> {
         let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(&settings.server_url)
-            .map_err(|e| anyhow::anyhow!("NOTIFICATIONS__MAIL__SERVER_URL {:?}: {e}", settings.server_url))?
+            .map_err(|e| {
+                let url = platform::config::redact_url(&settings.server_url);
+                anyhow::anyhow!("NOTIFICATIONS__MAIL__SERVER_URL {url:?}: {e}")
+            })?
             .timeout(Some(Duration::from_millis(settings.timeout_ms)))
             .build();
         let from = settings
@@ -76,7 +79,8 @@ impl Mailer {
             anyhow::bail!("NOTIFICATIONS__MAIL__RECIPIENT must contain {{customer}}: {:?}", settings.recipient);
         }
         let server = server_address(&settings.server_url).ok_or_else(|| {
-            anyhow::anyhow!("NOTIFICATIONS__MAIL__SERVER_URL {:?} names no host", settings.server_url)
+            let url = platform::config::redact_url(&settings.server_url);
+            anyhow::anyhow!("NOTIFICATIONS__MAIL__SERVER_URL {url:?} names no host")
         })?;
         Ok(Self { transport, server, from, recipients: Recipients::new(&settings.recipient) })
     }

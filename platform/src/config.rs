@@ -206,6 +206,22 @@ impl KafkaSettings {
     }
 }
 
+/// `url` with the password of its `user:password@` part replaced by `***`, for messages and
+/// logs (SMTP and database URLs carry credentials).
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((credentials, host)) => {
+            let user = credentials.split_once(':').map_or(credentials, |(user, _)| user);
+            let hidden = if credentials.contains(':') { ":***" } else { "" };
+            format!("{scheme}://{user}{hidden}@{host}{tail}")
+        }
+        None => url.to_owned(),
+    }
+}
+
 /// A credential read from settings: its `Debug` shows that it is set, never what it is, so
 /// that a settings struct can be logged whole.
 #[derive(Clone, Default, PartialEq, Eq, Deserialize)]
@@ -260,5 +276,22 @@ impl Default for KafkaSettings {
             tls: false,
             ca_file: String::new(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn a_url_keeps_everything_but_its_password() {
+        assert_eq!(
+            redact_url("smtp://mailer:p%40ss:word@smtp.example.com:587?tls=required"),
+            "smtp://mailer:***@smtp.example.com:587?tls=required"
+        );
+        assert_eq!(redact_url("postgres://postgres:secret@db:5432/orders"), "postgres://postgres:***@db:5432/orders");
+        assert_eq!(redact_url("postgres://postgres@db/orders"), "postgres://postgres@db/orders");
+        assert_eq!(redact_url("smtp://127.0.0.1:2525"), "smtp://127.0.0.1:2525");
+        assert_eq!(redact_url("not a url"), "not a url");
     }
 }

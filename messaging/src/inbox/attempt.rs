@@ -34,7 +34,8 @@ impl<H: Handler> Shared<H> {
             Ok(event) => Arc::new(event),
             Err(error) => {
                 tracing::warn!(%error, "unreadable event");
-                return self.dead_letter(message, from, None, &format!("unreadable event: {error}"), 1, shutdown).await;
+                let reason = format!("unreadable event: {error}");
+                return self.dead_letter(message, from, None, (&reason, &reason), 1, shutdown).await;
             }
         };
         if let Err(error) = event.validate() {
@@ -42,7 +43,7 @@ impl<H: Handler> Shared<H> {
             // identity alone (its payload is not trusted).
             tracing::warn!(%error, "event refused on reading");
             let reason = format!("unreadable event: {error}");
-            return self.dead_letter(message, from, event.identity().as_ref(), &reason, 1, shutdown).await;
+            return self.dead_letter(message, from, event.identity().as_ref(), (&reason, &reason), 1, shutdown).await;
         }
         let span = tracing::Span::current();
         span.record("event_id", tracing::field::display(event.event_id));
@@ -81,9 +82,8 @@ impl<H: Handler> Shared<H> {
                 }
                 Failure::Refused => {
                     tracing::warn!(%error, attempts, "event refused; dead-lettering it");
-                    return self
-                        .dead_letter(message, from, Some(&*event), &error.to_string(), attempts, shutdown)
-                        .await;
+                    let reasons = (&*error.to_string(), &*error.public_reason());
+                    return self.dead_letter(message, from, Some(&*event), reasons, attempts, shutdown).await;
                 }
                 Failure::Unknown => match unknown_pauses.next() {
                     Some(pause) => {
@@ -92,9 +92,8 @@ impl<H: Handler> Shared<H> {
                     }
                     None => {
                         tracing::error!(%error, attempts, "event keeps failing for an unknown reason; dead-lettering it");
-                        return self
-                            .dead_letter(message, from, Some(&*event), &error.to_string(), attempts, shutdown)
-                            .await;
+                        let reasons = (&*error.to_string(), &*error.public_reason());
+                        return self.dead_letter(message, from, Some(&*event), reasons, attempts, shutdown).await;
                     }
                 },
             };
@@ -180,13 +179,14 @@ impl<H: Handler> Shared<H> {
     /// Publishes `message` to its dead-letter topic, retrying until the broker takes it or
     /// shutdown comes (then it is not settled and will be redelivered). The offset of a
     /// dead-lettered event is stored only after the broker acknowledged the dead letter, so
-    /// a poison event is never silently dropped.
+    /// a poison event is never silently dropped. `error` goes into the dead letter, `answer`
+    /// into the order's answer (`HandleError::public_reason`).
     async fn dead_letter(
         &self,
         message: &OwnedMessage,
         from: &Coordinates,
         event: Option<&RawEnvelope>,
-        error: &str,
+        (error, answer): (&str, &str),
         attempts: usize,
         shutdown: &CancellationToken,
     ) -> bool {
@@ -198,7 +198,7 @@ impl<H: Handler> Shared<H> {
                     self.metrics.event(message.topic(), EventOutcome::dead_lettered);
                     tracing::warn!(dlq_partition = partition, dlq_offset = offset, error, "event dead-lettered");
                     let Some(event) = event else { return true };
-                    return self.answer_refusal(event, from, error, shutdown).await;
+                    return self.answer_refusal(event, from, answer, shutdown).await;
                 }
                 Err(publish_error) => {
                     let pause = pauses.next().unwrap_or(Duration::from_secs(5));

@@ -154,7 +154,21 @@ const REFUSED: &[&str] = &[
     "string is too long",
 ];
 
+/// What an order's answer says when its event failed in the database: the database's own text
+/// (a constraint's or a table's name, a value) stays in the dead letter and the log, for the
+/// operators; customers read the order's history and their e-mail.
+pub const FAILED_IN_THE_DATABASE: &str = "it could not be stored; the details are with our operators";
+
 impl HandleError {
+    /// Why the event was refused, in words fit for the order's history and the customer's
+    /// e-mail: the event's own fault in our words, or [`FAILED_IN_THE_DATABASE`].
+    pub fn public_reason(&self) -> String {
+        match self {
+            Self::Permanent(reason) => reason.clone(),
+            Self::Database(_) | Self::Unavailable(_) | Self::Injected(_) => FAILED_IN_THE_DATABASE.to_owned(),
+        }
+    }
+
     /// What kind of failure this is: the one place that decides between retrying for ever,
     /// dead-lettering at once, and trying a few times.
     pub fn failure(&self) -> Failure {
@@ -386,6 +400,9 @@ mod tests {
             assert_eq!(with_message(DatabaseErrorKind::Unknown, message).failure(), Failure::Refused, "{message}");
         }
         assert_eq!(HandleError::Permanent("unknown event type".into()).failure(), Failure::Refused);
+        assert_eq!(HandleError::Permanent("missing field `lines`".into()).public_reason(), "missing field `lines`");
+        let constraint = with_message(DatabaseErrorKind::Unknown, "value too long for type character varying(64)");
+        assert_eq!(constraint.public_reason(), super::FAILED_IN_THE_DATABASE, "no database text for customers");
         assert_eq!(HandleError::Database(DieselError::QueryBuilderError("empty".into())).failure(), Failure::Refused);
         assert_eq!(
             HandleError::Database(DieselError::DeserializationError("bad row".into())).failure(),

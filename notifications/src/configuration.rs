@@ -44,7 +44,8 @@ pub struct MailSettings {
     /// The `From` of every message.
     #[serde(default = "default_from")]
     pub from: String,
-    /// A customer's address, `{customer}` standing for the customer id. Orders carry a
+    /// A customer's address, `{customer}` standing for the customer id (`@` in it written `=`;
+    /// never the id itself as an address: [`crate::mail::Recipients`]). Orders carry a
     /// customer id, not an address: a shop with a customer directory looks addresses up
     /// there instead ([`crate::mail::Recipients`]).
     #[serde(default = "default_recipient")]

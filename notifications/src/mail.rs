@@ -31,15 +31,14 @@ impl Recipients {
         Self { template: template.to_owned() }
     }
 
-    /// The mailbox of `customer`, or why there is none: a customer id that is an address
-    /// is used as it is, any other fills the template's `{customer}`.
+    /// The mailbox of `customer`, or why there is none: always the template's, `{customer}`
+    /// standing for the id with `@` written `=` (so `bob@example.org` is
+    /// `bob=example.org@customers.shop.example`). A customer id comes from a token's subject,
+    /// which whoever holds a signing key chooses: taken as an address, it would send a
+    /// customer's order to any mailbox on the internet. The template keeps every message in
+    /// the shop's own domain, whose mail server (or a customer directory) knows the customer.
     pub fn of(&self, customer: &str) -> Result<Mailbox, String> {
-        if customer.contains('@')
-            && let Ok(mailbox) = customer.parse()
-        {
-            return Ok(mailbox);
-        }
-        let address = self.template.replace("{customer}", customer);
+        let address = self.template.replace("{customer}", &customer.replace('@', "="));
         address.parse().map_err(|e| format!("no valid address for customer {customer:?} ({address}): {e}"))
     }
 }
@@ -309,10 +308,12 @@ mod tests {
     }
 
     #[test]
-    fn a_customer_id_that_is_an_address_is_used_as_it_is_and_one_that_makes_none_is_refused() {
+    fn every_message_goes_to_the_templates_domain_and_an_id_that_makes_no_address_is_refused() {
         let recipients = Recipients::new("{customer}@customers.test");
-        assert_eq!(recipients.of("bob@example.org").map(|m| m.email.to_string()), Ok("bob@example.org".to_owned()));
-        assert!(recipients.of("not an address").is_err());
+        let to = |customer| recipients.of(customer).map(|m| m.email.to_string());
+        assert_eq!(to("alice"), Ok("alice@customers.test".to_owned()));
+        assert_eq!(to("bob@example.org"), Ok("bob=example.org@customers.test".to_owned()), "never example.org itself");
+        assert!(to("not an address").is_err());
     }
 
     #[test]

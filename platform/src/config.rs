@@ -174,6 +174,13 @@ pub struct KafkaSettings {
     pub group_protocol: GroupProtocol,
     /// librdkafka debug contexts (e.g. `cgrp,fetch`), logged through tracing; empty: none.
     pub debug: String,
+    /// The most a consumer fetches ahead of what it handles, in KiB (librdkafka's default is
+    /// 64 MiB, half a 128 MiB pod): events are a few hundred bytes, and a few MiB keep any
+    /// partition count busy.
+    pub consumer_prefetch_kbytes: u32,
+    /// The most a producer holds before the broker acknowledged it, in KiB (librdkafka's
+    /// default is 1 GiB); a full buffer makes a send wait, never fail.
+    pub producer_buffer_kbytes: u32,
     /// This process's principal on the broker (SASL/SCRAM-SHA-512, decision 0028), e.g.
     /// `order`; what it may read and write is the broker's ACLs for that name. Empty: no
     /// authentication (a broker with an open listener only).
@@ -271,6 +278,8 @@ impl Default for KafkaSettings {
             leave_group_on_stop: true,
             group_protocol: GroupProtocol::Classic,
             debug: String::new(),
+            consumer_prefetch_kbytes: 4 * 1024,
+            producer_buffer_kbytes: 16 * 1024,
             username: String::new(),
             password: Secret::default(),
             tls: false,

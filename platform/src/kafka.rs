@@ -64,6 +64,8 @@ pub fn producer(settings: &KafkaSettings) -> KafkaResult<FutureProducer> {
         .set("message.timeout.ms", settings.message_timeout_ms.to_string())
         // Events are small JSON documents and the machines have few cores: no compression.
         .set("compression.type", "none")
+        // Bounded memory in a small pod (see KafkaSettings::producer_buffer_kbytes).
+        .set("queue.buffering.max.kbytes", settings.producer_buffer_kbytes.to_string())
         .create()
 }
 
@@ -71,6 +73,11 @@ pub fn producer(settings: &KafkaSettings) -> KafkaResult<FutureProducer> {
 /// transaction that handled the message committed) and commits stored offsets in the
 /// background. Its context records the partitions the group gave it.
 pub fn consumer(settings: &KafkaSettings, group_id: &str) -> KafkaResult<GroupConsumer> {
+    consumer_config(settings, group_id).create_with_context(GroupContext::default())
+}
+
+/// What [`consumer`] makes its client with.
+fn consumer_config(settings: &KafkaSettings, group_id: &str) -> ClientConfig {
     let mut config = client_config(settings);
     // Never a third of the session or more: the group must hear from a member several times
     // before it gives up on it.
@@ -96,6 +103,7 @@ pub fn consumer(settings: &KafkaSettings, group_id: &str) -> KafkaResult<GroupCo
         .set("fetch.wait.max.ms", settings.fetch_wait_max_ms.to_string())
         // Notice a topic created after the consumer started (e.g. broker up after the service).
         .set("topic.metadata.refresh.interval.ms", "5000");
+    bound_prefetch(&mut config, settings);
     match settings.group_protocol {
         GroupProtocol::Classic => config
             .set("session.timeout.ms", settings.session_timeout_ms.to_string())
@@ -108,7 +116,7 @@ pub fn consumer(settings: &KafkaSettings, group_id: &str) -> KafkaResult<GroupCo
         // The broker assigns (incrementally too) and sets the session and heartbeat times.
         GroupProtocol::Consumer => config.set("group.protocol", "consumer"),
     };
-    config.create_with_context(GroupContext::default())
+    config
 }
 
 /// A consumer made by [`consumer`].
@@ -117,12 +125,27 @@ pub type GroupConsumer = StreamConsumer<GroupContext>;
 /// A consumer outside any group's assignment, for reading chosen partitions from chosen
 /// offsets (a replay): it never commits, so the group's position is untouched.
 pub fn reader(settings: &KafkaSettings, group_id: &str) -> KafkaResult<StreamConsumer> {
-    client_config(settings)
+    let mut config = client_config(settings);
+    config
         .set("group.id", group_id)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
-        .set("fetch.wait.max.ms", settings.fetch_wait_max_ms.to_string())
-        .create()
+        .set("fetch.wait.max.ms", settings.fetch_wait_max_ms.to_string());
+    bound_prefetch(&mut config, settings);
+    config.create()
+}
+
+/// Bounds what a consumer holds fetched but not yet handled (librdkafka's defaults: 64 MiB
+/// queued, 50 MB per fetch, 100 MB per response), so that a 128 MiB pod never runs out
+/// behind a long backlog: KafkaSettings::consumer_prefetch_kbytes queued, and fetches of at
+/// most as much (never less than one largest message).
+fn bound_prefetch(config: &mut ClientConfig, settings: &KafkaSettings) {
+    const LARGEST_MESSAGE: u32 = 1024 * 1024 + 12; // the broker's message.max.bytes
+    let fetch = (settings.consumer_prefetch_kbytes.saturating_mul(1024)).max(LARGEST_MESSAGE);
+    config
+        .set("queued.max.messages.kbytes", settings.consumer_prefetch_kbytes.max(1).to_string())
+        .set("fetch.max.bytes", fetch.to_string())
+        .set("receive.message.max.bytes", (fetch + 512).max(1_000_000).to_string());
 }
 
 /// Keeps the partitions the consumer group assigned to this instance, for `/health`, and logs
@@ -260,5 +283,21 @@ impl BrokerProbe {
             Ok(Err(error)) => Err(error.to_string()),
             Err(_) => Err("the check was interrupted".to_owned()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::consumer_config;
+    use crate::config::KafkaSettings;
+
+    #[test]
+    fn a_consumer_fetches_ahead_a_few_mebibytes_not_librdkafkas_64() {
+        let config = consumer_config(&KafkaSettings::default(), "g");
+        assert_eq!(config.get("queued.max.messages.kbytes"), Some("4096"));
+        assert_eq!(config.get("fetch.max.bytes"), Some("4194304"));
+        assert_eq!(config.get("receive.message.max.bytes"), Some("4194816"));
+        let tiny = consumer_config(&KafkaSettings { consumer_prefetch_kbytes: 1, ..KafkaSettings::default() }, "g");
+        assert_eq!(tiny.get("fetch.max.bytes"), Some("1048588"), "never below one largest message");
     }
 }

@@ -13,6 +13,7 @@
 //! process pays one relaxed atomic load per point.
 
 use std::collections::BTreeSet;
+#[cfg(feature = "crash-points")]
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 
@@ -30,6 +31,7 @@ pub fn known() -> Vec<&'static str> {
     KNOWN.lock().unwrap_or_else(PoisonError::into_inner).iter().copied().collect()
 }
 
+#[cfg(feature = "crash-points")]
 static ARMED: AtomicBool = AtomicBool::new(false);
 
 /// What an armed point did instead of crashing.
@@ -137,6 +139,14 @@ mod tests {
     #[test]
     fn only_known_points_can_be_armed() {
         assert!(matches!(arm("no.such.point", "abort"), Err(ArmError::Unknown(_))));
+    }
+
+    #[cfg(not(feature = "crash-points"))]
+    #[test]
+    fn without_the_feature_no_point_can_be_armed() {
+        register(&["order.after_commit_before_reply"]);
+        assert!(matches!(arm("order.after_commit_before_reply", "abort"), Err(ArmError::NotCompiled)));
+        assert!(point("order.after_commit_before_reply").is_ok());
     }
 
     #[cfg(feature = "crash-points")]

@@ -40,6 +40,7 @@ impl Application {
     /// for the database, the broker or the SMTP server here.
     pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<Self> {
         let verifier = web::Data::new(platform::auth::Verifier::from_settings(&settings.auth)?);
+        let key_reloads = verifier.clone().into_inner().watch(shutdown.clone())?;
         let mailer = Arc::new(Mailer::new(&settings.mail)?);
         let pool = platform::db::pool(&settings.database)?;
         let metrics = platform::metrics::Metrics::new();
@@ -117,6 +118,7 @@ impl Application {
             let tasks = vec![
                 consumer.into_task("events consumer", token.clone()),
                 platform::service::fallible("sender", sender.run(token.clone())),
+                platform::service::fallible("token key reloads", key_reloads),
                 task(
                     "inbox retention",
                     messaging::inbox::retain_periodically(retention_pool, &settings.inbox, token.clone()),

@@ -101,6 +101,7 @@ impl Application {
             platform::auth::Verifier::from_settings(&settings.auth)
                 .context("loading the keys for customers' tokens")?,
         );
+        let key_reloads = verifier.clone().into_inner().watch(shutdown.clone())?;
         let dev_tokens = DevTokens::from_settings(&settings.auth).context("loading the development signing key")?;
         let admin = settings.admin.clone();
         let control = consumer.control();
@@ -127,6 +128,7 @@ impl Application {
             let tasks = vec![
                 consumer.into_task("inventory-events consumer", token.clone()),
                 task("order status listener", waiters.listen(settings.database.url.clone(), token.clone())),
+                platform::service::fallible("token key reloads", key_reloads),
                 task(
                     "inbox retention",
                     messaging::inbox::retain_periodically(retention_pool, &settings.inbox, token.clone()),

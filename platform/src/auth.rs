@@ -7,9 +7,11 @@
 //! off by [`AuthSettings::leeway_secs`] either way.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, SystemTime};
 
 use ed25519_dalek::pkcs8::{EncodePrivateKey as _, EncodePublicKey as _, spki::der::pem::LineEnding};
 use jsonwebtoken::errors::ErrorKind;
@@ -80,6 +82,31 @@ pub enum KeyError {
     NoPublicKey,
     #[error("{what} is not an Ed25519 key in PEM form: {source}")]
     Invalid { what: String, source: jsonwebtoken::errors::Error },
+}
+
+/// How often [`Verifier::watch`] looks at the key file's modification time.
+pub const KEY_FILE_CHECK: Duration = Duration::from_secs(5);
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// The keys of PEM text holding one or more `PUBLIC KEY` blocks.
+fn public_keys(pem: &str) -> Result<Vec<DecodingKey>, KeyError> {
+    const END: &str = "-----END PUBLIC KEY-----";
+    let keys = pem
+        .split_inclusive(END)
+        .filter(|block| block.contains(END))
+        .enumerate()
+        .map(|(n, block)| {
+            DecodingKey::from_ed_pem(block.trim().as_bytes())
+                .map_err(|source| KeyError::Invalid { what: format!("public key {}", n + 1), source })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if keys.is_empty() {
+        return Err(KeyError::NoPublicKey);
+    }
+    Ok(keys)
 }
 
 fn read(path: &Path) -> Result<String, KeyError> {
@@ -175,10 +202,18 @@ pub const SHIP_SCOPE: &str = "orders:ship";
 /// but the database. So a token that verified is remembered, with its expiry, and a repeat
 /// costs a map lookup: still refused once it expires. Only tokens that verified are kept, at
 /// most [`Verifier::REMEMBERED`] of them.
+///
+/// The keys are read again from their file on SIGHUP and when the file changes
+/// ([`Verifier::watch`]): a key added is trusted and a key removed refused at once, without a
+/// restart, and the tokens remembered so far are forgotten.
 pub struct Verifier {
-    keys: Vec<DecodingKey>,
+    keys: RwLock<Arc<Vec<DecodingKey>>>,
+    /// Bumped at every reload: a token checked against the keys before it is not remembered.
+    generation: AtomicU64,
     validation: Validation,
     verified: Mutex<HashMap<String, Verified>>,
+    /// Where the keys come from, and the file's modification time when last read.
+    source: Option<(PathBuf, Mutex<Option<SystemTime>>)>,
 }
 
 /// A token that verified: who it names, and the last second it is valid in.
@@ -197,7 +232,7 @@ struct Checked {
 
 impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Verifier").field("keys", &self.keys.len()).finish_non_exhaustive()
+        f.debug_struct("Verifier").field("keys", &self.keys().len()).finish_non_exhaustive()
     }
 }
 
@@ -210,33 +245,95 @@ impl Verifier {
                  public keys (scripts/token keygen makes a pair for local use)"
             )
         })?;
-        Self::from_pem(&read(path)?, &settings.issuer, &settings.audience, settings.leeway_secs)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+        let modified = modified(path);
+        let mut verifier = Self::from_pem(&read(path)?, &settings.issuer, &settings.audience, settings.leeway_secs)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        verifier.source = Some((path.to_owned(), Mutex::new(modified)));
+        Ok(verifier)
     }
 
     /// From PEM text holding one or more `PUBLIC KEY` blocks.
     pub fn from_pem(pem: &str, issuer: &str, audience: &str, leeway_secs: u64) -> Result<Self, KeyError> {
         crate::jwt_crypto::install();
-        const END: &str = "-----END PUBLIC KEY-----";
-        let keys = pem
-            .split_inclusive(END)
-            .filter(|block| block.contains(END))
-            .enumerate()
-            .map(|(n, block)| {
-                DecodingKey::from_ed_pem(block.trim().as_bytes())
-                    .map_err(|source| KeyError::Invalid { what: format!("public key {}", n + 1), source })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        if keys.is_empty() {
-            return Err(KeyError::NoPublicKey);
-        }
+        let keys = public_keys(pem)?;
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         validation.set_issuer(&[issuer]);
         validation.set_audience(&[audience]);
         validation.leeway = leeway_secs;
         validation.validate_nbf = true;
-        Ok(Self { keys, validation, verified: Mutex::new(HashMap::new()) })
+        Ok(Self {
+            keys: RwLock::new(Arc::new(keys)),
+            generation: AtomicU64::new(0),
+            validation,
+            verified: Mutex::new(HashMap::new()),
+            source: None,
+        })
+    }
+
+    fn keys(&self) -> Arc<Vec<DecodingKey>> {
+        Arc::clone(&self.keys.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Reads the key file again and trusts exactly the keys it holds now, forgetting every
+    /// token remembered so far. A file that cannot be read or holds no valid key changes
+    /// nothing (the error says why). Returns how many keys are trusted.
+    pub fn reload(&self) -> Result<usize, KeyError> {
+        let Some((path, seen)) = &self.source else { return Ok(self.keys().len()) };
+        let modified = modified(path);
+        let keys = public_keys(&read(path)?)?;
+        let count = keys.len();
+        *self.keys.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(keys);
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.verified.lock().unwrap_or_else(PoisonError::into_inner).clear();
+        *seen.lock().unwrap_or_else(PoisonError::into_inner) = modified;
+        Ok(count)
+    }
+
+    /// Whether the key file changed since it was last read.
+    fn changed(&self) -> bool {
+        self.source
+            .as_ref()
+            .is_some_and(|(path, seen)| *seen.lock().unwrap_or_else(PoisonError::into_inner) != modified(path))
+    }
+
+    /// Reloads the keys on SIGHUP and whenever their file changes (looked at every
+    /// [`KEY_FILE_CHECK`]), until `shutdown`. A reload that fails keeps the keys in use.
+    /// SIGHUP is taken from the moment this is called (its default would end the process);
+    /// the reloads happen while the returned task runs.
+    pub fn watch(
+        self: Arc<Self>,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> anyhow::Result<impl Future<Output = anyhow::Result<()>> + Send + 'static> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let hangups = signal(SignalKind::hangup()).map_err(|e| anyhow::anyhow!("listening for SIGHUP: {e}"))?;
+        Ok(self.reload_on(hangups, shutdown))
+    }
+
+    async fn reload_on(
+        self: Arc<Self>,
+        mut hangups: tokio::signal::unix::Signal,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> anyhow::Result<()> {
+        let mut ticks = tokio::time::interval(KEY_FILE_CHECK);
+        loop {
+            let why = tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                _ = hangups.recv() => "SIGHUP",
+                _ = ticks.tick() => {
+                    if !self.changed() {
+                        continue;
+                    }
+                    "the key file changed"
+                }
+            };
+            match self.reload() {
+                Ok(keys) => tracing::info!(why, keys, "keys for customers' tokens reloaded"),
+                Err(error) => {
+                    tracing::warn!(why, %error, "keys for customers' tokens not reloaded; the ones in use stay")
+                }
+            }
+        }
     }
 
     /// How many verified tokens are remembered at most.
@@ -260,8 +357,13 @@ impl Verifier {
         }
         // Checked without holding the lock: other requests go on meanwhile.
         drop(verified);
+        let generation = self.generation.load(Ordering::SeqCst);
         let checked = self.check(token)?;
         let mut verified = self.verified.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if self.generation.load(Ordering::SeqCst) != generation {
+            // The keys changed while it was checked: valid now, but not remembered.
+            return Ok(checked.principal);
+        }
         if verified.len() >= Self::REMEMBERED {
             verified.retain(|_, known| now <= known.valid_until);
             if verified.len() >= Self::REMEMBERED {
@@ -274,7 +376,7 @@ impl Verifier {
     }
 
     fn check(&self, token: &str) -> Result<Checked, Rejection> {
-        for key in &self.keys {
+        for key in self.keys().iter() {
             match jsonwebtoken::decode::<Checked>(token, key, &self.validation) {
                 Ok(data) => return Ok(data.claims),
                 // Signed with another key, perhaps one of the others (rotation).
@@ -459,6 +561,39 @@ mod tests {
 
     fn verifier(public: &str) -> Verifier {
         Verifier::from_pem(public, DEFAULT_ISSUER, DEFAULT_AUDIENCE, 30).expect("verifier")
+    }
+
+    #[test]
+    fn a_rotated_key_file_is_trusted_as_it_is_now_without_a_restart() {
+        let (old_signer, old_public) = pair();
+        let (new_signer, new_public) = pair();
+        let dir = std::env::temp_dir().join(format!("keys-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("public.pem");
+        std::fs::write(&file, &old_public).expect("written");
+        let settings = AuthSettings { public_key_file: Some(file.clone()), ..AuthSettings::default() };
+        let verifier = Verifier::from_settings(&settings).expect("verifier");
+        let (old, new) =
+            (old_signer.mint("alice", Duration::from_secs(60)), new_signer.mint("bob", Duration::from_secs(60)));
+        assert_eq!(verifier.verify(&old), Ok("alice".to_owned()), "remembered from now on");
+        assert_eq!(verifier.verify(&new), Err(Rejection::Signature));
+        assert!(!verifier.changed());
+
+        // The old key goes, the new one comes (a rotation's last step).
+        std::thread::sleep(Duration::from_millis(20));
+        std::fs::write(&file, &new_public).expect("rotated");
+        let bumped = std::fs::File::options().write(true).open(&file).expect("open");
+        bumped.set_modified(SystemTime::now() + Duration::from_secs(1)).expect("mtime");
+        assert!(verifier.changed(), "the watcher sees the file change");
+        assert_eq!(verifier.reload().expect("reloaded"), 1);
+        assert_eq!(verifier.verify(&old), Err(Rejection::Signature), "refused at once, though remembered");
+        assert_eq!(verifier.verify(&new), Ok("bob".to_owned()));
+
+        // A broken file keeps the keys in use.
+        std::fs::write(&file, "not a key").expect("broken");
+        assert!(verifier.reload().is_err());
+        assert_eq!(verifier.verify(&new), Ok("bob".to_owned()));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

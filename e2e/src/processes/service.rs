@@ -55,6 +55,11 @@ impl Service {
         self.signal("-CONT");
     }
 
+    /// SIGHUP: reload what the process reloads (the keys for customers' tokens).
+    pub fn hang_up(&self) {
+        self.signal("-HUP");
+    }
+
     fn signal(&self, which: &str) {
         let child = self.child.as_ref().unwrap_or_else(|| panic!("{} is not running", self.name));
         let status = Command::new("kill").args([which, &child.id().to_string()]).status().expect("kill runs");

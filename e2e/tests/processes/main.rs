@@ -7,6 +7,7 @@ mod consumer_group;
 mod crashes;
 mod dependencies;
 mod kafka_acls;
+mod keys;
 mod notifications;
 mod relay_lanes;
 mod supervision;

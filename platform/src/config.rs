@@ -52,12 +52,28 @@ pub struct HttpSettings {
     /// bytes holds a connection, not a slot, and only this long (then 408).
     #[serde(default = "default_body_deadline_ms")]
     pub body_deadline_ms: u64,
+    /// The most connections the process keeps open, over all its workers (actix's default is
+    /// 25,000 per worker); beyond it, new ones wait in the listen queue. Each open connection
+    /// holds its buffers (measured: about 16 KiB; docs/security.md), so this bounds what a
+    /// client opening connections can take: 2,048 of them, about 32 MiB.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
 }
 
 impl HttpSettings {
     pub fn on_port(port: u16) -> Self {
-        Self { host: default_host(), port, workers: default_workers(), body_deadline_ms: default_body_deadline_ms() }
+        Self {
+            host: default_host(),
+            port,
+            workers: default_workers(),
+            body_deadline_ms: default_body_deadline_ms(),
+            max_connections: default_max_connections(),
+        }
     }
+}
+
+fn default_max_connections() -> usize {
+    2_048
 }
 
 fn default_body_deadline_ms() -> u64 {

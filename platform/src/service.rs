@@ -137,6 +137,7 @@ where
             .default_service(web::to(crate::http::no_route))
     })
     .workers(settings.workers)
+    .max_connections((settings.max_connections / settings.workers.max(1)).max(1))
     // Shutdown is driven by the process's token, not by actix's own signal handling.
     .disable_signals()
     .shutdown_timeout(HTTP_GRACE_SECS)

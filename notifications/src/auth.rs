@@ -16,6 +16,6 @@ impl FromRequest for Customer {
     type Future = Ready<Result<Self, Self::Error>>;
 
     fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(platform::auth::bearer_subject(request, "notifications").map(Customer))
+        ready(platform::auth::bearer_customer(request, "notifications").map(Customer))
     }
 }

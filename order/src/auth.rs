@@ -62,11 +62,7 @@ impl FromRequest for Fulfilment {
 }
 
 fn authenticate(request: &HttpRequest) -> Result<Customer, Unauthenticated> {
-    let subject = platform::auth::bearer_subject(request, "orders")?;
-    if !is_customer_id(&subject) {
-        return Err(Unauthenticated::subject("orders", "the token's subject is not a valid customer id"));
-    }
-    Ok(Customer(subject))
+    platform::auth::bearer_customer(request, "orders").map(Customer)
 }
 
 /// The development token endpoint's key and lifetime (`ORDER__AUTH__DEV_SIGNING_KEY_FILE`).

@@ -148,7 +148,7 @@ pub struct PlaceOrder {
 impl PlaceOrder {
     /// An order with more lines than this is refused: no real basket is that large.
     pub const MAX_LINES: usize = 100;
-    pub const MAX_CUSTOMER_ID_LEN: usize = 64;
+    pub const MAX_CUSTOMER_ID_LEN: usize = platform::auth::MAX_CUSTOMER_ID_LEN;
 
     /// Validates a JSON body for `customer` (the authenticated caller), collecting every
     /// problem rather than stopping at the first. The body's `customer_id` may be left out;
@@ -183,8 +183,7 @@ impl PlaceOrder {
 
 /// A customer id: 1 to 64 characters of letters, digits, '-', '_', '.' or '@'.
 pub fn is_customer_id(id: &str) -> bool {
-    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@');
-    (1..=PlaceOrder::MAX_CUSTOMER_ID_LEN).contains(&id.len()) && id.chars().all(allowed)
+    platform::auth::is_customer_id(id)
 }
 
 /// A `customer_id` in the body is optional (the token says who the customer is) but must

@@ -223,11 +223,26 @@ struct Verified {
 }
 
 /// The claims read from a token when it is checked.
-#[derive(Deserialize)]
 struct Checked {
-    #[serde(flatten)]
     principal: Principal,
     exp: u64,
+}
+
+impl Checked {
+    /// Read by hand from the verified claims, so that a missing or mistyped `sub`, `exp` or
+    /// `scope` is named as such (a typed decode would call the whole token malformed).
+    fn from_claims(claims: &serde_json::Map<String, serde_json::Value>) -> Result<Self, Rejection> {
+        use serde_json::Value;
+        let missing = |claim: &str| Rejection::MissingClaim(claim.to_owned());
+        let subject = claims.get("sub").and_then(Value::as_str).ok_or_else(|| missing("sub"))?.to_owned();
+        let exp = claims.get("exp").and_then(Value::as_u64).ok_or_else(|| missing("exp"))?;
+        let scope = match claims.get("scope") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(scope)) => Some(scope.clone()),
+            Some(_) => return Err(missing("scope")),
+        };
+        Ok(Self { principal: Principal { subject, scope }, exp })
+    }
 }
 
 impl std::fmt::Debug for Verifier {
@@ -377,8 +392,8 @@ impl Verifier {
 
     fn check(&self, token: &str) -> Result<Checked, Rejection> {
         for key in self.keys().iter() {
-            match jsonwebtoken::decode::<Checked>(token, key, &self.validation) {
-                Ok(data) => return Ok(data.claims),
+            match jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(token, key, &self.validation) {
+                Ok(data) => return Checked::from_claims(&data.claims),
                 // Signed with another key, perhaps one of the others (rotation).
                 Err(e) if matches!(e.kind(), ErrorKind::InvalidSignature) => continue,
                 Err(e) => return Err(e.into()),
@@ -477,6 +492,26 @@ impl actix_web::ResponseError for Unauthenticated {
 /// (its customer) is built on.
 pub fn bearer_subject(request: &actix_web::HttpRequest, realm: &'static str) -> Result<String, Unauthenticated> {
     bearer_principal(request, realm).map(|principal| principal.subject)
+}
+
+/// The longest customer id.
+pub const MAX_CUSTOMER_ID_LEN: usize = 64;
+
+/// Whether `id` can name a customer: 1 to [`MAX_CUSTOMER_ID_LEN`] letters, digits, `-`, `_`,
+/// `.` and `@`.
+pub fn is_customer_id(id: &str) -> bool {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@');
+    (1..=MAX_CUSTOMER_ID_LEN).contains(&id.len()) && id.chars().all(allowed)
+}
+
+/// The customer named by the request's valid bearer token. A token whose subject cannot be a
+/// customer id is refused as such (401) by every service's customer routes alike.
+pub fn bearer_customer(request: &actix_web::HttpRequest, realm: &'static str) -> Result<String, Unauthenticated> {
+    let subject = bearer_subject(request, realm)?;
+    if !is_customer_id(&subject) {
+        return Err(Unauthenticated::subject(realm, "the token's subject is not a valid customer id"));
+    }
+    Ok(subject)
 }
 
 /// The subject and scopes of the request's valid bearer token (see [`bearer_subject`]).
@@ -594,6 +629,41 @@ mod tests {
         assert!(verifier.reload().is_err());
         assert_eq!(verifier.verify(&new), Ok("bob".to_owned()));
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_token_without_sub_or_exp_is_refused_for_that_claim_not_as_malformed() {
+        let (signer, public) = pair();
+        let verifier = verifier(&public);
+        let now = jsonwebtoken::get_current_timestamp();
+        let sign = |claims: serde_json::Value| {
+            jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), &claims, &signer.key).expect("signed")
+        };
+        let without_sub = sign(serde_json::json!({"iss": DEFAULT_ISSUER, "aud": DEFAULT_AUDIENCE, "exp": now + 60}));
+        assert_eq!(verifier.verify(&without_sub), Err(Rejection::MissingClaim("sub".into())));
+        let without_exp = sign(serde_json::json!({"iss": DEFAULT_ISSUER, "aud": DEFAULT_AUDIENCE, "sub": "alice"}));
+        assert_eq!(verifier.verify(&without_exp), Err(Rejection::MissingClaim("exp".into())));
+        let numeric_sub =
+            sign(serde_json::json!({"iss": DEFAULT_ISSUER, "aud": DEFAULT_AUDIENCE, "sub": 7, "exp": now + 60}));
+        assert_eq!(verifier.verify(&numeric_sub), Err(Rejection::MissingClaim("sub".into())));
+    }
+
+    #[test]
+    fn a_signed_token_whose_subject_cannot_be_a_customer_is_refused_by_every_customer_route() {
+        let (signer, public) = pair();
+        let verifier = actix_web::web::Data::new(verifier(&public));
+        let ask = |subject: &str| {
+            let request = actix_web::test::TestRequest::default()
+                .insert_header(("Authorization", format!("Bearer {}", signer.mint(subject, Duration::from_secs(60)))))
+                .app_data(verifier.clone())
+                .to_http_request();
+            bearer_customer(&request, "notifications")
+        };
+        assert_eq!(ask("alice").ok().as_deref(), Some("alice"));
+        for subject in ["not a customer!", "", &"x".repeat(65), "bob\u{0}"] {
+            let refused = ask(subject).expect_err("refused");
+            assert!(refused.to_string().contains("not a valid customer id"), "{subject:?}: {refused}");
+        }
     }
 
     #[test]

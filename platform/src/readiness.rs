@@ -1,6 +1,7 @@
 //! Whether a service has what it needs to do its work. A service starts serving HTTP at once
-//! and reports "not ready" (503, with the reason) until its database is reachable and
-//! migrated, instead of refusing connections or crash-looping.
+//! and reports "not ready" until its database is reachable and migrated (503: the reason on
+//! `/health`, a plain "retry shortly" on the business routes), instead of refusing connections
+//! or crash-looping.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
@@ -84,10 +85,13 @@ pub async fn require_ready(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     if let Some(problem) = readiness.problem() {
+        // What it waits for (a database's error, with its host and its words) is for the
+        // operators: `/health` and the log say it; a client learns only to come back.
+        tracing::debug!(%problem, "refused while not ready");
         let mut response = crate::http::error_response(
             StatusCode::SERVICE_UNAVAILABLE,
             "starting",
-            format!("the service is starting ({problem}); retry shortly"),
+            "the service is starting or cannot reach what it needs; retry shortly",
         );
         response.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
         return Ok(request.into_response(response));

@@ -41,6 +41,9 @@ async fn a_service_started_before_its_database_exists_says_why_and_becomes_ready
     let refused = http.get(format!("{base}/orders")).send().await.expect("answers");
     assert_eq!(refused.status(), 503);
     assert!(refused.headers().contains_key("retry-after"));
+    // The database's own words are for /health and the log, not for a client.
+    let body = refused.text().await.expect("body");
+    assert!(!body.contains(&name) && !body.contains("does not exist"), "{body}");
 
     let mut admin = TestSystem::connect(&format!("{server}/postgres")).await;
     diesel::sql_query(format!("CREATE DATABASE \"{name}\"")).execute(&mut admin).await.expect("created");

@@ -3,6 +3,9 @@
 //! into it, and list and **redrive** its dead letters (what `tools`' `dlq` does, from the same
 //! place as the rest).
 //!
+//! One room for now: the controls and their routes share one error type and one set of
+//! checks (issue 36 separates the operator's controls from their actix routes).
+//!
 //! - Pausing stops fetching on every partition the instance holds (and on those the group
 //!   gives it later); the consumer stays in its group, so nothing is rebalanced and the lag
 //!   simply grows. Events already in hand finish. Resuming fetches from where it stopped.

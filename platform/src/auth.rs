@@ -5,6 +5,9 @@
 //! and the development endpoint locally. Every token must carry `sub` (the customer), `iss`,
 //! `aud` and `exp`; the issuer and audience must be the configured ones, and the clock may be
 //! off by [`AuthSettings::leeway_secs`] either way.
+//!
+//! One room (with its tests, most of its length): the verifier, its key reloads, the customer
+//! rule and the signer share one key format and one set of claims, and are read together.
 
 use std::collections::HashMap;
 use std::future::Future;

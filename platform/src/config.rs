@@ -2,6 +2,8 @@
 //! variables. A service with prefix `ORDER` reads `ORDER__HTTP__PORT=8080` as `http.port`.
 //! The file is `$CONFIG_FILE` if set; the local stack and the tests all use
 //! `config/local.toml`, so a setting they share is changed in one line.
+//!
+//! One room: every settings struct the services share, each field documented once, here.
 
 use std::path::Path;
 

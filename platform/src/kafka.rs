@@ -1,6 +1,9 @@
 //! Kafka client factories. Every non-obvious librdkafka key carries a comment saying why it
 //! has that value. Only standard Kafka behaviour is relied on (consumer groups, the
 //! idempotent producer), so the same code runs on the local broker, compose and a cluster.
+//!
+//! One room: every client's librdkafka settings side by side, so that a key set for one client
+//! is read against the others.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};

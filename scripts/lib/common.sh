@@ -1,5 +1,6 @@
 # Shared by the scripts: where things live, and how to find or start Postgres and the broker.
-# Source it; it defines functions and variables only.
+# Source it; it defines functions and variables only. One file: every script sources exactly
+# this, and the broker's and Postgres's helpers call each other.
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 # Everything the local stack creates at run time lives here (ignored by git).

@@ -111,6 +111,16 @@ pub async fn publish_raw(producer: &rdkafka::producer::FutureProducer, topic: &s
         .expect("published");
 }
 
+/// The operator's `dlq` tool, on `settings`' brokers and signed in as its principal.
+pub fn dlq(settings: &KafkaSettings) -> std::process::Command {
+    let mut command = std::process::Command::new(crate::processes::binary("dlq"));
+    command
+        .env("KAFKA_USERNAME", &settings.username)
+        .env("KAFKA_PASSWORD", settings.password.expose())
+        .args(["--brokers", &settings.brokers]);
+    command
+}
+
 /// Runs `dlq redrive` for the dead letter `letter` of `topic`, its payload replaced by `payload`
 /// (a whole envelope), as an operator would.
 pub fn redrive_with_payload(
@@ -122,10 +132,8 @@ pub fn redrive_with_payload(
     let file = std::env::temp_dir().join(format!("redrive-{}-{}.json", std::process::id(), letter.dlq_offset));
     std::fs::write(&file, payload).expect("write the payload");
     let at = format!("{}/{}", letter.dlq_partition, letter.dlq_offset);
-    let output = std::process::Command::new(crate::processes::binary("dlq"))
-        .env("KAFKA_USERNAME", &settings.username)
-        .env("KAFKA_PASSWORD", settings.password.expose())
-        .args(["--brokers", &settings.brokers, "redrive", topic, "--at", &at])
+    let output = dlq(settings)
+        .args(["redrive", topic, "--at", &at])
         .arg("--payload-file")
         .arg(&file)
         .output()

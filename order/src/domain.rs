@@ -1,6 +1,9 @@
 //! The order domain: statuses, and the validated request to place an order. A `PlaceOrder`
 //! that exists is valid; `PlaceOrder::parse` says precisely what is wrong otherwise, field by
 //! field, in words a client developer can act on.
+//!
+//! One room: the status rules and the request's validation are what the model (`model/`) and
+//! the handlers both call; about a third of the file is their tests.
 
 use std::collections::BTreeMap;
 use std::fmt;

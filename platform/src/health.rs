@@ -111,7 +111,7 @@ pub async fn database_when_ready(
 ) -> Check {
     match readiness.problem() {
         Some(problem) => Check::down(name, problem),
-        None => readiness.recent.get_or_probe(name, || database(name, pool, probe_sql)).await,
+        None => readiness.checked(name, || database(name, pool, probe_sql)).await,
     }
 }
 

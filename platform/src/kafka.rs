@@ -148,7 +148,7 @@ fn bound_prefetch(config: &mut ClientConfig, settings: &KafkaSettings) {
     config
         .set("queued.max.messages.kbytes", settings.consumer_prefetch_kbytes.max(1).to_string())
         .set("fetch.max.bytes", fetch.to_string())
-        .set("receive.message.max.bytes", (fetch + 512).max(1_000_000).to_string());
+        .set("receive.message.max.bytes", (fetch + 512).to_string());
 }
 
 /// Keeps the partitions the consumer group assigned to this instance, for `/health`, and logs

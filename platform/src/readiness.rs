@@ -19,7 +19,7 @@ pub struct Readiness {
     /// Set once a background task died: the process is stopping and never ready again.
     failure: Mutex<Option<String>>,
     /// The service's recent dependency checks (`crate::health`).
-    pub(crate) recent: crate::health::RecentChecks,
+    recent: crate::health::RecentChecks,
 }
 
 impl Readiness {

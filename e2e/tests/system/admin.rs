@@ -3,6 +3,9 @@
 use e2e::{Options, TestSystem};
 use serde_json::{Value, json};
 
+/// The admin token of these tests' systems.
+const TOKEN: &str = "s3cret-admin-token-of-the-test";
+
 #[tokio::test]
 async fn without_a_configured_token_there_are_no_admin_endpoints() {
     let system = TestSystem::start().await;
@@ -21,18 +24,14 @@ async fn without_a_configured_token_there_are_no_admin_endpoints() {
 
 #[tokio::test]
 async fn a_wrong_or_missing_token_is_refused_and_changes_nothing() {
-    let system = TestSystem::start_with(Options {
-        admin_token: Some("s3cret-admin-token-of-the-test".into()),
-        ..Options::default()
-    })
-    .await;
+    let system = TestSystem::start_with(Options { admin_token: Some(TOKEN.into()), ..Options::default() }).await;
     let url = format!("{}/admin/gremlin", system.inventory_url);
     let slow = json!({"enabled": true, "one_in": 1, "delay_ms": 100});
 
     for request in [
         system.http.put(&url).json(&slow),
         system.http.put(&url).bearer_auth("wrong").json(&slow),
-        system.http.put(&url).header("Authorization", "s3cret-admin-token-of-the-test").json(&slow),
+        system.http.put(&url).header("Authorization", TOKEN).json(&slow),
     ] {
         let response = request.send().await.expect("answers");
         assert_eq!(response.status(), 401);
@@ -40,26 +39,17 @@ async fn a_wrong_or_missing_token_is_refused_and_changes_nothing() {
     }
     assert!(!system.gremlin.pattern().enabled, "state unchanged");
 
-    let response =
-        system.http.put(&url).bearer_auth("s3cret-admin-token-of-the-test").json(&slow).send().await.expect("answers");
+    let response = system.http.put(&url).bearer_auth(TOKEN).json(&slow).send().await.expect("answers");
     assert_eq!(response.status(), 200);
     assert!(system.gremlin.pattern().enabled);
-    let current: Value = system
-        .http
-        .get(&url)
-        .bearer_auth("s3cret-admin-token-of-the-test")
-        .send()
-        .await
-        .expect("answers")
-        .json()
-        .await
-        .expect("json");
+    let current: Value =
+        system.http.get(&url).bearer_auth(TOKEN).send().await.expect("answers").json().await.expect("json");
     assert_eq!(current["pattern"], slow);
 
     let invalid = system
         .http
         .put(&url)
-        .bearer_auth("s3cret-admin-token-of-the-test")
+        .bearer_auth(TOKEN)
         .json(&json!({"enabled": true, "one_in": 0, "delay_ms": 1}))
         .send()
         .await
@@ -72,7 +62,7 @@ async fn a_wrong_or_missing_token_is_refused_and_changes_nothing() {
         let response = system
             .http
             .put(&product)
-            .header("Authorization", "bearer s3cret-admin-token-of-the-test")
+            .header("Authorization", format!("bearer {TOKEN}"))
             .json(&json!({"name": name, "stock": 5}))
             .send()
             .await
@@ -84,29 +74,17 @@ async fn a_wrong_or_missing_token_is_refused_and_changes_nothing() {
 
 #[tokio::test]
 async fn crash_points_are_listed_and_armed_through_the_admin_endpoint() {
-    let system = TestSystem::start_with(Options {
-        admin_token: Some("t-admin-token-of-the-other-test".into()),
-        ..Options::default()
-    })
-    .await;
+    let system = TestSystem::start_with(Options { admin_token: Some(TOKEN.into()), ..Options::default() }).await;
     let url = format!("{}/admin/crash-points", system.order_url);
 
-    let points: Value = system
-        .http
-        .get(&url)
-        .bearer_auth("t-admin-token-of-the-other-test")
-        .send()
-        .await
-        .expect("answers")
-        .json()
-        .await
-        .expect("json");
+    let points: Value =
+        system.http.get(&url).bearer_auth(TOKEN).send().await.expect("answers").json().await.expect("json");
     assert_eq!(points["order.after_commit_before_reply"], "off");
 
     let unknown = system
         .http
         .put(format!("{url}/no.such.point"))
-        .bearer_auth("t-admin-token-of-the-other-test")
+        .bearer_auth(TOKEN)
         .json(&json!({"action": "abort"}))
         .send()
         .await
@@ -115,7 +93,7 @@ async fn crash_points_are_listed_and_armed_through_the_admin_endpoint() {
     let bad = system
         .http
         .put(format!("{url}/relay.after_publish_before_position"))
-        .bearer_auth("t-admin-token-of-the-other-test")
+        .bearer_auth(TOKEN)
         .json(&json!({"action": "explode"}))
         .send()
         .await
@@ -166,7 +144,6 @@ async fn a_customer_over_the_rate_limit_gets_429_with_retry_after() {
 
 #[tokio::test]
 async fn a_burst_of_wrong_tokens_is_throttled_and_the_right_one_works_a_second_later() {
-    const TOKEN: &str = "the-right-admin-token-0123456789";
     let system = TestSystem::start_with(Options { admin_token: Some(TOKEN.into()), ..Options::default() }).await;
     let url = format!("{}/admin/crash-points", system.order_url);
     let mut statuses = Vec::new();

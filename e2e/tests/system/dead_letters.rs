@@ -112,12 +112,7 @@ async fn a_fixed_unreadable_event_redriven_from_the_dead_letter_topic_is_applied
 
     // The operator fixes it and redrives it with the CLI, twice by mistake.
     redrive_twice(&system, letter, &fixed);
-    let listed = std::process::Command::new(e2e::processes::binary("dlq"))
-        .env("KAFKA_USERNAME", &system.kafka.username)
-        .env("KAFKA_PASSWORD", system.kafka.password.expose())
-        .args(["--brokers", &system.kafka.brokers, "list", &system.topics.orders])
-        .output()
-        .expect("dlq runs");
+    let listed = e2e::kafka::dlq(&system.kafka).args(["list", &system.topics.orders]).output().expect("dlq runs");
     let listing = String::from_utf8_lossy(&listed.stdout);
     assert!(listing.contains("unreadable"), "list shows it: {listing}");
 

@@ -1,6 +1,9 @@
 //! What a service plugs into the inbox: a [`Handler`] for its events, the errors it may
 //! answer, and [`apply_once`], which records an event in the inbox and applies it in one
 //! transaction.
+//!
+//! One room: the error classification (what is retried, what is dead-lettered, what the
+//! customer is told) belongs with the handler contract it classifies; much of it is tests.
 
 use async_trait::async_trait;
 use diesel::ExpressionMethods as _;

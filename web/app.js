@@ -244,6 +244,7 @@ function orderItem(order) {
       el("span", { class: "status" }, order.status),
       el("span", {}, order.lines.map((line) => `${line.quantity} × ${line.sku}`).join(", ")),
       el("span", { class: "id" }, order.id),
+      el("button", { class: "secondary trace", type: "button", title: "Where this order's time went", onclick: () => showTrace(order.id) }, "Trace"),
       shippable ? el("button", { class: "ship", type: "button", title: "As the fulfilment operator", onclick: () => ship(order.id) }, "Ship") : null,
       cancellable ? el("button", { class: "secondary", type: "button", onclick: () => cancel(order.id) }, "Cancel") : null),
     order.rejection_reason ? el("div", { class: "reason" }, `Rejected: ${order.rejection_reason}`) : null,
@@ -392,6 +393,46 @@ async function applyGremlin(event) {
   if (status !== 200) $("#gremlin-state").textContent = `Not changed: ${body?.message ?? status}`;
   document.activeElement?.blur();
   refreshGremlin();
+}
+
+// ---- an order's trace ------------------------------------------------------------------
+
+// Draws the order's traces (placement, shipment) as waterfalls: one row per span, its bar
+// placed by start and length within the trace. The hops with no code in them, the wait in
+// the outbox and the time in Kafka, are bars like the others.
+async function showTrace(id) {
+  $("#trace-hint").textContent = `Order ${id}: reading its trace…`;
+  const { status, body } = await getJson(`/orders/${id}/trace`, { headers: customerHeaders() });
+  if (status !== 200 || !body || !Array.isArray(body.traces)) {
+    $("#trace-hint").textContent = `No trace: ${(body && body.message) || `answer ${status}`}.`;
+    $("#trace").replaceChildren();
+    return;
+  }
+  $("#trace-hint").textContent = body.traces.length
+    ? `Order ${id}: ${body.traces.length} trace(s), newest first. Times are from the trace's first span.`
+    : `Order ${id}: no spans have reached the collector yet; try again in a second.`;
+  $("#trace").replaceChildren(...body.traces.map(waterfall));
+}
+
+function waterfall(trace) {
+  const total = Math.max(trace.duration_us, 1);
+  const rows = trace.spans.map((span) => {
+    const left = (100 * span.offset_us) / total;
+    const width = Math.max((100 * span.duration_us) / total, 0.3);
+    return el("li", { class: `span ${span.error ? "error" : ""}`, "data-service": span.service, "data-name": span.name },
+      el("span", { class: "what", style: `padding-left: ${span.depth * 0.8}rem`, title: `${span.service}: ${span.name}` },
+        el("span", { class: "service" }, span.service), " ", span.name),
+      el("span", { class: "lane" },
+        el("span", { class: "bar", style: `left: ${left}%; width: ${width}%` })),
+      el("span", { class: "took" }, formatUs(span.duration_us)));
+  });
+  return el("figure", { class: "waterfall", "data-trace-id": trace.trace_id },
+    el("figcaption", {}, `trace ${trace.trace_id} · ${formatUs(trace.duration_us)} · ${new Date(trace.started_at_us / 1000).toLocaleTimeString([], { hour12: false })}`),
+    el("ol", {}, ...rows));
+}
+
+function formatUs(us) {
+  return us >= 1000 ? formatMs(us / 1000) : `${us} µs`;
 }
 
 // ---- start ---------------------------------------------------------------------------

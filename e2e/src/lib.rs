@@ -129,5 +129,5 @@ pub fn kafka_settings() -> KafkaSettings {
 
 /// Test logs go through the test harness's capture, filtered by `RUST_LOG`.
 pub fn init_telemetry() {
-    platform::telemetry::init();
+    platform::telemetry::init("e2e").expect("OpenTelemetry settings");
 }

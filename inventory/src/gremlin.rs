@@ -10,6 +10,8 @@
 use std::sync::{PoisonError, RwLock};
 use std::time::Duration;
 
+use tracing::Instrument as _;
+
 use serde::{Deserialize, Serialize};
 
 /// What the gremlin does. `one_in: 4, delay_ms: 5000` delays about a quarter of orders by 5 s.
@@ -89,7 +91,8 @@ impl Gremlin {
         if pattern.is_slow(key) {
             self.counter.inc();
             tracing::info!(key, delay_ms = pattern.delay_ms, "gremlin delay");
-            tokio::time::sleep(Duration::from_millis(pattern.delay_ms)).await;
+            let span = tracing::info_span!("gremlin.delay", delay_ms = pattern.delay_ms);
+            tokio::time::sleep(Duration::from_millis(pattern.delay_ms)).instrument(span).await;
         }
     }
 }

@@ -26,6 +26,7 @@ use schema::events::{
 };
 use schema::tables::inventory_db::{products, reservations, stock_ledger};
 use schema::{Envelope, EventId, OrderId, Quantity, Sku};
+use tracing::Instrument as _;
 
 /// What inventory decided for an order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -230,6 +231,7 @@ pub async fn reserve(
 /// (two instances of inventory) never hold one row each while waiting for the other's
 /// (decision 0025). Rows locked here stay locked until the batch ends, as its changes would
 /// keep them.
+#[tracing::instrument(name = "stock.lock", skip_all)]
 pub async fn lock_in_sku_order(conn: &mut AsyncPgConnection, skus: &[&str], orders: &[uuid::Uuid]) -> QueryResult<()> {
     let in_ledgers = stock_ledger::table.filter(stock_ledger::order_id.eq_any(orders)).select(stock_ledger::sku);
     products::table
@@ -260,7 +262,7 @@ async fn shortfalls(conn: &mut AsyncPgConnection, lines: &[Line], lock: Lock) ->
         .order(products::sku)
         .select((products::sku, products::available));
     let rows: Vec<(String, i32)> = match lock {
-        Lock::Rows => query.for_update().load(conn).await?,
+        Lock::Rows => query.for_update().load(conn).instrument(tracing::info_span!("stock.lock")).await?,
         Lock::No => query.load(conn).await?,
     };
     let available: HashMap<String, i32> = rows.into_iter().collect();
@@ -448,6 +450,7 @@ async fn move_stock<E: schema::Event>(
 /// [`move_stock`] for one line, where not having the units is an answer, not an error:
 /// whether it moved. If it did not, nothing was written.
 #[allow(clippy::too_many_arguments)]
+#[tracing::instrument(name = "stock.update", skip_all, fields(sku = %line.sku))]
 async fn try_move_line<E: schema::Event>(
     conn: &mut AsyncPgConnection,
     order_id: OrderId,

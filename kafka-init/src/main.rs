@@ -52,7 +52,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    platform::telemetry::init();
+    platform::telemetry::init("kafka-init").map_err(anyhow::Error::msg)?;
     let args = Args::parse();
     // Signed in as KAFKA_USERNAME / KAFKA_PASSWORD: a super user's, for `--acls`.
     let settings = platform::config::KafkaSettings::for_tool(&args.brokers);

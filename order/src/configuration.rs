@@ -38,7 +38,7 @@ pub struct Settings {
     /// page's latency alert.
     #[serde(default)]
     pub latency_alert: crate::latency::LatencyAlertSettings,
-    /// `ORDER__PEERS__INVENTORY`, `ORDER__PEERS__RELAY`: where the page's views of the
+    /// `ORDER__PEERS__INVENTORY`, `ORDER__PEERS__RELAY`, `ORDER__PEERS__TRACES`: where the page's views of the
     /// other services come from.
     #[serde(default)]
     pub peers: crate::routes::page::PeerSettings,

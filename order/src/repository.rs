@@ -29,7 +29,7 @@ pub enum Placement {
 
 /// Writes the order (as `id`), its lines, its first history entry and `OrderPlaced`, in one
 /// statement, unless the idempotency key was used before.
-#[tracing::instrument(skip_all, err)]
+#[tracing::instrument(name = "order.accept", skip_all, fields(order_id = %id), err)]
 pub async fn place(
     conn: &mut AsyncPgConnection,
     id: OrderId,
@@ -38,6 +38,7 @@ pub async fn place(
     trace: &Trace,
     topic: &str,
 ) -> QueryResult<Placement> {
+    let trace = &platform::trace::from_here(trace);
     let fingerprint = order.fingerprint();
     let placed = OrderPlaced { order_id: id, customer_id: order.customer_id.clone(), lines: order.lines.clone() };
     let envelope = Envelope::new(placed, trace);
@@ -169,7 +170,7 @@ pub enum Cancellation {
 
 /// Asks for one of `customer`'s orders to be cancelled. Pending and confirmed orders can be;
 /// another customer's order is not found.
-#[tracing::instrument(skip_all, fields(order_id = %id), err)]
+#[tracing::instrument(name = "order.cancel", skip_all, fields(order_id = %id), err)]
 pub async fn cancel(
     conn: &mut AsyncPgConnection,
     id: OrderId,
@@ -177,6 +178,7 @@ pub async fn cancel(
     trace: &Trace,
     topic: &str,
 ) -> QueryResult<Cancellation> {
+    let trace = &platform::trace::from_here(trace);
     let outcome = conn
         .transaction::<_, diesel::result::Error, _>(async |conn| {
             // The row lock serialises this with the consumer, and orders this order's events.
@@ -232,7 +234,7 @@ pub enum ShipRequest {
 /// Starts shipping a confirmed order (any customer's: the caller is a fulfilment operator),
 /// remembering `idempotency_key`. A second request changes nothing and is answered with the
 /// order as it is.
-#[tracing::instrument(skip_all, fields(order_id = %id), err)]
+#[tracing::instrument(name = "order.ship", skip_all, fields(order_id = %id), err)]
 pub async fn ship(
     conn: &mut AsyncPgConnection,
     id: OrderId,
@@ -240,6 +242,7 @@ pub async fn ship(
     trace: &Trace,
     topic: &str,
 ) -> QueryResult<ShipRequest> {
+    let trace = &platform::trace::from_here(trace);
     let outcome = conn
         .transaction::<_, diesel::result::Error, _>(async |conn| {
             // The row lock serialises this with a cancellation and with the consumer.

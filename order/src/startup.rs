@@ -184,6 +184,7 @@ fn configure_routes(
                 .service(routes::orders::place_order)
                 .service(routes::orders::list_orders)
                 .service(routes::orders::get_order)
+                .service(routes::trace::order_trace)
                 .service(routes::orders::cancel_order)
                 .service(routes::orders::ship_order)
                 // Outermost: the time a shopper waits, including admission's refusals.

@@ -214,18 +214,22 @@ pub fn path_config() -> web::PathConfig {
 }
 
 /// The correlation id and W3C trace context of a request: taken from `X-Correlation-Id` and
-/// `traceparent` when the caller sent well-formed ones, created otherwise.
+/// `traceparent` when the caller sent well-formed ones, created otherwise. While spans are
+/// exported, the context is the current span's (the request's, a child of the caller's), so
+/// that what the request causes elsewhere continues its trace.
 pub fn trace_of(headers: &HeaderMap) -> Trace {
     let correlation_id = headers
         .get("x-correlation-id")
         .and_then(|v| v.to_str().ok())
         .filter(|id| (1..=64).contains(&id.len()) && id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)))
         .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
-    let traceparent = headers
-        .get("traceparent")
-        .and_then(|v| v.to_str().ok())
-        .filter(|tp| is_traceparent(tp))
-        .map_or_else(new_traceparent, str::to_owned);
+    let traceparent = crate::trace::current().unwrap_or_else(|| {
+        headers
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .filter(|tp| is_traceparent(tp))
+            .map_or_else(new_traceparent, str::to_owned)
+    });
     Trace { correlation_id, traceparent: Some(traceparent) }
 }
 

@@ -4,7 +4,7 @@
 //!   tasks, clean or loud stop), [`readiness`], [`health`], [`shutdown`];
 //! - its dependencies: [`db`] (pools, migrations under a lock), [`kafka`] (client factories
 //!   that explain every key), [`retry`];
-//! - its conventions: [`config`] (defaults, file, environment), [`telemetry`] (JSON logs),
+//! - its conventions: [`config`] (defaults, file, environment), [`telemetry`] (JSON logs), [`trace`] (spans exported),
 //!   [`metrics`], [`http`] (JSON errors, extractor limits);
 //! - who is calling: [`auth`] (customers' signed tokens);
 //! - faults on purpose: [`crash`] (named crash points), [`admin`] (token-guarded endpoints).
@@ -25,3 +25,4 @@ pub mod retry;
 pub mod service;
 pub mod shutdown;
 pub mod telemetry;
+pub mod trace;

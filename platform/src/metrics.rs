@@ -15,6 +15,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
+use tracing::Instrument as _;
 
 use crate::db::PgPool;
 
@@ -65,6 +66,11 @@ impl Metrics {
         registry.register("db_pool_connections_in_use", "Pool connections lent out", pool_in_use.clone());
         let pool_idle = Family::default();
         registry.register("db_pool_connections_idle", "Pool connections open and idle", pool_idle.clone());
+        registry.register(
+            "trace_spans",
+            "Spans this process finished, by outcome: exported, or dropped (queue full, export failed)",
+            crate::trace::counters(),
+        );
         Arc::new(Self { registry: Mutex::new(registry), http, pool_in_use, pool_idle, pools: Mutex::default() })
     }
 
@@ -132,7 +138,9 @@ fn method_label(method: &Method) -> &'static str {
     KNOWN.iter().find(|known| *known == method).map_or("other", Method::as_str)
 }
 
-/// Middleware: records every request's duration by method, route pattern and status.
+/// Middleware: records every request's duration by method, route pattern and status, and
+/// gives it a span (a child of the caller's `traceparent`), except for scrapes and health
+/// probes, which would be most of the traces and tell nothing.
 pub async fn record_requests(
     request: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -141,11 +149,38 @@ pub async fn record_requests(
     let metrics = request.app_data::<web::Data<Arc<Metrics>>>().cloned();
     let method = request.method().clone();
     let route = request.match_pattern().unwrap_or_else(|| "unmatched".to_owned());
-    let response = next.call(request).await?;
+    let span = if route == "/metrics" || route.starts_with("/health") || !crate::trace::exporting() {
+        tracing::Span::none()
+    } else {
+        request_span(&request, method_label(&method), &route)
+    };
+    let response = next.call(request).instrument(span.clone()).await?;
+    let status = response.status();
+    span.record("http.response.status_code", status.as_u16());
+    if status.is_server_error() {
+        span.record("otel.status_code", "ERROR");
+    }
     if let Some(metrics) = metrics {
-        metrics.record_http(&method, &route, response.status().as_u16(), started.elapsed().as_secs_f64());
+        metrics.record_http(&method, &route, status.as_u16(), started.elapsed().as_secs_f64());
     }
     Ok(response)
+}
+
+/// The server span of one request; its log lines carry its trace id.
+fn request_span(request: &ServiceRequest, method: &'static str, route: &str) -> tracing::Span {
+    let span = tracing::info_span!(
+        "http.request",
+        otel.name = format!("{method} {route}"),
+        otel.kind = "server",
+        http.request.method = method,
+        http.route = route,
+        http.response.status_code = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+    );
+    crate::trace::continues(&span, request.headers().get("traceparent").and_then(|v| v.to_str().ok()));
+    crate::trace::name_in_logs(&span);
+    span
 }
 
 #[cfg(test)]

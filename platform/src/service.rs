@@ -54,7 +54,7 @@ enum Command {
 
 /// The `main` of a service: `serve` (the default) or `migrate`.
 pub async fn main<S: Service>() -> anyhow::Result<()> {
-    crate::telemetry::init();
+    crate::telemetry::init(&S::PREFIX.to_lowercase()).map_err(anyhow::Error::msg)?;
     let command = <Cli as clap::Parser>::parse().command.unwrap_or(Command::Serve);
     let settings: S::Settings = crate::config::load(S::PREFIX)?;
     crate::crash::register(&S::crash_points());
@@ -64,7 +64,12 @@ pub async fn main<S: Service>() -> anyhow::Result<()> {
             let applied = crate::db::run_migrations(&S::database(&settings).url, S::migrations()).await?;
             tracing::info!(?applied, "migrations applied");
         }
-        Command::Serve => S::serve(settings, crate::shutdown::on_signal()).await?,
+        Command::Serve => {
+            let served = S::serve(settings, crate::shutdown::on_signal()).await;
+            // The spans of the last requests and events, before the process ends.
+            crate::trace::flush();
+            served?;
+        }
     }
     Ok(())
 }

@@ -1,5 +1,7 @@
 //! JSON logs on stdout, filtered by `RUST_LOG` (default `info`). `LOG_FORMAT=pretty` gives
-//! human-readable lines for local debugging.
+//! human-readable lines for local debugging. With `OTEL_EXPORTER_OTLP_ENDPOINT` set, spans are
+//! exported too ([`crate::trace`]), and the request's or event's span in each line carries
+//! its `trace_id`.
 //!
 //! actix-http logs what a client did wrong on one connection (a head too large, bytes that
 //! are not HTTP, a body cut short) at ERROR, so anyone could write ERROR lines at will. Those
@@ -23,13 +25,20 @@ const CONNECTION_FAULTS: &str = "actix_http::h1::dispatcher";
 /// At most one summary line of connection faults this often.
 pub const CONNECTION_FAULT_INTERVAL: Duration = Duration::from_secs(10);
 
-/// Installs the global subscriber; a second call (as in tests) is a no-op.
-pub fn init() {
+/// Installs the global subscriber for the process `service`; a second call (as in tests) is a
+/// no-op. Fails only on malformed OpenTelemetry settings.
+pub fn init(service: &str) -> Result<(), String> {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rdkafka=warn,actix_server=warn"));
     let pretty = std::env::var("LOG_FORMAT").is_ok_and(|f| f == "pretty");
+    let export = crate::trace::ExportSettings::from_env(service)?;
     let (subscriber, faults) = subscriber(filter, pretty, std::io::stdout);
-    if subscriber.try_init().is_ok() {
+    let spans =
+        export.as_ref().map(|settings| crate::trace::layer(&crate::trace::provider(settings), &settings.service));
+    if subscriber.with(spans).try_init().is_ok() {
+        if let Some(settings) = &export {
+            tracing::info!(endpoint = %settings.endpoint, ratio = settings.ratio, "exporting spans");
+        }
         // Outside the subscriber: an event cannot be logged from inside another's handling.
         let _ = std::thread::Builder::new().name("connection-faults".into()).spawn(move || {
             loop {
@@ -38,9 +47,14 @@ pub fn init() {
             }
         });
     }
+    Ok(())
 }
 
-fn subscriber<W>(filter: EnvFilter, pretty: bool, writer: W) -> (impl Subscriber + Send + Sync, Arc<ConnectionFaults>)
+fn subscriber<W>(
+    filter: EnvFilter,
+    pretty: bool,
+    writer: W,
+) -> (impl Subscriber + Send + Sync + for<'span> tracing_subscriber::registry::LookupSpan<'span>, Arc<ConnectionFaults>)
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {

@@ -10,9 +10,11 @@
 //! - [`reclaim`]: the log's published partitions given back, never waiting for a lock, by
 //!   [`housekeeping`], the relay's second session;
 //! - [`backlog`]: what waits, for `/health` and the gauges;
+//! - [`hops`]: the relay's spans in an order's trace;
 //! - [`metrics`], [`settings`].
 
 pub mod backlog;
+pub mod hops;
 pub mod housekeeping;
 pub mod lanes;
 pub mod metrics;

@@ -44,7 +44,7 @@ impl Default for Settings {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    platform::telemetry::init();
+    platform::telemetry::init("relay").map_err(anyhow::Error::msg)?;
     let settings: Settings = platform::config::load("RELAY")?;
     platform::crash::register(relay::CRASH_POINTS);
     platform::crash::arm_from_env()?;
@@ -87,7 +87,9 @@ async fn main() -> anyhow::Result<()> {
     )?;
     // Each relay settles its batches in flight (waiting for their acknowledgements) before it
     // returns.
-    platform::service::run_until_stopped(server, background, shutdown).await
+    let stopped = platform::service::run_until_stopped(server, background, shutdown).await;
+    platform::trace::flush();
+    stopped
 }
 
 /// What `/health` looks at.

@@ -75,6 +75,8 @@ type Taken = (Vec<Outgoing>, Vec<(i16, u64)>);
 /// A batch whose deliveries are under way.
 struct Batch {
     rows: Vec<Outgoing>,
+    /// Each row's publication span (none when spans are not exported).
+    hops: Vec<platform::trace::Hop>,
     /// The lane segments whose rows these are.
     segments: Vec<(i16, u64)>,
     /// Kept when done, so that waiting for it ([`Pipeline::wait_for_oldest`]) can be given up
@@ -92,6 +94,8 @@ pub struct Answered {
     pub acknowledged: Vec<bool>,
     /// From the send until every answer was seen.
     pub delivered_in: Duration,
+    /// Each row's publication span, to end ([`crate::hops::settled`]).
+    pub hops: Vec<platform::trace::Hop>,
 }
 
 impl Answered {
@@ -318,11 +322,12 @@ impl Pipeline {
     }
 
     /// Hands `rows` to the producer as one batch in flight.
-    fn dispatch(&mut self, rows: Vec<Outgoing>, segments: Vec<(i16, u64)>, sink: &impl Sink) {
+    fn dispatch(&mut self, mut rows: Vec<Outgoing>, segments: Vec<(i16, u64)>, sink: &impl Sink) {
+        let hops = crate::hops::sending(&mut rows);
         let sent_at = Instant::now();
         let deliveries = futures::future::join_all(rows.iter().map(|row| sink.send(row)).collect::<Vec<_>>())
             .map(move |answers| (answers, sent_at.elapsed()));
-        self.in_flight.push_back(Batch { rows, segments, deliveries: maybe_done(deliveries.boxed()) });
+        self.in_flight.push_back(Batch { rows, hops, segments, deliveries: maybe_done(deliveries.boxed()) });
     }
 
     /// Takes what each lane's read returned: the longest prefix whose orders have nothing
@@ -400,7 +405,7 @@ impl Pipeline {
         for lane in self.lanes.values_mut() {
             lane.held = false;
         }
-        Some(Answered { rows: batch.rows, acknowledged, delivered_in })
+        Some(Answered { rows: batch.rows, acknowledged, delivered_in, hops: batch.hops })
     }
 }
 

@@ -285,11 +285,11 @@ impl OutboxRelay {
 
     /// Takes the oldest batch in flight, its deliveries answered: its lanes' positions move
     /// over what the broker acknowledged (written at the next renewal).
-    #[tracing::instrument(skip_all, fields(outbox = %self.name))]
     async fn settle_oldest(&mut self, pipeline: &mut Pipeline) -> Result<(), RelayError> {
-        let Some(answered) = pipeline.take_oldest().await else {
+        let Some(mut answered) = pipeline.take_oldest().await else {
             return Ok(());
         };
+        crate::hops::settled(std::mem::take(&mut answered.hops), &answered.acknowledged, answered.delivered_in);
         // Acknowledged, its position not yet written: a crash here publishes the batch again.
         platform::crash::point(crate::AFTER_PUBLISH_BEFORE_POSITION)?;
         self.metrics.stage(Stage::delivery, answered.delivered_in);
@@ -301,6 +301,7 @@ impl OutboxRelay {
         let failures = answered.failures();
         if failures > 0 {
             tracing::warn!(
+                outbox = %self.name,
                 sent = answered.rows.len(),
                 failures,
                 "part of a batch was not acknowledged; it will be sent again"

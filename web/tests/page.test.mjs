@@ -102,7 +102,7 @@ try {
   await page.click(`li.order[data-order-id='${id}'] button.ship`);
   await page.waitForSelector(`li.order[data-order-id='${id}'][data-status='SHIPPED']`);
   await page.waitForSelector(`li.order[data-order-id='${id}'] .timeline li[data-status='SHIPPING']`);
-  if (await page.$(`li.order[data-order-id='${id}'] button`)) throw new Error("a shipped order still offers a button");
+  if (await page.$(`li.order[data-order-id='${id}'] button:not(.trace)`)) throw new Error("a shipped order still offers a button other than Trace");
   // The table shows it: on hand and reserved down by 2, available as it was; it fits its box.
   const expected = [before.available, before.on_hand - 2, before.reserved - 2].map(String);
   await page.waitForFunction((want) => {
@@ -168,6 +168,24 @@ try {
   const lag = shownAt - committedAt;
   step(`the slow order turned CONFIRMED (green), shown ${lag} ms after its commit`);
   if (!(lag <= 300)) throw new Error(`CONFIRMED showed ${lag} ms after the commit; the page should follow it within 300 ms`);
+
+  // Its trace, drawn as a waterfall: the outbox waits, both Kafka hops, and the gremlin's
+  // delay in inventory as the long bar. Spans reach the collector within a second or two.
+  const traced = async () => {
+    await page.click(`li.order[data-order-id='${slowId}'] button.trace`);
+    return page.waitForSelector(".waterfall li.span[data-service='inventory'][data-name='gremlin.delay']", { timeout: 3_000 })
+      .then(() => true, () => false);
+  };
+  let drawn = false;
+  for (let attempt = 0; attempt < 10 && !drawn; attempt++) drawn = await traced();
+  if (!drawn) throw new Error(`no trace drawn for ${slowId}: ${await page.textContent("#trace-hint")}`);
+  for (const [service, name] of [["order", "POST /orders"], ["relay", "outbox.wait"], ["inventory", "kafka"], ["order", "kafka"]]) {
+    await page.waitForSelector(`.waterfall li.span[data-service='${service}'][data-name='${name}']`, { timeout: 5_000 });
+  }
+  const delay = await page.textContent(".waterfall li.span[data-name='gremlin.delay'] .took");
+  step(`the slow order's trace drawn: the gremlin's delay is a ${delay} bar`);
+  await page.locator("#trace").scrollIntoViewIfNeeded();
+  await page.locator("section:has(#trace)").screenshot({ path: join(shots, "page-trace.png") });
 
   // Gremlin off; once the slow requests leave the window the alert is green again.
   await page.uncheck("#gremlin-enabled");

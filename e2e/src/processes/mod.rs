@@ -9,9 +9,11 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+mod jaeger;
 mod notifications;
 mod service;
 
+pub use self::jaeger::Jaeger;
 pub use self::notifications::{Mail, MailServer, Notifications, Owed};
 pub use self::service::{Broker, Service, binary};
 use crate::databases::TestDatabase;

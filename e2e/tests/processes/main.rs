@@ -11,4 +11,5 @@ mod keys;
 mod notifications;
 mod relay_lanes;
 mod supervision;
+mod traces;
 mod tracing;

@@ -12,6 +12,8 @@ use rdkafka::message::OwnedMessage;
 use schema::RawEnvelope;
 use tokio_util::sync::CancellationToken;
 
+use tracing::Instrument as _;
+
 use super::Shared;
 use super::handler::{Coordinates, Failure, HandleError, Handler, Outcome, apply_once, refuse_once};
 use crate::metrics::EventOutcome;
@@ -19,19 +21,72 @@ use crate::metrics::EventOutcome;
 /// How much of a failure's text [`Handler::refused`] is given.
 const REFUSAL_REASON_LEN: usize = 300;
 
+/// Writes the time `message` spent in Kafka, from its timestamp (the relay's send) until now,
+/// as a child of the publication its `traceparent` header names; returns the context the
+/// consumer's span continues. `None` without that header or without export.
+fn kafka_hop(message: &OwnedMessage) -> Option<String> {
+    use platform::trace::{Hop, KeyValue, SpanKind};
+    use rdkafka::message::Headers as _;
+
+    if !platform::trace::exporting() {
+        return None;
+    }
+    let parent = message
+        .headers()?
+        .iter()
+        .find(|header| header.key == "traceparent")
+        .and_then(|header| std::str::from_utf8(header.value?).ok())?;
+    let now = std::time::SystemTime::now();
+    let sent = message
+        .timestamp()
+        .to_millis()
+        .and_then(|ms| u64::try_from(ms).ok())
+        .map_or(now, |ms| std::time::UNIX_EPOCH + Duration::from_millis(ms))
+        .min(now);
+    let attributes = vec![
+        KeyValue::new("messaging.system", "kafka"),
+        KeyValue::new("messaging.destination.name", message.topic().to_owned()),
+        KeyValue::new("messaging.destination.partition.id", i64::from(message.partition())),
+        KeyValue::new("messaging.kafka.offset", message.offset()),
+    ];
+    let hop = Hop::record("kafka", SpanKind::Consumer, Some(parent), (sent, now), attributes);
+    hop.as_ref().and_then(platform::trace::traceparent_of).or_else(|| Some(parent.to_owned()))
+}
+
 impl<H: Handler> Shared<H> {
     /// Handles one message to the end: applied, recognised as a duplicate, or dead-lettered.
     /// Returns false if shutdown came first and the message must be delivered again.
-    #[tracing::instrument(skip_all, fields(topic = message.topic(), partition = message.partition(), offset = message.offset(), event_id, event_type, order_id, correlation_id))]
+    ///
+    /// Its span continues the event's trace: a child of the time the message spent in Kafka
+    /// ([`kafka_hop`]), itself a child of the relay's publication.
     pub(super) async fn process(&self, message: &OwnedMessage, shutdown: &CancellationToken) -> bool {
+        let span = tracing::info_span!(
+            "consume",
+            otel.name = format!("consume {}", message.topic()),
+            otel.kind = "consumer",
+            topic = message.topic(),
+            partition = message.partition(),
+            offset = message.offset(),
+            event_id = tracing::field::Empty,
+            event_type = tracing::field::Empty,
+            order_id = tracing::field::Empty,
+            correlation_id = tracing::field::Empty,
+            trace_id = tracing::field::Empty,
+        );
+        platform::trace::continues(&span, kafka_hop(message).as_deref());
+        platform::trace::name_in_logs(&span);
+        self.process_in_span(message, shutdown).instrument(span).await
+    }
+
+    async fn process_in_span(&self, message: &OwnedMessage, shutdown: &CancellationToken) -> bool {
         let from = &Coordinates {
             topic: message.topic().to_owned(),
             partition: message.partition(),
             offset: message.offset(),
         };
         // Reading the same bytes again cannot give another answer (decision 0007).
-        let event = match RawEnvelope::parse(message.payload().unwrap_or_default()) {
-            Ok(event) => Arc::new(event),
+        let mut event = match RawEnvelope::parse(message.payload().unwrap_or_default()) {
+            Ok(event) => event,
             Err(error) => {
                 tracing::warn!(%error, "unreadable event");
                 let reason = format!("unreadable event: {error}");
@@ -45,6 +100,11 @@ impl<H: Handler> Shared<H> {
             let reason = format!("unreadable event: {error}");
             return self.dead_letter(message, from, event.identity().as_ref(), (&reason, &reason), 1, shutdown).await;
         }
+        // What the handler causes (its outbox rows) continues from this event's span.
+        if let Some(here) = platform::trace::current() {
+            event.traceparent = Some(here);
+        }
+        let event = Arc::new(event);
         let span = tracing::Span::current();
         span.record("event_id", tracing::field::display(event.event_id));
         span.record("event_type", event.event_type.as_str());

@@ -96,12 +96,15 @@ impl<H: Handler> Runner<H> {
     /// Every event of `batch`, each with its inbox row, in one transaction that first runs
     /// `lock_wait`.
     async fn apply(&self, batch: &[Request], lock_wait: &str) -> Result<Vec<(Outcome, Committed)>, HandleError> {
+        // A trace of its own, linked to each event's: the transaction is all of theirs.
+        let span = tracing::info_span!("inbox.batch", events = batch.len());
+        platform::trace::link(&span, batch.iter().map(|request| platform::trace::context(&request.span)));
         let mut conn = self.pool.get().await.map_err(|e| HandleError::Unavailable(e.to_string()))?;
         conn.transaction(async |conn| {
             conn.batch_execute(lock_wait).await?;
             if batch.len() > 1 {
                 let events: Vec<&RawEnvelope> = batch.iter().map(|request| &*request.event).collect();
-                self.handler.lock_for_batch(conn, &events).await?;
+                self.handler.lock_for_batch(conn, &events).instrument(tracing::info_span!("inbox.lock")).await?;
             }
             let mut done = Vec::with_capacity(batch.len());
             for request in batch {
@@ -110,6 +113,7 @@ impl<H: Handler> Runner<H> {
             }
             Ok(done)
         })
+        .instrument(span)
         .await
     }
 }

@@ -11,6 +11,7 @@ use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel_async::{AsyncConnection as _, AsyncPgConnection, RunQueryDsl};
 use schema::RawEnvelope;
 use schema::tables::messaging::inbox_log;
+use tracing::Instrument as _;
 
 /// What a service does with one event, inside the transaction that records it in the inbox.
 #[async_trait]
@@ -268,6 +269,7 @@ diesel::define_sql_function! {
 }
 
 /// Inserts the event's inbox row; false if it was already there.
+#[tracing::instrument(name = "inbox.dedup", skip_all)]
 async fn remember(conn: &mut AsyncPgConnection, event: &RawEnvelope, from: &Coordinates) -> Result<bool, HandleError> {
     let inserted = diesel::insert_into(inbox_log::table)
         .values((
@@ -292,8 +294,10 @@ pub async fn apply_once<H: Handler>(
     event: &RawEnvelope,
     from: &Coordinates,
 ) -> Result<Outcome, HandleError> {
-    let (outcome, committed) =
-        conn.transaction(async |conn| record_and_handle(conn, handler, event, from).await).await?;
+    let (outcome, committed) = conn
+        .transaction(async |conn| record_and_handle(conn, handler, event, from).await)
+        .instrument(tracing::info_span!("inbox.transaction"))
+        .await?;
     committed.run();
     Ok(outcome)
 }
@@ -308,7 +312,10 @@ pub(super) async fn record_and_handle<H: Handler>(
 ) -> Result<(Outcome, Committed), HandleError> {
     let outcome = Outcome::of_recording(remember(conn, event, from).await?);
     let committed = match outcome {
-        Outcome::Processed => handler.handle(conn, event).await?,
+        Outcome::Processed => {
+            let span = tracing::info_span!("handle", otel.name = format!("handle {}", event.event_type));
+            handler.handle(conn, event).instrument(span).await?
+        }
         Outcome::Duplicate => Committed::nothing(),
     };
     Ok((outcome, committed))

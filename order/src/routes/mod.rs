@@ -3,3 +3,4 @@
 pub mod health;
 pub mod orders;
 pub mod page;
+pub mod trace;

@@ -111,6 +111,7 @@ pub async fn place_order(
 /// (counted from `started`) is spent. The wait ends early enough for the last re-read to fit
 /// inside the budget: a client that asked for N seconds has its answer by then, even on a
 /// busy machine. `waiter` must have been registered before `view` was read.
+#[tracing::instrument(name = "order.wait", skip_all, fields(order_id = %view.id))]
 async fn wait_for(
     state: &AppState,
     mut waiter: crate::waiters::Waiter,

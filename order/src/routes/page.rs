@@ -72,11 +72,14 @@ pub struct PeerSettings {
     pub inventory: String,
     #[serde(default = "default_relay")]
     pub relay: String,
+    /// The trace collector's query API (Jaeger's), for an order's waterfall; none: not shown.
+    #[serde(default)]
+    pub traces: Option<String>,
 }
 
 impl Default for PeerSettings {
     fn default() -> Self {
-        Self { inventory: default_inventory(), relay: default_relay() }
+        Self { inventory: default_inventory(), relay: default_relay(), traces: None }
     }
 }
 

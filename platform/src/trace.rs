@@ -1,0 +1,487 @@
+//! Spans that leave the process (decision 0029). When `OTEL_EXPORTER_OTLP_ENDPOINT` is set,
+//! every span a process records is posted to that OpenTelemetry collector over OTLP/HTTP, and
+//! one order is one trace across every process: the W3C `traceparent` travels in the outbox
+//! row and the Kafka headers, and each hop continues it.
+//!
+//! Exporting never holds up a request or an event. A finished span goes into a bounded queue
+//! that one thread of its own drains; a span that finds the queue full, or whose post fails
+//! (the collector is down or slow), is counted in `trace_spans_total{outcome}` and let go.
+//!
+//! Two hops have no code running through them: an event waiting in the outbox, and a message
+//! waiting in Kafka. The next hop knows when they began (the row's commit, the record's
+//! timestamp) and writes their spans with those times ([`Hop`]).
+//!
+//! One room, over 300 lines: the settings, the queue that exports and the helpers that write
+//! spans with known times share one switch (export on or off) and one counter.
+
+use std::collections::HashMap;
+use std::sync::LazyLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
+use std::time::{Duration, SystemTime};
+
+use opentelemetry::Context;
+use opentelemetry::global::{self, BoxedSpan};
+use opentelemetry::propagation::TextMapPropagator as _;
+use opentelemetry::trace::{
+    Link, Span as _, SpanContext, Status, TraceContextExt as _, Tracer as _, TracerProvider as _,
+};
+use opentelemetry_otlp::{Protocol, SpanExporter, WithExportConfig as _};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider, SpanData, SpanExporter as _, SpanProcessor};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+/// What callers name when they write spans with [`Hop`].
+pub use opentelemetry::KeyValue;
+pub use opentelemetry::trace::SpanKind;
+
+/// Where spans go and how many: read from the standard OpenTelemetry variables.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExportSettings {
+    /// The collector's OTLP/HTTP base address (`…:4318`); spans are posted to `/v1/traces`.
+    pub endpoint: String,
+    /// The share of new traces recorded (`OTEL_TRACES_SAMPLER_ARG`, 0 to 1); a trace that
+    /// arrives with a decision keeps it (parent-based).
+    pub ratio: f64,
+    /// Finished spans waiting to be posted, at most (`OTEL_BSP_MAX_QUEUE_SIZE`).
+    pub queue: usize,
+    /// `service.name` (`OTEL_SERVICE_NAME`, or the process's own name).
+    pub service: String,
+    /// `service.instance.id`: `INSTANCE_ID` where the process has one, else its pid.
+    pub instance: String,
+}
+
+/// Spans posted in one request to the collector, at most.
+const BATCH: usize = 512;
+
+/// A partly filled batch is posted after this long.
+const EXPORT_EVERY: Duration = Duration::from_secs(1);
+
+/// One post to the collector gives up after this long; its spans are counted as dropped.
+const POST_TIMEOUT: Duration = Duration::from_secs(3);
+
+impl ExportSettings {
+    /// `None` when `OTEL_EXPORTER_OTLP_ENDPOINT` is unset or empty: spans stay in the process.
+    pub fn from_env(service: &str) -> Result<Option<Self>, String> {
+        Self::from_vars(service, |name| std::env::var(name).ok().filter(|v| !v.trim().is_empty()))
+    }
+
+    fn from_vars(service: &str, var: impl Fn(&str) -> Option<String>) -> Result<Option<Self>, String> {
+        let Some(endpoint) = var("OTEL_EXPORTER_OTLP_ENDPOINT") else { return Ok(None) };
+        if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+            return Err(format!(
+                "OTEL_EXPORTER_OTLP_ENDPOINT must be an http:// or https:// address, not {endpoint:?}"
+            ));
+        }
+        let ratio = match var("OTEL_TRACES_SAMPLER_ARG") {
+            None => 1.0,
+            Some(text) => text
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|r| (0.0..=1.0).contains(r))
+                .ok_or_else(|| format!("OTEL_TRACES_SAMPLER_ARG must be a number from 0 to 1, not {text:?}"))?,
+        };
+        let queue = match var("OTEL_BSP_MAX_QUEUE_SIZE") {
+            None => 2048,
+            Some(text) => text
+                .trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|q| (1..=1_000_000).contains(q))
+                .ok_or_else(|| format!("OTEL_BSP_MAX_QUEUE_SIZE must be a count from 1 to 1000000, not {text:?}"))?,
+        };
+        Ok(Some(Self {
+            endpoint: format!("{}/v1/traces", endpoint.trim_end_matches('/')),
+            ratio,
+            queue,
+            service: var("OTEL_SERVICE_NAME").unwrap_or_else(|| service.to_owned()),
+            instance: var("INSTANCE_ID").unwrap_or_else(|| std::process::id().to_string()),
+        }))
+    }
+}
+
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct SpanOutcome {
+    outcome: Outcome,
+}
+
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub(crate) enum Outcome {
+    exported,
+    /// The queue was full: the collector is slower than the process makes spans.
+    dropped_queue_full,
+    /// The post failed or timed out: the collector is down or refused them.
+    dropped_export_failed,
+}
+
+static SPANS: LazyLock<Family<SpanOutcome, Counter>> = LazyLock::new(Family::default);
+
+static PROVIDER: std::sync::OnceLock<SdkTracerProvider> = std::sync::OnceLock::new();
+
+static EXPORTING: AtomicBool = AtomicBool::new(false);
+
+fn count(outcome: Outcome, spans: usize) {
+    SPANS.get_or_create(&SpanOutcome { outcome }).inc_by(spans as u64);
+}
+
+/// `trace_spans_total{outcome}`, for a process's registry.
+pub(crate) fn counters() -> Family<SpanOutcome, Counter> {
+    SPANS.clone()
+}
+
+/// Whether this process exports spans.
+pub fn exporting() -> bool {
+    EXPORTING.load(Ordering::Relaxed)
+}
+
+/// Starts exporting: the provider every span goes through, and the tracer for the
+/// `tracing` layer. Also the global tracer, which [`Hop`] uses.
+pub(crate) fn provider(settings: &ExportSettings) -> SdkTracerProvider {
+    let (queue, waiting) = sync_channel(settings.queue);
+    let resource = Resource::builder()
+        .with_service_name(settings.service.clone())
+        .with_attributes([
+            KeyValue::new("service.instance.id", settings.instance.clone()),
+            KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
+        ])
+        .build();
+    let endpoint = settings.endpoint.clone();
+    let for_exporter = resource.clone();
+    // The exporter's blocking HTTP client is made on the thread that uses it: made inside the
+    // async runtime it would refuse to be dropped there.
+    let _ = std::thread::Builder::new().name("span-export".into()).spawn(move || {
+        match SpanExporter::builder()
+            .with_http()
+            .with_protocol(Protocol::HttpBinary)
+            .with_endpoint(endpoint)
+            .with_timeout(POST_TIMEOUT)
+            .build()
+        {
+            Ok(mut exporter) => {
+                exporter.set_resource(&for_exporter);
+                drain(&waiting, &exporter);
+            }
+            Err(error) => tracing::error!(%error, "cannot create the span exporter; spans are dropped"),
+        }
+    });
+    let provider = SdkTracerProvider::builder()
+        .with_span_processor(Exporting { queue })
+        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(settings.ratio))))
+        .with_resource(resource)
+        .build();
+    global::set_tracer_provider(provider.clone());
+    let _ = PROVIDER.set(provider.clone());
+    EXPORTING.store(true, Ordering::Relaxed);
+    provider
+}
+
+/// The `tracing` layer that turns spans into OpenTelemetry spans.
+pub(crate) fn layer<S>(provider: &SdkTracerProvider, service: &str) -> impl tracing_subscriber::Layer<S> + use<S>
+where
+    S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
+{
+    tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer(service.to_owned()))
+        .with_tracked_inactivity(false)
+        .with_threads(false)
+}
+
+enum Message {
+    Span(Box<SpanData>),
+    Flush(std::sync::mpsc::Sender<()>),
+}
+
+/// The span processor: hands each finished span to the export thread, or counts it dropped.
+#[derive(Debug)]
+struct Exporting {
+    queue: SyncSender<Message>,
+}
+
+impl SpanProcessor for Exporting {
+    fn on_start(&self, _: &mut opentelemetry_sdk::trace::Span, _: &Context) {}
+
+    fn on_end(&self, span: SpanData) {
+        if self.queue.try_send(Message::Span(Box::new(span))).is_err() {
+            count(Outcome::dropped_queue_full, 1);
+        }
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.flush(POST_TIMEOUT)
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.flush(timeout)
+    }
+}
+
+impl Exporting {
+    /// Posts what is queued, waiting at most `timeout`.
+    fn flush(&self, timeout: Duration) -> OTelSdkResult {
+        let (done, finished) = std::sync::mpsc::channel();
+        self.queue.try_send(Message::Flush(done)).map_err(|_| OTelSdkError::InternalFailure("queue full".into()))?;
+        finished.recv_timeout(timeout).map_err(|_| OTelSdkError::Timeout(timeout))
+    }
+}
+
+/// The export thread: posts a batch when it is full or its first span is a second old (a
+/// steady trickle of spans must not hold a batch back until it fills).
+fn drain(waiting: &Receiver<Message>, exporter: &SpanExporter) {
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut failing = false;
+    let mut due = std::time::Instant::now() + EXPORT_EVERY;
+    loop {
+        let wait =
+            if batch.is_empty() { EXPORT_EVERY } else { due.saturating_duration_since(std::time::Instant::now()) };
+        match waiting.recv_timeout(wait) {
+            Ok(Message::Span(span)) => {
+                if batch.is_empty() {
+                    due = std::time::Instant::now() + EXPORT_EVERY;
+                }
+                batch.push(*span);
+                if batch.len() < BATCH && std::time::Instant::now() < due {
+                    continue;
+                }
+            }
+            Ok(Message::Flush(done)) => {
+                post(exporter, &mut batch, &mut failing);
+                let _ = done.send(());
+                continue;
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => {
+                post(exporter, &mut batch, &mut failing);
+                return;
+            }
+        }
+        post(exporter, &mut batch, &mut failing);
+    }
+}
+
+/// One post; a failure is logged when it starts and when it ends, not for every batch.
+fn post(exporter: &SpanExporter, batch: &mut Vec<SpanData>, failing: &mut bool) {
+    if batch.is_empty() {
+        return;
+    }
+    let spans = batch.len();
+    match futures::executor::block_on(exporter.export(std::mem::take(batch))) {
+        Ok(()) => {
+            count(Outcome::exported, spans);
+            if std::mem::take(failing) {
+                tracing::info!("the trace collector takes spans again");
+            }
+        }
+        Err(error) => {
+            count(Outcome::dropped_export_failed, spans);
+            if !std::mem::replace(failing, true) {
+                tracing::warn!(%error, spans, "cannot post spans to the trace collector; dropping them until it answers");
+            }
+        }
+    }
+}
+
+/// Posts the spans still queued, for a process about to exit.
+pub fn flush() {
+    if let Some(provider) = PROVIDER.get() {
+        let _ = provider.force_flush();
+    }
+}
+
+/// The context a well-formed W3C `traceparent` names.
+pub fn context_of(traceparent: &str) -> Option<SpanContext> {
+    let carrier = HashMap::from([("traceparent".to_owned(), traceparent.to_owned())]);
+    let context = TraceContextPropagator::new().extract(&carrier);
+    let span = context.span().span_context().clone();
+    span.is_valid().then_some(span)
+}
+
+/// `span` as a W3C `traceparent`.
+pub fn traceparent_of(span: &SpanContext) -> Option<String> {
+    span.is_valid().then(|| format!("00-{}-{}-{:02x}", span.trace_id(), span.span_id(), span.trace_flags().to_u8()))
+}
+
+/// The `traceparent` of the current span, for what it causes elsewhere (an outbox row);
+/// `None` when spans are not exported.
+pub fn current() -> Option<String> {
+    if !exporting() {
+        return None;
+    }
+    traceparent_of(tracing::Span::current().context().span().span_context())
+}
+
+/// `trace` continued from the current span: what a write records for the hop it causes (an
+/// outbox row's parent is the statement that wrote it).
+pub fn from_here(trace: &schema::envelope::Trace) -> schema::envelope::Trace {
+    schema::envelope::Trace {
+        correlation_id: trace.correlation_id.clone(),
+        traceparent: current().or_else(|| trace.traceparent.clone()),
+    }
+}
+
+/// Makes `span` (not yet entered) a child of `traceparent`, the context of the hop before.
+pub fn continues(span: &tracing::Span, traceparent: Option<&str>) {
+    if let Some(parent) = traceparent.filter(|_| exporting()).and_then(context_of) {
+        let _ = span.set_parent(Context::new().with_remote_span_context(parent));
+    }
+}
+
+/// Records the trace id of `span` (declared with an empty `trace_id` field, its parent set)
+/// so that the log lines inside it carry it.
+pub fn name_in_logs(span: &tracing::Span) {
+    if exporting() {
+        span.record("trace_id", tracing::field::display(context(span).trace_id()));
+    }
+}
+
+/// Links `span` to each of `contexts` (a batch to the events it carries).
+pub fn link(span: &tracing::Span, contexts: impl IntoIterator<Item = SpanContext>) {
+    if exporting() {
+        for context in contexts {
+            span.add_link(context);
+        }
+    }
+}
+
+/// The OpenTelemetry context of a `tracing` span, for links.
+pub fn context(span: &tracing::Span) -> SpanContext {
+    span.context().span().span_context().clone()
+}
+
+/// A hop written by the code around it rather than inside it: started and ended at given
+/// times, the child of a `traceparent` from another process. Without export, or without a
+/// well-formed parent, it records nothing.
+pub struct Hop {
+    span: Option<BoxedSpan>,
+}
+
+impl std::fmt::Debug for Hop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hop").field("context", &self.context()).finish()
+    }
+}
+
+impl Hop {
+    /// Starts `name` at `started`, under `parent`.
+    pub fn start(
+        name: &'static str,
+        kind: SpanKind,
+        parent: Option<&str>,
+        started: SystemTime,
+        attributes: Vec<KeyValue>,
+    ) -> Self {
+        let Some(parent) = parent.filter(|_| exporting()).and_then(context_of) else { return Self { span: None } };
+        let tracer = global::tracer("order-system");
+        let span = tracer
+            .span_builder(name)
+            .with_kind(kind)
+            .with_start_time(started)
+            .with_attributes(attributes)
+            .start_with_context(&tracer, &Context::new().with_remote_span_context(parent));
+        Self { span: Some(span) }
+    }
+
+    /// A hop that began at `started` and ended at `ended`, in one call.
+    pub fn record(
+        name: &'static str,
+        kind: SpanKind,
+        parent: Option<&str>,
+        (started, ended): (SystemTime, SystemTime),
+        attributes: Vec<KeyValue>,
+    ) -> Option<SpanContext> {
+        let hop = Self::start(name, kind, parent, started, attributes);
+        let context = hop.context();
+        hop.end(ended, None);
+        context
+    }
+
+    /// This hop's context, for the next hop's parent or a batch's link.
+    pub fn context(&self) -> Option<SpanContext> {
+        self.span.as_ref().map(|span| span.span_context().clone()).filter(SpanContext::is_valid)
+    }
+
+    /// This hop's context as a `traceparent`.
+    pub fn traceparent(&self) -> Option<String> {
+        self.context().as_ref().and_then(traceparent_of)
+    }
+
+    /// Ends the hop at `ended`; `error` marks it failed.
+    pub fn end(self, ended: SystemTime, error: Option<&str>) {
+        if let Some(mut span) = self.span {
+            if let Some(error) = error {
+                span.set_status(Status::error(error.to_owned()));
+            }
+            span.end_with_timestamp(ended);
+        }
+    }
+}
+
+/// A span for work done for many traces at once (a relay's batch, a consumer's batch
+/// transaction): a trace of its own, linked to each of theirs.
+pub fn batch(
+    name: &'static str,
+    (started, ended): (SystemTime, SystemTime),
+    links: Vec<SpanContext>,
+    attributes: Vec<KeyValue>,
+) {
+    if !exporting() {
+        return;
+    }
+    let tracer = global::tracer("order-system");
+    let mut span = tracer
+        .span_builder(name)
+        .with_kind(SpanKind::Internal)
+        .with_start_time(started)
+        .with_attributes(attributes)
+        .with_links(links.into_iter().map(Link::with_context).collect())
+        .start(&tracer);
+    span.end_with_timestamp(ended);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let pairs: Vec<(String, String)> = pairs.iter().map(|(n, v)| ((*n).to_owned(), (*v).to_owned())).collect();
+        move |name| pairs.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone())
+    }
+
+    #[test]
+    fn export_is_off_without_an_endpoint_and_checked_with_one() {
+        assert_eq!(ExportSettings::from_vars("order", vars(&[])), Ok(None));
+        let on = ExportSettings::from_vars("order", vars(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318/")]))
+            .expect("valid")
+            .expect("on");
+        assert_eq!((on.endpoint.as_str(), on.ratio, on.queue), ("http://127.0.0.1:4318/v1/traces", 1.0, 2048));
+        assert_eq!(on.service, "order");
+        for (name, value) in [
+            ("OTEL_TRACES_SAMPLER_ARG", "2"),
+            ("OTEL_TRACES_SAMPLER_ARG", "half"),
+            ("OTEL_BSP_MAX_QUEUE_SIZE", "0"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "127.0.0.1:4318"),
+        ] {
+            let endpoint = if name == "OTEL_EXPORTER_OTLP_ENDPOINT" { value } else { "http://c:4318" };
+            let error =
+                ExportSettings::from_vars("order", vars(&[("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint), (name, value)]))
+                    .expect_err(value);
+            assert!(error.contains(name), "{error}");
+        }
+    }
+
+    #[test]
+    fn a_traceparent_reads_back_as_itself_and_garbage_names_nothing() {
+        let text = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let context = context_of(text).expect("well-formed");
+        assert_eq!(traceparent_of(&context).as_deref(), Some(text));
+        for bad in ["", "00-zz-00f067aa0ba902b7-01", "00-00000000000000000000000000000000-00f067aa0ba902b7-01"] {
+            assert!(context_of(bad).is_none(), "{bad}");
+        }
+    }
+}

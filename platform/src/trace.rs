@@ -78,24 +78,15 @@ impl ExportSettings {
                 "OTEL_EXPORTER_OTLP_ENDPOINT must be an http:// or https:// address, not {endpoint:?}"
             ));
         }
-        let ratio = match var("OTEL_TRACES_SAMPLER_ARG") {
-            None => 1.0,
-            Some(text) => text
-                .trim()
-                .parse::<f64>()
-                .ok()
-                .filter(|r| (0.0..=1.0).contains(r))
-                .ok_or_else(|| format!("OTEL_TRACES_SAMPLER_ARG must be a number from 0 to 1, not {text:?}"))?,
-        };
-        let queue = match var("OTEL_BSP_MAX_QUEUE_SIZE") {
-            None => 2048,
-            Some(text) => text
-                .trim()
-                .parse::<usize>()
-                .ok()
-                .filter(|q| (1..=1_000_000).contains(q))
-                .ok_or_else(|| format!("OTEL_BSP_MAX_QUEUE_SIZE must be a count from 1 to 1000000, not {text:?}"))?,
-        };
+        let ratio =
+            parsed(&var, "OTEL_TRACES_SAMPLER_ARG", 1.0, |r: &f64| (0.0..=1.0).contains(r), "a number from 0 to 1")?;
+        let queue = parsed(
+            &var,
+            "OTEL_BSP_MAX_QUEUE_SIZE",
+            2048,
+            |q: &usize| (1..=1_000_000).contains(q),
+            "a count from 1 to 1000000",
+        )?;
         Ok(Some(Self {
             endpoint: format!("{}/v1/traces", endpoint.trim_end_matches('/')),
             ratio,
@@ -103,6 +94,25 @@ impl ExportSettings {
             service: var("OTEL_SERVICE_NAME").unwrap_or_else(|| service.to_owned()),
             instance: var("INSTANCE_ID").unwrap_or_else(|| std::process::id().to_string()),
         }))
+    }
+}
+
+/// The variable `name` read as a `T` that `valid` accepts, or `default` when it is unset.
+fn parsed<T: std::str::FromStr>(
+    var: &impl Fn(&str) -> Option<String>,
+    name: &str,
+    default: T,
+    valid: impl Fn(&T) -> bool,
+    what: &str,
+) -> Result<T, String> {
+    match var(name) {
+        None => Ok(default),
+        Some(text) => text
+            .trim()
+            .parse::<T>()
+            .ok()
+            .filter(|v| valid(v))
+            .ok_or_else(|| format!("{name} must be {what}, not {text:?}")),
     }
 }
 

@@ -65,7 +65,7 @@ binaries = set(re.findall(r"target/release/([\w-]+)", (root / "compose/Dockerfil
 
 
 # The standard OpenTelemetry variables every process reads (platform/src/trace.rs).
-otel_variables = set(re.findall(r'var\("((?:OTEL|INSTANCE)_[A-Z_]+)"\)', (root / "platform/src/trace.rs").read_text()))
+otel_variables = set(re.findall(r'"((?:OTEL|INSTANCE)_[A-Z_]+)"', (root / "platform/src/trace.rs").read_text()))
 
 
 def env_problem(name):

@@ -241,7 +241,8 @@ postgres_bin_dir() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tai
 ensure_packages() {
   local missing=()
   command -v supervisord >/dev/null || missing+=(supervisor)
-  command -v kcat >/dev/null || missing+=(kcat)
+  # `type -P`: common.sh defines a kcat function, which `command -v` would find.
+  type -P kcat >/dev/null || missing+=(kcat)
   command -v cmake >/dev/null || missing+=(cmake)
   # rdkafka-sys builds librdkafka with OpenSSL (SASL/SCRAM, TLS: decision 0028).
   [ -f /usr/include/openssl/ssl.h ] || missing+=(libssl-dev)

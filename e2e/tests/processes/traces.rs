@@ -1,6 +1,7 @@
 //! One trace per order, read back from a real Jaeger (decision 0029): every hop is there, each
 //! span's parent is in the trace, and both Kafka hops keep the chain; a collector that is
-//! down costs the orders nothing and its dropped spans are counted.
+//! down costs the orders nothing and its dropped spans are counted. A shipment is a trace of its
+//! own, checked the same way.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -75,12 +76,77 @@ fn hops(system: &Processes) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// What a shipment's trace must hold once the order is SHIPPED.
+fn ship_hops(system: &Processes) -> Vec<(&'static str, String)> {
+    let (orders, inventory) = (&system.topics.orders, &system.topics.inventory);
+    vec![
+        ("order", "POST /orders/{id}/ship".into()),
+        ("order", "order.ship".into()),
+        ("order", "order.wait".into()),
+        ("relay", "outbox.wait".into()),
+        ("relay", "relay.publish".into()),
+        ("inventory", "kafka".into()),
+        ("inventory", format!("consume {orders}")),
+        ("inventory", "inbox.dedup".into()),
+        ("inventory", "handle OrderReadyToShip".into()),
+        ("order", "kafka".into()),
+        ("order", format!("consume {inventory}")),
+        ("order", "handle InventoryShipped".into()),
+    ]
+}
+
 fn missing(spans: &[Span], wanted: &[(&'static str, String)]) -> Vec<String> {
     wanted
         .iter()
         .filter(|(service, name)| !spans.iter().any(|s| s.service == *service && s.name == *name))
         .map(|(service, name)| format!("{service}:{name}"))
         .collect()
+}
+
+/// The one trace of order `id` that starts with `first` (its `order.accept` or `order.ship`),
+/// once it has every hop in `wanted`, both publishes, one root (the request) and no span whose
+/// parent is missing, and no trace tagged with the order starts elsewhere; fails after 30 s
+/// with what it has.
+async fn whole_trace(
+    jaeger: &Jaeger,
+    system: &Processes,
+    id: &str,
+    first: &str,
+    wanted: &[(&'static str, String)],
+) -> (Value, Vec<Span>) {
+    let starts = |spans: &[Span], name: &str| spans.iter().any(|s| s.service == "order" && s.name == name);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let (trace, spans) = loop {
+        let tagged = jaeger.traces_tagged("order", "order_id", id).await;
+        let stray = tagged.iter().any(|t| {
+            let spans = spans_of(t);
+            !starts(&spans, "order.accept") && !starts(&spans, "order.ship")
+        });
+        let traces: Vec<&Value> = tagged.iter().filter(|t| starts(&spans_of(t), first)).collect();
+        if let ([trace], false) = (traces.as_slice(), stray) {
+            let spans = spans_of(trace);
+            if missing(&spans, wanted).is_empty() && spans.iter().filter(|s| s.name == "relay.publish").count() == 2 {
+                break ((*trace).clone(), spans);
+            }
+        }
+        let seen: Vec<Vec<String>> =
+            tagged.iter().map(|t| spans_of(t).iter().map(|s| format!("{}:{}", s.service, s.name)).collect()).collect();
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "order {id}: want one trace with {wanted:?}; have {seen:?} (logs: {})",
+            system.logs.display()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    // One root, the request; every other span's parent is in the trace (no orphans).
+    let ids_in_trace: std::collections::HashSet<&str> = spans.iter().map(|s| s.id.as_str()).collect();
+    let roots: Vec<&Span> = spans.iter().filter(|s| s.parent.is_none()).collect();
+    assert_eq!(roots.len(), 1, "order {id}: roots {roots:?}");
+    assert_eq!((roots[0].service.as_str(), roots[0].name.clone()), wanted[0], "order {id}");
+    let orphans: Vec<&Span> =
+        spans.iter().filter(|s| s.parent.as_deref().is_some_and(|p| !ids_in_trace.contains(p))).collect();
+    assert!(orphans.is_empty(), "order {id}: spans whose parent is not in the trace: {orphans:?}");
+    (trace, spans)
 }
 
 #[tokio::test]
@@ -105,37 +171,7 @@ async fn every_order_is_one_trace_whose_hops_chain_across_both_kafka_topics() {
 
     let wanted = hops(&system);
     for id in &ids {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        let (trace, spans) = loop {
-            let traces = jaeger.traces_tagged("order", "order_id", id).await;
-            if let [trace] = traces.as_slice() {
-                let spans = spans_of(trace);
-                if missing(&spans, &wanted).is_empty()
-                    && spans.iter().filter(|s| s.name == "relay.publish").count() == 2
-                {
-                    break (trace.clone(), spans);
-                }
-            }
-            let seen: Vec<Vec<String>> = traces
-                .iter()
-                .map(|t| spans_of(t).iter().map(|s| format!("{}:{}", s.service, s.name)).collect())
-                .collect();
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "order {id}: want one trace with {wanted:?}; have {seen:?} (logs: {})",
-                system.logs.display()
-            );
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        };
-
-        // One root, the request; every other span's parent is in the trace (no orphans).
-        let ids_in_trace: std::collections::HashSet<&str> = spans.iter().map(|s| s.id.as_str()).collect();
-        let roots: Vec<&Span> = spans.iter().filter(|s| s.parent.is_none()).collect();
-        assert_eq!(roots.len(), 1, "order {id}: roots {roots:?}");
-        assert_eq!((roots[0].service.as_str(), roots[0].name.as_str()), ("order", "POST /orders"));
-        let orphans: Vec<&Span> =
-            spans.iter().filter(|s| s.parent.as_deref().is_some_and(|p| !ids_in_trace.contains(p))).collect();
-        assert!(orphans.is_empty(), "order {id}: spans whose parent is not in the trace: {orphans:?}");
+        let (trace, spans) = whole_trace(&jaeger, &system, id, "order.accept", &wanted).await;
 
         // The way back hangs from the way there: the order's handling of InventoryReserved
         // descends from inventory's handling of OrderPlaced, through both Kafka hops.
@@ -170,6 +206,20 @@ async fn every_order_is_one_trace_whose_hops_chain_across_both_kafka_topics() {
     let bars = drawn["traces"][0]["spans"].as_array().expect("bars");
     assert!(bars.len() >= wanted.len(), "{drawn}");
     assert_eq!(bars[0]["name"], "POST /orders", "{drawn}");
+
+    // A shipment is a trace of its own, from the operator's request to the order's SHIPPED.
+    let shipped = system
+        .http
+        .post(format!("{}/orders/{}/ship", system.order.url(), ids[0]))
+        .bearer_auth(system.keys.operator_token("packer-1"))
+        .header("Idempotency-Key", "ship-traced-0")
+        .header("Prefer", "wait=5")
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(shipped.status(), 200, "{:?}", shipped.text().await);
+    let shipment = ship_hops(&system);
+    whole_trace(&jaeger, &system, &ids[0], "order.ship", &shipment).await;
     system.stop().await;
 }
 

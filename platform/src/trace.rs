@@ -51,6 +51,10 @@ pub struct ExportSettings {
     pub ratio: f64,
     /// Finished spans waiting to be posted, at most (`OTEL_BSP_MAX_QUEUE_SIZE`).
     pub queue: usize,
+    /// A partly filled batch is posted this long after its first span
+    /// (`OTEL_BSP_SCHEDULE_DELAY`, milliseconds). What a process killed outright loses is the
+    /// spans of this last stretch, so it is short: 200 ms by default, not the standard's 5 s.
+    pub delay: Duration,
     /// `service.name` (`OTEL_SERVICE_NAME`, or the process's own name).
     pub service: String,
     /// `service.instance.id`: `INSTANCE_ID` where the process has one, else its pid.
@@ -59,9 +63,6 @@ pub struct ExportSettings {
 
 /// Spans posted in one request to the collector, at most.
 const BATCH: usize = 512;
-
-/// A partly filled batch is posted after this long.
-const EXPORT_EVERY: Duration = Duration::from_secs(1);
 
 /// One post to the collector gives up after this long; its spans are counted as dropped.
 const POST_TIMEOUT: Duration = Duration::from_secs(3);
@@ -88,10 +89,18 @@ impl ExportSettings {
             |q: &usize| (1..=1_000_000).contains(q),
             "a count from 1 to 1000000",
         )?;
+        let delay = parsed(
+            &var,
+            "OTEL_BSP_SCHEDULE_DELAY",
+            200,
+            |ms: &u64| (1..=60_000).contains(ms),
+            "milliseconds from 1 to 60000",
+        )?;
         Ok(Some(Self {
             endpoint: format!("{}/v1/traces", endpoint.trim_end_matches('/')),
             ratio,
             queue,
+            delay: Duration::from_millis(delay),
             service: var("OTEL_SERVICE_NAME").unwrap_or_else(|| service.to_owned()),
             instance: var("INSTANCE_ID").unwrap_or_else(|| std::process::id().to_string()),
         }))
@@ -163,7 +172,7 @@ pub(crate) fn provider(settings: &ExportSettings) -> SdkTracerProvider {
             KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
         ])
         .build();
-    let endpoint = settings.endpoint.clone();
+    let (endpoint, delay) = (settings.endpoint.clone(), settings.delay);
     let for_exporter = resource.clone();
     // The exporter's blocking HTTP client is made on the thread that uses it: made inside the
     // async runtime it would refuse to be dropped there.
@@ -177,7 +186,7 @@ pub(crate) fn provider(settings: &ExportSettings) -> SdkTracerProvider {
         {
             Ok(mut exporter) => {
                 exporter.set_resource(&for_exporter);
-                drain(&waiting, &exporter);
+                drain(&waiting, &exporter, delay);
             }
             Err(error) => tracing::error!(%error, "cannot create the span exporter; spans are dropped"),
         }
@@ -251,17 +260,16 @@ impl Exporting {
 
 /// The export thread: posts a batch when it is full or its first span is a second old (a
 /// steady trickle of spans must not hold a batch back until it fills).
-fn drain(waiting: &Receiver<Message>, exporter: &SpanExporter) {
+fn drain(waiting: &Receiver<Message>, exporter: &SpanExporter, delay: Duration) {
     let mut batch = Vec::with_capacity(BATCH);
     let mut failing = false;
-    let mut due = std::time::Instant::now() + EXPORT_EVERY;
+    let mut due = std::time::Instant::now() + delay;
     loop {
-        let wait =
-            if batch.is_empty() { EXPORT_EVERY } else { due.saturating_duration_since(std::time::Instant::now()) };
+        let wait = if batch.is_empty() { delay } else { due.saturating_duration_since(std::time::Instant::now()) };
         match waiting.recv_timeout(wait) {
             Ok(Message::Span(span)) => {
                 if batch.is_empty() {
-                    due = std::time::Instant::now() + EXPORT_EVERY;
+                    due = std::time::Instant::now() + delay;
                 }
                 batch.push(*span);
                 if batch.len() < BATCH && std::time::Instant::now() < due {
@@ -477,12 +485,17 @@ mod tests {
         let on = ExportSettings::from_vars("order", vars(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318/")]))
             .expect("valid")
             .expect("on");
-        assert_eq!((on.endpoint.as_str(), on.ratio, on.queue), ("http://127.0.0.1:4318/v1/traces", 1.0, 2048));
+        assert_eq!(
+            (on.endpoint.as_str(), on.ratio, on.queue, on.delay),
+            ("http://127.0.0.1:4318/v1/traces", 1.0, 2048, Duration::from_millis(200))
+        );
         assert_eq!(on.service, "order");
         for (name, value) in [
             ("OTEL_TRACES_SAMPLER_ARG", "2"),
             ("OTEL_TRACES_SAMPLER_ARG", "half"),
             ("OTEL_BSP_MAX_QUEUE_SIZE", "0"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "0"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "1s"),
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "127.0.0.1:4318"),
         ] {
             let endpoint = if name == "OTEL_EXPORTER_OTLP_ENDPOINT" { value } else { "http://c:4318" };

@@ -57,42 +57,34 @@ fn ancestry(spans: &[Span], span: &Span) -> Vec<String> {
     names
 }
 
-/// What a placement's trace must hold, in (service, name) pairs, once its reply has come back.
-fn hops(system: &Processes) -> Vec<(&'static str, String)> {
+/// What a trace must hold, in (service, name) pairs, once its reply has come back: the
+/// request and its step in the order service, the event there and the answer back.
+fn hops_of(system: &Processes, request: &str, step: &str, there: &str, back: &str) -> Vec<(&'static str, String)> {
     let (orders, inventory) = (&system.topics.orders, &system.topics.inventory);
     vec![
-        ("order", "POST /orders".into()),
-        ("order", "order.accept".into()),
+        ("order", request.into()),
+        ("order", step.into()),
         ("order", "order.wait".into()),
         ("relay", "outbox.wait".into()),
         ("relay", "relay.publish".into()),
         ("inventory", "kafka".into()),
         ("inventory", format!("consume {orders}")),
         ("inventory", "inbox.dedup".into()),
-        ("inventory", "handle OrderPlaced".into()),
+        ("inventory", format!("handle {there}")),
         ("order", "kafka".into()),
         ("order", format!("consume {inventory}")),
-        ("order", "handle InventoryReserved".into()),
+        ("order", format!("handle {back}")),
     ]
 }
 
-/// What a shipment's trace must hold once the order is SHIPPED.
+/// A placement's trace.
+fn hops(system: &Processes) -> Vec<(&'static str, String)> {
+    hops_of(system, "POST /orders", "order.accept", "OrderPlaced", "InventoryReserved")
+}
+
+/// A shipment's trace, once the order is SHIPPED.
 fn ship_hops(system: &Processes) -> Vec<(&'static str, String)> {
-    let (orders, inventory) = (&system.topics.orders, &system.topics.inventory);
-    vec![
-        ("order", "POST /orders/{id}/ship".into()),
-        ("order", "order.ship".into()),
-        ("order", "order.wait".into()),
-        ("relay", "outbox.wait".into()),
-        ("relay", "relay.publish".into()),
-        ("inventory", "kafka".into()),
-        ("inventory", format!("consume {orders}")),
-        ("inventory", "inbox.dedup".into()),
-        ("inventory", "handle OrderReadyToShip".into()),
-        ("order", "kafka".into()),
-        ("order", format!("consume {inventory}")),
-        ("order", "handle InventoryShipped".into()),
-    ]
+    hops_of(system, "POST /orders/{id}/ship", "order.ship", "OrderReadyToShip", "InventoryShipped")
 }
 
 fn missing(spans: &[Span], wanted: &[(&'static str, String)]) -> Vec<String> {

@@ -351,6 +351,23 @@ impl Pipeline {
             }
             let outcome = ReadOutcome { rows: returned.len(), limit, last_taken: ids.last().copied(), all_taken };
             let segment = lane.reader.read(read, &fetched.snapshot, outcome, &self.ticks);
+            tracing::trace!(
+                lane = read.lane,
+                lo = %read.lo,
+                hi = %segment.hi,
+                opened = read.hi.is_none(),
+                after = read.after,
+                late = ?read.late,
+                start = segment.after,
+                rows = returned.len(),
+                first = returned.first().map(|row| row.id),
+                last = segment.last,
+                closes = segment.closes,
+                hi_floor = segment.hi_floor,
+                next_xid = fetched.next_xid,
+                seq = fetched.seq,
+                "lane read"
+            );
             lane.caught_up = segment.closes;
             lane.held = !all_taken;
             let id = self.next_segment;

@@ -27,6 +27,7 @@ mod operator;
 mod poison;
 mod redelivery;
 mod relay_failover;
+mod relay_stress;
 mod retention;
 mod shipping;
 mod slow_clients;

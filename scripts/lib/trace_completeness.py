@@ -108,6 +108,12 @@ def main():
             totals[f"{who} {what}"] += float(n)
         for what, n in sorted(totals.items()):
             print(f"  counted as dropped: {what} {n:.0f}")
+    collector = out / "jaeger-dropped.txt"
+    if collector.exists():
+        for line in collector.read_text().splitlines():
+            name, value = line.rsplit(" ", 1)
+            if float(value) > 0:
+                print(f"  the collector counted: {name} {float(value):.0f}")
     drill = out / "drill.txt"
     if drill.exists():
         print("drill:\n" + drill.read_text().rstrip())

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod databases;
 pub mod kafka;
 pub mod options;
+pub mod outbox;
 pub mod processes;
 pub mod prometheus;
 pub mod system;

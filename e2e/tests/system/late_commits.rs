@@ -6,8 +6,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
-use diesel::sql_types::{Text, Uuid};
-use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection as _};
+use diesel_async::{AsyncPgConnection, SimpleAsyncConnection as _};
 use e2e::{TestSystem, kafka};
 use rdkafka::Message as _;
 
@@ -18,20 +17,9 @@ const KEYS: usize = 60;
 
 /// Writes event `seq` of `key` for `topic` into the outbox, on `conn`'s transaction.
 async fn write(conn: &mut AsyncPgConnection, topic: &str, key: &str, seq: usize) -> uuid::Uuid {
-    let event_id = uuid::Uuid::now_v7();
-    let envelope = serde_json::json!({ "event_id": event_id, "key": key, "seq": seq }).to_string();
-    diesel::sql_query(
-        "INSERT INTO outbox_log (event_id, topic, message_key, event_type, correlation_id, envelope)
-         VALUES ($1, $2, $3, 'Test', 'late-commits', $4::jsonb)",
-    )
-    .bind::<Uuid, _>(event_id)
-    .bind::<Text, _>(topic)
-    .bind::<Text, _>(key)
-    .bind::<Text, _>(envelope)
-    .execute(conn)
-    .await
-    .expect("outbox row written");
-    event_id
+    e2e::outbox::write_test_event(conn, topic, key, "late-commits", serde_json::json!({ "key": key, "seq": seq }))
+        .await
+        .event_id
 }
 
 #[tokio::test]

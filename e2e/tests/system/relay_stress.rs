@@ -6,9 +6,8 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use diesel::QueryableByName;
-use diesel::sql_types::{BigInt, Text, Uuid};
-use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection as _};
+use diesel_async::SimpleAsyncConnection as _;
+use e2e::outbox::write_test_event;
 use e2e::{TestSystem, kafka};
 use rdkafka::Message as _;
 
@@ -26,16 +25,6 @@ impl Dice {
     }
 }
 
-#[derive(QueryableByName)]
-struct Written {
-    #[diesel(sql_type = BigInt)]
-    id: i64,
-    #[diesel(sql_type = Text)]
-    tx: String,
-    #[diesel(sql_type = diesel::sql_types::SmallInt)]
-    lane: i16,
-}
-
 /// One row: where it went, for the report of a row that never arrived.
 struct Row {
     id: i64,
@@ -43,23 +32,6 @@ struct Row {
     lane: i16,
     writer: u64,
     committed_at: chrono::DateTime<chrono::Utc>,
-}
-
-async fn insert(conn: &mut AsyncPgConnection, topic: &str, key: &str) -> (uuid::Uuid, Written) {
-    let event_id = uuid::Uuid::now_v7();
-    let envelope = serde_json::json!({ "event_id": event_id }).to_string();
-    let written: Written = diesel::sql_query(
-        "INSERT INTO outbox_log (event_id, topic, message_key, event_type, correlation_id, envelope)
-         VALUES ($1, $2, $3, 'Test', 'relay-stress', $4::jsonb) RETURNING id, tx::text AS tx, lane",
-    )
-    .bind::<Uuid, _>(event_id)
-    .bind::<Text, _>(topic)
-    .bind::<Text, _>(key)
-    .bind::<Text, _>(envelope)
-    .get_result(conn)
-    .await
-    .expect("outbox row written");
-    (event_id, written)
 }
 
 /// Writes transactions of random shapes until `until`; returns the rows that committed.
@@ -80,7 +52,7 @@ async fn writer(url: String, topic: String, number: u64, until: Instant) -> Hash
         for _ in 0..rows {
             serial += 1;
             let key = format!("w{number}-{}", serial % 50);
-            these.push(insert(&mut conn, &topic, &key).await);
+            these.push(write_test_event(&mut conn, &topic, &key, "relay-stress", serde_json::json!({})).await);
             if dice.roll(5) == 0 {
                 tokio::time::sleep(Duration::from_millis(dice.roll(5))).await;
             }
@@ -96,8 +68,8 @@ async fn writer(url: String, topic: String, number: u64, until: Instant) -> Hash
         }
         conn.batch_execute("COMMIT").await.expect("commit");
         let committed_at = chrono::Utc::now();
-        for (event_id, w) in these {
-            committed.insert(event_id, Row { id: w.id, tx: w.tx, lane: w.lane, writer: number, committed_at });
+        for w in these {
+            committed.insert(w.event_id, Row { id: w.id, tx: w.tx, lane: w.lane, writer: number, committed_at });
         }
     }
     committed

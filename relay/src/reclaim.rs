@@ -74,13 +74,13 @@ pub struct Reclaimed {
     pub busy: Vec<i64>,
 }
 
+/// The newest id handed out (never ahead of it: `outbox_last_id()`, messaging migration
+/// 000012) and the lowest floor of any lane.
+pub(crate) const BOUNDS: &str =
+    "SELECT outbox_last_id() AS last_id, (SELECT COALESCE(min(floor_id), 0) FROM outbox_lanes) AS min_floor";
+
 async fn bounds(conn: &mut AsyncPgConnection) -> diesel::QueryResult<Bounds> {
-    diesel::sql_query(
-        "SELECT (SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END FROM outbox_id_seq) AS last_id,
-                (SELECT COALESCE(min(floor_id), 0) FROM outbox_lanes) AS min_floor",
-    )
-    .get_result(conn)
-    .await
+    diesel::sql_query(BOUNDS).get_result(conn).await
 }
 
 /// Truncates the partitions of the outbox log that every lane has published past, on

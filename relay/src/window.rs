@@ -22,7 +22,10 @@
 //! at or below. Writers take their transaction id before they draw an outbox id
 //! (`outbox_next_id()`). So if a read saw the id sequence at `seq`, and a later read saw
 //! Postgres about to hand out transaction id `next_xid`, then every transaction with an id at
-//! or above `next_xid` drew all its outbox ids above `seq` ([`Ticks`]). A window's rows come from
+//! or above `next_xid` drew all its outbox ids above `seq` ([`Ticks`]). This needs `seq` never
+//! to be ahead of the ids handed out: a plain `SELECT last_value` of the sequence can be, by
+//! up to 32, so reads take it from `outbox_last_id()` (messaging migration 000012, decision
+//! 0026). A window's rows come from
 //! transactions that `lo` did not see. Those are the ones `lo` lists as running, and the ones
 //! from `lo.xmax` on. The floor of the newer ones comes from the ticks. A running one that has
 //! committed since is looked up in the read statement itself, and only it lowers the floor.

@@ -250,6 +250,8 @@ ensure_packages() {
   command -v curl >/dev/null || missing+=(curl)
   command -v jq >/dev/null || missing+=(jq)
   command -v psql >/dev/null || missing+=(postgresql-client)
+  # scripts/sequence-race pauses Postgres backends with it.
+  command -v gdb >/dev/null || missing+=(gdb)
   [ -n "$(postgres_bin_dir)" ] || missing+=(postgresql)
   command -v promtool >/dev/null || missing+=(prometheus)
   command -v chromium >/dev/null || missing+=(chromium)

@@ -1,0 +1,1 @@
+DROP FUNCTION outbox_last_id();

@@ -10,6 +10,21 @@
 -- a bound on the ids drawn so far (relay/src/window.rs, "floors"). One that was 32 too high
 -- made a floor skip the rows in between: 26 events were never published.
 -- pg_sequence_last_value() reads the tuple while it holds the buffer lock.
-CREATE FUNCTION outbox_last_id() RETURNS bigint LANGUAGE sql VOLATILE AS $$
-    SELECT COALESCE(pg_sequence_last_value('outbox_id_seq'), 0)
-$$;
+--
+-- It answers NULL when no id has been handed out yet: then 0 is below every id. Newer
+-- Postgres versions also answer NULL to a caller without the right to read the sequence.
+-- 0 would then hold every floor at the log's start and keep every partition from being given
+-- back, without a word, so that case is an error.
+CREATE FUNCTION outbox_last_id() RETURNS bigint LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    last bigint := pg_sequence_last_value('outbox_id_seq');
+BEGIN
+    IF last IS NOT NULL THEN
+        RETURN last;
+    END IF;
+    IF NOT has_sequence_privilege('outbox_id_seq', 'SELECT,USAGE') THEN
+        RAISE EXCEPTION 'outbox_last_id(): % may not read the sequence outbox_id_seq', current_user
+            USING HINT = 'GRANT SELECT ON SEQUENCE outbox_id_seq to the relay''s role';
+    END IF;
+    RETURN 0;
+END $$;

@@ -200,8 +200,14 @@ impl Broker {
 }
 
 impl Drop for Broker {
+    /// Kills the broker; its folder goes too, unless the test is failing: then its log is
+    /// what tells whether a client that never got through had a broker to get through to.
     fn drop(&mut self) {
         self.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if std::thread::panicking() {
+            eprintln!("the test broker's log is kept: {}", self.dir.join("broker.log").display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }

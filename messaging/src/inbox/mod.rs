@@ -15,7 +15,8 @@
 //! - [`stall`]: a partition whose oldest failing event has failed for too long shows in
 //!   `/health` and in `consumer_stalled_seconds`;
 //! - `close`: a stopping consumer commits, leaves its group (decision 0027) and closes;
-//! - `lag`: the `consumer_lag_messages` gauge; [`retention`]: giving back the days of the inbox log older than the retention.
+//! - `lag`: the `consumer_lag_messages` gauge; [`retention`]: giving back the days of the inbox log older than the retention;
+//! - `reports`: the errors the client reports between messages, read through at once.
 //!
 //! [`InboxConsumer::run`] returns an error when the consumer cannot work (it cannot
 //! subscribe, or its loop was made to fail): the service treats that as fatal, so a process
@@ -34,6 +35,7 @@ pub mod handler;
 mod health;
 mod lag;
 pub mod poison;
+mod reports;
 pub mod retention;
 mod sequence;
 pub mod stall;
@@ -56,6 +58,7 @@ pub use self::current::CurrentConsumer;
 pub use self::handler::{Committed, Coordinates, Failure, HandleError, Handler, Outcome, apply_once, refuse_once};
 pub use self::health::ConsumerHealth;
 pub use self::poison::PoisonPolicy;
+use self::reports::ClientReports;
 pub use self::retention::{retain, retain_periodically};
 use self::sequence::Sequencer;
 pub use self::stall::{Stall, Stalls};
@@ -295,6 +298,7 @@ async fn consume<H: Handler>(
 ) -> Result<(), ConsumeError> {
     let permits = Arc::new(Semaphore::new(max_in_flight));
     let mut tasks = JoinSet::new();
+    let mut reports = ClientReports::default();
     let result = loop {
         if let Err(fault) = platform::crash::point(CONSUME_LOOP_POINT) {
             break Err(fault.into());
@@ -318,8 +322,7 @@ async fn consume<H: Handler>(
             Err(error) if is_fatal(&error) => break Err(ConsumeError::Fatal(error)),
             Err(error) => {
                 // The client reconnects by itself; its errors here are reports, not ends.
-                tracing::warn!(%error, "kafka consumer error; continuing");
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                reports.take(&error).await;
                 continue;
             }
         };

@@ -291,7 +291,11 @@ impl OutboxRelay {
         };
         crate::hops::settled(std::mem::take(&mut answered.hops), &answered.acknowledged, answered.delivered_in);
         // Acknowledged, its position not yet written: a crash here publishes the batch again.
-        platform::crash::point(crate::AFTER_PUBLISH_BEFORE_POSITION)?;
+        // Only a batch the broker took part of is that moment; one it refused entirely (say,
+        // before the principal's ACLs reached it) has published nothing.
+        if answered.acknowledged.iter().any(|ok| *ok) {
+            platform::crash::point(crate::AFTER_PUBLISH_BEFORE_POSITION)?;
+        }
         self.metrics.stage(Stage::delivery, answered.delivered_in);
         let now = chrono::Utc::now();
         for row in answered.acknowledged_rows() {

@@ -293,7 +293,7 @@ impl OutboxRelay {
         // Acknowledged, its position not yet written: a crash here publishes the batch again.
         // Only a batch the broker took part of is that moment; one it refused entirely (say,
         // before the principal's ACLs reached it) has published nothing.
-        if answered.acknowledged.iter().any(|ok| *ok) {
+        if answered.acknowledged_rows().next().is_some() {
             platform::crash::point(crate::AFTER_PUBLISH_BEFORE_POSITION)?;
         }
         self.metrics.stage(Stage::delivery, answered.delivered_in);

@@ -126,6 +126,10 @@ drain_ratio = safe(lambda: num("drain_1_per_s") / num("ceiling_2000_per_s"), 0.0
 drain_ratio_wide = safe(lambda: num("drain_1_per_s") / num("ceiling_10000_per_s"), 0.0)
 flash_units, flash_orders = safe(lambda: f"{int(results['flash_units']):,}"), safe(lambda: f"{int(results['flash_orders']):,}")
 oversold = safe(lambda: "0 oversold" if int(results["flash_confirmed_units"]) <= int(results["flash_units"]) else "**OVERSOLD**")
+scale_in_oversold = safe(
+    lambda: "0 oversold" if int(results["flash_scale_in_confirmed_units"]) <= int(results["flash_units"]) else "**OVERSOLD**"
+)
+scale_in_ratio = safe(lambda: f"**{num('flash_scale_in_p99_ms') / num('flash_p99_ms'):.2f}×**")
 steady_written = safe(lambda: f"{int(results['steady_written']):,}")
 steady_written_plain = steady_written
 # Ids per partition of the outbox log (relay/src/reclaim.rs).
@@ -271,6 +275,7 @@ Numbered as in issues 12 and 33's targets; R is an extra.
 | 4 | relay drain of {drain_rows} pre-loaded rows (one relay, 8 lanes) vs `produce-bench` with the same client settings, message size and headers | relay **{results['drain_1_per_s']} events/s**; ceiling {results['ceiling_2000_per_s']} msg/s with the relay's window (2,000 in flight) → **{drain_ratio:.2f}×**; {results['ceiling_10000_per_s']} msg/s with 10,000 in flight → {drain_ratio_wide:.2f}×. Cores used during the drain: {results.get('cpu_drain_1', '?')}; during `produce-bench` (2,000 in flight): {results.get('cpu_ceiling_2000', '?')}. The relay's mean time per stage (`relay_batch_stage_seconds`): {stage_text('1')} | ≥ 0.6× (stretch 0.8×) |
 | 5 | relay lanes: the same drain by 1, 2 and 4 relay instances over 8 lanes | 1: **{results['drain_1_per_s']}/s**; 2: **{results['drain_2_per_s']}/s** ({lanes_ratio('2')}); 4: **{results['drain_4_per_s']}/s** ({lanes_ratio('4')}). Events published per instance: {results['drain_2_published']} (2), {results['drain_4_published']} (4). Cores used, 2 instances: {results.get('cpu_drain_2', '?')}; 4: {results.get('cpu_drain_4', '?')}. Mean time per stage, 2 instances: {stage_text('2')}; 4: {stage_text('4')} | two ≥ 1.0× of one |
 | 6 | flash sale: one SKU with {flash_units} units, {flash_orders} orders of one unit at {results['flash_rate']}/s, figure 3's sustained rate | **{results['flash_confirmed_units']} units confirmed** of {flash_units} ({oversold}); {results['flash_rejected']} rejected, {results['flash_rejected_without_reason']} without a reason (most common: “{results['flash_reason']}”); stock after: {results['flash_stock']}; placed at **{results['flash_rps']}/s**, accepted→final p50 {results['flash_p50_ms']} ms, p99 **{results['flash_p99_ms']} ms**; checker: **{results['flash_invariants']}** | exactly {flash_units}, 0 oversold |
+| 6b | the same sale with two inventory instances, one of them leaving by SIGTERM halfway through (a scale-in: decision 0027) | {results['flash_scale_in_confirmed_units']} units confirmed ({scale_in_oversold}); placed at {results['flash_scale_in_rps']}/s, accepted→final p50 {results['flash_scale_in_p50_ms']} ms, p99 **{results['flash_scale_in_p99_ms']} ms**, {scale_in_ratio} figure 6's p99; checker: **{results['flash_scale_in_invariants']}** | p99 ≤ 1.5× figure 6's |
 | 7 | the order outbox log while {steady_written} events pass through it at 2,000/s (the relay publishing) | **{results['steady_max_dead']} dead rows** at most at any sample; at most **{results['steady_max_mib']} MiB** and {results['steady_max_rows']} rows, against a bound of {safe(lambda: f"{steady_bound():.1f}")} MiB (the most rows waiting at a sample, {results['steady_max_waiting']}, plus one partition of {PARTITION_ROWS:,} rows of {results['steady_row_bytes']} bytes); over time: {results['steady_samples']} | no dead rows; size ≤ waiting + one partition |
 | 8 | NOTIFY vs the relay polling every 500 ms, accepted → CONFIRMED p50 | at 50/s: NOTIFY {results['e2e50_notify_p50_ms']} ms vs polling {results['e2e50_poll_p50_ms']} ms (p99 {results['e2e50_poll_p99_ms']} ms; {finished('e2e50-poll.json')}) → **{safe(lambda: ratio('e2e50_poll_p50_ms', 'e2e50_notify_p50_ms'))}**; at 200/s: polling p50 {results['e2e_poll_p50_ms']} ms ({finished('e2e-poll.json')}) → {poll_ratio} | ≥ 10× |
 | 9 | the relay's own latency: rows committed one per transaction at 1,000/s, from the commit to the broker's append time | {latency_row()} | p50 ≤ 5 ms, p99 ≤ 15 ms |
@@ -327,6 +332,9 @@ print(f"""
    --skus FLASH-01 --max-quantity 1` with R the rate figure 3 found sustainable, every order
    followed until final. Units confirmed are summed from the order database; the stock row
    and the invariant checker (`check-invariants`, ledger against orders) judge overselling.
+   6b: the same, on a fresh system with a second inventory instance in the group (dynamic
+   member, the local profile's group protocol); halfway through the sale it is stopped by
+   SIGTERM and its partitions move to the first.
 7. The relay runs alone; `pgbench -R 2000` inserts outbox rows (one per transaction, real
    envelope) for {steady_written_plain} events; every 10 s the log's partitions' size
    (`pg_total_relation_size`), their dead and live rows (`pg_stat_user_tables`) and the rows no

@@ -188,7 +188,8 @@ pub struct KafkaSettings {
     /// The consumer group protocol: `classic` (the default: JoinGroup/SyncGroup rounds, with
     /// the cooperative-sticky assignor and the heartbeat and session settings above) or
     /// `consumer` (KIP-848: the broker assigns, and the heartbeat and session times are the
-    /// broker's `group.consumer.*` settings). Decision 0027 says why classic.
+    /// broker's `group.consumer.*` settings). Decision 0027 says why the default is classic
+    /// and why the local profile and `deploy/` choose `consumer`.
     pub group_protocol: GroupProtocol,
     /// librdkafka debug contexts (e.g. `cgrp,fetch`), logged through tracing; empty: none.
     pub debug: String,

@@ -27,6 +27,8 @@ use messaging::inbox::Outcome;
 use order::domain::{OrderStatus, Step};
 use stateright::{Checker as _, HasDiscoveries, Model, Path, Property};
 
+pub mod failover;
+
 /// A protocol mistake to plant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Bug {

@@ -22,7 +22,7 @@
 
 use std::collections::BTreeSet;
 
-use stateright::{Checker as _, HasDiscoveries, Model, Property};
+use stateright::{HasDiscoveries, Model, Property};
 
 /// A durability mistake to plant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -148,10 +148,9 @@ impl Failover {
         actions.iter().all(|action| *action == Action::Promote)
     }
 
-    /// Explores every interleaving within the bounds, until `finish_when`.
+    /// Explores every interleaving within the bounds: see [`crate::explore`].
     pub fn check(self, finish_when: HasDiscoveries) -> impl stateright::Checker<Self> {
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        self.checker().threads(threads).finish_when(finish_when).spawn_bfs().join()
+        crate::explore(self, finish_when)
     }
 }
 

@@ -29,6 +29,18 @@ use stateright::{Checker as _, HasDiscoveries, Model, Path, Property};
 
 pub mod failover;
 
+/// Explores every interleaving of `model` within its bounds, breadth first on every core,
+/// until `finish_when` (`HasDiscoveries::AnyFailures`: the first, shortest counterexample).
+fn explore<M>(model: M, finish_when: HasDiscoveries) -> impl stateright::Checker<M>
+where
+    M: Model + Send + Sync + 'static,
+    M::State: std::hash::Hash + Send + Sync + Clone + PartialEq + 'static,
+    M::Action: Clone + PartialEq,
+{
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    model.checker().threads(threads).finish_when(finish_when).spawn_bfs().join()
+}
+
 /// A protocol mistake to plant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Bug {
@@ -567,11 +579,9 @@ impl Protocol {
         actions.is_empty()
     }
 
-    /// Explores every interleaving within the bounds, breadth first on every core, until
-    /// `finish_when` (`HasDiscoveries::AnyFailures`: the first, shortest counterexample).
+    /// Explores every interleaving within the bounds: see [`explore`].
     pub fn check(self, finish_when: HasDiscoveries) -> impl stateright::Checker<Self> {
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        self.checker().threads(threads).finish_when(finish_when).spawn_bfs().join()
+        explore(self, finish_when)
     }
 
     fn relay_actions(&self, state: &State, side: Side, actions: &mut Vec<Action>) {

@@ -34,6 +34,11 @@ pub struct InboxSettings {
     /// events are tried alone: one event waiting for a row someone holds must not hold up
     /// the events batched with it, nor the batches behind.
     pub batch_lock_wait_ms: u64,
+    /// How long a partition the group takes away waits for this instance to finish the events
+    /// it already holds of it, before it goes to its new owner with their offsets committed
+    /// (`inbox::in_hand`). 0: let it go at once; its new owner then rereads those events and
+    /// meets their row locks.
+    pub revoke_wait_ms: u64,
 }
 
 impl Default for InboxSettings {
@@ -47,6 +52,7 @@ impl Default for InboxSettings {
             max_in_flight: 64,
             batch_max: 32,
             batch_lock_wait_ms: 200,
+            revoke_wait_ms: 1_000,
         }
     }
 }

@@ -154,11 +154,19 @@ fn bound_prefetch(config: &mut ClientConfig, settings: &KafkaSettings) {
 /// Keeps the partitions the consumer group assigned to this instance, for `/health`, and logs
 /// every change.
 /// While an operator has paused the consumer, partitions the group assigns are paused too.
+/// Before partitions are taken away, the owner's [`BeforeRevoke`] runs, if it set one.
 #[derive(Default)]
 pub struct GroupContext {
     assigned: Mutex<Vec<(String, i32)>>,
     paused: AtomicBool,
+    before_revoke: Mutex<Option<BeforeRevoke>>,
 }
+
+/// What a consumer does with partitions the group is taking from it, before they go (and
+/// before librdkafka commits their stored offsets): e.g. finish the events it holds of them.
+/// It runs on the thread that polls the consumer, and the partitions have no owner until it
+/// returns: it must be bounded.
+pub type BeforeRevoke = Arc<dyn Fn(&[(String, i32)]) + Send + Sync>;
 
 impl GroupContext {
     /// The partitions this instance consumes now, as `(topic, partition)`, sorted.
@@ -169,6 +177,11 @@ impl GroupContext {
     /// Whether an operator paused the consumer.
     pub fn paused(&self) -> bool {
         self.paused.load(Ordering::SeqCst)
+    }
+
+    /// Sets what runs before partitions are taken away (replacing what was set).
+    pub fn before_revoke(&self, hook: BeforeRevoke) {
+        *self.before_revoke.lock().unwrap_or_else(PoisonError::into_inner) = Some(hook);
     }
 
     /// Pauses (or resumes) every partition `consumer` holds now, and those assigned later.
@@ -182,6 +195,16 @@ impl GroupContext {
 impl ClientContext for GroupContext {}
 
 impl ConsumerContext for GroupContext {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(list) = rebalance else { return };
+        let hook = self.before_revoke.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        if let Some(hook) = hook {
+            let revoked: Vec<(String, i32)> =
+                list.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
+            hook(&revoked);
+        }
+    }
+
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         // The assignment is kept from the rebalance's own lists (partitions added, partitions
         // taken away: both the eager and the cooperative protocol say so), never asked of the

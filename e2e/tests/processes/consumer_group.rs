@@ -97,6 +97,73 @@ fn rebalances(log: &std::path::Path) -> Vec<(chrono::DateTime<chrono::Utc>, Stri
     changes
 }
 
+/// An instance joins while the owner of the partitions it takes is still applying events of
+/// them (the gremlin holds every placement 300 ms, so a dozen or so are in hand at any time):
+/// the owner finishes them and commits their offsets before it lets the partitions go, so the
+/// newcomer starts after them and never meets one again as a duplicate (decision 0027). Both
+/// group protocols: they revoke differently.
+#[tokio::test]
+async fn a_joining_instance_starts_after_the_events_their_owner_holds() {
+    for protocol in ["consumer", "classic"] {
+        joining_starts_after_the_events_in_hand(protocol).await;
+    }
+}
+
+async fn joining_starts_after_the_events_in_hand(protocol: &str) {
+    let mut system = Processes::prepare(None).await;
+    for (key, value) in [
+        ("INVENTORY__KAFKA__GROUP_PROTOCOL", protocol),
+        ("INVENTORY__GREMLIN__ENABLED", "true"),
+        ("INVENTORY__GREMLIN__ONE_IN", "1"),
+        ("INVENTORY__GREMLIN__DELAY_MS", "300"),
+    ] {
+        system.inventory.set_env(key, value);
+    }
+    system.start_all().await;
+    let all: BTreeSet<String> = (0..e2e::kafka::PARTITIONS).map(|p| format!("{}/{p}", system.topics.orders)).collect();
+    until_owned(&system, &[&system.inventory], "the first instance owns every partition", |owned| owned[0] == all)
+        .await;
+    let before = system.stock("MUG-01").await;
+    let mut second = system.inventory.replica("inventory-2");
+
+    // About 50 orders a second; the second instance joins a second in, and orders keep coming
+    // until it owns its share and has applied some.
+    const ORDERS: i64 = 250;
+    let placing = async {
+        for i in 0..ORDERS {
+            system.place(&format!("join-{protocol}-{i}"), "MUG-01", 1).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let joining = async {
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        second.start(&[]);
+        system.wait_ready(&second).await;
+        until_owned(&system, &[&system.inventory, &second], "both instances own a share", |owned| {
+            owned.iter().all(|o| !o.is_empty())
+        })
+        .await;
+    };
+    futures::join!(placing, joining);
+    let report = system.settle(Duration::from_secs(90)).await;
+    assert_eq!(report.orders_by_status.get("CONFIRMED"), Some(&ORDERS), "every order confirmed, none stuck");
+    assert_eq!(system.stock("MUG-01").await, before - ORDERS, "each order deducted exactly once");
+
+    let mut counts = Vec::new();
+    for service in [&system.inventory, &second] {
+        let (_, body) = system.health(service).await.expect("health answers");
+        counts.push((body["consumer"]["processed"].as_u64(), body["consumer"]["duplicates"].as_u64()));
+    }
+    eprintln!("{protocol}: (processed, duplicates) of the first and the joining instance: {counts:?}");
+    assert!(counts[1].0.is_some_and(|n| n > 0), "the joining instance applied nothing: {counts:?}");
+    assert!(
+        counts.iter().all(|(_, duplicates)| *duplicates == Some(0)),
+        "{protocol}: an event was applied by one instance and met again by the other: {counts:?}; logs in {}",
+        system.logs.display()
+    );
+    system.stop().await;
+}
+
 /// Kafka's classic group protocol (the default), the leaving instance a static member with a
 /// stable group instance id, as supervisord and StatefulSets give: Kafka keeps a static
 /// member's partitions for it when it merely closes, unless it leaves (decision 0027).

@@ -23,13 +23,14 @@ impl ConsumerHealth {
     }
 
     /// Its group, partitions and whether it is paused (`platform::health::consumer`), plus its
-    /// lag and what it applied and dead-lettered.
+    /// lag, what it applied, recognised as already applied, and dead-lettered.
     pub fn body(&self) -> serde_json::Value {
         let mut body = platform::health::consumer(&self.group, self.consumer.get().context());
         if let Some(body) = body.as_object_mut() {
             body.insert("lag".into(), self.metrics.lag_total().into());
             body.insert("dead_lettered".into(), self.metrics.dead_lettered().into());
             body.insert("processed".into(), self.metrics.processed().into());
+            body.insert("duplicates".into(), self.metrics.duplicates().into());
             body.insert("renewals".into(), self.metrics.renewals().into());
         }
         body

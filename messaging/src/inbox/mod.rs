@@ -14,6 +14,8 @@
 //!   handler ([`Handler::refused`]), so the order it was about still ends;
 //! - [`stall`]: a partition whose oldest failing event has failed for too long shows in
 //!   `/health` and in `consumer_stalled_seconds`;
+//! - `in_hand`: a partition the group takes away is let go once the events held of it are
+//!   applied and their offsets stored (within a bound), so its new owner starts after them;
 //! - `close`: a stopping consumer commits, leaves its group (decision 0027) and closes;
 //! - `lag`: the `consumer_lag_messages` gauge; [`retention`]: giving back the days of the inbox log older than the retention;
 //! - `reports`: the errors the client reports between messages, read through at once.
@@ -33,6 +35,7 @@ mod close;
 mod current;
 pub mod handler;
 mod health;
+mod in_hand;
 mod lag;
 pub mod poison;
 mod reports;
@@ -57,6 +60,7 @@ use tokio_util::sync::CancellationToken;
 pub use self::current::CurrentConsumer;
 pub use self::handler::{Committed, Coordinates, Failure, HandleError, Handler, Outcome, apply_once, refuse_once};
 pub use self::health::ConsumerHealth;
+use self::in_hand::InHand;
 pub use self::poison::PoisonPolicy;
 use self::reports::ClientReports;
 pub use self::retention::{retain, retain_periodically};
@@ -112,6 +116,7 @@ pub struct InboxConsumer<H> {
     max_in_flight: usize,
     batch_max: usize,
     batch_lock_wait_ms: u64,
+    revoke_wait: Duration,
 }
 
 /// What the tasks handling events share, built when the consumer starts.
@@ -124,6 +129,7 @@ struct Shared<H> {
     poison: PoisonPolicy,
     stalls: Arc<Stalls>,
     sequencer: Sequencer,
+    in_hand: Arc<InHand>,
     /// Where first attempts go, unless each event has a transaction of its own.
     batches: Option<batch::Batches>,
 }
@@ -154,6 +160,7 @@ impl<H: Handler> InboxConsumer<H> {
             max_in_flight: settings.max_in_flight.max(1),
             batch_max: settings.batch_max.max(1),
             batch_lock_wait_ms: settings.batch_lock_wait_ms,
+            revoke_wait: Duration::from_millis(settings.revoke_wait_ms),
         })
     }
 
@@ -254,6 +261,8 @@ impl<H: Handler> InboxConsumer<H> {
         } else {
             (None, None)
         };
+        let in_hand = Arc::new(InHand::default());
+        client.context().before_revoke(finish_before_revoke(Arc::clone(&in_hand), self.revoke_wait));
         let shared = Arc::new(Shared {
             consumer: client,
             pool: self.pool.clone(),
@@ -263,6 +272,7 @@ impl<H: Handler> InboxConsumer<H> {
             poison: self.poison,
             stalls: Arc::clone(&self.stalls),
             sequencer: Sequencer::default(),
+            in_hand,
             batches,
         });
         let lag = tokio::spawn(lag::report_lag(
@@ -327,6 +337,7 @@ async fn consume<H: Handler>(
             }
         };
         let mut turn = shared.sequencer.begin(&message);
+        let held = shared.in_hand.hold(message.topic(), message.partition());
         let shared = Arc::clone(shared);
         let shutdown = shutdown.clone();
         tasks.spawn(async move {
@@ -337,12 +348,44 @@ async fn consume<H: Handler>(
             if let Some(offset) = shared.sequencer.end(&message, turn, settled) {
                 shared.store_offset(&message, offset);
             }
+            drop(held);
             drop(permit);
         });
         while tasks.try_join_next().is_some() {}
     };
     while tasks.join_next().await.is_some() {}
     result
+}
+
+/// Before the group takes partitions away: waits (up to `bound`) for the events in hand of them
+/// to be applied and their offsets stored, so that librdkafka commits those offsets as it lets
+/// the partitions go, and their new owner starts after them (`in_hand`).
+fn finish_before_revoke(in_hand: Arc<InHand>, bound: Duration) -> platform::kafka::BeforeRevoke {
+    Arc::new(move |revoked| {
+        let held = in_hand.count(revoked);
+        if held == 0 || bound.is_zero() {
+            return;
+        }
+        let began = Instant::now();
+        let left = in_hand.wait_for(revoked, bound);
+        let waited_ms = began.elapsed().as_millis() as u64;
+        if left == 0 {
+            tracing::info!(
+                partitions = revoked.len(),
+                held,
+                waited_ms,
+                "finished the events in hand of the partitions taken away before letting them go"
+            );
+        } else {
+            tracing::warn!(
+                partitions = revoked.len(),
+                held,
+                left,
+                waited_ms,
+                "partitions taken away with events still in hand; their new owner reads those again"
+            );
+        }
+    })
 }
 
 /// Whether the consumer can never recover from `error` (see [`ConsumeError::Fatal`]); every

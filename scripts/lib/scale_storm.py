@@ -6,8 +6,10 @@
 
     python3 scale_storm.py report DIR STOP_SIGNAL SETUP
         reads the drill's folder and prints what scaling cost: replies past the 2 s wait (202),
-        accepted -> final p50/p99/max, and how long each partition of the group had no owner,
-        from the services' own "consumer group rebalanced" log lines. Fails (exit 1) on a 202,
+        accepted -> final p50/p99/max, how long each partition of the group had no owner,
+        from the services' own "consumer group rebalanced" log lines, and how long owners held
+        partitions taken from them to finish the events they had in hand (their log lines
+        about the events in hand; decision 0027). Fails (exit 1) on a 202,
         or, when the instances left by SIGTERM, on a partition without an owner for over 1 s.
 
 DIR holds: orders.csv (the load generator's records), owned-at-start.json (the first
@@ -51,6 +53,24 @@ def rebalances(log, since):
         for partition in filter(None, entry.get("moved", "").split(",")):
             out.append((at, entry["change"], partition))
     return out
+
+
+def revocation_waits(folder):
+    """How long each revocation that found events in hand waited for them, in ms, and how many
+    let partitions go with events still in hand (after the owner's bound)."""
+    waits, given_up = [], 0
+    for line in (folder / "logs.txt").read_text().splitlines():
+        log = line.partition(" ")[0]
+        for text in Path(log).read_text(errors="replace").splitlines():
+            if "events in hand" not in text and "still in hand" not in text:
+                continue
+            try:
+                entry = json.loads(text)
+            except json.JSONDecodeError:
+                continue
+            waits.append(entry.get("waited_ms", 0))
+            given_up += 1 if entry.get("left") else 0
+    return waits, given_up
 
 
 def unowned_periods(folder):
@@ -127,6 +147,10 @@ def report(folder, signal, setup):
         print(f"  - {partition}: {seconds:.2f} s")
     for partition in never:
         print(f"  - {partition}: no owner when the drill ended")
+    waits, given_up = revocation_waits(folder)
+    print(f"revocations that found events in hand: {len(waits)}; longest wait to finish them "
+          f"{max(waits, default=0)} ms (the partition's new owner waited that too); let go with "
+          f"events still in hand: {given_up}")
     ok = not waited and not never and (signal != "TERM" or not over)
     print("scaling verdict:", "PASS" if ok else "FAIL")
     return 0 if ok else 1

@@ -11,6 +11,7 @@ pub mod options;
 pub mod outbox;
 pub mod processes;
 pub mod prometheus;
+pub mod replicated;
 pub mod system;
 
 use std::time::Duration;

@@ -9,6 +9,7 @@
 //! - [`publish`]: the pipeline's ends, the outbox log and the idempotent producer;
 //! - [`reclaim`]: the log's published partitions given back, never waiting for a lock, by
 //!   [`housekeeping`], the relay's second session;
+//! - [`standby`]: rows published only once the synchronous standbys hold them (decision 0030);
 //! - [`backlog`]: what waits, for `/health` and the gauges;
 //! - [`hops`]: the relay's spans in an order's trace;
 //! - [`metrics`], [`settings`].
@@ -23,6 +24,7 @@ pub mod publish;
 pub mod reclaim;
 pub mod relay;
 pub mod settings;
+pub mod standby;
 pub mod window;
 
 /// Between the broker's acknowledgement and the write of the lane's position: a crash here

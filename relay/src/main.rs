@@ -122,6 +122,7 @@ async fn health(state: web::Data<Health>) -> HttpResponse {
                 "active": outbox.stats.is_active(),
                 "lanes_held": outbox.stats.lanes_held(),
                 "published": outbox.stats.published_count(),
+                "held_for_standby": outbox.stats.held_for_standby(),
                 "backlog_rows": backlog.map(|(rows, _)| rows),
                 "oldest_pending_age_seconds": backlog.map(|(_, age)| age),
             }),

@@ -33,6 +33,8 @@ pub enum Stage {
     delivery,
     /// One write of the positions that moved (and of the leases).
     position,
+    /// A read's wait for the synchronous standbys to flush its rows' commits (decision 0030).
+    standby,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -59,6 +61,7 @@ pub struct RelayMetrics {
     stages: Family<StageLabels, Histogram>,
     reclaimed: Family<OutboxLabels, Counter>,
     reclaim_busy: Family<OutboxLabels, Counter>,
+    standby_holds: Family<OutboxLabels, Counter>,
 }
 
 impl Default for RelayMetrics {
@@ -74,6 +77,7 @@ impl Default for RelayMetrics {
             stages: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.0001, 2.0, 18))),
             reclaimed: Family::default(),
             reclaim_busy: Family::default(),
+            standby_holds: Family::default(),
         }
     }
 }
@@ -125,6 +129,11 @@ impl RelayMetrics {
             "Truncations of a published partition put off because someone held it (tried again later)",
             self.reclaim_busy.clone(),
         );
+        metrics.register(
+            "relay_standby_holds",
+            "Reads whose rows the synchronous standbys had not flushed within the bound: publishing held, the session started again",
+            self.standby_holds.clone(),
+        );
     }
 
     /// The series of one outbox.
@@ -139,10 +148,12 @@ impl RelayMetrics {
             oldest_age: self.oldest_age.get_or_create_owned(&labels),
             active: self.active.get_or_create_owned(&labels),
             lanes: self.lanes.get_or_create_owned(&labels),
-            stages: [Stage::read, Stage::delivery, Stage::position]
+            stages: [Stage::read, Stage::delivery, Stage::position, Stage::standby]
                 .map(|stage| self.stages.get_or_create_owned(&StageLabels { outbox: name.to_owned(), stage })),
             reclaimed: self.reclaimed.get_or_create_owned(&labels),
             reclaim_busy: self.reclaim_busy.get_or_create_owned(&labels),
+            standby_holds: self.standby_holds.get_or_create_owned(&labels),
+            held_for_standby: Arc::default(),
             measured: Arc::default(),
         }
     }
@@ -162,9 +173,12 @@ pub struct OutboxMetrics {
     active: Gauge,
     lanes: Gauge,
     /// By [`Stage`], in its declaration order.
-    stages: [Histogram; 3],
+    stages: [Histogram; 4],
     reclaimed: Counter,
     reclaim_busy: Counter,
+    standby_holds: Counter,
+    /// Whether the last wait for the synchronous standbys ran past its bound (decision 0030).
+    held_for_standby: Arc<AtomicBool>,
     /// Whether `pending` and `oldest_age` were ever measured (a standby never measures).
     measured: Arc<AtomicBool>,
 }
@@ -198,6 +212,19 @@ impl OutboxMetrics {
         self.pending.set(rows);
         self.oldest_age.set(oldest_age_seconds);
         self.measured.store(true, Ordering::Relaxed);
+    }
+
+    /// The last wait for the synchronous standbys ended: `held`, past its bound.
+    pub fn standby_waited(&self, held: bool) {
+        if held {
+            self.standby_holds.inc();
+        }
+        self.held_for_standby.store(held, Ordering::Relaxed);
+    }
+
+    /// Whether publishing is held because no synchronous standby has the rows read.
+    pub fn held_for_standby(&self) -> bool {
+        self.held_for_standby.load(Ordering::Relaxed)
     }
 
     /// Records how many lanes this instance publishes (0: none, standing by).

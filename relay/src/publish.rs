@@ -16,6 +16,8 @@ use uuid::Uuid;
 
 use crate::metrics::{OutboxMetrics, Stage};
 use crate::pipeline::{Fetched, Sink, Store};
+use crate::relay::RelayError;
+use crate::standby::StandbyWait;
 use crate::window::{BadSnapshot, LaneRead, Snapshot};
 
 /// An outbox row as the relay publishes it. The envelope is read as the text Postgres prints
@@ -44,11 +46,13 @@ pub struct Outgoing {
 /// this read opens, the statement's own snapshot) sees and `lo` does not. The start is
 /// `after`, or lower for a late transaction (`$5`…`$7`: lane, transaction id, floor) that has
 /// committed by now (`crate::window`). With the rows, or alone when there are none: the
-/// statement's snapshot, the next transaction id and the last outbox id handed out (never
-/// ahead of it: see `outbox_last_id()` in messaging migration 000012).
+/// statement's snapshot, the next transaction id, the last outbox id handed out (never
+/// ahead of it: see `outbox_last_id()` in messaging migration 000012) and the WAL insert
+/// position, past every commit the snapshot shows ([`crate::standby`]).
 const READ: &str = "\
 WITH tick AS MATERIALIZED (
-    SELECT pg_current_snapshot() AS snap, outbox_next_xid() AS next_xid, outbox_last_id() AS seq
+    SELECT pg_current_snapshot() AS snap, outbox_next_xid() AS next_xid, outbox_last_id() AS seq,
+           pg_current_wal_insert_lsn() AS wal
 ), lanes AS MATERIALIZED (
     SELECT w.lane, w.lo::pg_snapshot AS lo, w.hi::pg_snapshot AS hi,
            LEAST(w.after, (SELECT min(late.floor_id)
@@ -56,7 +60,7 @@ WITH tick AS MATERIALIZED (
                             WHERE late.lane = w.lane AND pg_visible_in_snapshot(late.xid::xid8, tick.snap))) AS start
       FROM unnest($1::smallint[], $2::text[], $3::text[], $4::bigint[]) AS w (lane, lo, hi, after)
 )
-SELECT tick.snap::text AS snapshot, tick.next_xid::text AS next_xid, tick.seq,
+SELECT tick.snap::text AS snapshot, tick.next_xid::text AS next_xid, tick.seq, tick.wal::text AS wal,
        r.id, r.lane, r.event_id, r.topic, r.message_key, r.event_type, r.correlation_id, r.traceparent,
        r.payload, r.created_at
   FROM tick LEFT JOIN (
@@ -144,6 +148,8 @@ struct ReadRow {
     next_xid: String,
     #[diesel(sql_type = BigInt)]
     seq: i64,
+    #[diesel(sql_type = Text)]
+    wal: String,
     #[diesel(sql_type = Nullable<BigInt>)]
     id: Option<i64>,
     #[diesel(sql_type = Nullable<SmallInt>)]
@@ -187,38 +193,46 @@ fn unreadable(error: impl std::error::Error + Send + Sync + 'static) -> diesel::
     diesel::result::Error::DeserializationError(Box::new(error))
 }
 
-/// Reads the next rows of `reads`' lanes, `limit` per lane, on `conn`.
-pub async fn fetch(conn: &mut AsyncPgConnection, reads: &[LaneRead], limit: i64) -> QueryResult<Fetched> {
+/// Reads the next rows of `reads`' lanes, `limit` per lane, on `conn`; with the WAL insert
+/// position the read saw.
+pub async fn fetch(conn: &mut AsyncPgConnection, reads: &[LaneRead], limit: i64) -> QueryResult<(Fetched, String)> {
     let rows: Vec<ReadRow> = Read::new(reads, limit).load(conn).await?;
     let first = <[ReadRow]>::first(&rows).ok_or_else(|| unreadable(BadSnapshot("the read returned no row".into())))?;
     let snapshot = Snapshot::parse(&first.snapshot).map_err(unreadable)?;
     let next_xid = first.next_xid.parse::<u64>().map_err(unreadable)?;
-    let seq = first.seq;
-    Ok(Fetched { snapshot, next_xid, seq, rows: rows.into_iter().filter_map(ReadRow::outgoing).collect() })
+    let (seq, wal) = (first.seq, first.wal.clone());
+    let rows = rows.into_iter().filter_map(ReadRow::outgoing).collect();
+    Ok((Fetched { snapshot, next_xid, seq, rows }, wal))
 }
 
 impl Store for AsyncPgConnection {
     type Error = diesel::result::Error;
 
     async fn fetch(&mut self, reads: &[LaneRead], limit: i64) -> QueryResult<Fetched> {
-        fetch(self, reads, limit).await
+        Ok(fetch(self, reads, limit).await?.0)
     }
 }
 
-/// The outbox log on the relay's session, each read's time recorded.
+/// The outbox log on the relay's session, each read's time recorded, its rows handed over
+/// only once the synchronous standbys hold them ([`crate::standby`]).
 pub struct LogOutbox<'c> {
     pub conn: &'c mut AsyncPgConnection,
     pub metrics: &'c OutboxMetrics,
+    pub standbys: StandbyWait,
 }
 
 impl Store for LogOutbox<'_> {
-    type Error = diesel::result::Error;
+    type Error = RelayError;
 
-    async fn fetch(&mut self, reads: &[LaneRead], limit: i64) -> QueryResult<Fetched> {
+    async fn fetch(&mut self, reads: &[LaneRead], limit: i64) -> Result<Fetched, RelayError> {
         let started = std::time::Instant::now();
         let fetched = fetch(self.conn, reads, limit).await;
         self.metrics.stage(Stage::read, started.elapsed());
-        fetched
+        let (fetched, wal) = fetched?;
+        if self.standbys.is_on() && !fetched.rows.is_empty() {
+            self.standbys.until_flushed(self.conn, &wal, self.metrics).await?;
+        }
+        Ok(fetched)
     }
 }
 

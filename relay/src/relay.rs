@@ -25,6 +25,7 @@ use crate::metrics::{OutboxMetrics, RelayMetrics, Stage};
 use crate::pipeline::Pipeline;
 use crate::publish::LogOutbox;
 use crate::settings::RelaySettings;
+use crate::standby::StandbyWait;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
@@ -34,6 +35,8 @@ pub enum RelayError {
     Query(#[from] diesel::result::Error),
     #[error(transparent)]
     Injected(#[from] platform::crash::InjectedFault),
+    #[error(transparent)]
+    Standby(#[from] crate::standby::WaitError),
 }
 
 /// Relays one database's outbox to Kafka.
@@ -173,7 +176,7 @@ impl OutboxRelay {
                     self.renew(conn, lanes, pipeline).await?;
                     written = Instant::now();
                 }
-                let mut outbox = LogOutbox { conn, metrics: &self.metrics };
+                let mut outbox = LogOutbox { conn, metrics: &self.metrics, standbys: self.standby_wait() };
                 pipeline.fill(&mut outbox, &self.producer).await?;
             }
             if pipeline.is_idle() {
@@ -219,6 +222,13 @@ impl OutboxRelay {
 
     /// Renews the leases and writes the positions that moved. A lane another instance took
     /// meanwhile is dropped: what of it is in flight settles, and moves nothing.
+    fn standby_wait(&self) -> StandbyWait {
+        StandbyWait {
+            standbys: self.settings.sync_standbys,
+            bound: Duration::from_millis(self.settings.sync_standby_wait_ms),
+        }
+    }
+
     async fn renew(
         &self,
         conn: &mut AsyncPgConnection,

@@ -27,6 +27,13 @@ pub struct RelaySettings {
     /// How often the backlog is measured and the log's finished partitions given back
     /// (`crate::reclaim`).
     pub housekeeping_every_ms: u64,
+    /// Synchronous standbys that must have flushed a row's commit before the row is published
+    /// (decision 0030, rule 2): a failover then never takes back a published event. 0
+    /// publishes what the primary committed, for a database without standbys.
+    pub sync_standbys: u32,
+    /// How long a read's rows wait for those standbys before the relay gives its session up
+    /// and starts again (publishing held meanwhile; `relay_standby_holds_total` counts it).
+    pub sync_standby_wait_ms: u64,
 }
 
 impl Default for RelaySettings {
@@ -40,6 +47,8 @@ impl Default for RelaySettings {
             lease_ms: 10_000,
             position_every_ms: 200,
             housekeeping_every_ms: 1_000,
+            sync_standbys: 0,
+            sync_standby_wait_ms: 2_000,
         }
     }
 }

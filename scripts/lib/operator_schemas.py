@@ -99,8 +99,19 @@ SCHEMAS = {
     ("postgresql.cnpg.io/v1", "Cluster"): resource("postgresql.cnpg.io/v1", "Cluster", strict({
         "instances": {"type": "integer", "minimum": 1},
         "imageName": STRING,
-        "postgresql": strict({"parameters": STRING_MAP}),
-        "bootstrap": strict({"initdb": strict({"database": STRING, "owner": STRING})}),
+        "postgresql": strict({
+            "parameters": STRING_MAP,
+            "synchronous": strict({
+                "method": {"type": "string", "enum": ["any", "first"]},
+                "number": {"type": "integer", "minimum": 1},
+                "dataDurability": {"type": "string", "enum": ["required", "preferred"]},
+            }, ["method", "number"]),
+        }),
+        "bootstrap": strict({"initdb": strict({
+            "database": STRING,
+            "owner": STRING,
+            "postInitApplicationSQL": {"type": "array", "items": STRING},
+        })}),
         "storage": strict({"size": STRING}),
         "resources": RESOURCES,
         "backup": strict({

@@ -31,5 +31,6 @@ mod relay_stress;
 mod retention;
 mod shipping;
 mod slow_clients;
+mod standby_wait;
 mod strangers;
 mod upgrade;

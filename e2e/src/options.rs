@@ -15,6 +15,12 @@ pub struct Options {
     pub inbox: Option<messaging::settings::InboxSettings>,
     /// The consumers' statement timeout; `None`: the default.
     pub consumer_statement_timeout_ms: Option<u64>,
+    /// The order and inventory databases' URLs (made and migrated by the caller, e.g. on a
+    /// [`crate::replicated::ReplicatedPostgres`]); `None`: two fresh ones on the test server.
+    pub database_urls: Option<[String; 2]>,
+    /// Synchronous standbys the services and relays wait for before they act on a commit
+    /// (decision 0030): the databases' `sync_standbys` and the relays'. 0: none.
+    pub sync_standbys: u32,
     /// The development token endpoint (`POST /auth/token`), signing with the test's key.
     pub dev_tokens: bool,
 }
@@ -36,6 +42,8 @@ impl Default for Options {
             inbox: None,
             consumer_statement_timeout_ms: None,
             dev_tokens: false,
+            database_urls: None,
+            sync_standbys: 0,
         }
     }
 }

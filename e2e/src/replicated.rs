@@ -2,7 +2,8 @@
 //! Postgres binaries (the ones `scripts/test` installs): what a failover manager runs, without
 //! the manager. A test stops and starts the standby to play a standby that is down, and
 //! commits with `synchronous_commit = local` to play a commit whose wait for the standby was
-//! cut short (decision 0030). Both servers are stopped and their files removed on drop.
+//! cut short (decision 0030), and fails over (`fail_over`) to play the loss of the primary's
+//! host. Both servers are stopped and their files removed on drop.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -29,15 +30,28 @@ impl ReplicatedPostgres {
         let this = Self { root, bin, primary_port: crate::free_port(), standby_port: crate::free_port() };
         this.run("initdb", &["-D", &this.primary().to_string_lossy(), "-U", "postgres", "--auth=trust"]);
         let settings = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c lc_messages=C -c synchronous_standby_names={STANDBY_NAME}",
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c lc_messages=C",
             this.primary_port,
             this.root.display()
         );
+
         this.pg_ctl(&this.primary(), &settings, "start");
         let source = format!("host=127.0.0.1 port={} user=postgres application_name={STANDBY_NAME}", this.primary_port);
         this.run("pg_basebackup", &["-d", &source, "-D", &this.standby().to_string_lossy(), "-R", "-X", "stream"]);
         this.start_standby();
+        this.set_synchronous(true);
         this
+    }
+
+    /// Makes the primary's commits wait for the standby (`on`), or not, as a failover manager
+    /// does while the standby is down. Set with ALTER SYSTEM, after the standby was copied, so
+    /// that a promoted standby does not wait for a standby of its own.
+    pub fn set_synchronous(&self, on: bool) {
+        let names = if on { STANDBY_NAME } else { "" };
+        let port = self.primary_port.to_string();
+        let alter = format!("ALTER SYSTEM SET synchronous_standby_names = '{names}'");
+        let args = ["-h", "127.0.0.1", "-p", &port, "-U", "postgres", "-qc", &alter, "-c", "SELECT pg_reload_conf()"];
+        self.run("psql", &args);
     }
 
     /// The primary, as a server URL without a database.
@@ -51,6 +65,22 @@ impl ReplicatedPostgres {
         let port = self.primary_port.to_string();
         self.run("createdb", &["-h", "127.0.0.1", "-p", &port, "-U", "postgres", name]);
         format!("{}/{name}", self.primary_url())
+    }
+
+    /// The URL of database `name` on whichever of the two takes writes: both hosts, tried in
+    /// order, the way the services follow a primary across a failover.
+    pub fn url(&self, name: &str) -> String {
+        format!(
+            "postgres://postgres@127.0.0.1:{},127.0.0.1:{}/{name}?target_session_attrs=read-write",
+            self.primary_port, self.standby_port
+        )
+    }
+
+    /// What a failover manager does when the primary's host is lost: the primary stops
+    /// without a shutdown checkpoint (a crash), then the standby is promoted and takes writes.
+    pub fn fail_over(&self) {
+        self.pg_ctl(&self.primary(), "", "stop -m immediate");
+        self.pg_ctl(&self.standby(), "", "promote");
     }
 
     pub fn stop_standby(&self) {

@@ -57,8 +57,10 @@ pub struct TestSystem {
     producer: std::sync::OnceLock<rdkafka::producer::FutureProducer>,
     shutdown: CancellationToken,
     services: Vec<JoinHandle<anyhow::Result<()>>>,
+    /// What the relays [`spawn_relay`](Self::spawn_relay) makes wait for (`Options::sync_standbys`).
+    sync_standbys: u32,
     /// Dropped last: the databases go when the system does, even if the test panics.
-    _databases: [TestDatabase; 2],
+    _databases: Vec<TestDatabase>,
     _live: Live,
 }
 
@@ -103,8 +105,14 @@ impl TestSystem {
         platform::crash::register(&inventory::startup::InventoryService::crash_points());
         platform::crash::register(relay::CRASH_POINTS);
         let name = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-        let databases = TestDatabase::pair(&name).await;
-        let (order_db, inventory_db) = (databases[0].url.clone(), databases[1].url.clone());
+        let (databases, [order_db, inventory_db]) = match options.database_urls.clone() {
+            Some(urls) => (Vec::new(), urls),
+            None => {
+                let pair = TestDatabase::pair(&name).await;
+                let urls = [pair[0].url.clone(), pair[1].url.clone()];
+                (Vec::from(pair), urls)
+            }
+        };
         let kafka = kafka_settings();
         let topics = Topics { orders: format!("{name}.orders.events"), inventory: format!("{name}.inventory.events") };
         kafka::create_topics_with_dead_letters(&kafka, &[&topics.orders, &topics.inventory]).await;
@@ -115,7 +123,12 @@ impl TestSystem {
         order.auth.public_key_file = Some(keys.public_key_file.clone());
         order.auth.dev_signing_key_file = options.dev_tokens.then(|| keys.private_key_file.clone());
         order.http = HttpSettings { workers: 1, ..HttpSettings::on_port(0) };
-        order.database = DatabaseSettings { pool_size: 8, consumer_pool_size: 4, ..DatabaseSettings::at(&order_db) };
+        order.database = DatabaseSettings {
+            pool_size: 8,
+            consumer_pool_size: 4,
+            sync_standbys: options.sync_standbys,
+            ..DatabaseSettings::at(&order_db)
+        };
         order.topics = topics.clone();
         order.consumer_group = format!("{name}-order");
         order.wait_budget_ms = options.wait_budget_ms;
@@ -131,8 +144,12 @@ impl TestSystem {
 
         let mut inventory: inventory::configuration::Settings = local_settings();
         inventory.http = HttpSettings { workers: 1, ..HttpSettings::on_port(0) };
-        inventory.database =
-            DatabaseSettings { pool_size: 8, consumer_pool_size: 4, ..DatabaseSettings::at(&inventory_db) };
+        inventory.database = DatabaseSettings {
+            pool_size: 8,
+            consumer_pool_size: 4,
+            sync_standbys: options.sync_standbys,
+            ..DatabaseSettings::at(&inventory_db)
+        };
         inventory.topics = topics.clone();
         inventory.consumer_group = format!("{name}-inventory");
         inventory.gremlin = options.gremlin;
@@ -166,6 +183,7 @@ impl TestSystem {
             producer: std::sync::OnceLock::new(),
             shutdown,
             _databases: databases,
+            sync_standbys: options.sync_standbys,
             _live: Live::new(),
         };
         system.wait_until_ready().await;
@@ -202,7 +220,7 @@ impl TestSystem {
             #[serde(default)]
             relay: RelaySettings,
         }
-        let settings = local_settings::<Profile>().relay;
+        let settings = RelaySettings { sync_standbys: self.sync_standbys, ..local_settings::<Profile>().relay };
         let relay = OutboxRelay::new(name, database_url, &self.kafka, settings).expect("relay");
         let stats = relay.stats();
         RelayHandle { stats, task: tokio::spawn(relay.run(self.shutdown.clone())) }

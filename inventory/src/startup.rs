@@ -66,6 +66,7 @@ impl Application {
             handler,
         )
         .context("creating the order-events consumer")?
+        .waiting_for(settings.database.standby_wait())
         .with_metrics(&metrics);
         let consumer_stats = consumer.stats();
 

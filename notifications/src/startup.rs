@@ -71,6 +71,7 @@ impl Application {
             },
         )
         .context("creating the events consumer")?
+        .waiting_for(settings.database.standby_wait())
         .with_metrics(&metrics);
         let mail_metrics = MailMetrics::default();
         mail_metrics.register(&metrics);

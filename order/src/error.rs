@@ -31,6 +31,11 @@ pub enum ApiError {
     RateLimited { customer: String, retry_after: std::time::Duration },
     #[error("customer {customer} has as many requests waiting as it may")]
     TooManyWaiting { customer: String },
+    /// The write committed on the primary, but no synchronous standby holds it within the
+    /// bound: a failover now would take it back, so it is not acknowledged (decision 0030,
+    /// rule 1). A retry with the same key answers it once the standby has it.
+    #[error("the write is not yet held by a synchronous standby: {0}")]
+    NotDurable(#[from] platform::standby::WaitError),
     #[error(transparent)]
     Injected(#[from] platform::crash::InjectedFault),
 }
@@ -43,7 +48,7 @@ impl ResponseError for ApiError {
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::Database(_) | Self::Injected(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::RateLimited { .. } | Self::TooManyWaiting { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Pool(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Pool(_) | Self::NotDurable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -129,6 +134,21 @@ impl ResponseError for ApiError {
             Self::Database(_) | Self::Injected(_) => {
                 tracing::error!(error = %self, "request failed");
                 error_response(status, "internal", "something went wrong on our side; retrying is safe")
+            }
+            Self::NotDurable(_) => {
+                tracing::warn!(error = %self, "write not acknowledged: the standby does not hold it yet");
+                let mut response = error_response(
+                    status,
+                    "not_yet_durable",
+                    "the request was recorded but is not yet safe against the loss of the database server; \
+                     send it again unchanged (same Idempotency-Key) after the delay in Retry-After: it is never \
+                     applied twice",
+                );
+                response.headers_mut().insert(
+                    actix_web::http::header::RETRY_AFTER,
+                    crate::admission::retry_after(std::time::Duration::from_secs(1)),
+                );
+                response
             }
             Self::Pool(_) => {
                 tracing::warn!(error = %self, "request refused");

@@ -72,6 +72,7 @@ impl Application {
             handler,
         )
         .context("creating the inventory-events consumer")?
+        .waiting_for(settings.database.standby_wait())
         .with_metrics(&metrics);
         let consumer_stats = consumer.stats();
         let waiters = Arc::new(Waiters::default());
@@ -90,6 +91,7 @@ impl Application {
             broker: platform::kafka::BrokerProbe::new(&settings.kafka, Some(&settings.topics.inventory))?,
             metrics: order_metrics,
             consumer: consumer.health(),
+            standbys: settings.database.standby_wait(),
         });
         let guards = Guards {
             ready: Arc::clone(&readiness),

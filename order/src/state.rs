@@ -23,4 +23,20 @@ pub struct AppState {
     pub metrics: OrderMetrics,
     /// The consumer's group, partitions, lag and stuck events, for `/health`.
     pub consumer: messaging::inbox::ConsumerHealth,
+    /// What a write waits for before it is acknowledged (decision 0030, rule 1).
+    pub standbys: platform::standby::StandbyWait,
+}
+
+impl AppState {
+    /// Returns once the synchronous standbys hold every commit `conn` made, waiting at most
+    /// the configured bound or `within`, whichever is shorter: a write is acknowledged only
+    /// then (decision 0030, rule 1).
+    pub async fn held_by_standbys(
+        &self,
+        conn: &mut diesel_async::AsyncPgConnection,
+        within: Duration,
+    ) -> Result<(), platform::standby::WaitError> {
+        let wait = platform::standby::StandbyWait { bound: self.standbys.bound.min(within), ..self.standbys };
+        wait.until_committed_held(conn).await.map(drop)
+    }
 }

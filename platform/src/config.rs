@@ -111,6 +111,16 @@ pub struct DatabaseSettings {
     /// the reply budget).
     #[serde(skip)]
     pub statement_timeout_ms: Option<u64>,
+    /// Synchronous standbys that must hold a commit before the service acts on it: answers a
+    /// client (rule 1 of decision 0030) or stores the offset of an event it applied (rule 3).
+    /// 0 (the default): a database without standbys; set it to the count of synchronous
+    /// standbys the database has.
+    #[serde(default)]
+    pub sync_standbys: u32,
+    /// How long a commit waits for them before the service gives up acting on it: a request
+    /// is answered 503 (retry with the same key), an event is tried again.
+    #[serde(default = "default_sync_standby_wait_ms")]
+    pub sync_standby_wait_ms: u64,
 }
 
 impl DatabaseSettings {
@@ -122,6 +132,16 @@ impl DatabaseSettings {
             consumer_pool_size: default_consumer_pool_size(),
             consumer_statement_timeout_ms: default_consumer_statement_timeout_ms(),
             statement_timeout_ms: None,
+            sync_standbys: 0,
+            sync_standby_wait_ms: default_sync_standby_wait_ms(),
+        }
+    }
+
+    /// What a commit on this database waits for before the service acts on it.
+    pub fn standby_wait(&self) -> crate::standby::StandbyWait {
+        crate::standby::StandbyWait {
+            standbys: self.sync_standbys,
+            bound: std::time::Duration::from_millis(self.sync_standby_wait_ms),
         }
     }
 
@@ -133,6 +153,10 @@ impl DatabaseSettings {
             ..self.clone()
         }
     }
+}
+
+fn default_sync_standby_wait_ms() -> u64 {
+    2_000
 }
 
 fn default_pool_size() -> usize {

@@ -27,16 +27,27 @@ pub struct Check {
     pub latency_ms: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// For a database: the server (`host:port`) that answered, so that after a failover
+    /// `/health` says which node is the primary this instance writes to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
 }
 
 impl Check {
     /// A check that failed before it could run, e.g. a service still waiting for its database.
     pub fn down(name: &str, problem: String) -> Self {
-        Self { name: name.to_owned(), status: "down", required: true, latency_ms: 0, message: Some(problem) }
+        Self {
+            name: name.to_owned(),
+            status: "down",
+            required: true,
+            latency_ms: 0,
+            message: Some(problem),
+            server: None,
+        }
     }
 
     pub fn up(name: &str) -> Self {
-        Self { name: name.to_owned(), status: "up", required: true, latency_ms: 0, message: None }
+        Self { name: name.to_owned(), status: "up", required: true, latency_ms: 0, message: None, server: None }
     }
 
     pub fn is_up(&self) -> bool {
@@ -89,17 +100,33 @@ where
         Err(_) => Some(format!("{name}: no answer within {}s", CHECK_TIMEOUT.as_secs())),
     };
     let status = if message.is_none() { "up" } else { "down" };
-    Check { name: name.to_owned(), status, required: true, latency_ms, message }
+    Check { name: name.to_owned(), status, required: true, latency_ms, message, server: None }
 }
+
+#[derive(diesel::QueryableByName)]
+struct Server {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    server: String,
+}
+
+/// The server a connection reached, as `host:port` (`local socket` over a Unix socket).
+const SERVER: &str =
+    "SELECT COALESCE(host(inet_server_addr()), 'local socket') || ':' || current_setting('port') AS server";
 
 /// Checks that `pool`'s database answers `probe_sql` (a query against one of the service's
 /// own tables, so a missing migration shows up as a failure).
 pub async fn database(name: &str, pool: &PgPool, probe_sql: &'static str) -> Check {
-    check(name, async {
+    let server = std::sync::Mutex::new(None);
+    let mut checked = check(name, async {
         let mut conn = pool.get().await.map_err(|e| e.to_string())?;
-        diesel::sql_query(probe_sql).execute(&mut conn).await.map(drop).map_err(|e| e.to_string())
+        diesel::sql_query(probe_sql).execute(&mut conn).await.map_err(|e| e.to_string())?;
+        let answered = diesel::sql_query(SERVER).get_result::<Server>(&mut conn).await.map_err(|e| e.to_string())?;
+        *server.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(answered.server);
+        Ok(())
     })
-    .await
+    .await;
+    checked.server = server.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
+    checked
 }
 
 /// [`database`], once the service is ready; before that, why it is not.

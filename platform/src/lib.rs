@@ -3,7 +3,7 @@
 //! - a process's life: [`service`] (the shared `main`, HTTP server, supervised background
 //!   tasks, clean or loud stop), [`readiness`], [`health`], [`shutdown`];
 //! - its dependencies: [`db`] (pools, migrations under a lock), [`kafka`] (client factories
-//!   that explain every key), [`retry`];
+//!   that explain every key), [`retry`], [`standby`] (waiting for the synchronous standbys to hold a commit);
 //! - its conventions: [`config`] (defaults, file, environment), [`telemetry`] (JSON logs), [`trace`] (spans exported),
 //!   [`metrics`], [`http`] (JSON errors, extractor limits);
 //! - who is calling: [`auth`] (customers' signed tokens);
@@ -24,5 +24,6 @@ pub mod readiness;
 pub mod retry;
 pub mod service;
 pub mod shutdown;
+pub mod standby;
 pub mod telemetry;
 pub mod trace;

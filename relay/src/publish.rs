@@ -230,7 +230,7 @@ impl Store for LogOutbox<'_> {
         self.metrics.stage(Stage::read, started.elapsed());
         let (fetched, wal) = fetched?;
         if self.standbys.is_on() && !fetched.rows.is_empty() {
-            self.standbys.until_flushed(self.conn, &wal, self.metrics).await?;
+            crate::standby::until_flushed(&self.standbys, self.conn, &wal, self.metrics).await?;
         }
         Ok(fetched)
     }

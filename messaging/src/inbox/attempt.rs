@@ -18,6 +18,21 @@ use super::Shared;
 use super::handler::{Coordinates, Failure, HandleError, Handler, Outcome, apply_once, refuse_once};
 use crate::metrics::EventOutcome;
 
+/// Returns once the synchronous standbys hold what `conn` committed (decision 0030, rule 3);
+/// until then the event is not finished and its offset is not stored. A wait past its bound
+/// is an unavailable database: the event is tried again, found in the inbox, and waited for
+/// once more.
+pub(super) async fn held_by_standbys(
+    standbys: &platform::standby::StandbyWait,
+    conn: &mut diesel_async::AsyncPgConnection,
+) -> Result<(), HandleError> {
+    standbys
+        .until_committed_held(conn)
+        .await
+        .map(drop)
+        .map_err(|error| HandleError::Unavailable(format!("the commit is not held by the standbys yet: {error}")))
+}
+
 /// How much of a failure's text [`Handler::refused`] is given.
 const REFUSAL_REASON_LEN: usize = 300;
 
@@ -169,6 +184,7 @@ impl<H: Handler> Shared<H> {
     async fn apply(&self, event: &RawEnvelope, from: &Coordinates) -> Result<(), HandleError> {
         let mut conn = self.pool.get().await.map_err(|e| HandleError::Unavailable(e.to_string()))?;
         let outcome = apply_once(&mut conn, &*self.handler, event, from).await?;
+        held_by_standbys(&self.standbys, &mut conn).await?;
         drop(conn);
         self.settle(event, from, outcome)
     }
@@ -212,7 +228,10 @@ impl<H: Handler> Shared<H> {
         let mut pauses = platform::retry::dependency_backoff().build();
         loop {
             let result = match self.pool.get().await {
-                Ok(mut conn) => refuse_once(&mut conn, &*self.handler, event, from, &reason).await,
+                Ok(mut conn) => match refuse_once(&mut conn, &*self.handler, event, from, &reason).await {
+                    Ok(outcome) => held_by_standbys(&self.standbys, &mut conn).await.map(|()| outcome),
+                    Err(error) => Err(error),
+                },
                 Err(error) => Err(HandleError::Unavailable(error.to_string())),
             };
             let error = match result {

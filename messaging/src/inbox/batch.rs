@@ -76,6 +76,8 @@ pub(super) struct Runner<H> {
     pub max: usize,
     /// The batch transaction's `lock_timeout`, in milliseconds.
     pub lock_wait_ms: u64,
+    /// What a committed batch waits for before its events are answered (decision 0030, rule 3).
+    pub standbys: platform::standby::StandbyWait,
 }
 
 impl<H: Handler> Runner<H> {
@@ -100,21 +102,26 @@ impl<H: Handler> Runner<H> {
         let span = tracing::info_span!("inbox.batch", events = batch.len());
         platform::trace::link(&span, batch.iter().map(|request| platform::trace::context(&request.span)));
         let mut conn = self.pool.get().await.map_err(|e| HandleError::Unavailable(e.to_string()))?;
-        conn.transaction(async |conn| {
-            conn.batch_execute(lock_wait).await?;
-            if batch.len() > 1 {
-                let events: Vec<&RawEnvelope> = batch.iter().map(|request| &*request.event).collect();
-                self.handler.lock_for_batch(conn, &events).instrument(tracing::info_span!("inbox.lock")).await?;
-            }
-            let mut done = Vec::with_capacity(batch.len());
-            for request in batch {
-                let applied = record_and_handle(conn, &*self.handler, &request.event, &request.from);
-                done.push(applied.instrument(request.span.clone()).await?);
-            }
-            Ok(done)
-        })
-        .instrument(span)
-        .await
+        let done = conn
+            .transaction::<_, HandleError, _>(async |conn| {
+                conn.batch_execute(lock_wait).await?;
+                if batch.len() > 1 {
+                    let events: Vec<&RawEnvelope> = batch.iter().map(|request| &*request.event).collect();
+                    self.handler.lock_for_batch(conn, &events).instrument(tracing::info_span!("inbox.lock")).await?;
+                }
+                let mut done = Vec::with_capacity(batch.len());
+                for request in batch {
+                    let applied = record_and_handle(conn, &*self.handler, &request.event, &request.from);
+                    done.push(applied.instrument(request.span.clone()).await?);
+                }
+                Ok(done)
+            })
+            .instrument(span)
+            .await?;
+        // Committed; its events are finished once the standbys hold it. If they do not in
+        // time, each event is tried alone: found in the inbox, and waited for again there.
+        super::attempt::held_by_standbys(&self.standbys, &mut conn).await?;
+        Ok(done)
     }
 }
 
@@ -128,7 +135,7 @@ fn answer(batch: &mut Vec<Request>, result: Result<Vec<(Outcome, Committed)>, Ha
             }
         }
         Err(error) => {
-            tracing::info!(%error, events = batch.len(), "a batch rolled back; its events are tried alone");
+            tracing::info!(%error, events = batch.len(), "a batch did not finish; its events are tried alone");
             let reason = error.to_string();
             for request in batch.drain(..) {
                 let _ = request.reply.send(Err(reason.clone()));

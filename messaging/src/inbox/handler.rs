@@ -96,7 +96,9 @@ impl Committed {
 pub enum HandleError {
     #[error("database: {0}")]
     Database(#[from] DieselError),
-    #[error("no database connection: {0}")]
+    /// No connection, or a commit no synchronous standby holds yet: waited for, never
+    /// dead-lettered.
+    #[error("database unavailable: {0}")]
     Unavailable(String),
     /// A crash point set to `error`: the transaction rolls back and the event is retried.
     #[error(transparent)]

@@ -7,6 +7,9 @@
 //! - `batch`: an event's first attempt shares a transaction with the events waiting
 //!   alongside it; if the batch fails, each is tried alone;
 //! - `sequence`: the events of one order one after the other, offsets never past unfinished work;
+//!   [`InboxConsumer::waiting_for`] standbys, an event counts as finished only once the
+//!   synchronous standbys hold its transaction ([`platform::standby`], decision 0030 rule 3),
+//!   so that a failover never takes back an effect whose offset the group has passed;
 //! - `attempt`: what a failure means ([`handler::Failure`]): a busy or unreachable database
 //!   is waited for; an event whose content is refused goes to `<topic>.dlq` at once (an
 //!   unreadable message too); a failure of unknown kind is tried [`PoisonPolicy::attempts`]
@@ -49,6 +52,7 @@ use std::time::{Duration, Instant};
 use platform::config::KafkaSettings;
 use platform::db::PgPool;
 use platform::kafka::GroupConsumer;
+use platform::standby::StandbyWait;
 use rdkafka::Message as _;
 use rdkafka::consumer::Consumer as _;
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
@@ -117,6 +121,7 @@ pub struct InboxConsumer<H> {
     batch_max: usize,
     batch_lock_wait_ms: u64,
     revoke_wait: Duration,
+    standbys: StandbyWait,
 }
 
 /// What the tasks handling events share, built when the consumer starts.
@@ -132,6 +137,8 @@ struct Shared<H> {
     in_hand: Arc<InHand>,
     /// Where first attempts go, unless each event has a transaction of its own.
     batches: Option<batch::Batches>,
+    /// What an applied event waits for before its offset is stored (decision 0030, rule 3).
+    standbys: StandbyWait,
 }
 
 impl<H: Handler> InboxConsumer<H> {
@@ -161,7 +168,16 @@ impl<H: Handler> InboxConsumer<H> {
             batch_max: settings.batch_max.max(1),
             batch_lock_wait_ms: settings.batch_lock_wait_ms,
             revoke_wait: Duration::from_millis(settings.revoke_wait_ms),
+            standbys: StandbyWait::off(),
         })
+    }
+
+    /// Stores an event's offset only once `standbys` hold the transaction that applied it
+    /// (decision 0030, rule 3): pass the service's `DatabaseSettings::standby_wait`. Off by
+    /// default (a database without standbys).
+    pub fn waiting_for(mut self, standbys: StandbyWait) -> Self {
+        self.standbys = standbys;
+        self
     }
 
     /// Shows the consumer's counts and lag on `metrics`' `/metrics`.
@@ -255,6 +271,7 @@ impl<H: Handler> InboxConsumer<H> {
                 metrics: self.metrics.clone(),
                 max: self.batch_max,
                 lock_wait_ms: self.batch_lock_wait_ms,
+                standbys: self.standbys,
             };
             let (batches, runner) = batch::Batches::start(runner, self.max_in_flight);
             (Some(batches), Some(runner))
@@ -274,6 +291,7 @@ impl<H: Handler> InboxConsumer<H> {
             sequencer: Sequencer::default(),
             in_hand,
             batches,
+            standbys: self.standbys,
         });
         let lag = tokio::spawn(lag::report_lag(
             Arc::clone(&shared.consumer),

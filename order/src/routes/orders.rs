@@ -58,7 +58,7 @@ pub struct PlaceOrderLine {
         (status = 401, description = "Missing, expired or invalid token; see WWW-Authenticate", body = crate::openapi::ErrorReply),
         (status = 409, description = "Idempotency-Key already used by this customer for a different request", body = crate::openapi::ErrorReply),
         (status = 429, description = "Too many orders from this customer; see Retry-After", body = crate::openapi::ErrorReply),
-        (status = 503, description = "Overloaded, or the database is not reachable; see Retry-After", body = crate::openapi::ErrorReply),
+        (status = 503, description = "Overloaded, the database is not reachable, or the order is not yet held by a synchronous standby (`not_yet_durable`: send it again unchanged); see Retry-After", body = crate::openapi::ErrorReply),
     )
 )]
 #[post("")]
@@ -85,7 +85,9 @@ pub async fn place_order(
         // Never queue for a connection past the budget (or a short floor, for `wait=0`).
         let within = budget.max(ACCEPT_WAIT_FLOOR).saturating_sub(started.elapsed());
         let mut conn = platform::db::get_within(&state.pool, within).await?;
-        repository::place(&mut conn, id, key, &order, &trace, &state.topics.orders).await?
+        let placement = repository::place(&mut conn, id, key, &order, &trace, &state.topics.orders).await?;
+        state.held_by_standbys(&mut conn, within).await?;
+        placement
     };
     platform::crash::point(crate::AFTER_COMMIT_BEFORE_REPLY)?;
     let (view, replayed) = match placement {
@@ -370,7 +372,7 @@ pub async fn list_orders(
         (status = 401, description = "Missing, expired or invalid token", body = crate::openapi::ErrorReply),
         (status = 404, description = "No such order among this customer's", body = crate::openapi::ErrorReply),
         (status = 409, description = "Rejected, already cancelled, or shipping has started (`not_cancellable`)", body = crate::openapi::ErrorReply),
-        (status = 503, description = "The database is not reachable", body = crate::openapi::ErrorReply),
+        (status = 503, description = "The database is not reachable, or the cancellation is not yet held by a synchronous standby (`not_yet_durable`: send it again)", body = crate::openapi::ErrorReply),
     )
 )]
 #[post("/{id}/cancel")]
@@ -382,7 +384,9 @@ pub async fn cancel_order(
 ) -> Result<HttpResponse, ApiError> {
     let trace = platform::http::trace_of(request.headers());
     let mut conn = state.pool.get().await?;
-    match repository::cancel(&mut conn, OrderId(*id), customer.id(), &trace, &state.topics.orders).await? {
+    let cancellation = repository::cancel(&mut conn, OrderId(*id), customer.id(), &trace, &state.topics.orders).await?;
+    state.held_by_standbys(&mut conn, state.wait_budget).await?;
+    match cancellation {
         Cancellation::Requested(view) | Cancellation::AlreadyRequested(view) => Ok(HttpResponse::Accepted().json(view)),
         Cancellation::NotCancellable(status) => Err(ApiError::NotCancellable(status)),
         Cancellation::NotFound => Err(ApiError::NotFound),
@@ -413,7 +417,7 @@ pub async fn cancel_order(
         (status = 403, description = "The token does not grant orders:ship (`insufficient_scope`)", body = crate::openapi::ErrorReply),
         (status = 404, description = "No such order", body = crate::openapi::ErrorReply),
         (status = 409, description = "Not CONFIRMED: still pending, rejected, or cancelled (`not_shippable`)", body = crate::openapi::ErrorReply),
-        (status = 503, description = "The database is not reachable; see Retry-After", body = crate::openapi::ErrorReply),
+        (status = 503, description = "The database is not reachable, or the request is not yet held by a synchronous standby (`not_yet_durable`: send it again unchanged); see Retry-After", body = crate::openapi::ErrorReply),
     )
 )]
 #[post("/{id}/ship")]
@@ -432,7 +436,9 @@ pub async fn ship_order(
     let outcome = {
         let within = budget.max(ACCEPT_WAIT_FLOOR).saturating_sub(started.elapsed());
         let mut conn = platform::db::get_within(&state.pool, within).await?;
-        repository::ship(&mut conn, OrderId(*id), key, &trace, &state.topics.orders).await?
+        let outcome = repository::ship(&mut conn, OrderId(*id), key, &trace, &state.topics.orders).await?;
+        state.held_by_standbys(&mut conn, within).await?;
+        outcome
     };
     platform::crash::point(crate::SHIP_AFTER_COMMIT_BEFORE_REPLY)?;
     let (view, replayed) = match outcome {

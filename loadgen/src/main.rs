@@ -91,6 +91,9 @@ pub struct Record {
     order_id: String,
     reply_status: u16,
     reply_ms: f64,
+    /// When the first attempt was sent, in seconds since the Unix epoch: a drill lines the
+    /// replies up with the faults it made.
+    sent_at: f64,
     attempts: u32,
     final_status: String,
     accepted_to_final_ms: Option<f64>,
@@ -258,6 +261,8 @@ async fn place(args: &Args, http: &reqwest::Client, tokens: &Tokens, n: usize) -
     let body = json!({"lines": [{"sku": sku, "quantity": quantity}]});
     let mut record = Record { customer, key: key.clone(), sku, quantity, ..Record::default() };
     let started = Instant::now();
+    record.sent_at =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |since| since.as_secs_f64());
     let sent = send_with_retries(args.attempts, || {
         let request = http
             .post(format!("{}/orders", args.url))

@@ -76,12 +76,12 @@ pub fn render(s: &RunSummary) -> String {
 
 pub fn write_csv(path: &PathBuf, records: &[Record]) -> anyhow::Result<()> {
     let mut out = String::from(
-        "order_id,key,sku,quantity,reply_status,reply_ms,attempts,final_status,accepted_to_final_ms,ship_status,error\n",
+        "order_id,key,sku,quantity,reply_status,reply_ms,attempts,final_status,accepted_to_final_ms,ship_status,error,sent_at\n",
     );
     for r in records {
         let error = r.error.replace(['"', '\n'], "'");
         out.push_str(&format!(
-            "{},{},{},{},{},{:.3},{},{},{},{},\"{}\"\n",
+            "{},{},{},{},{},{:.3},{},{},{},{},\"{}\",{:.3}\n",
             r.order_id,
             r.key,
             r.sku,
@@ -92,7 +92,8 @@ pub fn write_csv(path: &PathBuf, records: &[Record]) -> anyhow::Result<()> {
             r.final_status,
             r.accepted_to_final_ms.map(|ms| format!("{ms:.3}")).unwrap_or_default(),
             r.ship_status,
-            error
+            error,
+            r.sent_at
         ));
     }
     std::fs::write(path, out)?;

@@ -3,7 +3,7 @@
 #
 #   drill_begin NAME RATE SECONDS [NODES]   # checks the stack runs NODES (default 3) Kafka
 #                                   # nodes, warms it up (DRILL_WARMUP_SECS, default 60),
-#                                   # starts the load
+#                                   # starts the load (DRILL_SHIP_SHARE of it shipped, 0 unless set)
 #   drill_mark "what happened"      # a timestamped line in the drill's event log
 #   drill_end                       # waits for the load, settles, judges, prints the report
 #
@@ -70,7 +70,7 @@ drill_begin() {
       >"$DRILL_OUT/warmup.txt" 2>&1 || die "the warm-up load failed; see $DRILL_OUT/warmup.txt"
   fi
   log "$DRILL_NAME: $DRILL_RATE orders/s for $DRILL_SECS s (details in $DRILL_OUT)"
-  "$BIN/loadgen" --rate "$DRILL_RATE" --duration "$DRILL_SECS" --progress 10 --follow-secs 180 --skus "$DRILL_SKUS" \
+  "$BIN/loadgen" --rate "$DRILL_RATE" --duration "$DRILL_SECS" --progress 10 --follow-secs 180 --skus "$DRILL_SKUS" --ship-share "${DRILL_SHIP_SHARE:-0}" \
     --csv "$DRILL_OUT/orders.csv" --summary-json "$DRILL_OUT/summary.json" \
     >"$DRILL_OUT/loadgen.txt" 2>"$DRILL_OUT/progress.txt" &
   DRILL_LOAD=$!
@@ -87,8 +87,8 @@ sample_outboxes() {
   while true; do
     local now order inventory
     now=$(date +%s.%N)
-    order=$(psql "$PG_URL/orders" -tAF, -c "$query" 2>/dev/null || echo ,)
-    inventory=$(psql "$PG_URL/inventory" -tAF, -c "$query" 2>/dev/null || echo ,)
+    order=$(psql "$(db_url orders)" -tAF, -c "$query" 2>/dev/null || echo ,)
+    inventory=$(psql "$(db_url inventory)" -tAF, -c "$query" 2>/dev/null || echo ,)
     echo "$now,$order,$inventory" >>"$DRILL_OUT/outboxes.csv"
     sleep 0.25
   done

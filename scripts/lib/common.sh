@@ -11,6 +11,9 @@ CACHE="${ORDER_SYSTEM_CACHE:-$HOME/.cache/order-system}"
 # The Postgres server: PG_URL if it answers; otherwise a private cluster on PRIVATE_PG_PORT.
 PG_URL="${PG_URL:-postgres://postgres@127.0.0.1:5432}"
 PRIVATE_PG_PORT="${PRIVATE_PG_PORT:-5433}"
+# Connection options every URL of PG_URL's server carries (db_url); the high-availability
+# formation's multi-host URL needs target_session_attrs=read-write.
+PG_URL_OPTIONS=""
 # KAFKA_BROKERS given from outside names an existing cluster: the scripts start no broker.
 EXTERNAL_KAFKA=${KAFKA_BROKERS:+yes}
 KAFKA_BROKERS="${KAFKA_BROKERS:-127.0.0.1:9092}"
@@ -28,6 +31,20 @@ die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
 # Answers, and lets the scripts in (pg_isready alone would not notice a password prompt).
 pg_answers() { pg_isready -q -d "$1/postgres" -t 2 && psql "$1/postgres" -w -tAc 'SELECT 1' >/dev/null 2>&1; }
+
+# The URL of database $1 on PG_URL's server.
+db_url() { echo "$PG_URL/$1${PG_URL_OPTIONS:+?$PG_URL_OPTIONS}"; }
+
+# The local stack's Postgres: the high-availability formation once `scripts/up --ha` has
+# made it (scripts/lib/ha.sh), else as ensure_postgres.
+ensure_stack_postgres() {
+  if ha_enabled; then
+    ha_up
+    PG_URL=$(ha_url) PG_URL_OPTIONS=target_session_attrs=read-write
+  else
+    ensure_postgres
+  fi
+}
 
 # Sets PG_URL to a server that answers, starting a private cluster if needed.
 ensure_postgres() {
@@ -74,8 +91,8 @@ statement_statistics() {
 # Creates a database if it does not exist.
 ensure_database() {
   local name=$1
-  if [ -z "$(psql "$PG_URL/postgres" -tAc "SELECT 1 FROM pg_database WHERE datname = '$name'")" ]; then
-    psql "$PG_URL/postgres" -qc "CREATE DATABASE \"$name\"" >/dev/null
+  if [ -z "$(psql "$(db_url postgres)" -tAc "SELECT 1 FROM pg_database WHERE datname = '$name'")" ]; then
+    psql "$(db_url postgres)" -qc "CREATE DATABASE \"$name\"" >/dev/null
     log "postgres: created database $name"
   fi
 }
@@ -348,7 +365,7 @@ require_stack() {
   BIN="$CARGO_TARGET_DIR/$PROFILE"
   build_bins
   ensure_auth_keys
-  ensure_postgres 2>/dev/null
+  ensure_stack_postgres 2>/dev/null
   # The drills' own tools (poison, dlq) sign in as the super user.
   kafka_admin_env
 }
@@ -385,7 +402,7 @@ wait_restarted() {
 
 # Waits until every order is settled and the outboxes are empty (up to $1 s), then prints the
 # checker's report and returns its status.
-wait_quiet() { settle "$PG_URL/orders" "$PG_URL/inventory" "${1:-120}"; }
+wait_quiet() { settle "$(db_url orders)" "$(db_url inventory)" "${1:-120}"; }
 
 # settle ORDER_URL INVENTORY_URL [TIMEOUT]: wait_quiet for any system's two databases.
 settle() {
@@ -401,3 +418,6 @@ settle() {
   done
   "$BIN/check-invariants" --grace-secs 0
 }
+
+# The high-availability Postgres of `scripts/up --ha`.
+source "$ROOT/scripts/lib/ha.sh"

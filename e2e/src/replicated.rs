@@ -54,6 +54,15 @@ impl ReplicatedPostgres {
         self.run("psql", &args);
     }
 
+    /// A test's name (`t` and 12 hex digits, the prefix of its databases and topics) and its
+    /// primary and standby, made off the async runtime (the binaries block).
+    pub async fn for_test() -> (String, Self) {
+        let name = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let made = name.clone();
+        let postgres = tokio::task::spawn_blocking(move || Self::start(&made)).await.expect("replicated postgres");
+        (name, postgres)
+    }
+
     /// The primary, as a server URL without a database.
     pub fn primary_url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}", self.primary_port)

@@ -33,13 +33,7 @@ async fn place_through(system: &TestSystem, sku: &str) -> String {
 #[tokio::test]
 async fn the_services_follow_the_promoted_standby_and_lose_no_acknowledged_order() {
     e2e::init_telemetry();
-    let name = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-    let postgres = tokio::task::spawn_blocking({
-        let name = name.clone();
-        move || ReplicatedPostgres::start(&name)
-    })
-    .await
-    .expect("replicated postgres");
+    let (name, postgres) = ReplicatedPostgres::for_test().await;
     let urls = [format!("{name}_orders"), format!("{name}_inventory")].map(|db| {
         postgres.create_database(&db);
         postgres.url(&db)

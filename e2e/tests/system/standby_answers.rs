@@ -14,13 +14,7 @@ use serde_json::json;
 #[tokio::test]
 async fn an_order_is_acknowledged_only_once_the_standby_holds_it() {
     e2e::init_telemetry();
-    let name = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-    let postgres = tokio::task::spawn_blocking({
-        let name = name.clone();
-        move || ReplicatedPostgres::start(&name)
-    })
-    .await
-    .expect("replicated postgres");
+    let (name, postgres) = ReplicatedPostgres::for_test().await;
     let urls = [format!("{name}_orders"), format!("{name}_inventory")].map(|db| {
         postgres.create_database(&db);
         postgres.url(&db)

@@ -90,13 +90,7 @@ async fn publish_event(producer: &rdkafka::producer::FutureProducer, topic: &str
 #[tokio::test]
 async fn a_consumer_commits_an_offset_only_once_the_standby_holds_its_transaction() {
     e2e::init_telemetry();
-    let name = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-    let postgres = tokio::task::spawn_blocking({
-        let name = name.clone();
-        move || ReplicatedPostgres::start(&name)
-    })
-    .await
-    .expect("replicated postgres");
+    let (name, postgres) = ReplicatedPostgres::for_test().await;
     let url = postgres.create_database(&format!("{name}_consumer"));
     platform::db::run_migrations(&url, vec![messaging::MIGRATIONS]).await.expect("migrations");
     let kafka = e2e::kafka_settings();

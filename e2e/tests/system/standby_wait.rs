@@ -39,13 +39,7 @@ fn event_ids(messages: &[rdkafka::message::OwnedMessage]) -> Vec<uuid::Uuid> {
 #[tokio::test]
 async fn the_relay_publishes_only_what_the_synchronous_standby_holds() {
     e2e::init_telemetry();
-    let name = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-    let postgres = tokio::task::spawn_blocking({
-        let name = name.clone();
-        move || ReplicatedPostgres::start(&name)
-    })
-    .await
-    .expect("replicated postgres");
+    let (name, postgres) = ReplicatedPostgres::for_test().await;
     let url = postgres.create_database(&format!("{name}_orders"));
     platform::db::run_migrations(&url, vec![messaging::MIGRATIONS]).await.expect("migrations");
     let kafka = e2e::kafka_settings();

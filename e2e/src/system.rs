@@ -1,5 +1,8 @@
 //! [`TestSystem`]: the order and inventory services and the relays in this test's process,
 //! on databases and topics of their own.
+//!
+//! One room, over 300 lines: starting the system and the helpers every system test calls on
+//! it (placing, settling, arming crash points) share its fields and its teardown.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

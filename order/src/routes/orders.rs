@@ -1,4 +1,7 @@
 //! `/orders`: place, read, list, cancel and ship orders.
+//!
+//! One room, over 300 lines: the five handlers share the wait for a change, the reply's
+//! headers and the write's acknowledgement rules; their OpenAPI text is most of the length.
 
 use std::time::{Duration, Instant};
 

@@ -9,6 +9,7 @@ pub mod databases;
 pub mod kafka;
 pub mod options;
 pub mod outbox;
+pub mod ports;
 pub mod processes;
 pub mod prometheus;
 pub mod replicated;
@@ -20,6 +21,7 @@ use platform::config::KafkaSettings;
 
 pub use self::auth::{TEST_CUSTOMER, TestKeys};
 pub use self::databases::TestDatabase;
+pub use self::ports::{free_port, free_ports};
 pub use self::system::{Options, OutboxEnvelope, RelayHandle, TestSystem};
 
 /// The tests' HTTP client. Idle connections are dropped after a second, well before the
@@ -66,11 +68,6 @@ pub fn pg_server_url() -> String {
 }
 
 /// The local profile that the local stack and the process tests read through `CONFIG_FILE`.
-/// A TCP port nobody listens on now.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
-}
-
 pub fn local_config() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/local.toml")
 }

@@ -218,13 +218,31 @@ start_kafka() {
   die "Kafka did not answer at 127.0.0.1:$port within 60 s; see $log_file"
 }
 
-# Prints N free TCP ports.
+# Prints N free TCP ports, each reserved as e2e/src/ports.rs does: below the kernel's ephemeral
+# range (where outgoing connections' source ports could take them before our process binds)
+# and marked by a file under the tests' shared folder so that a parallel test does not pick it.
 free_ports() {
   python3 -c '
-import socket, sys
-socks = [socket.socket() for _ in range(int(sys.argv[1]))]
-for s in socks: s.bind(("127.0.0.1", 0))
-print(*(s.getsockname()[1] for s in socks))' "$1"
+import os, random, socket, sys, tempfile, time
+folder = os.path.join(tempfile.gettempdir(), "order-system-tests", "ports")
+os.makedirs(folder, exist_ok=True)
+ports = []
+while len(ports) < int(sys.argv[1]):
+    port = random.randrange(20000, 32000)
+    path = os.path.join(folder, str(port))
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        if time.time() - os.path.getmtime(path) < 7200:
+            continue
+        os.utime(path)
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+    ports.append(port)
+print(*ports)' "$1"
 }
 
 # Waits until `curl URL` succeeds, up to $2 seconds.

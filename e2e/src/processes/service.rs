@@ -156,13 +156,8 @@ pub struct Broker {
 
 impl Broker {
     pub fn new(dir: PathBuf) -> Self {
-        // The controller listens on port + 1; take a pair that is free now.
-        let port = loop {
-            let port = free_port();
-            if port < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
-                break port;
-            }
-        };
+        // The controller listens on port + 1.
+        let port = crate::free_ports(2);
         Self { address: format!("127.0.0.1:{port}"), port, dir, child: None }
     }
 

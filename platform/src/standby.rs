@@ -1,18 +1,28 @@
 //! Waiting for the synchronous standbys to hold a commit (decision 0030): what the relay does
-//! before it publishes a read's rows (rule 2) and what a consumer does before it stores the
-//! offset of an event it applied (rule 3). A failover takes back whatever the primary
-//! committed that the promoted standby had not flushed; a reader that acts on such a commit
-//! (publishes it, moves its Kafka offset past it) makes that loss visible to others, where it
-//! can no longer be taken back.
+//! before it publishes a read's rows (rule 2), what the order service does before it
+//! acknowledges a write (rule 1) and what a consumer does before it stores the offset of an
+//! event it applied (rule 3). A failover takes back whatever the primary committed that the
+//! promoted standby had not flushed; a reader that acts on such a commit (publishes it, moves
+//! its Kafka offset past it) makes that loss visible to others, where it can no longer be
+//! taken back.
 //!
-//! The position to wait for is the primary's WAL insert position, taken after the commit (or,
-//! for a read, after its snapshot): every commit already made, or shown by the snapshot,
-//! wrote its commit record below it — even one that skipped waiting for the standby or for the
-//! disk (`synchronous_commit = local` or `off`, a wait cancelled by the client). Once
-//! `pg_stat_replication` shows enough standbys that are synchronous *now* with a flush
+//! Which position to wait for depends on whose commits are covered:
+//! - **the session's own commits** (rules 1 and 3, [`StandbyWait::until_committed_held`]): the
+//!   primary's WAL *flush* position, read after the commit. A commit flushes its record
+//!   locally before it waits for the standbys, so the record lies below that position even
+//!   when the wait was cancelled or the manager had switched synchronous replication off;
+//!   with `synchronous_commit = off` the session takes the insert position instead. Waiting for
+//!   the insert position here would also wait for whatever other sessions have inserted and
+//!   not yet flushed — under load, always something — and cost a look or two more per commit.
+//! - **other sessions' commits, shown by a snapshot** (rule 2, the relay's reads): the WAL
+//!   *insert* position, evaluated after the snapshot was taken; every commit the snapshot
+//!   shows wrote its record below it, including one whose writer did not flush it
+//!   (`synchronous_commit = off`), which the reader cannot know.
+//!
+//! Once `pg_stat_replication` shows enough standbys that are synchronous *now* with a flush
 //! position at or past it, a standby promoted later has every one of those commits. A failover
-//! manager that has switched synchronous replication off (a standby down) leaves the waiter
-//! waiting, not acting on what only the primary has.
+//! manager that has switched synchronous replication off leaves the waiter waiting, not acting
+//! on what only the primary has.
 
 use std::time::{Duration, Instant};
 
@@ -71,6 +81,11 @@ const FLUSHED: &str = "SELECT count(*) FILTER (WHERE sync_state IN ('sync', 'quo
             count(*) FILTER (WHERE sync_state IS NULL) AS unseen \
        FROM pg_stat_replication";
 
+/// Past this session's last commit record: the local flush position, or the insert position
+/// where this session's commits do not flush.
+const COMMITTED: &str = "SELECT (CASE current_setting('synchronous_commit') WHEN 'off' \
+            THEN pg_current_wal_insert_lsn() ELSE pg_current_wal_flush_lsn() END)::text AS lsn";
+
 /// First pause between two looks; doubled up to [`MAX_PAUSE`]. A standby in the same zone
 /// flushes within a millisecond or two.
 const FIRST_PAUSE: Duration = Duration::from_micros(500);
@@ -113,14 +128,14 @@ impl StandbyWait {
         }
     }
 
-    /// Returns once the standbys hold every commit this session made so far (call it after a
-    /// commit, outside a transaction); at once when the wait is off.
+    /// Returns once the standbys hold every commit this session made so far, and every commit
+    /// it has seen made by sessions that flush their commits (call it after a commit, outside a
+    /// transaction); at once when the wait is off.
     pub async fn until_committed_held(&self, conn: &mut AsyncPgConnection) -> Result<Duration, WaitError> {
         if !self.is_on() {
             return Ok(Duration::ZERO);
         }
-        let Position { lsn } =
-            diesel::sql_query("SELECT pg_current_wal_insert_lsn()::text AS lsn").get_result::<Position>(conn).await?;
+        let Position { lsn } = diesel::sql_query(COMMITTED).get_result::<Position>(conn).await?;
         self.until_flushed(conn, &lsn).await
     }
 }

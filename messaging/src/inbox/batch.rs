@@ -6,7 +6,8 @@
 //! and each of its events is tried again alone (`attempt`), where its own failure, if it has
 //! one, is classified and retried or dead-lettered as before.
 //!
-//! One task runs the batches, one after the other. Batches of other instances of the service
+//! One task runs the batches, one after the other, and answers each once the synchronous
+//! standbys hold it (decision 0030, rule 3), waiting for them alongside the next batch. Batches of other instances of the service
 //! run at the same time; so that two of them never lock the same rows in opposite orders
 //! and wait for each other, a batch of several events starts with the handler's
 //! [`Handler::lock_for_batch`], which locks the shared rows its events will change in one
@@ -80,8 +81,26 @@ pub(super) struct Runner<H> {
     pub standbys: platform::standby::StandbyWait,
 }
 
+/// A batch whose transaction has ended, on its way to its answer.
+type Ended = (Vec<Request>, Result<Vec<(Outcome, Committed)>, String>);
+
+/// How many committed batches may wait for the standbys while the next ones are applied.
+const HELD_AHEAD: usize = 8;
+
 impl<H: Handler> Runner<H> {
-    async fn run(self, mut waiting: mpsc::Receiver<Request>) {
+    /// Applies batches one after the other and, alongside, answers each once the synchronous
+    /// standbys hold it (decision 0030, rule 3). The wait is off the transactions' path: while
+    /// the standbys catch up with one batch, the next is applied, and one wait covers every
+    /// batch committed before it began — as a group commit covers the commits that queued
+    /// behind it. Waiting in line instead cost the inventory consumer more than its capacity
+    /// on the three-node formation (decision 0031).
+    async fn run(self, waiting: mpsc::Receiver<Request>) {
+        let (ended, to_answer) = mpsc::channel(HELD_AHEAD);
+        tokio::join!(self.transactions(waiting, ended), self.answers(to_answer));
+    }
+
+    /// Takes every event waiting when the previous batch ended and applies them together.
+    async fn transactions(&self, mut waiting: mpsc::Receiver<Request>, ended: mpsc::Sender<Ended>) {
         let lock_wait = format!("SET LOCAL lock_timeout = {}", self.lock_wait_ms);
         let mut batch = Vec::with_capacity(self.max);
         while waiting.recv_many(&mut batch, self.max).await > 0 {
@@ -90,9 +109,37 @@ impl<H: Handler> Runner<H> {
                 .catch_unwind()
                 .await
                 .unwrap_or_else(|_| Err(HandleError::Permanent("a handler panicked".to_owned())));
-            self.metrics.batch(batch.len(), result.is_ok());
-            answer(&mut batch, result);
+            let batch = std::mem::replace(&mut batch, Vec::with_capacity(self.max));
+            if ended.send((batch, result.map_err(|error| error.to_string()))).await.is_err() {
+                return;
+            }
         }
+    }
+
+    /// Answers ended batches in the order they ended: a committed one once the standbys hold
+    /// it. A position read after a batch's commit lies past it (`platform::standby`), so one
+    /// wait serves every batch that had committed when it began.
+    async fn answers(&self, mut ended: mpsc::Receiver<Ended>) {
+        let mut group = Vec::with_capacity(HELD_AHEAD);
+        while ended.recv_many(&mut group, HELD_AHEAD).await > 0 {
+            let held = if group.iter().any(|(_, result)| result.is_ok()) { self.held().await } else { Ok(()) };
+            for (mut batch, result) in group.drain(..) {
+                let result = result.and_then(|done| held.clone().map(|()| done));
+                self.metrics.batch(batch.len(), result.is_ok());
+                answer(&mut batch, result);
+            }
+        }
+    }
+
+    /// Returns once the standbys hold every commit made so far; if they do not in time, the
+    /// batches' events are tried alone, found in the inbox, and waited for again there.
+    async fn held(&self) -> Result<(), String> {
+        if !self.standbys.is_on() {
+            return Ok(());
+        }
+        let mut conn =
+            self.pool.get().await.map_err(|error| HandleError::Unavailable(error.to_string()).to_string())?;
+        super::attempt::held_by_standbys(&self.standbys, &mut conn).await.map_err(|error| error.to_string())
     }
 
     /// Every event of `batch`, each with its inbox row, in one transaction that first runs
@@ -102,31 +149,26 @@ impl<H: Handler> Runner<H> {
         let span = tracing::info_span!("inbox.batch", events = batch.len());
         platform::trace::link(&span, batch.iter().map(|request| platform::trace::context(&request.span)));
         let mut conn = self.pool.get().await.map_err(|e| HandleError::Unavailable(e.to_string()))?;
-        let done = conn
-            .transaction::<_, HandleError, _>(async |conn| {
-                conn.batch_execute(lock_wait).await?;
-                if batch.len() > 1 {
-                    let events: Vec<&RawEnvelope> = batch.iter().map(|request| &*request.event).collect();
-                    self.handler.lock_for_batch(conn, &events).instrument(tracing::info_span!("inbox.lock")).await?;
-                }
-                let mut done = Vec::with_capacity(batch.len());
-                for request in batch {
-                    let applied = record_and_handle(conn, &*self.handler, &request.event, &request.from);
-                    done.push(applied.instrument(request.span.clone()).await?);
-                }
-                Ok(done)
-            })
-            .instrument(span)
-            .await?;
-        // Committed; its events are finished once the standbys hold it. If they do not in
-        // time, each event is tried alone: found in the inbox, and waited for again there.
-        super::attempt::held_by_standbys(&self.standbys, &mut conn).await?;
-        Ok(done)
+        conn.transaction::<_, HandleError, _>(async |conn| {
+            conn.batch_execute(lock_wait).await?;
+            if batch.len() > 1 {
+                let events: Vec<&RawEnvelope> = batch.iter().map(|request| &*request.event).collect();
+                self.handler.lock_for_batch(conn, &events).instrument(tracing::info_span!("inbox.lock")).await?;
+            }
+            let mut done = Vec::with_capacity(batch.len());
+            for request in batch {
+                let applied = record_and_handle(conn, &*self.handler, &request.event, &request.from);
+                done.push(applied.instrument(request.span.clone()).await?);
+            }
+            Ok(done)
+        })
+        .instrument(span)
+        .await
     }
 }
 
 /// Tells each event of `batch` how its batch ended, and empties it.
-fn answer(batch: &mut Vec<Request>, result: Result<Vec<(Outcome, Committed)>, HandleError>) {
+fn answer(batch: &mut Vec<Request>, result: Result<Vec<(Outcome, Committed)>, String>) {
     match result {
         Ok(done) => {
             for (request, (outcome, committed)) in batch.drain(..).zip(done) {
@@ -134,9 +176,8 @@ fn answer(batch: &mut Vec<Request>, result: Result<Vec<(Outcome, Committed)>, Ha
                 let _ = request.reply.send(Ok(outcome));
             }
         }
-        Err(error) => {
-            tracing::info!(%error, events = batch.len(), "a batch did not finish; its events are tried alone");
-            let reason = error.to_string();
+        Err(reason) => {
+            tracing::info!(error = %reason, events = batch.len(), "a batch did not finish; its events are tried alone");
             for request in batch.drain(..) {
                 let _ = request.reply.send(Err(reason.clone()));
             }

@@ -33,6 +33,8 @@ impl ResponseError for ApiError {
             }
             Self::Exists(_) => StatusCode::CONFLICT,
             Self::NotFound => StatusCode::NOT_FOUND,
+            // A lost connection, a demoted or restarting server (a failover): retry shortly.
+            Self::Database(error) if platform::db::is_transient(error) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Database(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Pool(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -47,6 +49,10 @@ impl ResponseError for ApiError {
             Self::InvalidStock => error_response(status, "invalid_stock", self.to_string()),
             Self::Exists(_) => error_response(status, "exists", self.to_string()),
             Self::InvalidPattern(problem) => error_response(status, "invalid_pattern", problem.clone()),
+            Self::Database(_) | Self::Pool(_) if status == StatusCode::SERVICE_UNAVAILABLE => {
+                tracing::warn!(error = %self, "request refused");
+                error_response(status, "unavailable", "the database is unreachable for a moment; retry shortly")
+            }
             Self::Database(_) | Self::Pool(_) => {
                 tracing::error!(error = %self, "request failed");
                 error_response(status, "internal", "something went wrong on our side; retry shortly")

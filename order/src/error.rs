@@ -46,6 +46,7 @@ impl ResponseError for ApiError {
             Self::Validation(_) | Self::InvalidQuery(_) | Self::IdempotencyKey => StatusCode::BAD_REQUEST,
             Self::KeyReused { .. } | Self::NotCancellable(_) | Self::NotShippable(_) => StatusCode::CONFLICT,
             Self::NotFound => StatusCode::NOT_FOUND,
+            Self::Database(error) if platform::db::is_transient(error) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Database(_) | Self::Injected(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::RateLimited { .. } | Self::TooManyWaiting { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Pool(_) | Self::NotDurable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -131,6 +132,9 @@ impl ResponseError for ApiError {
                 );
                 response
             }
+            // A lost connection, a demoted or restarting server (a failover), a conflict:
+            // the same request may succeed a moment later, and says so.
+            Self::Database(error) if platform::db::is_transient(error) => unavailable(status, self),
             Self::Database(_) | Self::Injected(_) => {
                 tracing::error!(error = %self, "request failed");
                 error_response(status, "internal", "something went wrong on our side; retrying is safe")
@@ -150,19 +154,79 @@ impl ResponseError for ApiError {
                 );
                 response
             }
-            Self::Pool(_) => {
-                tracing::warn!(error = %self, "request refused");
-                let mut response = error_response(
-                    status,
-                    "unavailable",
-                    "the service is busy or its database is unreachable; retry shortly",
-                );
-                response.headers_mut().insert(
-                    actix_web::http::header::RETRY_AFTER,
-                    crate::admission::retry_after(std::time::Duration::from_secs(1)),
-                );
-                response
-            }
+            Self::Pool(_) => unavailable(status, self),
         }
+    }
+}
+
+/// `503 unavailable` with Retry-After: the service is busy or its database is out of reach for
+/// a moment; the request may be sent again (a write with the same Idempotency-Key).
+fn unavailable(status: StatusCode, error: &ApiError) -> HttpResponse {
+    tracing::warn!(%error, "request refused");
+    let mut response =
+        error_response(status, "unavailable", "the service is busy or its database is unreachable; retry shortly");
+    response
+        .headers_mut()
+        .insert(actix_web::http::header::RETRY_AFTER, crate::admission::retry_after(std::time::Duration::from_secs(1)));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use diesel::result::{DatabaseErrorInformation, DatabaseErrorKind, Error};
+
+    use super::*;
+
+    struct Info(&'static str);
+
+    impl DatabaseErrorInformation for Info {
+        fn message(&self) -> &str {
+            self.0
+        }
+        fn details(&self) -> Option<&str> {
+            None
+        }
+        fn hint(&self) -> Option<&str> {
+            None
+        }
+        fn table_name(&self) -> Option<&str> {
+            None
+        }
+        fn column_name(&self) -> Option<&str> {
+            None
+        }
+        fn constraint_name(&self) -> Option<&str> {
+            None
+        }
+        fn statement_position(&self) -> Option<i32> {
+            None
+        }
+    }
+
+    fn database(kind: DatabaseErrorKind, message: &'static str) -> ApiError {
+        ApiError::Database(Error::DatabaseError(kind, Box::new(Info(message))))
+    }
+
+    /// What a failover looks like from a request: the primary's connection closes under it,
+    /// or the pool reaches a node that is shutting down or no longer the primary.
+    #[test]
+    fn a_database_lost_for_a_moment_is_a_503_to_retry_not_a_500() {
+        for error in [
+            database(DatabaseErrorKind::ClosedConnection, "connection closed"),
+            database(DatabaseErrorKind::ReadOnlyTransaction, "cannot execute INSERT in a read-only transaction"),
+            database(DatabaseErrorKind::Unknown, "terminating connection due to administrator command"),
+            database(DatabaseErrorKind::Unknown, "the database system is shutting down"),
+            ApiError::Database(Error::BrokenTransactionManager),
+        ] {
+            assert_eq!(error.status_code(), StatusCode::SERVICE_UNAVAILABLE, "{error}");
+            let response = error.error_response();
+            assert!(response.headers().contains_key(actix_web::http::header::RETRY_AFTER), "{error}");
+        }
+    }
+
+    #[test]
+    fn any_other_database_error_is_ours_a_500() {
+        let error = database(DatabaseErrorKind::UniqueViolation, "duplicate key value");
+        assert_eq!(error.status_code(), StatusCode::INTERNAL_SERVER_ERROR);
     }
 }

@@ -139,6 +139,46 @@ pub fn is_lock_not_available(error: &diesel::result::Error) -> bool {
         if info.message().starts_with("could not obtain lock"))
 }
 
+/// Whether `error` says the database cannot do the work *now* but may a moment later: a lost
+/// connection, a server shutting down or no longer the primary (a failover), a lock or
+/// serialization conflict, a server out of connections or space. Callers retry these (a
+/// consumer) or answer 503 with Retry-After (a service), never "something went wrong".
+pub fn is_transient(error: &diesel::result::Error) -> bool {
+    use diesel::result::{DatabaseErrorKind as Kind, Error};
+    match error {
+        Error::DatabaseError(
+            Kind::ClosedConnection | Kind::UnableToSendCommand | Kind::SerializationFailure | Kind::ReadOnlyTransaction,
+            _,
+        ) => true,
+        Error::DatabaseError(_, info) => {
+            let message = info.message().to_ascii_lowercase();
+            TRANSIENT.iter().any(|opening| message.starts_with(opening))
+        }
+        // The transaction manager lost track after a failed rollback (a dropped connection):
+        // the pool discards that connection and the next try has a fresh one.
+        Error::BrokenTransactionManager => true,
+        _ => false,
+    }
+}
+
+/// Postgres message openings of errors that mean "busy, try again" (SQLSTATE classes 08,
+/// 40, 53, 55P03, 57). diesel-async reports these as `DatabaseErrorKind::Unknown` without
+/// their SQLSTATE, so the (English) message is all there is; a server speaking another
+/// language makes them look permanent.
+const TRANSIENT: &[&str] = &[
+    "deadlock detected",
+    "could not obtain lock",
+    "canceling statement due to",
+    "terminating connection",
+    "the database system is",
+    "sorry, too many clients",
+    "remaining connection slots are reserved",
+    "could not serialize access",
+    "out of memory",
+    "could not extend file",
+    "no space left on device",
+];
+
 /// The database name of a URL, for log lines and messages (never the password).
 pub fn database_name(url: &str) -> &str {
     url.rsplit('/').next().and_then(|tail| tail.split('?').next()).unwrap_or(url)

@@ -122,24 +122,6 @@ pub enum Failure {
     Unknown,
 }
 
-/// Postgres message openings of errors that mean "busy, try again" (SQLSTATE classes 08,
-/// 40, 53, 55P03, 57). diesel-async reports these as `DatabaseErrorKind::Unknown` without
-/// their SQLSTATE, so the (English) message is all there is; a server speaking another
-/// language makes them [`Failure::Unknown`], which is still retried, only not for ever.
-const BUSY: &[&str] = &[
-    "deadlock detected",
-    "could not obtain lock",
-    "canceling statement due to",
-    "terminating connection",
-    "the database system is",
-    "sorry, too many clients",
-    "remaining connection slots are reserved",
-    "could not serialize access",
-    "out of memory",
-    "could not extend file",
-    "no space left on device",
-];
-
 /// Postgres message openings of data exceptions (SQLSTATE class 22): the value is refused,
 /// whenever it is tried.
 const REFUSED: &[&str] = &[
@@ -182,11 +164,8 @@ impl HandleError {
         match self {
             Self::Unavailable(_) | Self::Injected(_) => Failure::Busy,
             Self::Permanent(_) => Failure::Refused,
+            Self::Database(error) if platform::db::is_transient(error) => Failure::Busy,
             Self::Database(DieselError::DatabaseError(kind, info)) => match kind {
-                Kind::ClosedConnection
-                | Kind::UnableToSendCommand
-                | Kind::SerializationFailure
-                | Kind::ReadOnlyTransaction => Failure::Busy,
                 Kind::UniqueViolation
                 | Kind::ForeignKeyViolation
                 | Kind::CheckViolation
@@ -195,9 +174,6 @@ impl HandleError {
                 | Kind::ExclusionViolation => Failure::Refused,
                 _ => by_message(info.message()),
             },
-            // The transaction manager lost track after a failed rollback (a dropped
-            // connection): the pool discards that connection and the next try has a fresh one.
-            Self::Database(DieselError::BrokenTransactionManager) => Failure::Busy,
             Self::Database(
                 DieselError::QueryBuilderError(_)
                 | DieselError::DeserializationError(_)
@@ -209,15 +185,11 @@ impl HandleError {
     }
 }
 
+/// A data exception is refused whenever it is tried; anything else unrecognised is tried a
+/// few times.
 fn by_message(message: &str) -> Failure {
     let message = message.to_ascii_lowercase();
-    if BUSY.iter().any(|opening| message.starts_with(opening)) {
-        Failure::Busy
-    } else if REFUSED.iter().any(|opening| message.starts_with(opening)) {
-        Failure::Refused
-    } else {
-        Failure::Unknown
-    }
+    if REFUSED.iter().any(|opening| message.starts_with(opening)) { Failure::Refused } else { Failure::Unknown }
 }
 
 /// Where a message came from, recorded in the inbox for forensics.

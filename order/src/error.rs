@@ -173,38 +173,12 @@ fn unavailable(status: StatusCode, error: &ApiError) -> HttpResponse {
 
 #[cfg(test)]
 mod tests {
-    use diesel::result::{DatabaseErrorInformation, DatabaseErrorKind, Error};
+    use diesel::result::{DatabaseErrorKind, Error};
 
     use super::*;
 
-    struct Info(&'static str);
-
-    impl DatabaseErrorInformation for Info {
-        fn message(&self) -> &str {
-            self.0
-        }
-        fn details(&self) -> Option<&str> {
-            None
-        }
-        fn hint(&self) -> Option<&str> {
-            None
-        }
-        fn table_name(&self) -> Option<&str> {
-            None
-        }
-        fn column_name(&self) -> Option<&str> {
-            None
-        }
-        fn constraint_name(&self) -> Option<&str> {
-            None
-        }
-        fn statement_position(&self) -> Option<i32> {
-            None
-        }
-    }
-
     fn database(kind: DatabaseErrorKind, message: &'static str) -> ApiError {
-        ApiError::Database(Error::DatabaseError(kind, Box::new(Info(message))))
+        ApiError::Database(platform::db::planted_error(kind, message))
     }
 
     /// What a failover looks like from a request: the primary's connection closes under it,

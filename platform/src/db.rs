@@ -179,6 +179,39 @@ const TRANSIENT: &[&str] = &[
     "no space left on device",
 ];
 
+/// A database error carrying `message`, as the driver reports one from Postgres: for tests of
+/// how callers classify errors ([`is_transient`] and those built on it).
+pub fn planted_error(kind: diesel::result::DatabaseErrorKind, message: &'static str) -> diesel::result::Error {
+    diesel::result::Error::DatabaseError(kind, Box::new(PlantedInfo(message)))
+}
+
+#[derive(Debug)]
+struct PlantedInfo(&'static str);
+
+impl diesel::result::DatabaseErrorInformation for PlantedInfo {
+    fn message(&self) -> &str {
+        self.0
+    }
+    fn details(&self) -> Option<&str> {
+        None
+    }
+    fn hint(&self) -> Option<&str> {
+        None
+    }
+    fn table_name(&self) -> Option<&str> {
+        None
+    }
+    fn column_name(&self) -> Option<&str> {
+        None
+    }
+    fn constraint_name(&self) -> Option<&str> {
+        None
+    }
+    fn statement_position(&self) -> Option<i32> {
+        None
+    }
+}
+
 /// The database name of a URL, for log lines and messages (never the password).
 pub fn database_name(url: &str) -> &str {
     url.rsplit('/').next().and_then(|tail| tail.split('?').next()).unwrap_or(url)

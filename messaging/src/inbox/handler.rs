@@ -297,43 +297,16 @@ pub(super) async fn record_and_handle<H: Handler>(
 
 #[cfg(test)]
 mod tests {
-    use diesel::result::{DatabaseErrorInformation, DatabaseErrorKind, Error as DieselError};
+    use diesel::result::{DatabaseErrorKind, Error as DieselError};
 
     use super::{Failure, HandleError};
-
-    #[derive(Debug)]
-    struct Info(&'static str);
-
-    impl DatabaseErrorInformation for Info {
-        fn message(&self) -> &str {
-            self.0
-        }
-        fn details(&self) -> Option<&str> {
-            None
-        }
-        fn hint(&self) -> Option<&str> {
-            None
-        }
-        fn table_name(&self) -> Option<&str> {
-            None
-        }
-        fn column_name(&self) -> Option<&str> {
-            None
-        }
-        fn constraint_name(&self) -> Option<&str> {
-            None
-        }
-        fn statement_position(&self) -> Option<i32> {
-            None
-        }
-    }
 
     fn database(kind: DatabaseErrorKind) -> HandleError {
         with_message(kind, "planted")
     }
 
     fn with_message(kind: DatabaseErrorKind, message: &'static str) -> HandleError {
-        HandleError::Database(DieselError::DatabaseError(kind, Box::new(Info(message))))
+        HandleError::Database(platform::db::planted_error(kind, message))
     }
 
     #[test]

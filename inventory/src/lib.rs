@@ -16,6 +16,9 @@ pub mod routes;
 pub mod startup;
 pub mod state;
 pub mod stock;
+/// The inventory database's own tables: `diesel print-schema` of `migrations/inventory`, verbatim (`scripts/check-schema` compares).
+#[rustfmt::skip]
+pub mod tables;
 
 /// Inside the inbox transaction, after the stock changed, before the commit.
 pub const BEFORE_COMMIT: &str = "inventory.before_commit";

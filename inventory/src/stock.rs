@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 
+use crate::tables::{products, reservations, stock_ledger};
 use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
@@ -24,7 +25,6 @@ use schema::events::{
     InventoryRefused, InventoryRejected, InventoryReleased, InventoryReserved, InventoryShipped, Line, OrderCancelled,
     OrderPlaced, OrderReadyToShip, ReservationStatus, Shortfall,
 };
-use schema::tables::inventory_db::{products, reservations, stock_ledger};
 use schema::{Envelope, EventId, OrderId, Quantity, Sku};
 use tracing::Instrument as _;
 

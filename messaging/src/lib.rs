@@ -19,6 +19,12 @@ pub mod metrics;
 pub mod offsets;
 pub mod outbox;
 pub mod settings;
+/// The tables every service database has (the outbox log, its lanes and relays, the inbox
+/// log): `diesel print-schema` of `messaging/migrations`, verbatim (`scripts/check-schema`
+/// compares; diesel prints no table without a primary key, so it prints `outbox_log` from a
+/// keyed copy of its columns).
+#[rustfmt::skip]
+pub mod tables;
 
 /// The messaging tables, which every service's database has.
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");

@@ -8,12 +8,12 @@
 //! commits became visible and the rows of one window in id order, never reorders them
 //! (`relay/src/window.rs`).
 
+use crate::tables::outbox_log;
 use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::query_builder::AstPass;
 use diesel::sql_types;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
-use schema::tables::messaging::outbox_log;
 use schema::{Envelope, Event};
 use uuid::Uuid;
 

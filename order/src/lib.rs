@@ -24,6 +24,9 @@ pub mod repository;
 pub mod routes;
 pub mod startup;
 pub mod state;
+/// The order database's own tables: `diesel print-schema` of `migrations/order`, verbatim (`scripts/check-schema` compares).
+#[rustfmt::skip]
+pub mod tables;
 pub mod view;
 pub mod waiters;
 

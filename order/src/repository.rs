@@ -1,6 +1,7 @@
 //! Every read and write of the order database. Each public function that changes state is
 //! one transaction: state, history and outbox event commit together or not at all.
 
+use crate::tables::orders;
 use chrono::{DateTime, Utc};
 use diesel::pg::Pg;
 use diesel::prelude::*;
@@ -9,7 +10,6 @@ use diesel::sql_types;
 use diesel_async::{AsyncConnection as _, AsyncPgConnection, RunQueryDsl};
 use schema::envelope::Trace;
 use schema::events::{OrderCancelled, OrderPlaced, OrderReadyToShip};
-use schema::tables::order_db::orders;
 use schema::{Envelope, OrderId};
 use uuid::Uuid;
 

@@ -206,7 +206,7 @@ impl Processes {
         let mut conn = crate::TestSystem::connect(&self.inventory_db).await;
         use diesel::prelude::*;
         use diesel_async::RunQueryDsl;
-        use schema::tables::inventory_db::products;
+        use inventory::tables::products;
         let available: i32 =
             products::table.find(sku).select(products::available).first(&mut conn).await.expect("stock");
         i64::from(available)

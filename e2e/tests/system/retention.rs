@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use e2e::TestSystem;
-use schema::tables::messaging::inbox_log;
+use messaging::tables::inbox_log;
 
 const KEEP: Duration = Duration::from_secs(336 * 3600);
 

@@ -5,12 +5,12 @@
 //! One room: the error classification (what is retried, what is dead-lettered, what the
 //! customer is told) belongs with the handler contract it classifies; much of it is tests.
 
+use crate::tables::inbox_log;
 use async_trait::async_trait;
 use diesel::ExpressionMethods as _;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel_async::{AsyncConnection as _, AsyncPgConnection, RunQueryDsl};
 use schema::RawEnvelope;
-use schema::tables::messaging::inbox_log;
 use tracing::Instrument as _;
 
 /// What a service does with one event, inside the transaction that records it in the inbox.

@@ -57,7 +57,7 @@ impl Waiters {
 
     /// Listens until shutdown, reconnecting after any error.
     pub async fn listen(self: Arc<Self>, database_url: String, shutdown: CancellationToken) {
-        let mut delay = Duration::from_millis(200);
+        let mut backoff = platform::retry::Backoff::default();
         while !shutdown.is_cancelled() {
             match self.listen_once(&database_url, &shutdown).await {
                 Ok(()) => break,
@@ -66,12 +66,11 @@ impl Waiters {
                     // Anyone waiting may have missed a notification: let them look again.
                     let everyone: Vec<Uuid> = self.lock().keys().copied().collect();
                     everyone.into_iter().for_each(|id| self.wake(id));
+                    let delay = backoff.next_wait();
                     tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "order status listener disconnected");
-                    tokio::select! {
-                        () = shutdown.cancelled() => break,
-                        () = tokio::time::sleep(delay) => {}
+                    if !platform::retry::Backoff::sleep(delay, &shutdown).await {
+                        break;
                     }
-                    delay = (delay * 2).min(Duration::from_secs(5));
                 }
             }
         }

@@ -91,19 +91,18 @@ impl OutboxRelay {
             shutdown.clone(),
         );
         let relaying = async {
-            let mut delay = Duration::from_millis(200);
+            let mut backoff = platform::retry::Backoff::default();
             while !shutdown.is_cancelled() {
                 let result = self.lead(&shutdown).await;
                 self.metrics.set_lanes(0);
                 match result {
                     Ok(()) => break,
                     Err(error) => {
+                        let delay = backoff.next_wait();
                         tracing::warn!(outbox = %self.name, %error, retry_in_ms = delay.as_millis() as u64, "relay lost its database session");
-                        tokio::select! {
-                            () = shutdown.cancelled() => break,
-                            () = tokio::time::sleep(delay) => {}
+                        if !platform::retry::Backoff::sleep(delay, &shutdown).await {
+                            break;
                         }
-                        delay = (delay * 2).min(Duration::from_secs(5));
                     }
                 }
             }

@@ -617,7 +617,8 @@ pub enum StockError {
     #[error(transparent)]
     Database(#[from] diesel::result::Error),
     /// A state that should be impossible (stock below zero, an unreadable ledger row). The
-    /// transaction rolls back; the event is tried again a few times, then dead-lettered.
+    /// transaction rolls back and the event is dead-lettered at once (`HandleError::Permanent`
+    /// is a refusal: trying again gives the same answer), for an operator to look at.
     #[error("{0}")]
     Impossible(String),
 }

@@ -1,4 +1,4 @@
-//! The life of a service process, shared by order, inventory and the relay: parse the
+//! The life of a service process, shared by every service and the relay: parse the
 //! command line, load settings, serve HTTP at once with the common conventions, get the
 //! database ready in the background, run the service's tasks beside the server, and stop
 //! everything cleanly on shutdown — or loudly, with a non-zero exit, when a task dies.
@@ -23,14 +23,17 @@ use crate::readiness::Readiness;
 /// How long in-flight requests get to finish after shutdown is requested.
 pub const HTTP_GRACE_SECS: u64 = 10;
 
+/// A database's URL and the migration sets it needs, in order.
+pub type Migrations = (String, Vec<EmbeddedMigrations>);
+
 /// What a service is, for the shared `main` ([`main`]).
 pub trait Service {
     type Settings: serde::de::DeserializeOwned + Send + 'static;
     /// The prefix of the service's environment variables (`ORDER` for `ORDER__HTTP__PORT`).
     const PREFIX: &'static str;
-    fn database(settings: &Self::Settings) -> &DatabaseSettings;
-    /// Every migration set the database needs, in the order they apply.
-    fn migrations() -> Vec<EmbeddedMigrations>;
+    /// What `migrate` applies: each database the process owns, with its migration sets in the
+    /// order they apply.
+    fn migrations(settings: &Self::Settings) -> Vec<Migrations>;
     /// The crash points of the crates the process runs.
     fn crash_points() -> Vec<&'static str>;
     /// Serves until `shutdown`; an error ends the process with a non-zero status.
@@ -61,8 +64,14 @@ pub async fn main<S: Service>() -> anyhow::Result<()> {
     crate::crash::arm_from_env()?;
     match command {
         Command::Migrate => {
-            let applied = crate::db::run_migrations(&S::database(&settings).url, S::migrations()).await?;
-            tracing::info!(?applied, "migrations applied");
+            let databases = S::migrations(&settings);
+            if databases.is_empty() {
+                tracing::info!("this process has no tables of its own: nothing to migrate");
+            }
+            for (url, migrations) in databases {
+                let applied = crate::db::run_migrations(&url, migrations).await?;
+                tracing::info!(database = crate::db::database_name(&url), ?applied, "migrations applied");
+            }
         }
         Command::Serve => {
             let served = S::serve(settings, crate::shutdown::on_signal()).await;

@@ -1,5 +1,5 @@
 //! The relay: moves each service's outbox rows to Kafka, in order, at least once. The
-//! process (`main.rs`) runs one [`relay::OutboxRelay`] per configured outbox database:
+//! process ([`process`]) runs one [`relay::OutboxRelay`] per configured outbox database:
 //!
 //! - [`window`]: the position rule: windows between snapshots, read in id order after a floor;
 //! - [`lanes`]: the outbox cut into lanes by order id, each published by one instance at a
@@ -20,6 +20,7 @@ pub mod housekeeping;
 pub mod lanes;
 pub mod metrics;
 pub mod pipeline;
+pub mod process;
 pub mod publish;
 pub mod reclaim;
 pub mod relay;

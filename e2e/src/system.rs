@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use diesel_async::{AsyncConnection as _, AsyncPgConnection};
 use messaging::metrics::ConsumerMetrics;
+use messaging::service::{Process, ServiceSettings};
 use platform::config::{DatabaseSettings, HttpSettings, KafkaSettings};
-use platform::service::Service as _;
+use platform::service::Service;
 use relay::metrics::OutboxMetrics;
 use relay::publish::Outgoing;
 use relay::relay::OutboxRelay;
@@ -97,6 +98,27 @@ impl Drop for ArmedPoint {
     }
 }
 
+/// Where a service of an in-process system runs: on a free port with one worker, on its test
+/// database, topics and group, with the options every service takes.
+fn in_test(settings: &mut ServiceSettings, database: &str, topics: &Topics, group: String, options: &Options) {
+    settings.http = HttpSettings { workers: 1, ..HttpSettings::on_port(0) };
+    settings.database = DatabaseSettings {
+        pool_size: 8,
+        consumer_pool_size: 4,
+        sync_standbys: options.sync_standbys,
+        ..DatabaseSettings::at(database)
+    };
+    if let Some(timeout) = options.consumer_statement_timeout_ms {
+        settings.database.consumer_statement_timeout_ms = timeout;
+    }
+    settings.topics = topics.clone();
+    settings.consumer_group = group;
+    settings.admin.token = options.admin_token.clone();
+    if let Some(inbox) = &options.inbox {
+        settings.inbox = inbox.clone();
+    }
+}
+
 impl TestSystem {
     pub async fn start() -> Self {
         Self::start_with(Options::default()).await
@@ -104,8 +126,8 @@ impl TestSystem {
 
     pub async fn start_with(options: Options) -> Self {
         init_telemetry();
-        platform::crash::register(&order::startup::OrderService::crash_points());
-        platform::crash::register(&inventory::startup::InventoryService::crash_points());
+        platform::crash::register(&<Process<order::startup::OrderService> as Service>::crash_points());
+        platform::crash::register(&<Process<inventory::startup::InventoryService> as Service>::crash_points());
         platform::crash::register(relay::CRASH_POINTS);
         let name = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
         let (databases, [order_db, inventory_db]) = match options.database_urls.clone() {
@@ -123,46 +145,16 @@ impl TestSystem {
         let shutdown = CancellationToken::new();
         let keys = crate::TestKeys::new(&name);
         let mut order: order::configuration::Settings = local_settings();
-        order.auth.public_key_file = Some(keys.public_key_file.clone());
-        order.auth.dev_signing_key_file = options.dev_tokens.then(|| keys.private_key_file.clone());
-        order.http = HttpSettings { workers: 1, ..HttpSettings::on_port(0) };
-        order.database = DatabaseSettings {
-            pool_size: 8,
-            consumer_pool_size: 4,
-            sync_standbys: options.sync_standbys,
-            ..DatabaseSettings::at(&order_db)
-        };
-        order.topics = topics.clone();
-        order.consumer_group = format!("{name}-order");
-        order.wait_budget_ms = options.wait_budget_ms;
-        order.admission = options.admission.clone();
-        order.admin.token = options.admin_token.clone();
-        if let Some(inbox) = &options.inbox {
-            order.inbox = inbox.clone();
-        }
-        if let Some(timeout) = options.consumer_statement_timeout_ms {
-            order.database.consumer_statement_timeout_ms = timeout;
-        }
+        in_test(&mut order.common, &order_db, &topics, format!("{name}-order"), &options);
+        order.own.auth.public_key_file = Some(keys.public_key_file.clone());
+        order.own.auth.dev_signing_key_file = options.dev_tokens.then(|| keys.private_key_file.clone());
+        order.own.wait_budget_ms = options.wait_budget_ms;
+        order.own.admission = options.admission.clone();
         let order = order::startup::Application::build(order, shutdown.clone()).await.expect("order service builds");
 
         let mut inventory: inventory::configuration::Settings = local_settings();
-        inventory.http = HttpSettings { workers: 1, ..HttpSettings::on_port(0) };
-        inventory.database = DatabaseSettings {
-            pool_size: 8,
-            consumer_pool_size: 4,
-            sync_standbys: options.sync_standbys,
-            ..DatabaseSettings::at(&inventory_db)
-        };
-        inventory.topics = topics.clone();
-        inventory.consumer_group = format!("{name}-inventory");
-        inventory.gremlin = options.gremlin;
-        inventory.admin.token = options.admin_token.clone();
-        if let Some(inbox) = &options.inbox {
-            inventory.inbox = inbox.clone();
-        }
-        if let Some(timeout) = options.consumer_statement_timeout_ms {
-            inventory.database.consumer_statement_timeout_ms = timeout;
-        }
+        in_test(&mut inventory.common, &inventory_db, &topics, format!("{name}-inventory"), &options);
+        inventory.own.gremlin = options.gremlin;
         let inventory = inventory::startup::Application::build(inventory, shutdown.clone())
             .await
             .expect("inventory service builds");

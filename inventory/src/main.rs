@@ -2,5 +2,5 @@
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    platform::service::main::<inventory::startup::InventoryService>().await
+    messaging::service::main::<inventory::startup::InventoryService>().await
 }

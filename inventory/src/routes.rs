@@ -45,31 +45,6 @@ pub async fn get_stock(sku: web::Path<String>, state: web::Data<AppState>) -> Re
     Ok(HttpResponse::Ok().json(view))
 }
 
-#[utoipa::path(responses((status = 200, description = "The process is running")))]
-#[get("/health/live")]
-pub async fn live() -> HttpResponse {
-    platform::health::live()
-}
-
-/// Ready when the inventory database answers a query against the products table.
-#[utoipa::path(responses((status = 200, description = "Ready"), (status = 503, description = "A dependency is down")))]
-#[get("/health")]
-pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
-    let database = platform::health::database_when_ready(
-        "inventory database",
-        &state.readiness,
-        &state.pool,
-        "SELECT 1 FROM products LIMIT 1",
-    )
-    .await;
-    let kafka = platform::health::broker(&state.broker).await;
-    let background = platform::health::background(&state.readiness);
-    let progress = state.consumer.progress();
-    let mut extra = serde_json::Map::new();
-    extra.insert("consumer".into(), state.consumer.body());
-    platform::health::response_with(&[database, kafka, progress, background], extra)
-}
-
 /// Holds a `/stock` reply when the gremlin's pattern makes its path slow.
 pub async fn gremlin_delay(
     gremlin: std::sync::Arc<crate::gremlin::Gremlin>,
@@ -147,6 +122,6 @@ pub struct ErrorReply {
 #[derive(utoipa::OpenApi)]
 #[openapi(
     info(title = "Inventory service", description = "Stock levels; reservations happen through events."),
-    paths(list_stock, get_stock, live, ready)
+    paths(list_stock, get_stock, messaging::service::health::live, messaging::service::health::ready)
 )]
 pub struct ApiDoc;

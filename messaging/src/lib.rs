@@ -7,6 +7,8 @@
 //! - [`offsets`]: which offset may be committed while events finish out of order;
 //! - [`dead_letter`]: the `<topic>.dlq` topics, and listing and redriving what is on them;
 //! - [`control`]: an operator pauses, resumes and replays a consumer (admin routes);
+//! - [`service`]: the skeleton of a consuming service (settings, pools, consumer, `/health`,
+//!   supervision), so that a service is its handler and its routes;
 //! - [`MIGRATIONS`]: the `outbox` and `inbox` tables, applied to each service's database
 //!   before the service's own migrations.
 
@@ -18,6 +20,7 @@ pub mod inbox;
 pub mod metrics;
 pub mod offsets;
 pub mod outbox;
+pub mod service;
 pub mod settings;
 /// The tables every service database has (the outbox log, its lanes and relays, the inbox
 /// log): `diesel print-schema` of `messaging/migrations`, verbatim (`scripts/check-schema`

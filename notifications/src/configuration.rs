@@ -1,35 +1,21 @@
 //! Settings of the notifications service: defaults, then `$CONFIG_FILE`, then
 //! `NOTIFICATIONS__*` variables (e.g. `NOTIFICATIONS__MAIL__SERVER_URL`).
 
-use platform::config::{DatabaseSettings, HttpSettings, KafkaSettings};
-use schema::topics::Topics;
 use serde::Deserialize;
 
+/// The notifications service's whole settings. What every consuming service has is
+/// `messaging::service::ServiceSettings` (its group reads both topics, and is its own so that
+/// it never takes events from the order or inventory services).
+pub type Settings = messaging::service::Settings<crate::startup::NotificationsService>;
+
 #[derive(Debug, Clone, Deserialize)]
-pub struct Settings {
-    #[serde(default = "default_http")]
-    pub http: HttpSettings,
-    #[serde(default = "default_database")]
-    pub database: DatabaseSettings,
-    #[serde(default)]
-    pub kafka: KafkaSettings,
-    #[serde(default)]
-    pub topics: Topics,
-    /// The consumer group that reads both topics; its own, so it never takes events from
-    /// the order or inventory services.
-    #[serde(default = "default_group")]
-    pub consumer_group: String,
-    #[serde(default)]
-    pub inbox: messaging::settings::InboxSettings,
+pub struct NotificationsSettings {
     #[serde(default)]
     pub mail: MailSettings,
     /// The customers' token keys (`NOTIFICATIONS__AUTH__PUBLIC_KEY_FILE`): a customer sees
     /// the messages about their own orders only.
     #[serde(default)]
     pub auth: platform::auth::AuthSettings,
-    /// `NOTIFICATIONS__ADMIN__TOKEN` enables `/admin/*` (crash points).
-    #[serde(default)]
-    pub admin: platform::admin::AdminSettings,
 }
 
 /// `NOTIFICATIONS__MAIL__*`: where and how messages go.
@@ -84,18 +70,6 @@ impl Default for MailSettings {
             stale_after_hours: default_stale_after_hours(),
         }
     }
-}
-
-fn default_http() -> HttpSettings {
-    HttpSettings::on_port(8083)
-}
-
-fn default_database() -> DatabaseSettings {
-    DatabaseSettings::at("postgres://postgres@127.0.0.1:5432/notifications")
-}
-
-fn default_group() -> String {
-    "notifications-service".into()
 }
 
 fn default_server_url() -> String {

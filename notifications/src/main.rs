@@ -3,5 +3,5 @@
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    platform::service::main::<notifications::startup::NotificationsService>().await
+    messaging::service::main::<notifications::startup::NotificationsService>().await
 }

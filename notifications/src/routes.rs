@@ -1,27 +1,20 @@
-//! HTTP routes of the notifications service: what was sent for an order, and health.
-
-use std::sync::Arc;
+//! HTTP routes of the notifications service: what was sent for an order (`/health` is the
+//! skeleton's: `messaging::service::health`).
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, get, web};
 use platform::db::PgPool;
 use platform::http::error_response;
-use platform::readiness::Readiness;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::auth::Customer;
-use crate::mail::Mailer;
 use crate::store::{self, NotificationView};
 
 /// What the request handlers share.
 pub struct AppState {
     pub pool: PgPool,
-    pub mailer: Arc<Mailer>,
-    pub readiness: Arc<Readiness>,
-    pub broker: platform::kafka::BrokerProbe,
-    pub consumer: messaging::inbox::ConsumerHealth,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -88,36 +81,6 @@ pub async fn for_order(customer: Customer, query: web::Query<ForOrder>, state: w
     }
 }
 
-#[utoipa::path(responses((status = 200, description = "The process is running")))]
-#[get("/health/live")]
-pub async fn live() -> HttpResponse {
-    platform::health::live()
-}
-
-/// Ready when the database answers, the broker is reachable and no event is stuck. The SMTP
-/// server is reported but not required: while it is down, messages wait in the database.
-#[utoipa::path(responses((status = 200, description = "Ready"), (status = 503, description = "A dependency is down")))]
-#[get("/health")]
-pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
-    let database = platform::health::database_when_ready(
-        "notifications database",
-        &state.readiness,
-        &state.pool,
-        "SELECT 1 FROM notifications LIMIT 1",
-    )
-    .await;
-    let kafka = platform::health::broker(&state.broker).await;
-    let smtp =
-        platform::health::check("smtp server", async { state.mailer.reachable().await.map_err(|e| e.to_string()) })
-            .await
-            .optional();
-    let background = platform::health::background(&state.readiness);
-    let progress = state.consumer.progress();
-    let mut extra = serde_json::Map::new();
-    extra.insert("consumer".into(), state.consumer.body());
-    platform::health::response_with(&[database, kafka, smtp, progress, background], extra)
-}
-
 struct CustomerToken;
 
 impl utoipa::Modify for CustomerToken {
@@ -134,7 +97,7 @@ impl utoipa::Modify for CustomerToken {
         title = "Notifications service",
         description = "Tells customers by e-mail what became of their orders; shows what was sent."
     ),
-    paths(for_order, live, ready),
+    paths(for_order, messaging::service::health::live, messaging::service::health::ready),
     modifiers(&CustomerToken)
 )]
 pub struct ApiDoc;

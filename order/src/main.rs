@@ -2,5 +2,5 @@
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    platform::service::main::<order::startup::OrderService>().await
+    messaging::service::main::<order::startup::OrderService>().await
 }

@@ -13,8 +13,8 @@ use utoipa::{Modify, OpenApi};
         crate::routes::orders::list_orders,
         crate::routes::orders::cancel_order,
         crate::routes::orders::ship_order,
-        crate::routes::health::live,
-        crate::routes::health::ready,
+        messaging::service::health::live,
+        messaging::service::health::ready,
     ),
     modifiers(&CustomerToken)
 )]

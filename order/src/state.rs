@@ -4,7 +4,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use platform::db::PgPool;
-use platform::readiness::Readiness;
 use schema::topics::Topics;
 
 use crate::admission::{RateLimiter, WaitingCap};
@@ -18,11 +17,7 @@ pub struct AppState {
     pub wait_budget: Duration,
     pub rate_limiter: RateLimiter,
     pub waiting: Arc<WaitingCap>,
-    pub readiness: Arc<Readiness>,
-    pub broker: platform::kafka::BrokerProbe,
     pub metrics: OrderMetrics,
-    /// The consumer's group, partitions, lag and stuck events, for `/health`.
-    pub consumer: messaging::inbox::ConsumerHealth,
     /// What a write waits for before it is acknowledged (decision 0030, rule 1).
     pub standbys: platform::standby::StandbyWait,
 }

@@ -13,8 +13,15 @@ use serde::de::DeserializeOwned;
 /// Loads the settings of the service whose environment prefix is `prefix` (e.g. `ORDER`).
 pub fn load<T: DeserializeOwned>(prefix: &str) -> Result<T, config::ConfigError> {
     let file = std::env::var("CONFIG_FILE").ok();
-    let environment = config::Environment::with_prefix(prefix).prefix_separator("__").separator("__").try_parsing(true);
-    builder(file.as_deref().map(Path::new)).add_source(environment).build()?.try_deserialize()
+    builder(file.as_deref().map(Path::new)).add_source(environment(prefix)).build()?.try_deserialize()
+}
+
+/// The variables under `prefix`, as text: a setting reads them as the number, flag or text it
+/// is when it is deserialized. Guessing the type up front (`try_parsing`) changed text made of
+/// digits on its way in: a 32-digit admin token became a float and came back as
+/// `12345678901234567000000000000000`, and `0042` became `42`.
+pub fn environment(prefix: &str) -> config::Environment {
+    config::Environment::with_prefix(prefix).prefix_separator("__").separator("__")
 }
 
 /// Loads settings from the TOML `file` with `overrides` (`("database.url", value)`) on top and

@@ -109,7 +109,8 @@ async fn an_outbox_with_waiting_rows_moves_to_the_log_in_order_and_the_version_b
     assert!(remember_as_before(&mut conn, remembered).await);
 
     migrate(&database.url, || messaging::MIGRATIONS, None).await;
-    migrate(&database.url, || order::startup::MIGRATIONS, None).await;
+    migrate(&database.url, || <order::startup::OrderService as messaging::service::ConsumingService>::MIGRATIONS, None)
+        .await;
 
     // Every waiting row is in the log, in the order the old outbox had them.
     let moved: Vec<Waiting> =

@@ -1,6 +1,6 @@
-//! HTTP routes of the order service, one module per resource.
+//! HTTP routes of the order service, one module per resource (`/health` is the skeleton's:
+//! `messaging::service::health`).
 
-pub mod health;
 pub mod orders;
 pub mod page;
 pub mod trace;

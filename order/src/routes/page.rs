@@ -13,7 +13,6 @@ use actix_web::{HttpRequest, HttpResponse, get, put, web};
 use serde::Deserialize;
 
 use crate::latency::{LatencySummary, LatencyWindow};
-use crate::state::AppState;
 
 const INDEX: &str = include_str!("../../../web/index.html");
 const SCRIPT: &str = include_str!("../../../web/app.js");
@@ -123,16 +122,12 @@ fn down(message: String) -> serde_json::Value {
 
 /// Every service's `/health` body, by service name.
 #[get("/system/health")]
-pub async fn system_health(state: web::Data<AppState>, peers: web::Data<Peers>) -> HttpResponse {
+pub async fn system_health(health: web::Data<messaging::service::Health>, peers: web::Data<Peers>) -> HttpResponse {
     let (order, inventory, relay) = futures::join!(
-        crate::routes::health::checks(&state),
+        health.body(),
         peers.health("inventory", &peers.settings.inventory),
         peers.health("relay", &peers.settings.relay),
     );
-    let mut order = platform::health::body(&order);
-    if let Some(body) = order.as_object_mut() {
-        body.insert("consumer".into(), state.consumer.body());
-    }
     HttpResponse::Ok()
         .insert_header(no_store())
         .json(serde_json::json!({ "order": order, "inventory": inventory, "relay": relay }))

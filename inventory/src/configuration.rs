@@ -7,7 +7,7 @@ use serde::Deserialize;
 /// The inventory service's whole settings.
 pub type Settings = messaging::service::Settings<crate::startup::InventoryService>;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 pub struct InventorySettings {
     /// The gremlin's pattern at start (`INVENTORY__GREMLIN__ENABLED=true`, `..__ONE_IN=4`,
     /// `..__DELAY_MS=5000`); changeable at run time through `/admin/gremlin`.

@@ -4,7 +4,7 @@
 use serde::Deserialize;
 
 /// `<SERVICE>__INBOX__*` settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(default)]
 pub struct InboxSettings {
     /// How long an applied event's id is remembered at least. Must exceed the topics'

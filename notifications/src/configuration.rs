@@ -8,7 +8,7 @@ use serde::Deserialize;
 /// it never takes events from the order or inventory services).
 pub type Settings = messaging::service::Settings<crate::startup::NotificationsService>;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 pub struct NotificationsSettings {
     #[serde(default)]
     pub mail: MailSettings,
@@ -19,7 +19,7 @@ pub struct NotificationsSettings {
 }
 
 /// `NOTIFICATIONS__MAIL__*`: where and how messages go.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MailSettings {
     /// The SMTP server: `smtp://host:25` (plain: a relay on a private network, the local

@@ -14,7 +14,7 @@ use actix_web::middleware::Next;
 use serde::Deserialize;
 use tokio::sync::Semaphore;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 pub struct AdmissionSettings {
     /// Orders a customer may place per second, sustained.
     #[serde(default = "default_per_second")]

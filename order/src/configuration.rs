@@ -8,7 +8,7 @@ use serde::Deserialize;
 /// The order service's whole settings.
 pub type Settings = messaging::service::Settings<crate::startup::OrderService>;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 pub struct OrderSettings {
     /// How long `POST /orders` waits for the outcome before answering 202; a client may ask
     /// for less with `Prefer: wait=N`, never for more.

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 /// `ORDER__LATENCY_ALERT__*`.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, serde::Serialize)]
 pub struct LatencyAlertSettings {
     /// The rolling window's length.
     #[serde(default = "default_window_secs")]

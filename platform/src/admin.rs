@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use crate::http::error_response;
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
 pub struct AdminSettings {
     /// Enables the admin endpoints when set; a token shorter than [`MIN_TOKEN_LENGTH`] is
     /// refused when the settings are read.

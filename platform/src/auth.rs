@@ -25,7 +25,7 @@ pub const DEFAULT_ISSUER: &str = "order-system";
 pub const DEFAULT_AUDIENCE: &str = "order-api";
 
 /// `<PREFIX>__AUTH__*`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 pub struct AuthSettings {
     /// A PEM file of the Ed25519 public keys that tokens may be signed with: one
     /// `PUBLIC KEY` block, or several while keys are rotated. Required by the order service.

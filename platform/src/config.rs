@@ -24,6 +24,12 @@ pub fn environment(prefix: &str) -> config::Environment {
     config::Environment::with_prefix(prefix).prefix_separator("__").separator("__")
 }
 
+/// The settings as the code gives them, with no file and no environment: what `describe`
+/// prints.
+pub fn defaults<T: DeserializeOwned>() -> Result<T, config::ConfigError> {
+    builder(None).build()?.try_deserialize()
+}
+
 /// Loads settings from the TOML `file` with `overrides` (`("database.url", value)`) on top and
 /// no environment: what a test uses to start a service in-process exactly as the local
 /// stack configures it, on its own ports, databases and topics.
@@ -48,7 +54,7 @@ fn builder(file: Option<&Path>) -> config::ConfigBuilder<config::builder::Defaul
 }
 
 /// Where a service listens for HTTP.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 pub struct HttpSettings {
     #[serde(default = "default_host")]
     pub host: String,
@@ -98,7 +104,7 @@ fn default_workers() -> usize {
 }
 
 /// One Postgres database.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 pub struct DatabaseSettings {
     /// A libpq-style URL, e.g. `postgres://postgres@127.0.0.1:5432/orders`.
     pub url: String,
@@ -180,7 +186,7 @@ fn default_consumer_statement_timeout_ms() -> u64 {
 
 /// The Kafka cluster and the client settings that matter for latency. Only standard client
 /// behaviour is used, so the same settings run on any Kafka cluster.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(default)]
 pub struct KafkaSettings {
     /// Bootstrap servers, comma-separated.
@@ -295,6 +301,14 @@ impl Secret {
     }
 }
 
+/// Written as its `Debug` (`<unset>` or `<redacted>`): a settings struct can be printed whole
+/// (`describe`) without printing what the secret is.
+impl serde::Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&format!("{self:?}"))
+    }
+}
+
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(if self.0.is_empty() { "<unset>" } else { "<redacted>" })
@@ -302,7 +316,7 @@ impl std::fmt::Debug for Secret {
 }
 
 /// See [`KafkaSettings::group_protocol`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum GroupProtocol {
     #[default]

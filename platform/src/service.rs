@@ -28,7 +28,7 @@ pub type Migrations = (String, Vec<EmbeddedMigrations>);
 
 /// What a service is, for the shared `main` ([`main`]).
 pub trait Service {
-    type Settings: serde::de::DeserializeOwned + Send + 'static;
+    type Settings: serde::de::DeserializeOwned + serde::Serialize + Send + 'static;
     /// The prefix of the service's environment variables (`ORDER` for `ORDER__HTTP__PORT`).
     const PREFIX: &'static str;
     /// What `migrate` applies: each database the process owns, with its migration sets in the
@@ -53,12 +53,23 @@ enum Command {
     Serve,
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Print every setting the process reads, with its default, as JSON, and exit: nothing
+    /// is read from the environment or a file. The deployment checks read it
+    /// (`scripts/check-deploy`), so a misspelt variable fails there.
+    Describe,
 }
 
 /// The `main` of a service: `serve` (the default) or `migrate`.
 pub async fn main<S: Service>() -> anyhow::Result<()> {
-    crate::telemetry::init(&S::PREFIX.to_lowercase()).map_err(anyhow::Error::msg)?;
     let command = <Cli as clap::Parser>::parse().command.unwrap_or(Command::Serve);
+    if let Command::Describe = command {
+        let defaults: S::Settings = crate::config::defaults()?;
+        let description =
+            serde_json::json!({ "prefix": S::PREFIX, "settings": defaults, "variables": crate::trace::VARIABLES });
+        println!("{}", serde_json::to_string_pretty(&description)?);
+        return Ok(());
+    }
+    crate::telemetry::init(&S::PREFIX.to_lowercase()).map_err(anyhow::Error::msg)?;
     let settings: S::Settings = crate::config::load(S::PREFIX)?;
     crate::crash::register(&S::crash_points());
     crate::crash::arm_from_env()?;
@@ -73,6 +84,7 @@ pub async fn main<S: Service>() -> anyhow::Result<()> {
                 tracing::info!(database = crate::db::database_name(&url), ?applied, "migrations applied");
             }
         }
+        Command::Describe => {}
         Command::Serve => {
             let served = S::serve(settings, crate::shutdown::on_signal()).await;
             // The spans of the last requests and events, before the process ends.

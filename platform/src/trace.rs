@@ -67,6 +67,17 @@ const BATCH: usize = 512;
 /// One post to the collector gives up after this long; its spans are counted as dropped.
 const POST_TIMEOUT: Duration = Duration::from_secs(3);
 
+const ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
+const SAMPLER_ARG: &str = "OTEL_TRACES_SAMPLER_ARG";
+const QUEUE: &str = "OTEL_BSP_MAX_QUEUE_SIZE";
+const DELAY: &str = "OTEL_BSP_SCHEDULE_DELAY";
+const SERVICE_NAME: &str = "OTEL_SERVICE_NAME";
+const INSTANCE: &str = "INSTANCE_ID";
+
+/// The standard OpenTelemetry variables the export reads (and `INSTANCE_ID`), beside a
+/// process's settings: `describe` lists them for the deployment checks.
+pub const VARIABLES: &[&str] = &[ENDPOINT, SAMPLER_ARG, QUEUE, DELAY, SERVICE_NAME, INSTANCE];
+
 impl ExportSettings {
     /// `None` when `OTEL_EXPORTER_OTLP_ENDPOINT` is unset or empty: spans stay in the process.
     pub fn from_env(service: &str) -> Result<Option<Self>, String> {
@@ -74,35 +85,22 @@ impl ExportSettings {
     }
 
     fn from_vars(service: &str, var: impl Fn(&str) -> Option<String>) -> Result<Option<Self>, String> {
-        let Some(endpoint) = var("OTEL_EXPORTER_OTLP_ENDPOINT") else { return Ok(None) };
+        let Some(endpoint) = var(ENDPOINT) else { return Ok(None) };
         if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
             return Err(format!(
                 "OTEL_EXPORTER_OTLP_ENDPOINT must be an http:// or https:// address, not {endpoint:?}"
             ));
         }
-        let ratio =
-            parsed(&var, "OTEL_TRACES_SAMPLER_ARG", 1.0, |r: &f64| (0.0..=1.0).contains(r), "a number from 0 to 1")?;
-        let queue = parsed(
-            &var,
-            "OTEL_BSP_MAX_QUEUE_SIZE",
-            2048,
-            |q: &usize| (1..=1_000_000).contains(q),
-            "a count from 1 to 1000000",
-        )?;
-        let delay = parsed(
-            &var,
-            "OTEL_BSP_SCHEDULE_DELAY",
-            200,
-            |ms: &u64| (1..=60_000).contains(ms),
-            "milliseconds from 1 to 60000",
-        )?;
+        let ratio = parsed(&var, SAMPLER_ARG, 1.0, |r: &f64| (0.0..=1.0).contains(r), "a number from 0 to 1")?;
+        let queue = parsed(&var, QUEUE, 2048, |q: &usize| (1..=1_000_000).contains(q), "a count from 1 to 1000000")?;
+        let delay = parsed(&var, DELAY, 200, |ms: &u64| (1..=60_000).contains(ms), "milliseconds from 1 to 60000")?;
         Ok(Some(Self {
             endpoint: format!("{}/v1/traces", endpoint.trim_end_matches('/')),
             ratio,
             queue,
             delay: Duration::from_millis(delay),
-            service: var("OTEL_SERVICE_NAME").unwrap_or_else(|| service.to_owned()),
-            instance: var("INSTANCE_ID").unwrap_or_else(|| std::process::id().to_string()),
+            service: var(SERVICE_NAME).unwrap_or_else(|| service.to_owned()),
+            instance: var(INSTANCE).unwrap_or_else(|| std::process::id().to_string()),
         }))
     }
 }

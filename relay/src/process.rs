@@ -18,7 +18,7 @@ use crate::relay::OutboxRelay;
 use crate::settings::RelaySettings;
 
 /// `RELAY__*` variables, e.g. `RELAY__OUTBOXES__ORDER=postgres://…/orders`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, serde::Serialize)]
 #[serde(default)]
 pub struct Settings {
     pub http: HttpSettings,

@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(default)]
 pub struct RelaySettings {
     /// Fallback poll when no notification arrives (a lost NOTIFY, a restarted listener).

@@ -1,11 +1,12 @@
 """Checks of the rendered deploy/ manifests that a schema cannot make, against the sources:
 
 - every container runs a binary the Dockerfile puts in the image, from that image;
-- its port is the service's default port (the code's `HttpSettings::on_port(N)`), the probes
-  and the Service point at it, readiness is /health and liveness /health/live;
-- every environment variable `<PREFIX>__A__B` names fields that exist in the service's
-  settings structs (read from the Rust sources), so a misspelt name fails here instead of
-  being ignored by the service;
+- its port is the service's default port, the probes and the Service point at it, readiness
+  is /health and liveness /health/live;
+- every environment variable `<PREFIX>__A__B` names a setting the service reads, so a misspelt
+  name fails here instead of being ignored by the service.
+  Ports and settings come from the binaries themselves: `<binary> describe` prints every
+  setting with its default (DESCRIBED holds one `<binary>.json` per binary);
 - every secret referenced is one CloudNativePG makes for a cluster defined here, one Strimzi
   makes for a KafkaUser or the Kafka cluster's CA, one defined here, or one docs/deploy.md
   tells the operator to create (`create secret generic NAME`);
@@ -17,9 +18,10 @@
 - the KafkaTopics are kafka-init's topics with its settings; the PrometheusRule is
   compose/prometheus/alerts.yml.
 
-Usage: check_deploy.py ROOT RENDERED.yaml   (prints problems, exit 1 if any)
+Usage: check_deploy.py ROOT RENDERED.yaml DESCRIBED   (prints problems, exit 1 if any)
 """
 
+import json
 import pathlib
 import re
 import sys
@@ -31,41 +33,16 @@ docs = [d for d in yaml.safe_load_all(pathlib.Path(sys.argv[2]).read_text()) if 
 problems = []
 
 # --- the sources ---------------------------------------------------------------------------
-FIELD = re.compile(r"^\s*(?:pub(?:\([^)]*\))?\s+)?(\w+):\s*([\w:<>, ]+?),?\s*$", re.M)
-
-
-def fields_of(body):
-    """A struct body's fields and their type names (the last path segment)."""
-    return {m.group(1): m.group(2).split("::")[-1].strip() for m in FIELD.finditer(body)}
-
-
-structs = {}  # struct name -> {field: type}
-for source in root.glob("*/src/**/*.rs"):
-    for match in re.finditer(r"pub struct (\w+)\s*\{(.*?)\n\}", source.read_text(), re.S):
-        structs.setdefault(match.group(1), fields_of(match.group(2)))
-
-
-def settings_in(path):
-    """The fields of the `Settings` struct in `path` (the relay's is private to its main.rs)."""
-    return fields_of(re.search(r"struct Settings\s*\{(.*?)\n\}", (root / path).read_text(), re.S).group(1))
-
-
-top = {
-    "ORDER": settings_in("order/src/configuration.rs"),
-    "INVENTORY": settings_in("inventory/src/configuration.rs"),
-    "NOTIFICATIONS": settings_in("notifications/src/configuration.rs"),
-    "RELAY": settings_in("relay/src/main.rs"),
-}
-
-ports = {}
-for name, path in [("order", "order/src/configuration.rs"), ("inventory", "inventory/src/configuration.rs"),
-                   ("notifications", "notifications/src/configuration.rs"), ("relay", "relay/src/main.rs")]:
-    ports[name] = int(re.search(r"HttpSettings::on_port\((\d+)\)", (root / path).read_text()).group(1))
+described = {}  # binary -> {"prefix": ..., "settings": {...defaults...}}
+for path in sorted(pathlib.Path(sys.argv[3]).glob("*.json")):
+    described[path.stem] = json.loads(path.read_text())
+top = {d["prefix"]: d["settings"] for d in described.values()}
+ports = {binary: d["settings"]["http"]["port"] for binary, d in described.items()}
 binaries = set(re.findall(r"target/release/([\w-]+)", (root / "compose/Dockerfile").read_text()))
 
 
-# The standard OpenTelemetry variables every process reads (platform/src/trace.rs).
-otel_variables = set(re.findall(r'"((?:OTEL|INSTANCE)_[A-Z_]+)"', (root / "platform/src/trace.rs").read_text()))
+# The standard OpenTelemetry variables every process reads beside its settings.
+otel_variables = {name for d in described.values() for name in d["variables"]}
 
 
 def env_problem(name):
@@ -73,22 +50,20 @@ def env_problem(name):
     if name in otel_variables:
         return None
     prefix, _, rest = name.partition("__")
-    fields = top.get(prefix)
-    if fields is None:
+    settings = top.get(prefix)
+    if settings is None:
         return f"{name}: no service reads the prefix {prefix}"
     parts = rest.lower().split("__")
     for i, part in enumerate(parts):
-        if fields is None:
-            return None  # a key of a map (the relay's outboxes): any name
-        if part not in fields:
-            return f"{name}: {part!r} is not a setting here (known: {', '.join(sorted(fields))})"
-        kind = fields[part]
-        if kind.startswith(("BTreeMap", "HashMap")):
-            fields = None
+        if not isinstance(settings, dict) or part not in settings:
+            known = ", ".join(sorted(settings)) if isinstance(settings, dict) else "nothing below it"
+            return f"{name}: {part!r} is not a setting here (known: {known})"
+        settings = settings[part]
+        if isinstance(settings, dict) or i == len(parts) - 1:
             continue
-        fields = structs.get(kind)
-        if fields is None and i < len(parts) - 1:
-            return f"{name}: {part!r} is a plain value; it has no {parts[i + 1]!r}"
+        return f"{name}: {part!r} is a plain value; it has no {parts[i + 1]!r}"
+    if isinstance(settings, dict):
+        return f"{name}: names a group of settings ({', '.join(sorted(settings))}), not one"
     return None
 
 

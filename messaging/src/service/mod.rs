@@ -54,7 +54,7 @@ pub trait ConsumingService: Sized + Send + 'static {
     /// Its crash points; the messaging ones are added.
     const CRASH_POINTS: &'static [&'static str];
     /// Its own settings, read under the same prefix as [`ServiceSettings`].
-    type Own: serde::de::DeserializeOwned + Clone + std::fmt::Debug + Send + Sync + 'static;
+    type Own: serde::de::DeserializeOwned + serde::Serialize + Clone + std::fmt::Debug + Send + Sync + 'static;
     /// Serves until `shutdown`; an error ends the process with a non-zero status.
     fn serve(settings: Settings<Self>, shutdown: CancellationToken) -> impl Future<Output = anyhow::Result<()>> + Send;
 }
@@ -290,7 +290,7 @@ pub(crate) mod tests {
     /// A service for the skeleton's own tests.
     pub struct Example;
 
-    #[derive(Debug, Clone, serde::Deserialize)]
+    #[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
     pub struct Own {
         #[serde(default = "plain")]
         pub flavour: String,

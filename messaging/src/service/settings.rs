@@ -13,14 +13,14 @@ use platform::admin::AdminSettings;
 use platform::config::{DatabaseSettings, HttpSettings, KafkaSettings};
 use schema::topics::Topics;
 use serde::de::Error as _;
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use super::ConsumingService;
 use crate::settings::InboxSettings;
 
 /// What every consuming service is configured with. The port, the database and the consumer
 /// group default to the service's own ([`ConsumingService`]).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 pub struct ServiceSettings {
     pub http: HttpSettings,
     pub database: DatabaseSettings,
@@ -54,6 +54,19 @@ impl<S: ConsumingService> Clone for Settings<S> {
 impl<S: ConsumingService> fmt::Debug for Settings<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Settings").field("common", &self.common).field("own", &self.own).finish()
+    }
+}
+
+/// Both parts as one table, as they are read.
+impl<S: ConsumingService> Serialize for Settings<S> {
+    fn serialize<Ser: serde::Serializer>(&self, serializer: Ser) -> Result<Ser::Ok, Ser::Error> {
+        let mut table = serde_json::Map::new();
+        for part in [serde_json::to_value(&self.common), serde_json::to_value(&self.own)] {
+            if let serde_json::Value::Object(fields) = part.map_err(serde::ser::Error::custom)? {
+                table.extend(fields);
+            }
+        }
+        table.serialize(serializer)
     }
 }
 

@@ -65,7 +65,7 @@ pub async fn latency(window: web::Data<LatencyWindow>) -> HttpResponse {
 }
 
 /// Where the other services answer, for the page's views of them.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 pub struct PeerSettings {
     #[serde(default = "default_inventory")]
     pub inventory: String,

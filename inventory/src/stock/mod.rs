@@ -11,159 +11,32 @@
 //! consumers never deadlock), every line is checked, and only if all fit is stock reserved,
 //! each with a conditional update that can never take `available` below zero.
 
+//!
+//! One room, over 300 lines: the inbox transactions of inventory (reserve, release, ship,
+//! refuse), which read and lock the same rows in the same order. Apart: the rules they apply
+//! ([`decide`]), the statement that moves stock ([`statement`]) and the API's view ([`view`]).
+
+mod decide;
+mod statement;
+mod view;
+
+pub use decide::*;
+use statement::{Decided, MoveStock, Movement};
+pub use view::{StockView, add_product, find, list};
+
 use std::collections::HashMap;
 
 use crate::tables::{products, reservations, stock_ledger};
-use diesel::pg::Pg;
 use diesel::prelude::*;
-use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
-use diesel::sql_types;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use schema::Event as _;
 use schema::envelope::Trace;
 use schema::events::{
     InventoryRefused, InventoryRejected, InventoryReleased, InventoryReserved, InventoryShipped, Line, OrderCancelled,
-    OrderPlaced, OrderReadyToShip, ReservationStatus, Shortfall,
+    OrderPlaced, OrderReadyToShip, Shortfall,
 };
 use schema::{Envelope, EventId, OrderId, Quantity, Sku};
 use tracing::Instrument as _;
-
-/// What inventory decided for an order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Reservation {
-    Reserved,
-    Rejected,
-    Released,
-    /// Cancelled before inventory saw the order.
-    Cancelled,
-    /// Reserved, then shipped: the units left the warehouse.
-    Shipped,
-}
-
-impl Reservation {
-    const ALL: [Self; 5] = [Self::Reserved, Self::Rejected, Self::Released, Self::Cancelled, Self::Shipped];
-
-    /// As other services are told it.
-    pub fn status(self) -> ReservationStatus {
-        match self {
-            Self::Reserved => ReservationStatus::Reserved,
-            Self::Rejected => ReservationStatus::Rejected,
-            Self::Released => ReservationStatus::Released,
-            Self::Cancelled => ReservationStatus::Cancelled,
-            Self::Shipped => ReservationStatus::Shipped,
-        }
-    }
-
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Reserved => "RESERVED",
-            Self::Rejected => "REJECTED",
-            Self::Released => "RELEASED",
-            Self::Cancelled => "CANCELLED",
-            Self::Shipped => "SHIPPED",
-        }
-    }
-}
-
-/// What a placement does, given what inventory decided for the order before and whether
-/// every line fits in the stock left. The rule [`reserve`] applies, and the protocol model
-/// (`model/`) checks in every interleaving.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Placement {
-    /// Decided before (cancelled before it arrived, or refused): rejected, nothing reserved.
-    AlreadyDecided(Reservation),
-    /// A line does not fit: rejected, nothing reserved.
-    Short,
-    /// Every line is reserved.
-    Reserve,
-}
-
-pub fn decide_placement(earlier: Option<Reservation>, every_line_fits: bool) -> Placement {
-    match earlier {
-        Some(earlier) => Placement::AlreadyDecided(earlier),
-        None if every_line_fits => Placement::Reserve,
-        None => Placement::Short,
-    }
-}
-
-/// What a cancellation does, given what inventory decided for the order before ([`release`]
-/// applies it; so does the protocol model). Every cancellation is answered with a release.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Cancellation {
-    /// Reserved: the stock goes back and the decision becomes `Released`.
-    PutBack,
-    /// Not seen yet: remembered as `Cancelled`, so that a placement arriving later is rejected.
-    RememberCancelled,
-    /// Rejected, released or shipped already: nothing is held to put back.
-    Nothing,
-}
-
-pub fn decide_cancellation(earlier: Option<Reservation>) -> Cancellation {
-    match earlier {
-        Some(Reservation::Reserved) => Cancellation::PutBack,
-        None => Cancellation::RememberCancelled,
-        Some(_) => Cancellation::Nothing,
-    }
-}
-
-/// What a placement that could not be processed (dead-lettered) does, given what inventory
-/// decided for the order before ([`refuse`] applies it; so does the protocol model).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
-    /// Decided before: nothing changes.
-    AlreadyDecided(Reservation),
-    /// Not seen yet: rejected, nothing reserved.
-    Reject,
-}
-
-pub fn decide_refused_placement(earlier: Option<Reservation>) -> Refusal {
-    match earlier {
-        Some(earlier) => Refusal::AlreadyDecided(earlier),
-        None => Refusal::Reject,
-    }
-}
-
-/// What a request to ship does, given what inventory decided for the order before ([`ship`]
-/// applies it; so does the protocol model).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Shipment {
-    /// Reserved: the units leave `reserved` and `on_hand`; the decision becomes `Shipped`.
-    TakeOut,
-    /// Shipped before: answered again, nothing changes.
-    AlreadyShipped,
-    /// Nothing is reserved for the order (never seen, rejected, released, cancelled): refused
-    /// with what inventory holds, nothing changes.
-    Refuse,
-}
-
-pub fn decide_shipment(earlier: Option<Reservation>) -> Shipment {
-    match earlier {
-        Some(Reservation::Reserved) => Shipment::TakeOut,
-        Some(Reservation::Shipped) => Shipment::AlreadyShipped,
-        _ => Shipment::Refuse,
-    }
-}
-
-/// How stock moves, and the sign of the ledger row that records it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Movement {
-    /// `reserved += q`; ledger `−q`.
-    Reserve,
-    /// `reserved −= q`; ledger `+q`.
-    Release,
-    /// `reserved −= q`, `on_hand −= q`; ledger `−q`.
-    Ship,
-}
-
-impl Movement {
-    fn reason(self) -> &'static str {
-        match self {
-            Self::Reserve => "reserve",
-            Self::Release => "release",
-            Self::Ship => "ship",
-        }
-    }
-}
 
 /// Reserves every line of `placed`, or none, and writes the decision to the outbox.
 pub async fn reserve(
@@ -414,15 +287,6 @@ async fn ledger_lines(
         .collect()
 }
 
-/// How [`move_stock`] records inventory's decision for the order.
-#[derive(Debug, Clone, Copy)]
-enum Decided {
-    /// The order's first decision.
-    First(Reservation),
-    /// A later one, replacing what was decided before.
-    Now(Reservation),
-}
-
 /// Moves the units of every line, writes the matching ledger rows, records the decision and
 /// writes `event` to the outbox: one statement ([`MoveStock`]), so that the stock rows, once
 /// locked, stay locked only for that statement and the commit. Each update is conditional,
@@ -464,128 +328,6 @@ async fn try_move_line<E: schema::Event>(
     let lines = std::slice::from_ref(line);
     let moved: i64 = MoveStock::new(order_id, cause, lines, movement, decided, topic, event)?.get_result(conn).await?;
     Ok(moved == 1)
-}
-
-/// The statement [`move_stock`] runs:
-///
-/// ```sql
-/// WITH wanted AS (SELECT … FROM unnest($skus, $quantities)),
-///      moved AS (UPDATE products … FROM wanted WHERE <enough to move> RETURNING …),
-///      ledger AS (INSERT INTO stock_ledger … SELECT … FROM moved),
-///      complete AS (SELECT … FROM moved HAVING count(*) = $lines),
-///      decided AS (INSERT INTO reservations … SELECT … FROM complete | UPDATE reservations …),
-///      event AS (INSERT INTO outbox … SELECT … FROM complete)
-/// SELECT count(*) FROM moved
-/// ```
-///
-/// The decision and the event are written only if every line moved. A line that did not
-/// move left its row unlocked and unchanged; the lines that did are rolled back by the
-/// caller's error ([`move_stock`]), and with one line there are none ([`try_move_line`]).
-///
-/// Its text depends on the movement and the kind of decision only; diesel prepares each
-/// text once per connection (it is cached by its text, not by this type).
-struct MoveStock<'a> {
-    lines: i64,
-    order_id: uuid::Uuid,
-    cause: uuid::Uuid,
-    movement: Movement,
-    skus: Vec<&'a str>,
-    quantities: Vec<i32>,
-    decided: Decided,
-    event: messaging::outbox::NewEvent<'a>,
-}
-
-impl<'a> MoveStock<'a> {
-    fn new<E: schema::Event>(
-        order_id: OrderId,
-        cause: EventId,
-        lines: &'a [Line],
-        movement: Movement,
-        decided: Decided,
-        topic: &'a str,
-        event: &'a Envelope<E>,
-    ) -> QueryResult<Self> {
-        Ok(Self {
-            lines: lines.len() as i64,
-            order_id: order_id.0,
-            cause: cause.0,
-            movement,
-            skus: lines.iter().map(|line| line.sku.as_str()).collect(),
-            quantities: lines.iter().map(|line| line.quantity.get()).collect(),
-            decided,
-            event: messaging::outbox::NewEvent::new(topic, event)?,
-        })
-    }
-}
-
-impl QueryId for MoveStock<'_> {
-    type QueryId = ();
-    const HAS_STATIC_QUERY_ID: bool = false;
-}
-
-impl Query for MoveStock<'_> {
-    /// How many lines moved.
-    type SqlType = sql_types::BigInt;
-}
-
-impl QueryFragment<Pg> for MoveStock<'_> {
-    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-        out.push_sql("WITH wanted AS (SELECT wanted.sku, wanted.quantity FROM unnest(");
-        platform::push_binds!(out,
-            sql_types::Array<sql_types::Text> => &self.skus,
-            sql_types::Array<sql_types::Integer> => &self.quantities,
-        );
-        out.push_sql(") AS wanted (sku, quantity)), moved AS (UPDATE products SET ");
-        out.push_sql(match self.movement {
-            Movement::Reserve => {
-                "reserved = products.reserved + wanted.quantity, updated_at = now() \
-                 FROM wanted WHERE products.sku = wanted.sku AND products.available >= wanted.quantity"
-            }
-            Movement::Release => {
-                "reserved = products.reserved - wanted.quantity, updated_at = now() \
-                 FROM wanted WHERE products.sku = wanted.sku AND products.reserved >= wanted.quantity"
-            }
-            Movement::Ship => {
-                "reserved = products.reserved - wanted.quantity, on_hand = products.on_hand - wanted.quantity, \
-                 updated_at = now() \
-                 FROM wanted WHERE products.sku = wanted.sku AND products.reserved >= wanted.quantity"
-            }
-        });
-        out.push_sql(
-            " RETURNING products.sku, wanted.quantity), \
-             ledger AS (INSERT INTO stock_ledger (order_id, sku, delta, reason, event_id) SELECT ",
-        );
-        out.push_bind_param::<sql_types::Uuid, _>(&self.order_id)?;
-        out.push_sql(match self.movement {
-            Movement::Reserve | Movement::Ship => ", moved.sku, -moved.quantity, ",
-            Movement::Release => ", moved.sku, moved.quantity, ",
-        });
-        out.push_bind_param::<sql_types::Text, _>(self.movement.reason())?;
-        out.push_sql(", ");
-        out.push_bind_param::<sql_types::Uuid, _>(&self.cause)?;
-        out.push_sql(" FROM moved), complete AS (SELECT count(*) AS lines FROM moved HAVING count(*) = ");
-        out.push_bind_param::<sql_types::BigInt, _>(&self.lines)?;
-        out.push_sql("), decided AS (");
-        match self.decided {
-            Decided::First(status) => {
-                out.push_sql("INSERT INTO reservations (order_id, status) SELECT ");
-                out.push_bind_param::<sql_types::Uuid, _>(&self.order_id)?;
-                out.push_sql(", ");
-                out.push_bind_param::<sql_types::Text, _>(status.as_str())?;
-                out.push_sql(" FROM complete");
-            }
-            Decided::Now(status) => {
-                out.push_sql("UPDATE reservations SET status = ");
-                out.push_bind_param::<sql_types::Text, _>(status.as_str())?;
-                out.push_sql(", updated_at = now() FROM complete WHERE order_id = ");
-                out.push_bind_param::<sql_types::Uuid, _>(&self.order_id)?;
-            }
-        }
-        out.push_sql("), event AS (");
-        self.event.push_insert_for_each(&mut out, "complete")?;
-        out.push_sql(") SELECT count(*) FROM moved");
-        Ok(())
-    }
 }
 
 async fn decision(conn: &mut AsyncPgConnection, order_id: OrderId) -> QueryResult<Option<Reservation>> {
@@ -630,44 +372,4 @@ impl From<StockError> for messaging::inbox::HandleError {
             StockError::Impossible(message) => Self::Permanent(message),
         }
     }
-}
-
-/// One product as the API shows it.
-#[derive(Debug, Clone, Queryable, Selectable, serde::Serialize, utoipa::ToSchema)]
-#[diesel(table_name = products, check_for_backend(diesel::pg::Pg))]
-pub struct StockView {
-    pub sku: String,
-    pub name: String,
-    /// What can still be sold: `on_hand − reserved`.
-    pub available: i32,
-    /// Units in the warehouse.
-    pub on_hand: i32,
-    /// Units promised to confirmed orders that have not shipped.
-    pub reserved: i32,
-}
-
-pub async fn list(conn: &mut AsyncPgConnection) -> QueryResult<Vec<StockView>> {
-    products::table.order(products::sku).select(StockView::as_select()).load(conn).await
-}
-
-pub async fn find(conn: &mut AsyncPgConnection, sku: &Sku) -> QueryResult<Option<StockView>> {
-    products::table.find(sku.as_str()).select(StockView::as_select()).first(conn).await.optional()
-}
-
-/// Adds a product to the catalogue with `stock` units; false if the SKU is already there.
-/// New stock enters as the product's initial stock and on hand, nothing reserved, so the books
-/// still balance (on hand = initial − shipped, reserved = held, by the ledger).
-pub async fn add_product(conn: &mut AsyncPgConnection, sku: &Sku, name: &str, stock: i32) -> QueryResult<bool> {
-    let inserted = diesel::insert_into(products::table)
-        .values((
-            products::sku.eq(sku.as_str()),
-            products::name.eq(name),
-            products::initial_stock.eq(stock),
-            products::on_hand.eq(stock),
-            products::reserved.eq(0),
-        ))
-        .on_conflict_do_nothing()
-        .execute(conn)
-        .await?;
-    Ok(inserted == 1)
 }

@@ -1,0 +1,164 @@
+//! The one statement that moves stock ([`MoveStock`]): the units of every line, the ledger
+//! rows, the decision and the outgoing event, so that stock rows, once locked, stay locked
+//! only for that statement and the commit.
+
+use diesel::pg::Pg;
+use diesel::prelude::*;
+use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
+use diesel::sql_types;
+use schema::events::Line;
+use schema::{Envelope, EventId, OrderId};
+
+use super::Reservation;
+
+/// How stock moves, and the sign of the ledger row that records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Movement {
+    /// `reserved += q`; ledger `−q`.
+    Reserve,
+    /// `reserved −= q`; ledger `+q`.
+    Release,
+    /// `reserved −= q`, `on_hand −= q`; ledger `−q`.
+    Ship,
+}
+
+impl Movement {
+    pub(super) fn reason(self) -> &'static str {
+        match self {
+            Self::Reserve => "reserve",
+            Self::Release => "release",
+            Self::Ship => "ship",
+        }
+    }
+}
+
+/// How [`move_stock`](super::move_stock) records inventory's decision for the order.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Decided {
+    /// The order's first decision.
+    First(Reservation),
+    /// A later one, replacing what was decided before.
+    Now(Reservation),
+}
+
+/// The statement [`move_stock`](super::move_stock) runs:
+///
+/// ```sql
+/// WITH wanted AS (SELECT … FROM unnest($skus, $quantities)),
+///      moved AS (UPDATE products … FROM wanted WHERE <enough to move> RETURNING …),
+///      ledger AS (INSERT INTO stock_ledger … SELECT … FROM moved),
+///      complete AS (SELECT … FROM moved HAVING count(*) = $lines),
+///      decided AS (INSERT INTO reservations … SELECT … FROM complete | UPDATE reservations …),
+///      event AS (INSERT INTO outbox … SELECT … FROM complete)
+/// SELECT count(*) FROM moved
+/// ```
+///
+/// The decision and the event are written only if every line moved. A line that did not
+/// move left its row unlocked and unchanged; the lines that did are rolled back by the
+/// caller's error ([`move_stock`](super::move_stock)), and with one line there are none ([`try_move_line`](super::try_move_line)).
+///
+/// Its text depends on the movement and the kind of decision only; diesel prepares each
+/// text once per connection (it is cached by its text, not by this type).
+pub(super) struct MoveStock<'a> {
+    lines: i64,
+    order_id: uuid::Uuid,
+    cause: uuid::Uuid,
+    movement: Movement,
+    skus: Vec<&'a str>,
+    quantities: Vec<i32>,
+    decided: Decided,
+    event: messaging::outbox::NewEvent<'a>,
+}
+
+impl<'a> MoveStock<'a> {
+    pub(super) fn new<E: schema::Event>(
+        order_id: OrderId,
+        cause: EventId,
+        lines: &'a [Line],
+        movement: Movement,
+        decided: Decided,
+        topic: &'a str,
+        event: &'a Envelope<E>,
+    ) -> QueryResult<Self> {
+        Ok(Self {
+            lines: lines.len() as i64,
+            order_id: order_id.0,
+            cause: cause.0,
+            movement,
+            skus: lines.iter().map(|line| line.sku.as_str()).collect(),
+            quantities: lines.iter().map(|line| line.quantity.get()).collect(),
+            decided,
+            event: messaging::outbox::NewEvent::new(topic, event)?,
+        })
+    }
+}
+
+impl QueryId for MoveStock<'_> {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl Query for MoveStock<'_> {
+    /// How many lines moved.
+    type SqlType = sql_types::BigInt;
+}
+
+impl QueryFragment<Pg> for MoveStock<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql("WITH wanted AS (SELECT wanted.sku, wanted.quantity FROM unnest(");
+        platform::push_binds!(out,
+            sql_types::Array<sql_types::Text> => &self.skus,
+            sql_types::Array<sql_types::Integer> => &self.quantities,
+        );
+        out.push_sql(") AS wanted (sku, quantity)), moved AS (UPDATE products SET ");
+        out.push_sql(match self.movement {
+            Movement::Reserve => {
+                "reserved = products.reserved + wanted.quantity, updated_at = now() \
+                 FROM wanted WHERE products.sku = wanted.sku AND products.available >= wanted.quantity"
+            }
+            Movement::Release => {
+                "reserved = products.reserved - wanted.quantity, updated_at = now() \
+                 FROM wanted WHERE products.sku = wanted.sku AND products.reserved >= wanted.quantity"
+            }
+            Movement::Ship => {
+                "reserved = products.reserved - wanted.quantity, on_hand = products.on_hand - wanted.quantity, \
+                 updated_at = now() \
+                 FROM wanted WHERE products.sku = wanted.sku AND products.reserved >= wanted.quantity"
+            }
+        });
+        out.push_sql(
+            " RETURNING products.sku, wanted.quantity), \
+             ledger AS (INSERT INTO stock_ledger (order_id, sku, delta, reason, event_id) SELECT ",
+        );
+        out.push_bind_param::<sql_types::Uuid, _>(&self.order_id)?;
+        out.push_sql(match self.movement {
+            Movement::Reserve | Movement::Ship => ", moved.sku, -moved.quantity, ",
+            Movement::Release => ", moved.sku, moved.quantity, ",
+        });
+        out.push_bind_param::<sql_types::Text, _>(self.movement.reason())?;
+        out.push_sql(", ");
+        out.push_bind_param::<sql_types::Uuid, _>(&self.cause)?;
+        out.push_sql(" FROM moved), complete AS (SELECT count(*) AS lines FROM moved HAVING count(*) = ");
+        out.push_bind_param::<sql_types::BigInt, _>(&self.lines)?;
+        out.push_sql("), decided AS (");
+        match self.decided {
+            Decided::First(status) => {
+                out.push_sql("INSERT INTO reservations (order_id, status) SELECT ");
+                out.push_bind_param::<sql_types::Uuid, _>(&self.order_id)?;
+                out.push_sql(", ");
+                out.push_bind_param::<sql_types::Text, _>(status.as_str())?;
+                out.push_sql(" FROM complete");
+            }
+            Decided::Now(status) => {
+                out.push_sql("UPDATE reservations SET status = ");
+                out.push_bind_param::<sql_types::Text, _>(status.as_str())?;
+                out.push_sql(", updated_at = now() FROM complete WHERE order_id = ");
+                out.push_bind_param::<sql_types::Uuid, _>(&self.order_id)?;
+            }
+        }
+        out.push_sql("), event AS (");
+        self.event.push_insert_for_each(&mut out, "complete")?;
+        out.push_sql(") SELECT count(*) FROM moved");
+        Ok(())
+    }
+}

@@ -2,6 +2,9 @@
 //! command line, load settings, serve HTTP at once with the common conventions, get the
 //! database ready in the background, run the service's tasks beside the server, and stop
 //! everything cleanly on shutdown — or loudly, with a non-zero exit, when a task dies.
+//!
+//! One room, over 300 lines: the process's life from its command line to its exit, with the
+//! tests of its supervision.
 
 use std::future::Future;
 use std::net::TcpListener;

@@ -279,39 +279,3 @@ impl Running {
         result
     }
 }
-
-#[cfg(test)]
-pub(crate) mod tests {
-    use diesel_migrations::{EmbeddedMigrations, embed_migrations};
-    use tokio_util::sync::CancellationToken;
-
-    use super::{ConsumingService, Settings};
-
-    /// A service for the skeleton's own tests.
-    pub struct Example;
-
-    #[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
-    pub struct Own {
-        #[serde(default = "plain")]
-        pub flavour: String,
-    }
-
-    fn plain() -> String {
-        "plain".into()
-    }
-
-    impl ConsumingService for Example {
-        const NAME: &'static str = "example";
-        const PREFIX: &'static str = "EXAMPLE";
-        const PORT: u16 = 9999;
-        const DATABASE: &'static str = "examples";
-        const CONSUMER_GROUP: &'static str = "example-service";
-        const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
-        const CRASH_POINTS: &'static [&'static str] = &[];
-        type Own = Own;
-
-        async fn serve(_: Settings<Self>, _: CancellationToken) -> anyhow::Result<()> {
-            Ok(())
-        }
-    }
-}

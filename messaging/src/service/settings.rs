@@ -108,8 +108,44 @@ fn default_at(value: &mut config::Value, path: &[&str], default: config::Value) 
 
 #[cfg(test)]
 mod tests {
+    use example::Example;
+
     use super::Settings;
-    use crate::service::tests::Example;
+
+    mod example {
+        use diesel_migrations::{EmbeddedMigrations, embed_migrations};
+        use tokio_util::sync::CancellationToken;
+
+        use crate::service::{ConsumingService, Settings};
+
+        /// A service for the skeleton's own tests.
+        pub struct Example;
+
+        #[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+        pub struct Own {
+            #[serde(default = "plain")]
+            pub flavour: String,
+        }
+
+        fn plain() -> String {
+            "plain".into()
+        }
+
+        impl ConsumingService for Example {
+            const NAME: &'static str = "example";
+            const PREFIX: &'static str = "EXAMPLE";
+            const PORT: u16 = 9999;
+            const DATABASE: &'static str = "examples";
+            const CONSUMER_GROUP: &'static str = "example-service";
+            const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
+            const CRASH_POINTS: &'static [&'static str] = &[];
+            type Own = Own;
+
+            async fn serve(_: Settings<Self>, _: CancellationToken) -> anyhow::Result<()> {
+                Ok(())
+            }
+        }
+    }
 
     fn load(pairs: &[(&str, &str)]) -> Result<Settings<Example>, config::ConfigError> {
         let mut builder = config::Config::builder();

@@ -237,8 +237,8 @@ function orderItem(order) {
     const gap = index === 0 ? "" : ` (+${formatMs(new Date(entry.at) - new Date(order.history[index - 1].at))})`;
     return el("li", { "data-status": entry.status }, `${entry.status} ${formatTime(entry.at)}${gap}`);
   });
-  const cancellable = order.status === "PENDING" || order.status === "CONFIRMED";
-  const shippable = order.status === "CONFIRMED";
+  // What the service says can happen next (the order's `next`), not a copy of its rules.
+  const { cancel: cancellable, ship: shippable } = order.next;
   return el("li", { class: `order ${order.status}`, "data-order-id": order.id, "data-status": order.status },
     el("div", { class: "head" },
       el("span", { class: "status" }, order.status),
@@ -250,9 +250,6 @@ function orderItem(order) {
     order.rejection_reason ? el("div", { class: "reason" }, `Rejected: ${order.rejection_reason}`) : null,
     el("ol", { class: "timeline", "aria-label": "status history" }, ...steps));
 }
-
-// Statuses in which an answer from inventory is awaited.
-const IN_FLIGHT = ["PENDING", "CANCELLING", "SHIPPING"];
 
 // Follows one order until it is settled: each request waits (up to 25 s) for the status to
 // move past the one we have, and the order's line is redrawn as soon as it does.
@@ -272,7 +269,7 @@ async function follow(id) {
     tag = response.headers.get("ETag");
     const order = await response.json();
     document.querySelector(`li.order[data-order-id='${id}']`)?.replaceWith(orderItem(order));
-    if (!IN_FLIGHT.includes(order.status)) return;
+    if (!order.next.awaiting_inventory) return;
   }
 }
 

@@ -23,11 +23,11 @@ pub struct OrderSettings {
     /// `ORDER__LATENCY_ALERT__WINDOW_SECS` (30) and `..__THRESHOLD_MS` (1000): the web
     /// page's latency alert.
     #[serde(default)]
-    pub latency_alert: crate::latency::LatencyAlertSettings,
+    pub latency_alert: crate::console::latency::LatencyAlertSettings,
     /// `ORDER__PEERS__INVENTORY`, `ORDER__PEERS__RELAY`, `ORDER__PEERS__TRACES`: where the page's views of the
     /// other services come from.
     #[serde(default)]
-    pub peers: crate::routes::page::PeerSettings,
+    pub peers: crate::console::PeerSettings,
 }
 
 fn default_wait_budget_ms() -> u64 {

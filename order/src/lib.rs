@@ -3,21 +3,22 @@
 //! `inventory.events` through its inbox, exactly once. Cancellations and shipments go the same
 //! way (`OrderCancelled`, `OrderReadyToShip`). Map:
 //!
-//! - HTTP in: [`routes`] (orders, health, the web page), guarded by [`admission`], taken
+//! - HTTP in: [`routes`] (orders), guarded by [`admission`], taken
 //!   for a customer by [`auth`] and answering with [`error`]; [`openapi`] documents them;
 //! - the model: [`domain`] (validated requests, statuses), [`repository`] (the transactions),
 //!   [`view`] (what a client sees);
 //! - events in: [`consumer`] (inventory's decisions → order status);
-//! - waiting for an outcome: [`waiters`] (woken by Postgres NOTIFY), [`latency`] (the page's alert);
+//! - waiting for an outcome: [`waiters`] (woken by Postgres NOTIFY);
+//! - the console: [`console`] (the web page, its latency alert, its views of the other services);
 //! - process: [`configuration`], [`state`], [`metrics`], [`startup`].
 
 pub mod admission;
 pub mod auth;
 pub mod configuration;
+pub mod console;
 pub mod consumer;
 pub mod domain;
 pub mod error;
-pub mod latency;
 pub mod metrics;
 pub mod openapi;
 pub mod repository;

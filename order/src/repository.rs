@@ -61,6 +61,7 @@ pub async fn place(
             id: id.0,
             customer_id: order.customer_id.clone(),
             status: OrderStatus::Pending,
+            next: OrderStatus::Pending.into(),
             rejection_reason: None,
             correlation_id: trace.correlation_id.clone(),
             lines: order
@@ -411,10 +412,12 @@ impl FoundOrder {
             .zip(self.ats)
             .map(|((status, reason), at)| Ok(HistoryEntry { status: status_of(status)?, reason, at }))
             .collect::<QueryResult<_>>()?;
+        let status = status_of(&self.status)?;
         Ok(OrderView {
             id: self.id,
             customer_id: self.customer_id,
-            status: status_of(&self.status)?,
+            status,
+            next: status.into(),
             rejection_reason: self.rejection_reason,
             correlation_id: self.correlation_id,
             lines: self

@@ -24,11 +24,11 @@ use utoipa::OpenApi as _;
 use crate::admission::{RateLimiter, WaitingCap, limit_in_flight};
 use crate::auth::DevTokens;
 use crate::configuration::{OrderSettings, Settings};
+use crate::console::latency::LatencyWindow;
+use crate::console::{Peers, record_latency};
 use crate::consumer::InventoryEvents;
-use crate::latency::LatencyWindow;
 use crate::metrics::OrderMetrics;
 use crate::routes;
-use crate::routes::page::{Peers, record_latency};
 use crate::state::AppState;
 use crate::waiters::Waiters;
 
@@ -138,14 +138,7 @@ fn configure_routes(config: &mut web::ServiceConfig, guards: &Guards) {
                     record_latency(latency.clone(), request, next)
                 })),
         )
-        .service(routes::page::index)
-        .service(routes::page::script)
-        .service(routes::page::style)
-        .service(routes::page::latency)
-        .service(routes::page::system_health)
-        .service(routes::page::system_stock)
-        .service(routes::page::get_gremlin)
-        .service(routes::page::put_gremlin)
+        .configure(crate::console::configure)
         .route("/openapi.json", web::get().to(|| async { web::Json(crate::openapi::ApiDoc::openapi()) }));
 }
 

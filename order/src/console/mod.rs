@@ -1,7 +1,9 @@
-//! The web page (`/`, from `web/`, compiled into the binary so it needs no files at run
-//! time) and what it reads: `/stats/latency` for the latency alert, and `/system/*`, which
-//! gathers the other services' health, the stock list and the gremlin switch through this
-//! service so that the browser talks to one origin.
+//! The console: the web page (`/`, from `web/`, compiled into the binary so it needs no files
+//! at run time) and what it reads: `/stats/latency` for the latency alert ([`latency`]), and
+//! `/system/*`, which gathers the other services' health, the stock list and the gremlin
+//! switch through this service so that the browser talks to one origin. It lives in the order
+//! service because its alert is the order API's own latency, measured as requests pass
+//! (decision 0032); it is this one module, added with [`configure`].
 
 use std::time::{Duration, Instant};
 
@@ -12,7 +14,22 @@ use actix_web::middleware::Next;
 use actix_web::{HttpRequest, HttpResponse, get, put, web};
 use serde::Deserialize;
 
-use crate::latency::{LatencySummary, LatencyWindow};
+pub mod latency;
+
+use latency::{LatencySummary, LatencyWindow};
+
+/// The console's routes (the latency window and the peers are app data the service gives).
+pub fn configure(config: &mut web::ServiceConfig) {
+    config
+        .service(index)
+        .service(script)
+        .service(style)
+        .service(latency_summary)
+        .service(system_health)
+        .service(system_stock)
+        .service(get_gremlin)
+        .service(put_gremlin);
+}
 
 const INDEX: &str = include_str!("../../../web/index.html");
 const SCRIPT: &str = include_str!("../../../web/app.js");
@@ -60,7 +77,7 @@ pub async fn record_latency(
 /// whether the average is above the alert threshold.
 #[utoipa::path(responses((status = 200, body = LatencySummary)))]
 #[get("/stats/latency")]
-pub async fn latency(window: web::Data<LatencyWindow>) -> HttpResponse {
+pub async fn latency_summary(window: web::Data<LatencyWindow>) -> HttpResponse {
     HttpResponse::Ok().insert_header(no_store()).json(window.summary(Instant::now()))
 }
 

@@ -2,5 +2,4 @@
 //! `messaging::service::health`).
 
 pub mod orders;
-pub mod page;
 pub mod trace;

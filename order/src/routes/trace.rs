@@ -12,9 +12,9 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::auth::Customer;
+use crate::console::Peers;
 use crate::error::ApiError;
 use crate::repository;
-use crate::routes::page::Peers;
 use crate::state::AppState;
 
 /// At most this many traces of one order are drawn, and this many spans of each.

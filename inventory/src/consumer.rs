@@ -5,6 +5,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use diesel_async::AsyncPgConnection;
 use messaging::inbox::{Committed, HandleError, Handler};
+use messaging::outbox::Outbox;
 use platform::crash::{self, InjectedFault};
 use schema::Event as _;
 use schema::RawEnvelope;
@@ -57,21 +58,22 @@ impl Handler for OrderEvents {
 
     async fn handle(&self, conn: &mut AsyncPgConnection, event: &RawEnvelope) -> Result<Committed, HandleError> {
         let trace = event.trace();
+        let out = Outbox::new(&self.topic, &trace);
         // What was done is logged once committed: a batch that rolls back applies its events
         // again, alone, and would log them twice.
         let logged = match OrderEvent::decode(event).map_err(|e| HandleError::Permanent(e.to_string()))? {
             OrderEvent::Placed(placed) => {
-                let decision = stock::reserve(conn, event.event_id, &placed, &trace, &self.topic).await?;
+                let decision = stock::reserve(conn, event.event_id, &placed, out).await?;
                 let order_id = placed.order_id;
                 Committed::then(move || tracing::info!(%order_id, ?decision, "order decided"))
             }
             OrderEvent::Cancelled(cancelled) => {
-                let released = stock::release(conn, event.event_id, &cancelled, &trace, &self.topic).await?;
+                let released = stock::release(conn, event.event_id, &cancelled, out).await?;
                 let (order_id, lines) = (cancelled.order_id, released.len());
                 Committed::then(move || tracing::info!(%order_id, lines, "stock released"))
             }
             OrderEvent::ReadyToShip(ready) => {
-                let shipped = stock::ship(conn, event.event_id, &ready, &trace, &self.topic).await?;
+                let shipped = stock::ship(conn, event.event_id, &ready, out).await?;
                 crash::point(crate::SHIP_BEFORE_COMMIT)?;
                 let order_id = ready.order_id;
                 match shipped.map(|lines| lines.len()) {
@@ -102,13 +104,14 @@ impl Handler for OrderEvents {
         match event.event_type.as_str() {
             OrderPlaced::TYPE => {
                 let reason = format!("unprocessable order event: {reason}");
-                let decision = stock::refuse(conn, order_id, &reason, &trace, &self.topic).await?;
+                let decision = stock::refuse(conn, order_id, &reason, Outbox::new(&self.topic, &trace)).await?;
                 tracing::warn!(%order_id, ?decision, "refused placement answered");
             }
             // Neither can change stock blindly: what inventory holds goes back, and the order
             // service ends the request from it.
             kind @ (OrderCancelled::TYPE | OrderReadyToShip::TYPE) => {
-                let held = stock::report_refusal(conn, order_id, kind, reason, &trace, &self.topic).await?;
+                let held =
+                    stock::report_refusal(conn, order_id, kind, reason, Outbox::new(&self.topic, &trace)).await?;
                 tracing::warn!(%order_id, ?held, refused_type = kind, "refused request answered with what inventory holds");
             }
             _ => {}

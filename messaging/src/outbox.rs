@@ -14,6 +14,7 @@ use diesel::prelude::*;
 use diesel::query_builder::AstPass;
 use diesel::sql_types;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use schema::envelope::Trace;
 use schema::{Envelope, Event};
 use uuid::Uuid;
 
@@ -68,6 +69,30 @@ impl<'a> NewEvent<'a> {
         out.push_sql(" FROM ");
         out.push_sql(source);
         Ok(())
+    }
+}
+
+/// Where the events a transaction writes go and the trace they continue: what a handler hands
+/// the functions that write its answers, instead of a topic and a trace to each of them.
+#[derive(Debug, Clone, Copy)]
+pub struct Outbox<'a> {
+    pub topic: &'a str,
+    pub trace: &'a Trace,
+}
+
+impl<'a> Outbox<'a> {
+    pub fn new(topic: &'a str, trace: &'a Trace) -> Self {
+        Self { topic, trace }
+    }
+
+    /// `event` in an envelope that continues the trace.
+    pub fn envelope<E: Event>(&self, event: E) -> Envelope<E> {
+        Envelope::new(event, self.trace)
+    }
+
+    /// Adds `event` to the outbox (see [`enqueue`]).
+    pub async fn write<E: Event>(&self, conn: &mut AsyncPgConnection, event: E) -> QueryResult<()> {
+        enqueue(conn, self.topic, &self.envelope(event)).await
     }
 }
 

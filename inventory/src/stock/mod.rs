@@ -21,7 +21,8 @@ mod statement;
 mod view;
 
 pub use decide::*;
-use statement::{Decided, MoveStock, Movement};
+use messaging::outbox::Outbox;
+use statement::{MoveStock, Movement};
 pub use view::{StockView, add_product, find, list};
 
 use std::collections::HashMap;
@@ -30,7 +31,6 @@ use crate::tables::{products, reservations, stock_ledger};
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use schema::Event as _;
-use schema::envelope::Trace;
 use schema::events::{
     InventoryRefused, InventoryRejected, InventoryReleased, InventoryReserved, InventoryShipped, Line, OrderCancelled,
     OrderPlaced, OrderReadyToShip, Shortfall,
@@ -43,14 +43,13 @@ pub async fn reserve(
     conn: &mut AsyncPgConnection,
     cause: EventId,
     placed: &OrderPlaced,
-    trace: &Trace,
-    topic: &str,
+    out: Outbox<'_>,
 ) -> Result<Reservation, StockError> {
     let order_id = placed.order_id;
     let earlier = decision(conn, order_id).await?;
     let mut lines = placed.lines.clone();
     lines.sort_by(|a, b| a.sku.cmp(&b.sku));
-    let reserved = Envelope::new(InventoryReserved { order_id, lines: placed.lines.clone() }, trace);
+    let reserved = out.envelope(InventoryReserved { order_id, lines: placed.lines.clone() });
     let shortfalls = match (earlier, lines.as_slice()) {
         (Some(_), _) => Vec::new(),
         // One line (every order of a flash sale, most orders): the conditional update is the
@@ -58,8 +57,7 @@ pub async fn reserve(
         // from that statement to the commit (decision 0021). When they are not, what is left
         // is read without a lock to say so: on a sold-out SKU no rejection waits for the row.
         (None, [line]) => {
-            let decided = Decided::First(Reservation::Reserved);
-            if try_move_line(conn, order_id, cause, line, Movement::Reserve, decided, topic, &reserved).await? {
+            if try_move_line(conn, order_id, cause, line, Movement::Reserve, out.topic, &reserved).await? {
                 return Ok(Reservation::Reserved);
             }
             match shortfalls(conn, &lines, Lock::No).await? {
@@ -81,18 +79,17 @@ pub async fn reserve(
                 other => format!("inventory had already decided this order ({})", other.as_str()),
             };
             let rejected = InventoryRejected { order_id, reason, shortfalls: vec![] };
-            messaging::outbox::enqueue(conn, topic, &Envelope::new(rejected, trace)).await?;
+            out.write(conn, rejected).await?;
             Ok(Reservation::Rejected)
         }
         Placement::Short => {
             let rejected = InventoryRejected::from_shortfalls(order_id, shortfalls);
             record_decision(conn, order_id, Reservation::Rejected, Some(&rejected.reason)).await?;
-            messaging::outbox::enqueue(conn, topic, &Envelope::new(rejected, trace)).await?;
+            out.write(conn, rejected).await?;
             Ok(Reservation::Rejected)
         }
         Placement::Reserve => {
-            let decided = Decided::First(Reservation::Reserved);
-            move_stock(conn, order_id, cause, &lines, Movement::Reserve, decided, topic, &reserved).await?;
+            move_stock(conn, order_id, cause, &lines, Movement::Reserve, out.topic, &reserved).await?;
             Ok(Reservation::Reserved)
         }
     }
@@ -155,15 +152,14 @@ pub async fn refuse(
     conn: &mut AsyncPgConnection,
     order_id: OrderId,
     reason: &str,
-    trace: &Trace,
-    topic: &str,
+    out: Outbox<'_>,
 ) -> Result<Option<Reservation>, StockError> {
     if let Refusal::AlreadyDecided(earlier) = decide_refused_placement(decision(conn, order_id).await?) {
         return Ok(Some(earlier));
     }
     record_decision(conn, order_id, Reservation::Rejected, Some(reason)).await?;
     let rejected = InventoryRejected { order_id, reason: reason.to_owned(), shortfalls: vec![] };
-    messaging::outbox::enqueue(conn, topic, &Envelope::new(rejected, trace)).await?;
+    out.write(conn, rejected).await?;
     Ok(None)
 }
 
@@ -174,8 +170,7 @@ pub async fn report_refusal(
     order_id: OrderId,
     refused_type: &str,
     reason: &str,
-    trace: &Trace,
-    topic: &str,
+    out: Outbox<'_>,
 ) -> Result<Option<Reservation>, StockError> {
     let held = decision(conn, order_id).await?;
     let refused = InventoryRefused {
@@ -184,7 +179,7 @@ pub async fn report_refusal(
         reason: reason.to_owned(),
         reservation: held.map(Reservation::status),
     };
-    messaging::outbox::enqueue(conn, topic, &Envelope::new(refused, trace)).await?;
+    out.write(conn, refused).await?;
     Ok(held)
 }
 
@@ -193,16 +188,14 @@ pub async fn release(
     conn: &mut AsyncPgConnection,
     cause: EventId,
     cancelled: &OrderCancelled,
-    trace: &Trace,
-    topic: &str,
+    out: Outbox<'_>,
 ) -> Result<Vec<Line>, StockError> {
     let order_id = cancelled.order_id;
     match decide_cancellation(decision(conn, order_id).await?) {
         Cancellation::PutBack => {
             let lines = reserved_lines(conn, order_id).await?;
-            let event = Envelope::new(InventoryReleased { order_id, lines: lines.clone() }, trace);
-            let decided = Decided::Now(Reservation::Released);
-            move_stock(conn, order_id, cause, &lines, Movement::Release, decided, topic, &event).await?;
+            let event = out.envelope(InventoryReleased { order_id, lines: lines.clone() });
+            move_stock(conn, order_id, cause, &lines, Movement::Release, out.topic, &event).await?;
             return Ok(lines);
         }
         Cancellation::Nothing => {}
@@ -212,7 +205,7 @@ pub async fn release(
     }
     // Nothing was held: the release says so, with no lines.
     let event = InventoryReleased { order_id, lines: Vec::new() };
-    messaging::outbox::enqueue(conn, topic, &Envelope::new(event, trace)).await?;
+    out.write(conn, event).await?;
     Ok(Vec::new())
 }
 
@@ -223,23 +216,21 @@ pub async fn ship(
     conn: &mut AsyncPgConnection,
     cause: EventId,
     ready: &OrderReadyToShip,
-    trace: &Trace,
-    topic: &str,
+    out: Outbox<'_>,
 ) -> Result<Option<Vec<Line>>, StockError> {
     let order_id = ready.order_id;
     let earlier = decision(conn, order_id).await?;
     match decide_shipment(earlier) {
         Shipment::TakeOut => {
             let lines = reserved_lines(conn, order_id).await?;
-            let shipped = Envelope::new(InventoryShipped { order_id, lines: lines.clone() }, trace);
-            let decided = Decided::Now(Reservation::Shipped);
-            move_stock(conn, order_id, cause, &lines, Movement::Ship, decided, topic, &shipped).await?;
+            let shipped = out.envelope(InventoryShipped { order_id, lines: lines.clone() });
+            move_stock(conn, order_id, cause, &lines, Movement::Ship, out.topic, &shipped).await?;
             Ok(Some(lines))
         }
         Shipment::AlreadyShipped => {
             let lines = ledger_lines(conn, order_id, Movement::Ship).await?;
             let shipped = InventoryShipped { order_id, lines: lines.clone() };
-            messaging::outbox::enqueue(conn, topic, &Envelope::new(shipped, trace)).await?;
+            out.write(conn, shipped).await?;
             Ok(Some(lines))
         }
         Shipment::Refuse => {
@@ -253,7 +244,7 @@ pub async fn ship(
                 reason,
                 reservation: earlier.map(Reservation::status),
             };
-            messaging::outbox::enqueue(conn, topic, &Envelope::new(refused, trace)).await?;
+            out.write(conn, refused).await?;
             Ok(None)
         }
     }
@@ -292,18 +283,16 @@ async fn ledger_lines(
 /// locked, stay locked only for that statement and the commit. Each update is conditional,
 /// so `available` and `reserved` can never go below zero even if a caller forgot to check:
 /// a line that cannot move fails the whole transaction.
-#[allow(clippy::too_many_arguments)]
 async fn move_stock<E: schema::Event>(
     conn: &mut AsyncPgConnection,
     order_id: OrderId,
     cause: EventId,
     lines: &[Line],
     movement: Movement,
-    decided: Decided,
     topic: &str,
     event: &Envelope<E>,
 ) -> Result<(), StockError> {
-    let moved: i64 = MoveStock::new(order_id, cause, lines, movement, decided, topic, event)?.get_result(conn).await?;
+    let moved: i64 = MoveStock::new(order_id, cause, lines, movement, topic, event)?.get_result(conn).await?;
     if moved != lines.len() as i64 {
         let what: Vec<String> = lines.iter().map(|line| format!("{} of {}", line.quantity.get(), line.sku)).collect();
         return Err(StockError::Impossible(format!("cannot {} {}", movement.reason(), what.join(", "))));
@@ -313,7 +302,6 @@ async fn move_stock<E: schema::Event>(
 
 /// [`move_stock`] for one line, where not having the units is an answer, not an error:
 /// whether it moved. If it did not, nothing was written.
-#[allow(clippy::too_many_arguments)]
 #[tracing::instrument(name = "stock.update", skip_all, fields(sku = %line.sku))]
 async fn try_move_line<E: schema::Event>(
     conn: &mut AsyncPgConnection,
@@ -321,12 +309,11 @@ async fn try_move_line<E: schema::Event>(
     cause: EventId,
     line: &Line,
     movement: Movement,
-    decided: Decided,
     topic: &str,
     event: &Envelope<E>,
 ) -> Result<bool, StockError> {
     let lines = std::slice::from_ref(line);
-    let moved: i64 = MoveStock::new(order_id, cause, lines, movement, decided, topic, event)?.get_result(conn).await?;
+    let moved: i64 = MoveStock::new(order_id, cause, lines, movement, topic, event)?.get_result(conn).await?;
     Ok(moved == 1)
 }
 

@@ -23,6 +23,16 @@ pub(super) enum Movement {
 }
 
 impl Movement {
+    /// The decision a movement records: a reservation is the order's first, a release or a
+    /// shipment replaces it.
+    fn decided(self) -> Decided {
+        match self {
+            Self::Reserve => Decided::First(Reservation::Reserved),
+            Self::Release => Decided::Now(Reservation::Released),
+            Self::Ship => Decided::Now(Reservation::Shipped),
+        }
+    }
+
     pub(super) fn reason(self) -> &'static str {
         match self {
             Self::Reserve => "reserve",
@@ -34,7 +44,7 @@ impl Movement {
 
 /// How [`move_stock`](super::move_stock) records inventory's decision for the order.
 #[derive(Debug, Clone, Copy)]
-pub(super) enum Decided {
+enum Decided {
     /// The order's first decision.
     First(Reservation),
     /// A later one, replacing what was decided before.
@@ -76,7 +86,6 @@ impl<'a> MoveStock<'a> {
         cause: EventId,
         lines: &'a [Line],
         movement: Movement,
-        decided: Decided,
         topic: &'a str,
         event: &'a Envelope<E>,
     ) -> QueryResult<Self> {
@@ -87,7 +96,7 @@ impl<'a> MoveStock<'a> {
             movement,
             skus: lines.iter().map(|line| line.sku.as_str()).collect(),
             quantities: lines.iter().map(|line| line.quantity.get()).collect(),
-            decided,
+            decided: movement.decided(),
             event: messaging::outbox::NewEvent::new(topic, event)?,
         })
     }

@@ -8,9 +8,9 @@ use diesel::prelude::*;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::sql_types;
 use diesel_async::{AsyncConnection as _, AsyncPgConnection, RunQueryDsl};
-use schema::envelope::Trace;
+use messaging::outbox::Outbox;
+use schema::OrderId;
 use schema::events::{OrderCancelled, OrderPlaced, OrderReadyToShip};
-use schema::{Envelope, OrderId};
 use uuid::Uuid;
 
 use crate::domain::{OrderStatus, PlaceOrder, Step};
@@ -35,13 +35,14 @@ pub async fn place(
     id: OrderId,
     idempotency_key: &str,
     order: &PlaceOrder,
-    trace: &Trace,
-    topic: &str,
+    out: Outbox<'_>,
 ) -> QueryResult<Placement> {
-    let trace = &platform::trace::from_here(trace);
+    // The event continues the trace from this span (`order.accept`, `order.cancel`, `order.ship`).
+    let trace = &platform::trace::from_here(out.trace);
+    let out = Outbox::new(out.topic, trace);
     let fingerprint = order.fingerprint();
     let placed = OrderPlaced { order_id: id, customer_id: order.customer_id.clone(), lines: order.lines.clone() };
-    let envelope = Envelope::new(placed, trace);
+    let envelope = out.envelope(placed);
     let insert = InsertOrder {
         id: id.0,
         customer_id: &order.customer_id,
@@ -50,7 +51,7 @@ pub async fn place(
         correlation_id: &trace.correlation_id,
         skus: order.lines.iter().map(|line| line.sku.as_str()).collect(),
         quantities: order.lines.iter().map(|line| line.quantity.get()).collect(),
-        event: messaging::outbox::NewEvent::new(topic, &envelope)?,
+        event: messaging::outbox::NewEvent::new(out.topic, &envelope)?,
     };
     // Under concurrent retries this waits for the first attempt's transaction and then
     // inserts nothing.
@@ -176,10 +177,11 @@ pub async fn cancel(
     conn: &mut AsyncPgConnection,
     id: OrderId,
     customer: &str,
-    trace: &Trace,
-    topic: &str,
+    out: Outbox<'_>,
 ) -> QueryResult<Cancellation> {
-    let trace = &platform::trace::from_here(trace);
+    // The event continues the trace from this span (`order.accept`, `order.cancel`, `order.ship`).
+    let trace = &platform::trace::from_here(out.trace);
+    let out = Outbox::new(out.topic, trace);
     let outcome = conn
         .transaction::<_, diesel::result::Error, _>(async |conn| {
             // The row lock serialises this with the consumer, and orders this order's events.
@@ -197,8 +199,7 @@ pub async fn cancel(
             match status.after(Step::CancelRequested) {
                 Some(to) => {
                     transition(conn, id, &[status], to, None).await?;
-                    let event = Envelope::new(OrderCancelled { order_id: id }, trace);
-                    messaging::outbox::enqueue(conn, topic, &event).await?;
+                    out.write(conn, OrderCancelled { order_id: id }).await?;
                     Ok(Some(Ok(true)))
                 }
                 None if status == OrderStatus::Cancelling => Ok(Some(Ok(false))),
@@ -240,10 +241,11 @@ pub async fn ship(
     conn: &mut AsyncPgConnection,
     id: OrderId,
     idempotency_key: &str,
-    trace: &Trace,
-    topic: &str,
+    out: Outbox<'_>,
 ) -> QueryResult<ShipRequest> {
-    let trace = &platform::trace::from_here(trace);
+    // The event continues the trace from this span (`order.accept`, `order.cancel`, `order.ship`).
+    let trace = &platform::trace::from_here(out.trace);
+    let out = Outbox::new(out.topic, trace);
     let outcome = conn
         .transaction::<_, diesel::result::Error, _>(async |conn| {
             // The row lock serialises this with a cancellation and with the consumer.
@@ -265,8 +267,7 @@ pub async fn ship(
                         .set(orders::ship_idempotency_key.eq(idempotency_key))
                         .execute(conn)
                         .await?;
-                    let event = Envelope::new(OrderReadyToShip { order_id: id }, trace);
-                    messaging::outbox::enqueue(conn, topic, &event).await?;
+                    out.write(conn, OrderReadyToShip { order_id: id }).await?;
                     Ok(Some(Ok(None)))
                 }
                 None if matches!(status, OrderStatus::Shipping | OrderStatus::Shipped) => {

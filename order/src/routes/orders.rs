@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use actix_web::http::header::{self, HeaderMap};
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
+use messaging::outbox::Outbox;
 use schema::OrderId;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -88,7 +89,8 @@ pub async fn place_order(
         // Never queue for a connection past the budget (or a short floor, for `wait=0`).
         let within = budget.max(ACCEPT_WAIT_FLOOR).saturating_sub(started.elapsed());
         let mut conn = platform::db::get_within(&state.pool, within).await?;
-        let placement = repository::place(&mut conn, id, key, &order, &trace, &state.topics.orders).await?;
+        let placement =
+            repository::place(&mut conn, id, key, &order, Outbox::new(&state.topics.orders, &trace)).await?;
         state.held_by_standbys(&mut conn, within).await?;
         placement
     };
@@ -387,7 +389,8 @@ pub async fn cancel_order(
 ) -> Result<HttpResponse, ApiError> {
     let trace = platform::http::trace_of(request.headers());
     let mut conn = state.pool.get().await?;
-    let cancellation = repository::cancel(&mut conn, OrderId(*id), customer.id(), &trace, &state.topics.orders).await?;
+    let cancellation =
+        repository::cancel(&mut conn, OrderId(*id), customer.id(), Outbox::new(&state.topics.orders, &trace)).await?;
     state.held_by_standbys(&mut conn, state.wait_budget).await?;
     match cancellation {
         Cancellation::Requested(view) | Cancellation::AlreadyRequested(view) => Ok(HttpResponse::Accepted().json(view)),
@@ -439,7 +442,7 @@ pub async fn ship_order(
     let outcome = {
         let within = budget.max(ACCEPT_WAIT_FLOOR).saturating_sub(started.elapsed());
         let mut conn = platform::db::get_within(&state.pool, within).await?;
-        let outcome = repository::ship(&mut conn, OrderId(*id), key, &trace, &state.topics.orders).await?;
+        let outcome = repository::ship(&mut conn, OrderId(*id), key, Outbox::new(&state.topics.orders, &trace)).await?;
         state.held_by_standbys(&mut conn, within).await?;
         outcome
     };

@@ -48,12 +48,42 @@ struct Args {
     /// dead-letter topic, `<name>.dlq`.
     #[arg(long = "topic")]
     topics: Vec<String>,
+    /// Print the topics and their settings as JSON and exit, without a broker: what the
+    /// deployment checks compare `deploy/`'s KafkaTopics with.
+    #[arg(long)]
+    describe: bool,
+}
+
+impl Args {
+    /// Every topic to create: the named ones (or the orders and inventory topics), each with
+    /// its dead-letter topic.
+    fn all_topics(&self) -> Vec<String> {
+        let named = if self.topics.is_empty() {
+            vec![self.orders_topic.clone(), self.inventory_topic.clone()]
+        } else {
+            self.topics.clone()
+        };
+        named.into_iter().flat_map(|topic| [schema::topics::dead_letter(&topic), topic]).collect()
+    }
+
+    fn retention_ms(&self) -> u64 {
+        self.retention_hours * 3_600_000
+    }
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    platform::telemetry::init("kafka-init").map_err(anyhow::Error::msg)?;
     let args = Args::parse();
+    if args.describe {
+        let description = serde_json::json!({
+            "topics": args.all_topics(),
+            "partitions": args.partitions,
+            "retention_ms": args.retention_ms(),
+        });
+        println!("{description}");
+        return Ok(());
+    }
+    platform::telemetry::init("kafka-init").map_err(anyhow::Error::msg)?;
     // Signed in as KAFKA_USERNAME / KAFKA_PASSWORD: a super user's, for `--acls`.
     let settings = platform::config::KafkaSettings::for_tool(&args.brokers);
     let shutdown = platform::shutdown::on_signal();
@@ -64,14 +94,8 @@ async fn main() -> anyhow::Result<()> {
         bail!("interrupted before {} brokers had joined the cluster", args.replication);
     }
     let min_insync = args.min_insync_replicas.unwrap_or((args.replication - 1).max(1)).to_string();
-    let topics = if args.topics.is_empty() {
-        vec![args.orders_topic.clone(), args.inventory_topic.clone()]
-    } else {
-        args.topics.clone()
-    };
-    let topics: Vec<String> =
-        topics.into_iter().flat_map(|topic| [schema::topics::dead_letter(&topic), topic]).collect();
-    let retention_ms = (args.retention_hours * 3_600_000).to_string();
+    let topics = args.all_topics();
+    let retention_ms = args.retention_ms().to_string();
     let admin = platform::kafka::admin(&settings)?;
     let new_topics: Vec<NewTopic> = topics
         .iter()

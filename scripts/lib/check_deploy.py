@@ -15,10 +15,11 @@
 - every database cluster archives to the object store and has a ScheduledBackup, each
   ScheduledBackup names a cluster defined here, with CloudNativePG's six-field schedule;
 - containers run as non-root with a read-only root filesystem;
-- the KafkaTopics are kafka-init's topics with its settings; the PrometheusRule is
+- the KafkaTopics are kafka-init's topics with its settings (`kafka-init --describe`); the PrometheusRule is
   compose/prometheus/alerts.yml.
 
-Usage: check_deploy.py ROOT RENDERED.yaml DESCRIBED   (prints problems, exit 1 if any)
+Usage: check_deploy.py ROOT RENDERED.yaml DESCRIBED   (prints problems, exit 1 if any;
+DESCRIBED/../kafka-init.json is `kafka-init --describe`)
 """
 
 import json
@@ -155,13 +156,10 @@ for d in docs:
         problems.append(f"Cluster/{name}: no ScheduledBackup")
 
 # Topics: kafka-init's defaults and names.
-kafka_init = (root / "kafka-init/src/main.rs").read_text()
-partitions = int(re.search(r'KAFKA_PARTITIONS", default_value_t = (\d+)', kafka_init).group(1))
-retention_ms = int(re.search(r'KAFKA_RETENTION_HOURS", default_value_t = (\d+)', kafka_init).group(1)) * 3_600_000
-topics_rs = (root / "schema/src/topics.rs").read_text()
-expected = set()
-for topic in re.findall(r'pub const (?:ORDERS|INVENTORY): &str = "([^"]+)"', topics_rs):
-    expected |= {topic, topic + ".dlq"}
+kafka_init = json.loads((pathlib.Path(sys.argv[3]).parent / "kafka-init.json").read_text())
+partitions = kafka_init["partitions"]
+retention_ms = kafka_init["retention_ms"]
+expected = set(kafka_init["topics"])
 found = set()
 for d in docs:
     if d["kind"] != "KafkaTopic":

@@ -10,6 +10,9 @@
 //! With `--ship-share S`, a fulfilment operator ships that share of the orders once they are
 //! confirmed (the same order numbers every run), with its own key and the same retries, and
 //! such an order is final once SHIPPED.
+//!
+//! One room, over 300 lines: the client's one loop (place, retry, follow, ship) and its
+//! command line; the report and the statistics are apart (`report`, `stats`).
 
 mod report;
 mod stats;

@@ -1,5 +1,8 @@
 //! Every read and write of the order database. Each public function that changes state is
 //! one transaction: state, history and outbox event commit together or not at all.
+//!
+//! One room, over 300 lines: every statement that touches `orders` and its history, so that
+//! the row lock each write takes first (which orders an order's events) is seen in one place.
 
 use crate::tables::orders;
 use chrono::{DateTime, Utc};

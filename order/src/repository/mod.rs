@@ -1,15 +1,12 @@
 //! Every read and write of the order database. Each public function that changes state is
 //! one transaction: state, history and outbox event commit together or not at all.
 //!
-//! One room, over 300 lines: every statement that touches `orders` and its history, so that
-//! the row lock each write takes first (which orders an order's events) is seen in one place.
+//! Here the writes, each taking the order's row lock first (which orders an order's events);
+//! the statements they run are [`statements`], the reads [`read`].
 
 use crate::tables::orders;
 use chrono::{DateTime, Utc};
-use diesel::pg::Pg;
 use diesel::prelude::*;
-use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
-use diesel::sql_types;
 use diesel_async::{AsyncConnection as _, AsyncPgConnection, RunQueryDsl};
 use messaging::outbox::Outbox;
 use schema::OrderId;
@@ -18,6 +15,12 @@ use uuid::Uuid;
 
 use crate::domain::{OrderStatus, PlaceOrder, Step};
 use crate::view::{HistoryEntry, LineView, OrderView};
+
+mod read;
+mod statements;
+
+pub use read::{find, find_for, recent};
+use statements::{InsertOrder, Transition};
 
 /// What placing an order with an idempotency key did.
 #[derive(Debug)]
@@ -89,76 +92,6 @@ pub async fn place(
     }
     let view = find(conn, OrderId(existing)).await?.ok_or(diesel::result::Error::NotFound)?;
     Ok(Placement::Replayed(view))
-}
-
-/// A new order — its row, its lines, its first history entry and its `OrderPlaced` event — as
-/// one statement (decision 0021). A single statement is its own transaction, so this is one
-/// round trip to Postgres where `BEGIN`, four inserts and `COMMIT` were seven (the lines'
-/// insert, whose text depends on how many lines there are, could not be prepared once and
-/// took two). Its text is the same for every order, so each connection prepares it once.
-///
-/// If the idempotency key was used before, `placed` is empty and so is everything written
-/// from it: nothing is written and no row is returned.
-struct InsertOrder<'a> {
-    id: Uuid,
-    customer_id: &'a str,
-    idempotency_key: &'a str,
-    request_hash: &'a str,
-    correlation_id: &'a str,
-    skus: Vec<&'a str>,
-    quantities: Vec<i32>,
-    event: messaging::outbox::NewEvent<'a>,
-}
-
-impl QueryId for InsertOrder<'_> {
-    type QueryId = InsertOrder<'static>;
-    // The text never changes (the lines travel as two arrays): the statement can be cached.
-    const HAS_STATIC_QUERY_ID: bool = true;
-}
-
-impl Query for InsertOrder<'_> {
-    /// When the order was created, and when its `PENDING` history entry was written.
-    type SqlType = (sql_types::Timestamptz, sql_types::Timestamptz);
-}
-
-impl QueryFragment<Pg> for InsertOrder<'_> {
-    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-        out.push_sql(
-            "WITH placed AS (\
-                INSERT INTO orders (id, customer_id, idempotency_key, request_hash, status, correlation_id) \
-                VALUES (",
-        );
-        platform::push_binds!(out,
-            sql_types::Uuid => &self.id,
-            sql_types::Text => &self.customer_id,
-            sql_types::Text => &self.idempotency_key,
-            sql_types::Text => &self.request_hash,
-            sql_types::Text => OrderStatus::Pending.as_str(),
-            sql_types::Text => &self.correlation_id,
-        );
-        out.push_sql(
-            ") ON CONFLICT (customer_id, idempotency_key) DO NOTHING \
-                RETURNING id, status, created_at), \
-            lines AS (\
-                INSERT INTO order_lines (order_id, line_no, sku, quantity) \
-                SELECT placed.id, line.line_no::integer, line.sku, line.quantity \
-                FROM placed, unnest(",
-        );
-        platform::push_binds!(out,
-            sql_types::Array<sql_types::Text> => &self.skus,
-            sql_types::Array<sql_types::Integer> => &self.quantities,
-        );
-        out.push_sql(
-            ") WITH ORDINALITY AS line (sku, quantity, line_no)), \
-            history AS (\
-                INSERT INTO order_status_history (order_id, status) SELECT id, status FROM placed \
-                RETURNING at), \
-            event AS (",
-        );
-        self.event.push_insert_for_each(&mut out, "placed")?;
-        out.push_sql(") SELECT placed.created_at, history.at FROM placed, history");
-        Ok(())
-    }
 }
 
 /// What a cancellation request did.
@@ -322,184 +255,6 @@ pub async fn transition(
         reason,
     };
     statement.get_result(conn).await.optional()
-}
-
-/// The statement [`transition`] runs: the status change and its history entry, one round
-/// trip (decision 0021).
-struct Transition<'a> {
-    id: Uuid,
-    from: Vec<&'a str>,
-    to: &'a str,
-    rejection_reason: Option<&'a str>,
-    reason: Option<&'a str>,
-}
-
-impl QueryId for Transition<'_> {
-    type QueryId = Transition<'static>;
-    const HAS_STATIC_QUERY_ID: bool = true;
-}
-
-impl Query for Transition<'_> {
-    /// When the order was accepted.
-    type SqlType = sql_types::Timestamptz;
-}
-
-impl QueryFragment<Pg> for Transition<'_> {
-    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-        out.push_sql("WITH moved AS (UPDATE orders SET status = ");
-        out.push_bind_param::<sql_types::Text, _>(&self.to)?;
-        out.push_sql(", updated_at = now(), rejection_reason = ");
-        out.push_bind_param::<sql_types::Nullable<sql_types::Text>, _>(&self.rejection_reason)?;
-        out.push_sql(" WHERE id = ");
-        out.push_bind_param::<sql_types::Uuid, _>(&self.id)?;
-        out.push_sql(" AND status = ANY(");
-        out.push_bind_param::<sql_types::Array<sql_types::Text>, _>(&self.from)?;
-        out.push_sql(
-            ") RETURNING id, status, created_at), \
-             history AS (INSERT INTO order_status_history (order_id, status, reason) SELECT id, status, ",
-        );
-        out.push_bind_param::<sql_types::Nullable<sql_types::Text>, _>(&self.reason)?;
-        out.push_sql(" FROM moved) SELECT created_at FROM moved");
-        Ok(())
-    }
-}
-
-/// One of `customer`'s orders with its lines and history; another customer's is `None`.
-pub async fn find_for(conn: &mut AsyncPgConnection, id: OrderId, customer: &str) -> QueryResult<Option<OrderView>> {
-    find_where(conn, id, Some(customer)).await
-}
-
-/// One order with its lines and history, whoever it belongs to (for the service itself).
-pub async fn find(conn: &mut AsyncPgConnection, id: OrderId) -> QueryResult<Option<OrderView>> {
-    find_where(conn, id, None).await
-}
-
-async fn find_where(
-    conn: &mut AsyncPgConnection,
-    id: OrderId,
-    customer: Option<&str>,
-) -> QueryResult<Option<OrderView>> {
-    let found: Option<FoundOrder> = ReadOrders::One { id: id.0, customer }.get_result(conn).await.optional()?;
-    found.map(FoundOrder::into_view).transpose()
-}
-
-/// `customer`'s most recent orders, newest first.
-pub async fn recent(conn: &mut AsyncPgConnection, customer: &str, limit: i64) -> QueryResult<Vec<OrderView>> {
-    let found: Vec<FoundOrder> = ReadOrders::RecentOf { customer, limit }.load(conn).await?;
-    found.into_iter().map(FoundOrder::into_view).collect()
-}
-
-/// An order as [`ReadOrders`] returns it: its row, its lines as two arrays and its history as
-/// three, each in order.
-#[derive(Queryable)]
-struct FoundOrder {
-    id: Uuid,
-    customer_id: String,
-    status: String,
-    rejection_reason: Option<String>,
-    correlation_id: String,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-    skus: Vec<String>,
-    quantities: Vec<i32>,
-    statuses: Vec<String>,
-    reasons: Vec<Option<String>>,
-    ats: Vec<DateTime<Utc>>,
-}
-
-impl FoundOrder {
-    fn into_view(self) -> QueryResult<OrderView> {
-        let history = self
-            .statuses
-            .iter()
-            .zip(self.reasons)
-            .zip(self.ats)
-            .map(|((status, reason), at)| Ok(HistoryEntry { status: status_of(status)?, reason, at }))
-            .collect::<QueryResult<_>>()?;
-        let status = status_of(&self.status)?;
-        Ok(OrderView {
-            id: self.id,
-            customer_id: self.customer_id,
-            status,
-            next: status.into(),
-            rejection_reason: self.rejection_reason,
-            correlation_id: self.correlation_id,
-            lines: self
-                .skus
-                .into_iter()
-                .zip(self.quantities)
-                .map(|(sku, quantity)| LineView { sku, quantity })
-                .collect(),
-            history,
-            created_at: self.created_at,
-            updated_at: self.updated_at,
-        })
-    }
-}
-
-/// Orders with their lines and history, one statement for all of them (decision 0021): a
-/// request waiting for its order's outcome reads it again on every change, and so does every
-/// `GET`. Lines and history come back as arrays, ordered by line number and by history id,
-/// each looked up by the order's id.
-enum ReadOrders<'a> {
-    /// One order; only this customer's, if given.
-    One { id: Uuid, customer: Option<&'a str> },
-    /// A customer's most recent orders, newest first.
-    RecentOf { customer: &'a str, limit: i64 },
-}
-
-impl QueryId for ReadOrders<'_> {
-    type QueryId = ();
-    // One text per kind of read: cached by the text.
-    const HAS_STATIC_QUERY_ID: bool = false;
-}
-
-impl Query for ReadOrders<'_> {
-    type SqlType = (
-        sql_types::Uuid,
-        sql_types::Text,
-        sql_types::Text,
-        sql_types::Nullable<sql_types::Text>,
-        sql_types::Text,
-        sql_types::Timestamptz,
-        sql_types::Timestamptz,
-        sql_types::Array<sql_types::Text>,
-        sql_types::Array<sql_types::Integer>,
-        sql_types::Array<sql_types::Text>,
-        sql_types::Array<sql_types::Nullable<sql_types::Text>>,
-        sql_types::Array<sql_types::Timestamptz>,
-    );
-}
-
-impl QueryFragment<Pg> for ReadOrders<'_> {
-    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-        out.push_sql(
-            "SELECT o.id, o.customer_id, o.status, o.rejection_reason, o.correlation_id, o.created_at, o.updated_at, \
-                ARRAY(SELECT l.sku FROM order_lines l WHERE l.order_id = o.id ORDER BY l.line_no), \
-                ARRAY(SELECT l.quantity FROM order_lines l WHERE l.order_id = o.id ORDER BY l.line_no), \
-                ARRAY(SELECT h.status FROM order_status_history h WHERE h.order_id = o.id ORDER BY h.id), \
-                ARRAY(SELECT h.reason FROM order_status_history h WHERE h.order_id = o.id ORDER BY h.id), \
-                ARRAY(SELECT h.at FROM order_status_history h WHERE h.order_id = o.id ORDER BY h.id) \
-             FROM orders o WHERE ",
-        );
-        match self {
-            Self::One { id, customer } => {
-                out.push_sql("o.id = ");
-                out.push_bind_param::<sql_types::Uuid, _>(id)?;
-                if let Some(customer) = customer {
-                    out.push_sql(" AND o.customer_id = ");
-                    out.push_bind_param::<sql_types::Text, _>(customer)?;
-                }
-            }
-            Self::RecentOf { customer, limit } => {
-                out.push_sql("o.customer_id = ");
-                out.push_bind_param::<sql_types::Text, _>(customer)?;
-                out.push_sql(" ORDER BY o.created_at DESC, o.id DESC LIMIT ");
-                out.push_bind_param::<sql_types::BigInt, _>(limit)?;
-            }
-        }
-        Ok(())
-    }
 }
 
 /// A status as stored; the table's CHECK constraint allows only the known ones.

@@ -115,8 +115,3 @@ impl ConsumingService for InventoryService {
         Application::build(settings, shutdown).await?.run_until_stopped().await
     }
 }
-
-/// Every migration the inventory database needs, in order.
-pub fn migrations() -> Vec<EmbeddedMigrations> {
-    messaging::service::migrations::<InventoryService>()
-}

@@ -112,8 +112,3 @@ impl ConsumingService for NotificationsService {
         Application::build(settings, shutdown).await?.run_until_stopped().await
     }
 }
-
-/// Every migration the notifications database needs, in order.
-pub fn migrations() -> Vec<EmbeddedMigrations> {
-    messaging::service::migrations::<NotificationsService>()
-}

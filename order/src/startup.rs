@@ -160,8 +160,3 @@ impl ConsumingService for OrderService {
         Application::build(settings, shutdown).await?.run_until_stopped().await
     }
 }
-
-/// Every migration the order database needs, in order.
-pub fn migrations() -> Vec<EmbeddedMigrations> {
-    messaging::service::migrations::<OrderService>()
-}

@@ -17,8 +17,15 @@ impl Books {
     async fn fresh() -> Self {
         let name = format!("j{}", &Uuid::new_v4().simple().to_string()[..12]);
         let [orders, inventory] = TestDatabase::pair(&name).await;
-        platform::db::run_migrations(&orders.url, order::startup::migrations()).await.expect("order migrations");
-        platform::db::run_migrations(&inventory.url, inventory::startup::migrations()).await.expect("migrations");
+        platform::db::run_migrations(&orders.url, messaging::service::migrations::<order::startup::OrderService>())
+            .await
+            .expect("order migrations");
+        platform::db::run_migrations(
+            &inventory.url,
+            messaging::service::migrations::<inventory::startup::InventoryService>(),
+        )
+        .await
+        .expect("migrations");
         let books = Self { orders, inventory };
         books
             .inventory_sql(

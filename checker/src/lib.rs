@@ -1,5 +1,9 @@
-//! The judge of every fault test and load run. Reads the order and inventory databases and
-//! checks, from data alone:
+//! The judge of every fault test and load run.
+//!
+//! One room, over 300 lines: each check is one query over the same two databases, and the
+//! report that names every breach is read with them.
+//!
+//! It reads the order and inventory databases and checks, from data alone:
 //! - every order is settled, or younger than the grace period (no lost order);
 //! - per SKU, `on_hand = initial − Σ shipped` and `reserved = Σ held`, both from the ledger
 //!   (reserve −q, release +q, ship −q: what an order holds is −(reserve + release) − shipped),
@@ -14,9 +18,6 @@
 //! - no customer's idempotency key has more than one order;
 //! - how much is still waiting in each outbox, and that nothing waits there longer than
 //!   [`OUTBOX_STALE_SECS`] (or the grace period, if longer): a relay that stopped publishing.
-//!
-//! One room, over 300 lines: each check is one query over the same two databases, and the
-//! report that names every breach is read with them.
 
 use std::collections::{BTreeMap, HashMap};
 

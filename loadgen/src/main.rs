@@ -1,6 +1,11 @@
-//! The load generator. Open loop (`--rate`: orders per second, whatever the replies do) or
-//! closed loop (`--concurrency`: that many clients, each waiting for its reply), for a
-//! `--duration` or a `--count`. Every order has a fresh Idempotency-Key and is retried with
+//! The load generator.
+//!
+//! One room, over 300 lines: the client's one loop (place, retry, follow, ship) and its
+//! command line; the report and the statistics are apart (`report`, `stats`).
+//!
+//! Open loop (`--rate`: orders per second, whatever the replies do) or closed loop
+//! (`--concurrency`: that many clients, each waiting for its reply), for a `--duration` or a
+//! `--count`. Every order has a fresh Idempotency-Key and is retried with
 //! the same key on transport errors and 5xx (bounded, with backoff), as a careful client
 //! would. Afterwards each order is followed with GET until it is final; its accepted → final
 //! time comes from the order's own status history (server clocks, no polling error).
@@ -10,9 +15,6 @@
 //! With `--ship-share S`, a fulfilment operator ships that share of the orders once they are
 //! confirmed (the same order numbers every run), with its own key and the same retries, and
 //! such an order is final once SHIPPED.
-//!
-//! One room, over 300 lines: the client's one loop (place, retry, follow, ship) and its
-//! command line; the report and the statistics are apart (`report`, `stats`).
 
 mod report;
 mod stats;

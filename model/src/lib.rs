@@ -1,5 +1,10 @@
 //! The order protocol as a model that [stateright] explores in every interleaving
-//! (docs/protocol.md). Customers place orders (retrying after a lost reply, with the same
+//! (docs/protocol.md).
+//!
+//! One file, because it is one state machine: its state, its steps and its properties are
+//! read together, and splitting them would scatter each rule over three places.
+//!
+//! Customers place orders (retrying after a lost reply, with the same
 //! idempotency key) and cancel them; a fulfilment operator ships confirmed orders, racing the
 //! cancellations; the order service writes the order and its event in one transaction, which
 //! may commit after later ones; a relay publishes each outbox log to its topic in windows
@@ -12,9 +17,6 @@
 //! [`decide_placement`], [`decide_cancellation`], [`decide_shipment`] and
 //! [`decide_refused_placement`] decide stock, and [`Outcome::of_recording`] is the inbox's
 //! apply-or-skip rule. A [`Bug`] plants one protocol mistake, which the checker must find.
-//!
-//! One file, because it is one state machine: its state, its steps and its properties are
-//! read together, and splitting them would scatter each rule over three places.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;

@@ -1,4 +1,9 @@
-//! Spans that leave the process (decision 0029). When `OTEL_EXPORTER_OTLP_ENDPOINT` is set,
+//! Spans that leave the process (decision 0029).
+//!
+//! One room, over 300 lines: the settings, the queue that exports and the helpers that write
+//! spans with known times share one switch (export on or off) and one counter.
+//!
+//! When `OTEL_EXPORTER_OTLP_ENDPOINT` is set,
 //! every span a process records is posted to that OpenTelemetry collector over OTLP/HTTP, and
 //! one order is one trace across every process: the W3C `traceparent` travels in the outbox
 //! row and the Kafka headers, and each hop continues it.
@@ -10,9 +15,6 @@
 //! Two hops have no code running through them: an event waiting in the outbox, and a message
 //! waiting in Kafka. The next hop knows when they began (the row's commit, the record's
 //! timestamp) and writes their spans with those times ([`Hop`]).
-//!
-//! One room, over 300 lines: the settings, the queue that exports and the helpers that write
-//! spans with known times share one switch (export on or off) and one counter.
 
 use std::collections::HashMap;
 use std::sync::LazyLock;

@@ -2,6 +2,9 @@
 //! acknowledges the previous ones, and settles batches in the order it sent them. A lane's
 //! position moves over what the broker acknowledged, and only over that.
 //!
+//! One room, over 300 lines: batches, lanes and their segments are one state machine; the
+//! rules below hold across all three.
+//!
 //! Each lane is read in windows ([`crate::window`]): a read takes the next rows of each lane
 //! that may have some, after that lane's last row read. Two rules keep an order's events in
 //! order on the topic, whatever fails:
@@ -20,9 +23,6 @@
 //! A lane's acknowledged position ([`Position`]) is what the relay writes to `outbox_lanes`. A
 //! crash between an acknowledgement and that write publishes the rows again, and consumers
 //! deduplicate by event id.
-//!
-//! One room, over 300 lines: batches, lanes and their segments are one state machine; the
-//! rules above hold across all three.
 //!
 //! The pipeline is written against [`Store`] and [`Sink`] so that its rules can be tested
 //! with transactions that commit out of order and deliveries that fail or arrive late

@@ -2,6 +2,10 @@
 //! transaction: stock rows, ledger rows, the reservation record and the outgoing event
 //! commit together.
 //!
+//! One room, over 300 lines: the inbox transactions of inventory (reserve, release, ship,
+//! refuse), which read and lock the same rows in the same order. Apart: the rules they apply
+//! ([`decide`]), the statement that moves stock ([`statement`]) and the API's view ([`view`]).
+//!
 //! A SKU has `on_hand` units in the warehouse, `reserved` of them promised to confirmed
 //! orders; `available = on_hand − reserved` is what can still be sold (decision 0019). A
 //! reservation moves units into `reserved`, a release moves them back, a shipment takes them
@@ -10,11 +14,6 @@
 //! Reservation is all-or-nothing: the order's product rows are locked in SKU order (so two
 //! consumers never deadlock), every line is checked, and only if all fit is stock reserved,
 //! each with a conditional update that can never take `available` below zero.
-
-//!
-//! One room, over 300 lines: the inbox transactions of inventory (reserve, release, ship,
-//! refuse), which read and lock the same rows in the same order. Apart: the rules they apply
-//! ([`decide`]), the statement that moves stock ([`statement`]) and the API's view ([`view`]).
 
 mod decide;
 mod statement;

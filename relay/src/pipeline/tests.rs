@@ -3,6 +3,9 @@
 //! back in any order, and snapshots list the running ones the way `pg_current_snapshot()`
 //! does (a running transaction above the newest finished one is left out). The broker fails
 //! and answers late on purpose.
+//!
+//! One room, over 300 lines: the in-memory outbox and broker are the tests' fixture, and
+//! every test below drives the pipeline against both.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};

@@ -9,7 +9,7 @@ use messaging::outbox::Outbox;
 use platform::crash::{self, InjectedFault};
 use schema::Event as _;
 use schema::RawEnvelope;
-use schema::events::{OrderCancelled, OrderEvent, OrderPlaced, OrderReadyToShip};
+use schema::events::{OrderEvent, OrderPlaced, OrderReadyToShip, RefusedRequest};
 
 use crate::gremlin::Gremlin;
 use crate::stock;
@@ -101,20 +101,15 @@ impl Handler for OrderEvents {
     ) -> Result<(), HandleError> {
         let trace = event.trace();
         let order_id = event.aggregate_id;
-        match event.event_type.as_str() {
-            OrderPlaced::TYPE => {
-                let reason = format!("unprocessable order event: {reason}");
-                let decision = stock::refuse(conn, order_id, &reason, Outbox::new(&self.topic, &trace)).await?;
-                tracing::warn!(%order_id, ?decision, "refused placement answered");
-            }
-            // Neither can change stock blindly: what inventory holds goes back, and the order
-            // service ends the request from it.
-            kind @ (OrderCancelled::TYPE | OrderReadyToShip::TYPE) => {
-                let held =
-                    stock::report_refusal(conn, order_id, kind, reason, Outbox::new(&self.topic, &trace)).await?;
-                tracing::warn!(%order_id, ?held, refused_type = kind, "refused request answered with what inventory holds");
-            }
-            _ => {}
+        if event.event_type == OrderPlaced::TYPE {
+            let reason = format!("unprocessable order event: {reason}");
+            let decision = stock::refuse(conn, order_id, &reason, Outbox::new(&self.topic, &trace)).await?;
+            tracing::warn!(%order_id, ?decision, "refused placement answered");
+        } else if let Some(request) = RefusedRequest::of(&event.event_type) {
+            // Neither a cancellation nor a ship request can change stock blindly: what
+            // inventory holds goes back, and the order service ends the request from it.
+            let held = stock::report_refusal(conn, order_id, request, reason, Outbox::new(&self.topic, &trace)).await?;
+            tracing::warn!(%order_id, ?held, refused_type = request.event_type(), "refused request answered with what inventory holds");
         }
         Ok(())
     }

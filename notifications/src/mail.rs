@@ -88,6 +88,7 @@ impl Mailer {
     }
 
     /// Sends `due`; returns the address it went to.
+    #[tracing::instrument(name = "mail.send", skip_all, fields(order_id = %due.order_id))]
     pub async fn send(&self, due: &Due) -> Result<String, Undelivered> {
         let refused = |reason: String| Undelivered { reason, permanent: true };
         let to = self.recipients.of(&due.customer_id).map_err(refused)?;

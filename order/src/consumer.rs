@@ -7,7 +7,7 @@ use messaging::inbox::{Committed, HandleError, Handler};
 use schema::Event as _;
 use schema::events::{
     InventoryEvent, InventoryRefused, InventoryRejected, InventoryReleased, InventoryReserved, InventoryShipped,
-    OrderCancelled, OrderReadyToShip,
+    OrderCancelled, RefusedRequest,
 };
 use schema::{Envelope, RawEnvelope};
 
@@ -112,10 +112,9 @@ impl Handler for InventoryEvents {
 /// reason in its history. Any other refusal, or an order not waiting for that request (a
 /// forged event), changes nothing.
 async fn end_refused_request(conn: &mut AsyncPgConnection, refused: &InventoryRefused) -> Result<(), HandleError> {
-    let (waiting_in, what) = match refused.refused_type.as_str() {
-        OrderCancelled::TYPE => (Cancelling, "cancellation"),
-        OrderReadyToShip::TYPE => (Shipping, "shipment"),
-        _ => return Ok(()),
+    let (waiting_in, what) = match refused.refused_type {
+        RefusedRequest::OrderCancelled => (Cancelling, "cancellation"),
+        RefusedRequest::OrderReadyToShip => (Shipping, "shipment"),
     };
     let back_to = OrderStatus::holding(refused.reservation);
     let why = format!("the {what} could not be processed: {}", refused.reason);

@@ -95,12 +95,40 @@ pub enum ReservationStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct InventoryRefused {
     pub order_id: OrderId,
-    /// The type of the refused event, e.g. `OrderCancelled`.
-    pub refused_type: String,
+    /// The type of the refused event.
+    pub refused_type: RefusedRequest,
     /// For people: why it was refused.
     pub reason: String,
     /// Inventory's decision for the order; none if it has not decided it.
     pub reservation: Option<ReservationStatus>,
+}
+
+/// A request inventory can refuse and answer with what it holds: its event's type, as
+/// `event_type` spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum RefusedRequest {
+    /// A cancellation (`OrderCancelled`).
+    OrderCancelled,
+    /// A ship request (`OrderReadyToShip`).
+    OrderReadyToShip,
+}
+
+impl RefusedRequest {
+    /// The request an event of `event_type` is, if inventory answers its refusal.
+    pub fn of(event_type: &str) -> Option<Self> {
+        match event_type {
+            OrderCancelled::TYPE => Some(Self::OrderCancelled),
+            OrderReadyToShip::TYPE => Some(Self::OrderReadyToShip),
+            _ => None,
+        }
+    }
+
+    pub fn event_type(self) -> &'static str {
+        match self {
+            Self::OrderCancelled => OrderCancelled::TYPE,
+            Self::OrderReadyToShip => OrderReadyToShip::TYPE,
+        }
+    }
 }
 
 macro_rules! event {
@@ -192,7 +220,7 @@ topic_events! {
 
 #[cfg(test)]
 mod tests {
-    use super::{InventoryEvent, OrderCancelled, OrderEvent};
+    use super::{InventoryEvent, OrderCancelled, OrderEvent, RefusedRequest};
     use crate::envelope::{DecodeError, Envelope, RawEnvelope, Trace};
     use crate::ids::OrderId;
 
@@ -200,6 +228,17 @@ mod tests {
         let bytes = serde_json::to_vec(&Envelope::new(event, &Trace { correlation_id: "c".into(), traceparent: None }))
             .expect("serialises");
         RawEnvelope::from_slice(&bytes).expect("reads")
+    }
+
+    #[test]
+    fn a_refused_request_is_spelt_as_its_events_type_on_the_wire() {
+        for request in [RefusedRequest::OrderCancelled, RefusedRequest::OrderReadyToShip] {
+            let wire = serde_json::to_value(request).expect("serialises");
+            assert_eq!(wire, request.event_type());
+            assert_eq!(RefusedRequest::of(request.event_type()), Some(request));
+            assert_eq!(serde_json::from_value::<RefusedRequest>(wire).expect("reads"), request);
+        }
+        assert_eq!(RefusedRequest::of("OrderPlaced"), None);
     }
 
     #[test]

@@ -29,15 +29,15 @@ use std::collections::HashMap;
 use crate::tables::{products, reservations, stock_ledger};
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
-use schema::Event as _;
 use schema::events::{
     InventoryRefused, InventoryRejected, InventoryReleased, InventoryReserved, InventoryShipped, Line, OrderCancelled,
-    OrderPlaced, OrderReadyToShip, Shortfall,
+    OrderPlaced, OrderReadyToShip, RefusedRequest, Shortfall,
 };
 use schema::{Envelope, EventId, OrderId, Quantity, Sku};
 use tracing::Instrument as _;
 
 /// Reserves every line of `placed`, or none, and writes the decision to the outbox.
+#[tracing::instrument(name = "stock.reserve", skip_all, fields(order_id = %placed.order_id), err)]
 pub async fn reserve(
     conn: &mut AsyncPgConnection,
     cause: EventId,
@@ -147,6 +147,7 @@ async fn shortfalls(conn: &mut AsyncPgConnection, lines: &[Line], lock: Lock) ->
 
 /// Answers a placement that could not be processed: the order is rejected with `reason`,
 /// unless inventory had already decided it (then nothing changes).
+#[tracing::instrument(name = "stock.refuse", skip_all, fields(%order_id), err)]
 pub async fn refuse(
     conn: &mut AsyncPgConnection,
     order_id: OrderId,
@@ -164,17 +165,18 @@ pub async fn refuse(
 
 /// Answers an event about `order_id` that could not be processed with what inventory holds
 /// for the order, changing nothing.
+#[tracing::instrument(name = "stock.report_refusal", skip_all, fields(%order_id, refused_type = refused_type.event_type()), err)]
 pub async fn report_refusal(
     conn: &mut AsyncPgConnection,
     order_id: OrderId,
-    refused_type: &str,
+    refused_type: RefusedRequest,
     reason: &str,
     out: Outbox<'_>,
 ) -> Result<Option<Reservation>, StockError> {
     let held = decision(conn, order_id).await?;
     let refused = InventoryRefused {
         order_id,
-        refused_type: refused_type.to_owned(),
+        refused_type,
         reason: reason.to_owned(),
         reservation: held.map(Reservation::status),
     };
@@ -183,6 +185,7 @@ pub async fn report_refusal(
 }
 
 /// Puts back whatever was reserved for a cancelled order and writes `InventoryReleased`.
+#[tracing::instrument(name = "stock.release", skip_all, fields(order_id = %cancelled.order_id), err)]
 pub async fn release(
     conn: &mut AsyncPgConnection,
     cause: EventId,
@@ -211,6 +214,7 @@ pub async fn release(
 /// Takes the units reserved for a confirmed order out of the warehouse and writes
 /// `InventoryShipped`; refuses (changing nothing, saying what inventory holds) when nothing is
 /// reserved for it.
+#[tracing::instrument(name = "stock.ship", skip_all, fields(order_id = %ready.order_id), err)]
 pub async fn ship(
     conn: &mut AsyncPgConnection,
     cause: EventId,
@@ -239,7 +243,7 @@ pub async fn ship(
             };
             let refused = InventoryRefused {
                 order_id,
-                refused_type: OrderReadyToShip::TYPE.to_owned(),
+                refused_type: RefusedRequest::OrderReadyToShip,
                 reason,
                 reservation: earlier.map(Reservation::status),
             };

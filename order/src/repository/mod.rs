@@ -239,6 +239,7 @@ pub async fn step(
 /// Moves an order from one of `from` to `to`, recording the change in its history. Returns
 /// when the order was accepted if it moved, `None` (and changes nothing) if the order is not
 /// in one of `from`. Must run inside the caller's transaction.
+#[tracing::instrument(name = "order.transition", skip_all, fields(order_id = %id, to = to.as_str()), err)]
 pub async fn transition(
     conn: &mut AsyncPgConnection,
     id: OrderId,

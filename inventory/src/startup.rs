@@ -102,11 +102,6 @@ pub struct InventoryService;
 
 impl ConsumingService for InventoryService {
     const NAME: &'static str = "inventory";
-    const PREFIX: &'static str = "INVENTORY";
-    const PORT: u16 = 8081;
-    const DATABASE: &'static str = "inventory";
-    /// The group that reads orders' events.
-    const CONSUMER_GROUP: &'static str = "inventory-service";
     const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/inventory");
     const CRASH_POINTS: &'static [&'static str] = crate::CRASH_POINTS;
     type Own = InventorySettings;

@@ -33,7 +33,8 @@ use crate::stats::Summary;
 #[derive(Parser, Debug, Clone)]
 #[command(version, about)]
 struct Args {
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    /// The order service; by default the local stack's (system.toml).
+    #[arg(long, default_value_t = platform::system::process("order").local_url())]
     url: String,
     /// Open loop: orders per second.
     #[arg(long, conflicts_with = "concurrency")]

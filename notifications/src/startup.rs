@@ -99,11 +99,6 @@ pub struct NotificationsService;
 
 impl ConsumingService for NotificationsService {
     const NAME: &'static str = "notifications";
-    const PREFIX: &'static str = "NOTIFICATIONS";
-    const PORT: u16 = 8083;
-    const DATABASE: &'static str = "notifications";
-    /// Its own group, reading both topics: it never takes events from the other services.
-    const CONSUMER_GROUP: &'static str = "notifications-service";
     const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/notifications");
     const CRASH_POINTS: &'static [&'static str] = crate::CRASH_POINTS;
     type Own = NotificationsSettings;

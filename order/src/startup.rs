@@ -147,11 +147,6 @@ pub struct OrderService;
 
 impl ConsumingService for OrderService {
     const NAME: &'static str = "order";
-    const PREFIX: &'static str = "ORDER";
-    const PORT: u16 = 8080;
-    const DATABASE: &'static str = "orders";
-    /// The group that reads inventory's decisions.
-    const CONSUMER_GROUP: &'static str = "order-service";
     const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/order");
     const CRASH_POINTS: &'static [&'static str] = crate::CRASH_POINTS;
     type Own = OrderSettings;

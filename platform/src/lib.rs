@@ -4,6 +4,7 @@
 //!   tasks, clean or loud stop), [`readiness`], [`health`], [`shutdown`];
 //! - its dependencies: [`db`] (pools, migrations under a lock), [`kafka`] (client factories
 //!   that explain every key), [`retry`], [`standby`] (waiting for the synchronous standbys to hold a commit);
+//! - the system it belongs to: [`system`] (`system.toml`, every process in one table);
 //! - its conventions: [`config`] (defaults, file, environment), [`telemetry`] (JSON logs), [`trace`] (spans exported),
 //!   [`metrics`], [`http`] (JSON errors, extractor limits);
 //! - who is calling: [`auth`] (customers' signed tokens);
@@ -25,5 +26,6 @@ pub mod retry;
 pub mod service;
 pub mod shutdown;
 pub mod standby;
+pub mod system;
 pub mod telemetry;
 pub mod trace;

@@ -1,6 +1,11 @@
 //! Prometheus metrics: one registry per process, served at `/metrics` in the text format.
 //! This module holds what every process records (HTTP request durations, database pool
 //! usage); each service adds its own metrics to the same registry.
+//!
+//! `/metrics/catalogue` lists every metric the process registered, with the series names
+//! Prometheus stores (`orders_total`, `http_request_duration_seconds_bucket`), even those with
+//! no sample yet, which `/metrics` leaves out: `scripts/check-compose` checks the dashboard's
+//! and the alert rules' queries against it.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
@@ -11,6 +16,7 @@ use actix_web::http::Method;
 use actix_web::middleware::Next;
 use actix_web::{HttpResponse, web};
 use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
@@ -43,9 +49,37 @@ pub struct DatabaseLabels {
     pub database: String,
 }
 
+/// A registered metric, as `/metrics/catalogue` lists it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Described {
+    pub name: String,
+    /// `counter`, `gauge`, `histogram`, `info` or `unknown`.
+    pub kind: String,
+    /// The names of the series Prometheus stores for it.
+    pub series: Vec<String>,
+}
+
+impl Described {
+    fn new(name: &str, unit: Option<&Unit>, kind: MetricType) -> Self {
+        let base = match unit {
+            Some(unit) => format!("{name}_{}", unit.as_str()),
+            None => name.to_owned(),
+        };
+        let suffixes: &[&str] = match kind {
+            MetricType::Counter => &["_total"],
+            MetricType::Histogram => &["_bucket", "_sum", "_count"],
+            MetricType::Info => &["_info"],
+            MetricType::Gauge | MetricType::Unknown => &[""],
+        };
+        let series = suffixes.iter().map(|suffix| format!("{base}{suffix}")).collect();
+        Self { name: base, kind: kind.as_str().to_owned(), series }
+    }
+}
+
 /// A process's registry, plus what must be refreshed just before each scrape.
 pub struct Metrics {
     registry: Mutex<Registry>,
+    catalogue: Mutex<Vec<Described>>,
     http: Family<HttpLabels, Histogram>,
     pool_in_use: Family<DatabaseLabels, Gauge>,
     pool_idle: Family<DatabaseLabels, Gauge>,
@@ -54,28 +88,33 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn new() -> Arc<Self> {
-        let mut registry = Registry::default();
-        let http = Family::<HttpLabels, Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
-        registry.register_with_unit(
+        let this = Self {
+            registry: Mutex::default(),
+            catalogue: Mutex::default(),
+            http: Family::<HttpLabels, Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram),
+            pool_in_use: Family::default(),
+            pool_idle: Family::default(),
+            pools: Mutex::default(),
+        };
+        this.register_with_unit(
             "http_request_duration",
             "Time to answer an HTTP request",
             Unit::Seconds,
-            http.clone(),
+            this.http.clone(),
         );
-        let pool_in_use = Family::default();
-        registry.register("db_pool_connections_in_use", "Pool connections lent out", pool_in_use.clone());
-        let pool_idle = Family::default();
-        registry.register("db_pool_connections_idle", "Pool connections open and idle", pool_idle.clone());
-        registry.register(
+        this.register("db_pool_connections_in_use", "Pool connections lent out", this.pool_in_use.clone());
+        this.register("db_pool_connections_idle", "Pool connections open and idle", this.pool_idle.clone());
+        this.register(
             "trace_spans",
             "Spans this process finished, by outcome: exported, or dropped (queue full, export failed)",
             crate::trace::counters(),
         );
-        Arc::new(Self { registry: Mutex::new(registry), http, pool_in_use, pool_idle, pools: Mutex::default() })
+        Arc::new(this)
     }
 
     /// Adds a service's own metric.
     pub fn register(&self, name: &str, help: &str, metric: impl prometheus_client::registry::Metric) {
+        self.note(Described::new(name, None, metric.metric_type()));
         self.registry.lock().unwrap_or_else(PoisonError::into_inner).register(name, help, metric);
     }
 
@@ -86,7 +125,17 @@ impl Metrics {
         unit: Unit,
         metric: impl prometheus_client::registry::Metric,
     ) {
+        self.note(Described::new(name, Some(&unit), metric.metric_type()));
         self.registry.lock().unwrap_or_else(PoisonError::into_inner).register_with_unit(name, help, unit, metric);
+    }
+
+    fn note(&self, described: Described) {
+        self.catalogue.lock().unwrap_or_else(PoisonError::into_inner).push(described);
+    }
+
+    /// Every metric registered so far, in the order of registration.
+    pub fn catalogue(&self) -> Vec<Described> {
+        self.catalogue.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     /// Reports `pool`'s usage as `database`.
@@ -120,6 +169,11 @@ impl Metrics {
 /// `GET /metrics`.
 pub async fn endpoint(metrics: web::Data<Arc<Metrics>>) -> HttpResponse {
     HttpResponse::Ok().content_type("application/openmetrics-text; version=1.0.0; charset=utf-8").body(metrics.encode())
+}
+
+/// `GET /metrics/catalogue`: every metric registered, with its series' names (module doc).
+pub async fn catalogue(metrics: web::Data<Arc<Metrics>>) -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({ "metrics": metrics.catalogue() }))
 }
 
 /// The label of `method`: the standard methods by name, any other as `other`.
@@ -200,5 +254,40 @@ mod tests {
         let first: Vec<_> = series.iter().take(3).collect();
         assert_eq!(series.len(), 2, "one series per known method and one for the rest; first: {first:?}");
         assert!(text.contains("method=\"other\"") && text.contains("method=\"GET\""), "{first:?}");
+    }
+
+    #[test]
+    fn the_catalogue_names_the_series_the_text_format_writes() {
+        use prometheus_client::metrics::counter::Counter;
+        let metrics = Metrics::new();
+        let orders = Family::<DatabaseLabels, Counter>::default();
+        metrics.register("orders", "Orders", orders.clone());
+        let wait = latency_histogram();
+        metrics.register_with_unit("wait", "A wait", Unit::Seconds, wait.clone());
+        let catalogue = metrics.catalogue();
+        let series: std::collections::BTreeSet<&str> =
+            catalogue.iter().flat_map(|d| d.series.iter().map(String::as_str)).collect();
+        for name in [
+            "orders_total",
+            "wait_seconds_bucket",
+            "wait_seconds_sum",
+            "wait_seconds_count",
+            "http_request_duration_seconds_count",
+        ] {
+            assert!(series.contains(name), "{name} missing from {series:?}");
+        }
+        // Once each has a sample, every series the text format writes is in the catalogue.
+        orders.get_or_create(&DatabaseLabels { database: "x".into() }).inc();
+        wait.observe(0.1);
+        metrics.record_http(&Method::GET, "/", 200, 0.001);
+        let text = metrics.encode();
+        let written: std::collections::BTreeSet<&str> = text
+            .lines()
+            .filter(|line| !line.starts_with('#'))
+            .filter_map(|line| line.split(['{', ' ']).next())
+            .filter(|name| !name.is_empty())
+            .collect();
+        let missing: Vec<_> = written.difference(&series).collect();
+        assert!(missing.is_empty(), "written but not catalogued: {missing:?}");
     }
 }

@@ -32,8 +32,9 @@ pub type Migrations = (String, Vec<EmbeddedMigrations>);
 /// What a service is, for the shared `main` ([`main`]).
 pub trait Service {
     type Settings: serde::de::DeserializeOwned + serde::Serialize + Send + 'static;
-    /// The prefix of the service's environment variables (`ORDER` for `ORDER__HTTP__PORT`).
-    const PREFIX: &'static str;
+    /// Its name in `system.toml`, which gives the prefix of its environment variables
+    /// (`ORDER` for `ORDER__HTTP__PORT`) and its defaults.
+    const NAME: &'static str;
     /// What `migrate` applies: each database the process owns, with its migration sets in the
     /// order they apply.
     fn migrations(settings: &Self::Settings) -> Vec<Migrations>;
@@ -65,15 +66,15 @@ enum Command {
 /// The `main` of a service: `serve` (the default) or `migrate`.
 pub async fn main<S: Service>() -> anyhow::Result<()> {
     let command = <Cli as clap::Parser>::parse().command.unwrap_or(Command::Serve);
+    let prefix = &crate::system::process(S::NAME).prefix;
     if let Command::Describe = command {
         let defaults: S::Settings = crate::config::defaults()?;
-        let description =
-            serde_json::json!({ "prefix": S::PREFIX, "settings": defaults, "variables": crate::trace::VARIABLES });
+        let description = serde_json::json!({ "name": S::NAME, "prefix": prefix, "settings": defaults, "variables": crate::trace::VARIABLES });
         println!("{}", serde_json::to_string_pretty(&description)?);
         return Ok(());
     }
-    crate::telemetry::init(&S::PREFIX.to_lowercase()).map_err(anyhow::Error::msg)?;
-    let settings: S::Settings = crate::config::load(S::PREFIX)?;
+    crate::telemetry::init(S::NAME).map_err(anyhow::Error::msg)?;
+    let settings: S::Settings = crate::config::load(prefix)?;
     crate::crash::register(&S::crash_points());
     crate::crash::arm_from_env()?;
     match command {
@@ -159,6 +160,7 @@ where
             .wrap(actix_web::middleware::Logger::new("%r %s %Dms").log_target("http"))
             .app_data(metrics.clone())
             .route("/metrics", web::get().to(crate::metrics::endpoint))
+            .route("/metrics/catalogue", web::get().to(crate::metrics::catalogue))
             .app_data(crate::http::json_config())
             .app_data(crate::http::query_config())
             .app_data(crate::http::path_config())

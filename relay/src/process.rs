@@ -32,14 +32,17 @@ pub struct Settings {
 
 impl Default for Settings {
     fn default() -> Self {
+        // What system.toml says: the relay's port, and each outbox in its service's database.
+        let relay = platform::system::process(<RelayProcess as platform::service::Service>::NAME);
+        let outbox_at = |service: &String| {
+            let database = platform::system::process(service).database();
+            (service.clone(), format!("postgres://postgres@127.0.0.1:5432/{database}"))
+        };
         Self {
-            http: HttpSettings::on_port(8082),
+            http: HttpSettings::on_port(relay.port),
             kafka: KafkaSettings::default(),
             relay: RelaySettings::default(),
-            outboxes: BTreeMap::from([
-                ("order".to_owned(), "postgres://postgres@127.0.0.1:5432/orders".to_owned()),
-                ("inventory".to_owned(), "postgres://postgres@127.0.0.1:5432/inventory".to_owned()),
-            ]),
+            outboxes: relay.outboxes.iter().map(outbox_at).collect(),
             admin: platform::admin::AdminSettings::default(),
         }
     }
@@ -50,7 +53,7 @@ pub struct RelayProcess;
 
 impl platform::service::Service for RelayProcess {
     type Settings = Settings;
-    const PREFIX: &'static str = "RELAY";
+    const NAME: &'static str = "relay";
 
     /// None: the outbox's tables belong to each service's database, and each service's
     /// `migrate` creates them.

@@ -8,9 +8,15 @@
   every process that talks to Kafka signs in as its own principal; the development token
   endpoint (a signing key in the order service) exists only in docker-compose.dev.yml.
 - The Grafana dashboard parses and every panel queries something.
+- Every process of system.toml runs in a service of that name, with its health check, its
+  published port and Prometheus' scrape target at its port; a peer's URL (`ORDER__PEERS__*`)
+  names a service at its port.
 - Every metric named in the dashboard and the alert rules is one the services export: the
-  names come from the Rust sources' registrations (platform::metrics), with the suffixes
-  Prometheus adds (_total, _seconds, _bucket...).
+  names come from the binaries themselves (CATALOGUES holds each process's
+  /metrics/catalogue, scripts/check-compose gathers them), with the series names Prometheus
+  stores (_total, _seconds_bucket...).
+
+Usage: check_compose.py COMPOSE_DIR CATALOGUES
 """
 
 import json
@@ -21,8 +27,11 @@ import sys
 import yaml
 
 compose_dir = pathlib.Path(sys.argv[1])
+catalogues = pathlib.Path(sys.argv[2])
 root = compose_dir.parent
 problems = []
+sys.path.insert(0, str(root / "scripts/lib"))
+import system  # noqa: E402 (the system's one description, system.toml)
 
 compose = yaml.safe_load((compose_dir / "docker-compose.yml").read_text())
 services = compose["services"]
@@ -82,16 +91,41 @@ dev = compose_dir / "docker-compose.dev.yml"
 if not dev.exists() or "DEV_SIGNING_KEY_FILE" not in dev.read_text():
     problems.append("docker-compose.dev.yml, the only place for the development token endpoint, is missing")
 
-# Metric names the code registers: `register("name", ...)` / `register_with_unit("name", ..., Unit::Seconds, ...)`.
+# The system's processes, as system.toml describes them.
+ports = {process["name"]: process["port"] for process in system.processes()}
+scrape = yaml.safe_load((compose_dir / "prometheus/prometheus.yml").read_text())
+targets = {job["job_name"]: [t for c in job.get("static_configs", []) for t in c.get("targets", [])]
+           for job in scrape["scrape_configs"]}
+for name, port in ports.items():
+    service = services.get(name)
+    if not service or service.get("command") != [name]:
+        problems.append(f"{name} (system.toml) runs in no compose service of that name")
+        continue
+    health = " ".join(service.get("healthcheck", {}).get("test", []))
+    if f"localhost:{port}/health" not in health:
+        problems.append(f"{name}: the health check ({health}) does not ask localhost:{port}/health")
+    for published in service.get("ports", []):
+        if not str(published).endswith(f":{port}"):
+            problems.append(f"{name} publishes {published}, but listens on {port}")
+    if targets.get(name) != [f"{name}:{port}"]:
+        problems.append(f"prometheus.yml scrapes {name} at {targets.get(name)}, not {name}:{port}")
+for name, service in services.items():
+    for key, value in (service.get("environment", {}) or {}).items():
+        peer = re.fullmatch(r"http://([\w-]+):(\d+)/?", str(value)) if "__PEERS__" in key else None
+        if peer and peer.group(1) in ports and int(peer.group(2)) != ports[peer.group(1)]:
+            problems.append(f"{name}: {key}={value}, but {peer.group(1)} listens on {ports[peer.group(1)]}")
+
+# Metric names the binaries register (their /metrics/catalogue).
 exported = set()
-for source in root.glob("*/src/**/*.rs"):
-    text = source.read_text()
-    for match in re.finditer(r'register(_with_unit)?\(\s*"([a-z_]+)",\s*"[^"]*",\s*(Unit::(\w+))?', text, re.S):
-        name, unit = match.group(2), match.group(4)
-        base = f"{name}_{unit.lower()}" if unit else name
-        exported.update({base, f"{base}_total", f"{base}_bucket", f"{base}_sum", f"{base}_count"})
+for name in ports:
+    path = catalogues / f"{name}.json"
+    if not path.exists():
+        problems.append(f"{name} listed no metrics ({path} is missing)")
+        continue
+    for metric in json.loads(path.read_text())["metrics"]:
+        exported.update(metric["series"])
 if not exported:
-    problems.append("found no metric registrations in the sources")
+    problems.append("the binaries listed no metrics")
 
 PROMQL_WORDS = {
     "sum", "by", "without", "rate", "increase", "histogram_quantile", "clamp_min", "max", "min",

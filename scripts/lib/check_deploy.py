@@ -3,6 +3,8 @@
 - every container runs a binary the Dockerfile puts in the image, from that image;
 - its port is the service's default port, the probes and the Service point at it, readiness
   is /health and liveness /health/live;
+- every process of system.toml runs in a Deployment, and a peer's URL (`ORDER__PEERS__*`)
+  names a Service defined here at a port it serves;
 - every environment variable `<PREFIX>__A__B` names a setting the service reads, so a misspelt
   name fails here instead of being ignored by the service.
   Ports and settings come from the binaries themselves: `<binary> describe` prints every
@@ -76,6 +78,27 @@ external_secrets |= kafka_users
 external_secrets |= {f"{d['metadata']['name']}-cluster-ca-cert" for d in docs if d["kind"] == "Kafka"}
 external_secrets |= {d["metadata"]["name"] for d in docs if d["kind"] == "Secret"}
 services_by_name = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Service"}
+sys.path.insert(0, str(root / "scripts/lib"))
+import system  # noqa: E402 (the system's one description, system.toml)
+
+deployed = {(c.get("command") or ["?"])[0] for d in docs if d["kind"] == "Deployment"
+            for c in d["spec"]["template"]["spec"]["containers"]}
+for process in system.processes():
+    if process["name"] not in deployed:
+        problems.append(f"{process['name']} (system.toml) runs in no Deployment")
+    if process["name"] not in described:
+        problems.append(f"{process['name']} (system.toml) did not describe itself")
+    elif described[process["name"]]["prefix"] != process["prefix"]:
+        problems.append(f"{process['name']} reads {described[process['name']]['prefix']}__*, system.toml says {process['prefix']}")
+for d in docs:
+    for container in d["spec"]["template"]["spec"]["containers"] if d["kind"] == "Deployment" else []:
+        for env in container.get("env", []):
+            peer = re.fullmatch(r"http://([\w-]+):(\d+)/?", env.get("value", "")) if "__PEERS__" in env["name"] else None
+            if "__PEERS__" not in env["name"] or env.get("valueFrom"):
+                continue
+            service = services_by_name.get(peer.group(1)) if peer else None
+            if not service or int(peer.group(2)) not in {p["port"] for p in service["spec"]["ports"]}:
+                problems.append(f"{d['metadata']['name']}: {env['name']}={env.get('value')} is no Service's port here")
 # Images of other projects the deployment runs as they are, pinned to the compose stack's.
 third_party = {"jaegertracing/jaeger"}
 for d in docs:

@@ -351,7 +351,10 @@ table_checksums() {
 
 supervisor() { supervisorctl -c "$LOCAL/supervisord.conf" "$@"; }
 pid_of() { supervisor pid "$1" 2>/dev/null | grep -E '^[0-9]+$' || true; }
-service_port() { case $1 in order) echo 8080 ;; inventory) echo 8081 ;; relay) echo 8082 ;; notifications) echo 8083 ;; esac; }
+# The system's one description (system.toml): `system names`, `system get NAME FIELD`, `system rows`.
+system() { python3 "$ROOT/scripts/lib/system.py" "$@"; }
+service_port() { system get "$1" port; }
+service_url() { echo "http://127.0.0.1:$(service_port "$1")"; }
 
 # Builds every binary of the workspace for $PROFILE, the one command the stack and the drills
 # share: selecting packages (-p) would unify features differently and rebuild the dependencies.

@@ -25,7 +25,9 @@ import subprocess
 import time
 import uuid
 
-SERVICES = {"order": 8080, "inventory": 8081, "relay": 8082, "notifications": 8083}
+import system
+
+SERVICES = {entry["name"]: entry["port"] for entry in system.processes()}
 PATHS = ["/orders", "/orders/00000000-0000-7000-8000-000000000000", "/health", "/health/live", "/stock",
          "/metrics", "/admin/crash-points", "/openapi.json", "/notifications"]
 

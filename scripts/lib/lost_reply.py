@@ -7,7 +7,10 @@ import time
 import urllib.request
 import uuid
 
-ORDER = "127.0.0.1", 8080
+import system
+
+ORDER = "127.0.0.1", system.process("order")["port"]
+INVENTORY = system.url("inventory")
 # The customer's token (scripts/token), set from --customer-token.
 CUSTOMER_TOKEN = ""
 
@@ -25,14 +28,14 @@ def post(key, body, prefer="wait=0"):
 
 
 def stock(sku):
-    with urllib.request.urlopen(f"http://127.0.0.1:8081/stock/{sku}", timeout=10) as response:
+    with urllib.request.urlopen(f"{INVENTORY}/stock/{sku}", timeout=10) as response:
         return json.load(response)["available"]
 
 
 def add_product(token, sku, units):
     """A product of the run's own, so that earlier load (sold-out stock) cannot decide it."""
     request = urllib.request.Request(
-        f"http://127.0.0.1:8081/admin/products/{sku}",
+        f"{INVENTORY}/admin/products/{sku}",
         data=json.dumps({"name": "lost-reply drill", "stock": units}).encode(), method="PUT",
         headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
     urllib.request.urlopen(request, timeout=10).close()

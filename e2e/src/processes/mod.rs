@@ -54,40 +54,50 @@ impl Processes {
         let logs = std::env::temp_dir().join("order-system-tests").join(&name);
         std::fs::create_dir_all(&logs).expect("log dir");
 
-        let common = |prefix: &str, principal: &str| {
+        // Each process's variables under its prefix from system.toml; it signs in to Kafka as
+        // the principal of its name.
+        let common = |process: &str, settings: Vec<(&str, String)>| {
+            let prefix = &platform::system::process(process).prefix;
             let mut env = HashMap::from([
                 ("CONFIG_FILE".to_owned(), crate::local_config().to_string_lossy().into_owned()),
-                (format!("{prefix}__KAFKA__BROKERS"), brokers.clone()),
-                (format!("{prefix}__TOPICS__ORDERS"), topics.orders.clone()),
-                (format!("{prefix}__TOPICS__INVENTORY"), topics.inventory.clone()),
                 ("RUST_LOG".to_owned(), "info".to_owned()),
             ]);
-            env.extend(crate::kafka_sign_in(prefix, principal));
+            let shared = [
+                ("KAFKA__BROKERS", brokers.clone()),
+                ("TOPICS__ORDERS", topics.orders.clone()),
+                ("TOPICS__INVENTORY", topics.inventory.clone()),
+            ];
+            env.extend(shared.into_iter().chain(settings).map(|(key, value)| (format!("{prefix}__{key}"), value)));
+            env.extend(crate::kafka_sign_in(prefix, process));
             env
         };
-        let service = |name: &'static str, prefix: &str, mut env: HashMap<String, String>| {
+        let service = |name: &'static str, mut env: HashMap<String, String>| {
             let port = free_port();
-            env.insert(format!("{prefix}__HTTP__PORT"), port.to_string());
+            env.insert(format!("{}__HTTP__PORT", platform::system::process(name).prefix), port.to_string());
             Service { name, port, env, child: None, log: logs.join(format!("{name}.log")) }
         };
         let keys = crate::TestKeys::new(&name);
-        let mut order_env = common("ORDER", "order");
-        order_env.insert("ORDER__AUTH__PUBLIC_KEY_FILE".into(), keys.public_key_file.to_string_lossy().into_owned());
-        order_env.insert("ORDER__DATABASE__URL".into(), order_db.clone());
-        order_env.insert("ORDER__CONSUMER_GROUP".into(), format!("{name}-order"));
-        order_env.insert("ORDER__ADMISSION__PER_CUSTOMER_PER_SECOND".into(), "10000".into());
-        order_env.insert("ORDER__ADMISSION__PER_CUSTOMER_BURST".into(), "10000".into());
-        let mut inventory_env = common("INVENTORY", "inventory");
-        inventory_env.insert("INVENTORY__DATABASE__URL".into(), inventory_db.clone());
-        inventory_env.insert("INVENTORY__CONSUMER_GROUP".into(), format!("{name}-inventory"));
-        let mut relay_env = common("RELAY", "relay");
-        relay_env.insert("RELAY__OUTBOXES__ORDER".into(), order_db.clone());
-        relay_env.insert("RELAY__OUTBOXES__INVENTORY".into(), inventory_db.clone());
+        let order_env = common(
+            "order",
+            vec![
+                ("AUTH__PUBLIC_KEY_FILE", keys.public_key_file.to_string_lossy().into_owned()),
+                ("DATABASE__URL", order_db.clone()),
+                ("CONSUMER_GROUP", format!("{name}-order")),
+                ("ADMISSION__PER_CUSTOMER_PER_SECOND", "10000".into()),
+                ("ADMISSION__PER_CUSTOMER_BURST", "10000".into()),
+            ],
+        );
+        let inventory_env = common(
+            "inventory",
+            vec![("DATABASE__URL", inventory_db.clone()), ("CONSUMER_GROUP", format!("{name}-inventory"))],
+        );
+        let relay_env =
+            common("relay", vec![("OUTBOXES__ORDER", order_db.clone()), ("OUTBOXES__INVENTORY", inventory_db.clone())]);
 
         Self {
-            order: service("order", "ORDER", order_env),
-            inventory: service("inventory", "INVENTORY", inventory_env),
-            relay: service("relay", "RELAY", relay_env),
+            order: service("order", order_env),
+            inventory: service("inventory", inventory_env),
+            relay: service("relay", relay_env),
             name,
             order_db,
             inventory_db,

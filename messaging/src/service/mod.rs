@@ -41,14 +41,9 @@ pub use settings::{ServiceSettings, Settings};
 /// What a consuming service is: its name, where it runs unless configured, its own settings
 /// and tables, and how it is built.
 pub trait ConsumingService: Sized + Send + 'static {
-    /// Its name in logs (`order`).
+    /// Its name in `system.toml`, which gives the prefix of its environment variables, and
+    /// its port, database and consumer group unless configured.
     const NAME: &'static str;
-    /// The prefix of its environment variables (`ORDER` for `ORDER__HTTP__PORT`).
-    const PREFIX: &'static str;
-    /// Its HTTP port, its database's name and its consumer group, unless configured.
-    const PORT: u16;
-    const DATABASE: &'static str;
-    const CONSUMER_GROUP: &'static str;
     /// Its own tables; the messaging tables are applied before them ([`migrations`]).
     const MIGRATIONS: EmbeddedMigrations;
     /// Its crash points; the messaging ones are added.
@@ -74,7 +69,7 @@ pub struct Process<S>(PhantomData<S>);
 
 impl<S: ConsumingService> platform::service::Service for Process<S> {
     type Settings = Settings<S>;
-    const PREFIX: &'static str = S::PREFIX;
+    const NAME: &'static str = S::NAME;
 
     fn migrations(settings: &Settings<S>) -> Vec<platform::service::Migrations> {
         vec![(settings.common.database.url.clone(), migrations::<S>())]
@@ -105,10 +100,11 @@ impl Skeleton {
     /// show on `/metrics` as `<database>` and `<database>-consumer`.
     pub fn new<S: ConsumingService>(settings: &ServiceSettings) -> anyhow::Result<Self> {
         let metrics = Metrics::new();
+        let database = platform::system::process(S::NAME).database();
         let pool = platform::db::pool(&settings.database)?;
-        metrics.watch_pool(S::DATABASE, pool.clone());
+        metrics.watch_pool(database, pool.clone());
         let consumer_pool = platform::db::pool(&settings.database.for_consumer())?;
-        metrics.watch_pool(&format!("{}-consumer", S::DATABASE), consumer_pool.clone());
+        metrics.watch_pool(&format!("{database}-consumer"), consumer_pool.clone());
         Ok(Self {
             name: S::NAME,
             migrations: migrations::<S>,

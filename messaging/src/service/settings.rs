@@ -73,10 +73,11 @@ impl<S: ConsumingService> Serialize for Settings<S> {
 impl<'de, S: ConsumingService> Deserialize<'de> for Settings<S> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let mut value = config::Value::deserialize(deserializer)?;
-        default_at(&mut value, &["http", "port"], i64::from(S::PORT).into());
-        let url = format!("postgres://postgres@127.0.0.1:5432/{}", S::DATABASE);
+        let process = platform::system::process(S::NAME);
+        default_at(&mut value, &["http", "port"], i64::from(process.port).into());
+        let url = format!("postgres://postgres@127.0.0.1:5432/{}", process.database());
         default_at(&mut value, &["database", "url"], url.into());
-        default_at(&mut value, &["consumer_group"], S::CONSUMER_GROUP.into());
+        default_at(&mut value, &["consumer_group"], process.consumer_group().into());
         let common = value.clone().try_deserialize().map_err(D::Error::custom)?;
         let own = value.try_deserialize().map_err(D::Error::custom)?;
         Ok(Self { common, own })
@@ -118,7 +119,8 @@ mod tests {
 
         use crate::service::{ConsumingService, Settings};
 
-        /// A service for the skeleton's own tests.
+        /// A service for the skeleton's own tests, under a name system.toml has (its defaults
+        /// come from there).
         pub struct Example;
 
         #[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
@@ -132,11 +134,7 @@ mod tests {
         }
 
         impl ConsumingService for Example {
-            const NAME: &'static str = "example";
-            const PREFIX: &'static str = "EXAMPLE";
-            const PORT: u16 = 9999;
-            const DATABASE: &'static str = "examples";
-            const CONSUMER_GROUP: &'static str = "example-service";
+            const NAME: &'static str = "inventory";
             const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
             const CRASH_POINTS: &'static [&'static str] = &[];
             type Own = Own;
@@ -156,12 +154,16 @@ mod tests {
     }
 
     #[test]
-    fn the_service_gives_its_port_database_and_group_unless_configured() {
+    fn the_system_description_gives_its_port_database_and_group_unless_configured() {
         let settings = load(&[("http.workers", "1")]).expect("settings");
-        assert_eq!(settings.common.http.port, 9999);
+        let described = platform::system::process("inventory");
+        assert_eq!(settings.common.http.port, described.port);
         assert_eq!(settings.common.http.workers, 1);
-        assert_eq!(settings.common.database.url, "postgres://postgres@127.0.0.1:5432/examples");
-        assert_eq!(settings.common.consumer_group, "example-service");
+        assert_eq!(
+            settings.common.database.url,
+            format!("postgres://postgres@127.0.0.1:5432/{}", described.database())
+        );
+        assert_eq!(settings.common.consumer_group, described.consumer_group());
         assert_eq!(settings.own.flavour, "plain");
 
         let settings =
@@ -172,11 +174,11 @@ mod tests {
 
     #[test]
     fn a_setting_of_digits_still_reads_as_text() {
-        let environment = platform::config::environment("EXAMPLE").source(Some(config::Map::from([
-            ("EXAMPLE__ADMIN__TOKEN".to_owned(), "12345678901234567890123456789012".to_owned()),
-            ("EXAMPLE__FLAVOUR".to_owned(), "0042".to_owned()),
-            ("EXAMPLE__HTTP__PORT".to_owned(), "7000".to_owned()),
-            ("EXAMPLE__INBOX__MAX_IN_FLIGHT".to_owned(), "3".to_owned()),
+        let environment = platform::config::environment("INVENTORY").source(Some(config::Map::from([
+            ("INVENTORY__ADMIN__TOKEN".to_owned(), "12345678901234567890123456789012".to_owned()),
+            ("INVENTORY__FLAVOUR".to_owned(), "0042".to_owned()),
+            ("INVENTORY__HTTP__PORT".to_owned(), "7000".to_owned()),
+            ("INVENTORY__INBOX__MAX_IN_FLIGHT".to_owned(), "3".to_owned()),
         ])));
         let settings: Settings<Example> = config::Config::builder()
             .add_source(environment)

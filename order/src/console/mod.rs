@@ -100,11 +100,11 @@ impl Default for PeerSettings {
 }
 
 fn default_inventory() -> String {
-    "http://127.0.0.1:8081".into()
+    platform::system::process("inventory").local_url()
 }
 
 fn default_relay() -> String {
-    "http://127.0.0.1:8082".into()
+    platform::system::process("relay").local_url()
 }
 
 /// HTTP access to the other services, with a short timeout: the page must not hang on a

@@ -93,11 +93,11 @@ for process in system.processes():
 for d in docs:
     for container in d["spec"]["template"]["spec"]["containers"] if d["kind"] == "Deployment" else []:
         for env in container.get("env", []):
-            peer = re.fullmatch(r"http://([\w-]+):(\d+)/?", env.get("value", "")) if "__PEERS__" in env["name"] else None
+            peer = re.fullmatch(r"http://([\w-]+)(?::(\d+))?/?", env.get("value", "")) if "__PEERS__" in env["name"] else None
             if "__PEERS__" not in env["name"] or env.get("valueFrom"):
                 continue
             service = services_by_name.get(peer.group(1)) if peer else None
-            if not service or int(peer.group(2)) not in {p["port"] for p in service["spec"]["ports"]}:
+            if not service or int(peer.group(2) or 80) not in {p["port"] for p in service["spec"]["ports"]}:
                 problems.append(f"{d['metadata']['name']}: {env['name']}={env.get('value')} is no Service's port here")
 # Images of other projects the deployment runs as they are, pinned to the compose stack's.
 third_party = {"jaegertracing/jaeger"}

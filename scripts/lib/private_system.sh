@@ -30,7 +30,7 @@ sys_start() {
   local name=$1; shift
   local service=${name%%@*}
   local prefix port settings=()
-  prefix=$(echo "$service" | tr a-z A-Z)
+  prefix=$(system get "$service" prefix)
   case $service in
     order) port=$SYS_ORDER_PORT
       settings=(DATABASE__URL="$PG_URL/${SYS_NAME}_orders" CONSUMER_GROUP="$SYS_NAME-order"
@@ -39,7 +39,10 @@ sys_start() {
     inventory) port=$SYS_INVENTORY_PORT
       settings=(DATABASE__URL="$PG_URL/${SYS_NAME}_inventory" CONSUMER_GROUP="$SYS_NAME-inventory") ;;
     relay) port=$SYS_RELAY_PORT
-      settings=(OUTBOXES__ORDER="$PG_URL/${SYS_NAME}_orders" OUTBOXES__INVENTORY="$PG_URL/${SYS_NAME}_inventory") ;;
+      local outbox
+      for outbox in $(system get relay outboxes); do
+        settings+=(OUTBOXES__${outbox^^}="$PG_URL/${SYS_NAME}_$(system get "$outbox" database)")
+      done ;;
   esac
   local arg
   for arg in "$@"; do case $arg in HTTP__PORT=*) port=${arg#HTTP__PORT=} ;; esac; done

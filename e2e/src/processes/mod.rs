@@ -17,8 +17,31 @@ pub use self::jaeger::Jaeger;
 pub use self::notifications::{Mail, MailServer, Notifications, Owed};
 pub use self::service::{Broker, Service, binary};
 use crate::databases::TestDatabase;
-use crate::free_port;
 use crate::kafka;
+
+/// What process `process` of system.toml reads in a test system: the local profile, the
+/// system's broker and topics and `settings`, each under its prefix, and its own Kafka
+/// principal.
+pub(crate) fn environment(
+    process: &str,
+    brokers: &str,
+    topics: &schema::topics::Topics,
+    settings: Vec<(&str, String)>,
+) -> HashMap<String, String> {
+    let prefix = &platform::system::process(process).prefix;
+    let mut env = HashMap::from([
+        ("CONFIG_FILE".to_owned(), crate::local_config().to_string_lossy().into_owned()),
+        ("RUST_LOG".to_owned(), "info".to_owned()),
+    ]);
+    let shared = [
+        ("KAFKA__BROKERS", brokers.to_owned()),
+        ("TOPICS__ORDERS", topics.orders.clone()),
+        ("TOPICS__INVENTORY", topics.inventory.clone()),
+    ];
+    env.extend(shared.into_iter().chain(settings).map(|(key, value)| (format!("{prefix}__{key}"), value)));
+    env.extend(crate::kafka_sign_in(prefix, process));
+    env
+}
 
 /// Order, inventory and relay as processes, plus the test's databases and topics.
 pub struct Processes {
@@ -54,28 +77,8 @@ impl Processes {
         let logs = std::env::temp_dir().join("order-system-tests").join(&name);
         std::fs::create_dir_all(&logs).expect("log dir");
 
-        // Each process's variables under its prefix from system.toml; it signs in to Kafka as
-        // the principal of its name.
-        let common = |process: &str, settings: Vec<(&str, String)>| {
-            let prefix = &platform::system::process(process).prefix;
-            let mut env = HashMap::from([
-                ("CONFIG_FILE".to_owned(), crate::local_config().to_string_lossy().into_owned()),
-                ("RUST_LOG".to_owned(), "info".to_owned()),
-            ]);
-            let shared = [
-                ("KAFKA__BROKERS", brokers.clone()),
-                ("TOPICS__ORDERS", topics.orders.clone()),
-                ("TOPICS__INVENTORY", topics.inventory.clone()),
-            ];
-            env.extend(shared.into_iter().chain(settings).map(|(key, value)| (format!("{prefix}__{key}"), value)));
-            env.extend(crate::kafka_sign_in(prefix, process));
-            env
-        };
-        let service = |name: &'static str, mut env: HashMap<String, String>| {
-            let port = free_port();
-            env.insert(format!("{}__HTTP__PORT", platform::system::process(name).prefix), port.to_string());
-            Service { name, port, env, child: None, log: logs.join(format!("{name}.log")) }
-        };
+        let common = |process: &str, settings: Vec<(&str, String)>| environment(process, &brokers, &topics, settings);
+        let service = |name: &'static str, env: HashMap<String, String>| Service::on_free_port(name, env, &logs);
         let keys = crate::TestKeys::new(&name);
         let order_env = common(
             "order",

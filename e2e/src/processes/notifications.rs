@@ -116,25 +116,18 @@ impl Notifications {
     pub async fn prepare(system: &Processes) -> Self {
         let database = TestDatabase::create(&crate::pg_server_url(), &format!("{}_notifications", system.name)).await;
         let mail = MailServer::start(system.logs.join("maildir")).await;
-        let port = free_port();
-        let mut env = HashMap::from([
-            ("CONFIG_FILE".to_owned(), crate::local_config().to_string_lossy().into_owned()),
-            ("RUST_LOG".to_owned(), "info".to_owned()),
-            ("NOTIFICATIONS__HTTP__PORT".to_owned(), port.to_string()),
-            ("NOTIFICATIONS__KAFKA__BROKERS".to_owned(), system.brokers.clone()),
-            ("NOTIFICATIONS__TOPICS__ORDERS".to_owned(), system.topics.orders.clone()),
-            ("NOTIFICATIONS__TOPICS__INVENTORY".to_owned(), system.topics.inventory.clone()),
-            ("NOTIFICATIONS__DATABASE__URL".to_owned(), database.url.clone()),
-            ("NOTIFICATIONS__CONSUMER_GROUP".to_owned(), format!("{}-notifications", system.name)),
-            ("NOTIFICATIONS__MAIL__SERVER_URL".to_owned(), mail.url()),
-            (
-                "NOTIFICATIONS__AUTH__PUBLIC_KEY_FILE".to_owned(),
-                system.keys.public_key_file.to_string_lossy().into_owned(),
-            ),
-        ]);
-        env.extend(crate::kafka_sign_in("NOTIFICATIONS", "notifications"));
-        let log = system.logs.join("notifications.log");
-        let service = Service { name: "notifications", port, env, child: None, log };
+        let env = super::environment(
+            "notifications",
+            &system.brokers,
+            &system.topics,
+            vec![
+                ("DATABASE__URL", database.url.clone()),
+                ("CONSUMER_GROUP", format!("{}-notifications", system.name)),
+                ("MAIL__SERVER_URL", mail.url()),
+                ("AUTH__PUBLIC_KEY_FILE", system.keys.public_key_file.to_string_lossy().into_owned()),
+            ],
+        );
+        let service = Service::on_free_port("notifications", env, &system.logs);
         Self { service, mail, db: database.url.clone(), _database: database }
     }
 

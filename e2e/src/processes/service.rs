@@ -18,6 +18,14 @@ pub struct Service {
 }
 
 impl Service {
+    /// Process `name` of system.toml with environment `env`, set to listen on a free port and
+    /// to log into `logs/<name>.log`. Not started.
+    pub(crate) fn on_free_port(name: &'static str, mut env: HashMap<String, String>, logs: &std::path::Path) -> Self {
+        let port = crate::free_port();
+        env.insert(format!("{}__HTTP__PORT", platform::system::process(name).prefix), port.to_string());
+        Self { name, port, env, child: None, log: logs.join(format!("{name}.log")) }
+    }
+
     /// Starts the process with its environment plus `extra`.
     pub fn start(&mut self, extra: &[(&str, &str)]) {
         assert!(self.child.is_none(), "{} is already running", self.name);

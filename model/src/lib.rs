@@ -1,8 +1,8 @@
 //! The order protocol as a model that [stateright] explores in every interleaving
 //! (docs/protocol.md).
 //!
-//! One file, because it is one state machine: its state, its steps and its properties are
-//! read together, and splitting them would scatter each rule over three places.
+//! One room, over 300 lines: it is one state machine, whose state, steps and properties are
+//! read together; splitting them would scatter each rule over three places.
 //!
 //! Customers place orders (retrying after a lost reply, with the same
 //! idempotency key) and cancel them; a fulfilment operator ships confirmed orders, racing the

@@ -86,19 +86,6 @@ deployed = {(c.get("command") or ["?"])[0] for d in docs if d["kind"] == "Deploy
 for process in system.processes():
     if process["name"] not in deployed:
         problems.append(f"{process['name']} (system.toml) runs in no Deployment")
-    if process["name"] not in described:
-        problems.append(f"{process['name']} (system.toml) did not describe itself")
-    elif described[process["name"]]["prefix"] != process["prefix"]:
-        problems.append(f"{process['name']} reads {described[process['name']]['prefix']}__*, system.toml says {process['prefix']}")
-for d in docs:
-    for container in d["spec"]["template"]["spec"]["containers"] if d["kind"] == "Deployment" else []:
-        for env in container.get("env", []):
-            peer = re.fullmatch(r"http://([\w-]+)(?::(\d+))?/?", env.get("value", "")) if "__PEERS__" in env["name"] else None
-            if "__PEERS__" not in env["name"] or env.get("valueFrom"):
-                continue
-            service = services_by_name.get(peer.group(1)) if peer else None
-            if not service or int(peer.group(2) or 80) not in {p["port"] for p in service["spec"]["ports"]}:
-                problems.append(f"{d['metadata']['name']}: {env['name']}={env.get('value')} is no Service's port here")
 # Images of other projects the deployment runs as they are, pinned to the compose stack's.
 third_party = {"jaegertracing/jaeger"}
 for d in docs:
@@ -132,6 +119,11 @@ for d in docs:
             problem = env_problem(env["name"])
             if problem:
                 problems.append(f"{where}: {problem}")
+            if "__PEERS__" in env["name"] and "value" in env:
+                peer = re.fullmatch(r"http://([\w-]+)(?::(\d+))?/?", env["value"])
+                service = services_by_name.get(peer.group(1)) if peer else None
+                if not service or int(peer.group(2) or 80) not in {p["port"] for p in service["spec"]["ports"]}:
+                    problems.append(f"{where}: {env['name']}={env['value']} is no Service's port here")
             secret = env.get("valueFrom", {}).get("secretKeyRef")
             if secret and not (secret["name"] in external_secrets
                                or (secret["name"].endswith("-app") and secret["name"][:-4] in clusters)):

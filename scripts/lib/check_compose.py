@@ -2,21 +2,23 @@
 
 - docker-compose.yml parses; every depends_on names a service; every bind-mounted host path
   and the Dockerfile exist; long-running services have health checks; every secret is
-  declared and made by compose/make-secrets.
+  declared and made by compose/make-secrets; every ${VAR} is one it writes into .env.
 - Safe by default (decision 0028): every published port is bound to 127.0.0.1; no password is
   written in the file (each is a ${VAR} that compose/make-secrets writes into compose/.env);
   every process that talks to Kafka signs in as its own principal; the development token
   endpoint (a signing key in the order service) exists only in docker-compose.dev.yml.
 - The Grafana dashboard parses and every panel queries something.
-- Every process of system.toml runs in a service of that name, with its health check, its
-  published port and Prometheus' scrape target at its port; a peer's URL (`ORDER__PEERS__*`)
-  names a service at its port.
+- Every process of system.toml runs in a service of that name, listening, checked and published
+  at its port, and Prometheus scrapes it there under a job of its name; a peer's URL
+  (`ORDER__PEERS__*`) names a service at its port. Ports are ${<NAME>_PORT} in the file, so
+  these are checked on the file as compose reads it: with the .env compose/make-secrets wrote
+  (MADE, a scratch run of it), whose ports must be system.toml's.
 - Every metric named in the dashboard and the alert rules is one the services export: the
   names come from the binaries themselves (CATALOGUES holds each process's
   /metrics/catalogue, scripts/check-compose gathers them), with the series names Prometheus
   stores (_total, _seconds_bucket...).
 
-Usage: check_compose.py COMPOSE_DIR CATALOGUES
+Usage: check_compose.py COMPOSE_DIR CATALOGUES MADE
 """
 
 import json
@@ -28,12 +30,29 @@ import yaml
 
 compose_dir = pathlib.Path(sys.argv[1])
 catalogues = pathlib.Path(sys.argv[2])
+made = pathlib.Path(sys.argv[3])  # what compose/make-secrets wrote, in a scratch folder
 root = compose_dir.parent
 problems = []
 sys.path.insert(0, str(root / "scripts/lib"))
 import system  # noqa: E402 (the system's one description, system.toml)
 
-compose = yaml.safe_load((compose_dir / "docker-compose.yml").read_text())
+made_env = dict(line.split("=", 1) for line in (made / ".env").read_text().splitlines()
+                if line and not line.startswith("#"))
+
+
+def interpolate(text):
+    """The file as compose reads it: ${VAR}, ${VAR:?message} and ${VAR:-default} from .env."""
+    def value(match):
+        name, default = match.group(1), match.group(3)
+        if name in made_env:
+            return made_env[name]
+        problems.append(f"${{{name}}} is used, but compose/make-secrets does not write it")
+        return default or f"unset-{name}"
+    return re.sub(r"\$\{([A-Z_][A-Z0-9_]*)(?:(:[?-])([^}]*))?\}", value, text)
+
+
+raw_text = (compose_dir / "docker-compose.yml").read_text()
+compose = yaml.safe_load(raw_text)  # as written: where passwords must not be
 services = compose["services"]
 for name, service in services.items():
     for dependency in service.get("depends_on", {}) or {}:
@@ -57,16 +76,12 @@ for name, service in services.items():
         secret = secret if isinstance(secret, str) else secret.get("source")
         if secret not in declared:
             problems.append(f"{name} uses undeclared secret {secret}")
-maker = (compose_dir / "make-secrets").read_text() if (compose_dir / "make-secrets").exists() else ""
 for secret, spec in declared.items():
-    file = pathlib.PurePath(spec.get("file", "")).name
-    if not file or f"$dir/{file}" not in maker:
-        problems.append(f"secret {secret}: compose/make-secrets does not write {spec.get('file')}")
+    file = spec.get("file", "")
+    if not file or not (made / file).is_file():
+        problems.append(f"secret {secret}: compose/make-secrets does not write {file}")
 
 # Safe by default.
-maker_env = set(re.findall(r'echo "([A-Z_]+)=', maker))
-loop = re.search(r'for principal in ([A-Z ]+); do\s+echo "KAFKA_\$\{principal\}_PASSWORD=', maker)
-maker_env |= {f"KAFKA_{p}_PASSWORD" for p in (loop.group(1).split() if loop else [])}
 for name, service in services.items():
     for port in service.get("ports", []):
         if not str(port).startswith("127.0.0.1:"):
@@ -74,9 +89,6 @@ for name, service in services.items():
     environment = service.get("environment", {}) or {}
     for key, value in environment.items():
         value = str(value)
-        for variable in re.findall(r"\$\{([A-Z_]+)", value):
-            if variable not in maker_env:
-                problems.append(f"{name}: {key} uses ${{{variable}}}, which compose/make-secrets does not write")
         if "PASSWORD" in key and "${" not in value:
             problems.append(f"{name}: {key} is a password written in the file")
         if re.search(r"://[^/:@]+:(?!\$\{)[^@]+@", value):
@@ -91,16 +103,32 @@ dev = compose_dir / "docker-compose.dev.yml"
 if not dev.exists() or "DEV_SIGNING_KEY_FILE" not in dev.read_text():
     problems.append("docker-compose.dev.yml, the only place for the development token endpoint, is missing")
 
-# The system's processes, as system.toml describes them.
+# The system's processes, as system.toml describes them, against the file as compose reads it.
 ports = {process["name"]: process["port"] for process in system.processes()}
+services = yaml.safe_load(interpolate(raw_text))["services"]
 scrape = yaml.safe_load((compose_dir / "prometheus/prometheus.yml").read_text())
-targets = {job["job_name"]: [t for c in job.get("static_configs", []) for t in c.get("targets", [])]
-           for job in scrape["scrape_configs"]}
+targets = {}
+for job in scrape["scrape_configs"]:
+    groups = list(job.get("static_configs", []))
+    for sd in job.get("file_sd_configs", []):
+        for file in sd.get("files", []):
+            path = made / "prometheus" / file
+            if path.is_file():
+                groups += json.loads(path.read_text())
+            else:
+                problems.append(f"prometheus.yml reads {file}, which compose/make-secrets does not write")
+    for group in groups:
+        job_name = group.get("labels", {}).get("job", job["job_name"])
+        targets.setdefault(job_name, []).extend(group.get("targets", []))
 for name, port in ports.items():
     service = services.get(name)
     if not service or service.get("command") != [name]:
         problems.append(f"{name} (system.toml) runs in no compose service of that name")
         continue
+    prefix = system.process(name)["prefix"]
+    listens = int((service.get("environment") or {}).get(f"{prefix}__HTTP__PORT", port))
+    if listens != port:
+        problems.append(f"{name} is told to listen on {listens}, but system.toml says {port}")
     health = " ".join(service.get("healthcheck", {}).get("test", []))
     if f"localhost:{port}/health" not in health:
         problems.append(f"{name}: the health check ({health}) does not ask localhost:{port}/health")

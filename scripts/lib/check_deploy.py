@@ -1,8 +1,8 @@
 """Checks of the rendered deploy/ manifests that a schema cannot make, against the sources:
 
 - every container runs a binary the Dockerfile puts in the image, from that image;
-- its port is the service's default port, the probes and the Service point at it, readiness
-  is /health and liveness /health/live;
+- its http port is where it listens (its <PREFIX>__HTTP__PORT, else its default), the probes
+  and the Service point at it, readiness is /health and liveness /health/live;
 - every process of system.toml runs in a Deployment, and a peer's URL (`ORDER__PEERS__*`)
   names a Service defined here at a port it serves;
 - every environment variable `<PREFIX>__A__B` names a setting the service reads, so a misspelt
@@ -107,13 +107,17 @@ for d in docs:
         if binary not in binaries:
             problems.append(f"{where}: runs {binary!r}, which compose/Dockerfile does not put in the image")
         declared = {p.get("name"): p["containerPort"] for p in container.get("ports", [])}
-        if declared.get("http") != ports.get(binary):
-            problems.append(f"{where}: port 'http' is {declared.get('http')}, but {binary} listens on {ports.get(binary)}")
+        # Where it listens: what its environment tells it, else its default (system.toml's).
+        told = [e.get("value") for e in container.get("env", [])
+                if e["name"] == f"{described.get(binary, {}).get('prefix')}__HTTP__PORT"]
+        listens = int(told[0]) if told else ports.get(binary)
+        if declared.get("http") != listens:
+            problems.append(f"{where}: port 'http' is {declared.get('http')}, but {binary} listens on {listens}")
         for probe, path in [("readinessProbe", "/health"), ("livenessProbe", "/health/live"), ("startupProbe", "/health/live")]:
             get = container.get(probe, {}).get("httpGet")
             if not get:
                 problems.append(f"{where}: no {probe}")
-            elif get.get("path") != path or get.get("port") not in ("http", ports.get(binary)):
+            elif get.get("path") != path or get.get("port") not in ("http", listens):
                 problems.append(f"{where}: {probe} asks {get.get('port')}{get.get('path')}, not http{path}")
         for env in container.get("env", []):
             problem = env_problem(env["name"])

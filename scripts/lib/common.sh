@@ -115,8 +115,9 @@ local_kafka_brokers() {
 }
 
 # The principals: the super user (kafka-init, the tests' own clients, kcat), the nodes' name
-# on the controller listener, and one per process that talks to Kafka.
-KAFKA_PRINCIPALS=(admin controller relay order inventory notifications dlq)
+# on the controller listener, the dead-letter tool, and one per process of system.toml, named
+# after it (what it may do: kafka-init/src/acl.rs).
+kafka_principals() { echo admin controller dlq $(system names); }
 
 ensure_kafka_credentials() {
   [ "$KAFKA_CREDENTIALS" = none ] || [ -s "$KAFKA_CREDENTIALS" ] && return 0
@@ -124,7 +125,7 @@ ensure_kafka_credentials() {
   local name
   (
     umask 077
-    for name in "${KAFKA_PRINCIPALS[@]}"; do
+    for name in $(kafka_principals); do
       echo "$name $(head -c 18 /dev/urandom | base64 | tr '+/' '-_')"
     done >"$KAFKA_CREDENTIALS.partial"
   )

@@ -2,29 +2,40 @@
 //! gauges) and gives the outbox log's published partitions back ([`crate::reclaim`]). It never
 //! stands in the way of a read: it holds no lane, and its truncates never wait for a lock.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use diesel_async::{AsyncConnection as _, AsyncPgConnection, SimpleAsyncConnection as _};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::backlog;
 use crate::metrics::OutboxMetrics;
 
-/// On a session of its own, every `every` until shutdown: measures the backlog and gives
-/// the log's finished partitions back. Failures are logged and tried again; nothing the
-/// relay publishes depends on them.
+/// A partition someone held is tried again this soon (or at the next turn, if sooner): the
+/// space comes back shortly after the reader is gone. The truncate never waits, so trying
+/// costs nobody anything.
+const HELD_RETRY: Duration = Duration::from_millis(250);
+
+/// On a session of its own, every `every` until shutdown, whenever `now` is notified (the
+/// relay's lanes passed into a new generation of ids), and soon after a partition was held:
+/// measures the backlog and gives the log's finished partitions back. Failures are logged and
+/// tried again; nothing the relay publishes depends on them.
 pub async fn housekeeping(
     name: String,
     url: String,
     every: Duration,
     metrics: OutboxMetrics,
+    now: Arc<Notify>,
     shutdown: CancellationToken,
 ) {
     let mut conn: Option<AsyncPgConnection> = None;
+    let mut wait = every;
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(every) => {}
+            () = tokio::time::sleep(wait) => {}
+            () = now.notified() => {}
         }
         let session = match &mut conn {
             Some(session) => session,
@@ -56,6 +67,7 @@ pub async fn housekeeping(
                     tracing::info!(outbox = %name, partition = slot, "published partition of the outbox log given back");
                 }
                 metrics.reclaimed(reclaimed.truncated.len(), reclaimed.busy.len());
+                wait = if reclaimed.busy.is_empty() { every } else { every.min(HELD_RETRY) };
             }
             Err(error) => {
                 tracing::warn!(outbox = %name, %error, "outbox housekeeping failed; will try again");

@@ -231,6 +231,11 @@ impl Pipeline {
         moved
     }
 
+    /// The lowest floor of this pipeline's lanes: no row at or below it is left to publish.
+    pub fn lowest_floor(&self) -> Option<i64> {
+        self.lanes.values().map(|lane| lane.acked.floor).min()
+    }
+
     /// Whether a position moved since [`Pipeline::moved_positions`] last took them.
     pub fn has_moved(&self) -> bool {
         self.lanes.values().any(|lane| lane.moved)

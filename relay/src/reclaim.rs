@@ -5,9 +5,13 @@
 //! every lane's floor ([`crate::window::Position`]), so its transaction is one the lane's
 //! position sees.
 //!
+//! A partition is looked at as soon as the relay's lanes pass into the next generation
+//! (`crate::housekeeping`), so the log holds about one partition of published rows beside what
+//! waits, and at every housekeeping turn besides.
+//!
 //! A truncate must never make anyone wait. It takes its lock with `NOWAIT`. If anyone holds
 //! the partition (a `pg_dump`, a report, an insert still running into it, another relay's
-//! read), it gives up at once and tries again at the next turn. Writers and readers never
+//! read), it gives up at once and tries again a moment later. Writers and readers never
 //! queue behind it. Inserts go to the sequence's current partition, which is never the one
 //! truncated.
 
@@ -28,12 +32,17 @@ pub fn slot_of(id: i64) -> i64 {
     (id >> SLOT_BITS) & (SLOTS - 1)
 }
 
+/// The generation an id belongs to: the how-many-th time the sequence has filled a partition.
+pub fn generation_of(id: i64) -> i64 {
+    id.max(0) >> SLOT_BITS
+}
+
 /// The partitions that may be truncated: every one except the partition of the newest id
 /// (`last_id`), whose rows all lie at or below `min_floor`, the lowest floor of any lane.
 /// A partition holds the ids of its latest generation before the current one (and older ones,
 /// if the lanes fell a whole ring behind): all of them are at or below that generation's last id.
 pub fn reclaimable(last_id: i64, min_floor: i64) -> Vec<i64> {
-    let current = last_id.max(0) >> SLOT_BITS;
+    let current = generation_of(last_id);
     (1..SLOTS)
         .filter_map(|back| {
             let generation = current - back;

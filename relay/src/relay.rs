@@ -10,6 +10,7 @@
 //! session and one pipeline, and each step's order (renew before reading, settle before
 //! giving lanes back) is the point.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use diesel::ConnectionError;
@@ -17,6 +18,7 @@ use diesel_async::{AsyncConnection as _, AsyncPgConnection, RunQueryDsl, SimpleA
 use futures::{FutureExt as _, StreamExt as _};
 use platform::config::KafkaSettings;
 use rdkafka::producer::{FutureProducer, Producer as _};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::housekeeping::housekeeping;
@@ -24,6 +26,7 @@ use crate::lanes::Lanes;
 use crate::metrics::{OutboxMetrics, RelayMetrics, Stage};
 use crate::pipeline::Pipeline;
 use crate::publish::LogOutbox;
+use crate::reclaim::generation_of;
 use crate::settings::RelaySettings;
 use crate::standby::StandbyWait;
 
@@ -47,6 +50,12 @@ pub struct OutboxRelay {
     producer: FutureProducer,
     settings: RelaySettings,
     metrics: OutboxMetrics,
+    /// The generation of the lowest floor of this instance's lanes when their positions were
+    /// last written. Once it moves on, a partition may be given back: the housekeeping is
+    /// woken for it then (`reclaim_now`) rather than at its next turn, so that the log holds
+    /// about one partition of published rows, not one plus a turn's worth.
+    written_generation: Option<i64>,
+    reclaim_now: Arc<Notify>,
 }
 
 impl OutboxRelay {
@@ -65,6 +74,8 @@ impl OutboxRelay {
             kafka: kafka.clone(),
             producer: platform::kafka::producer(kafka)?,
             settings,
+            written_generation: None,
+            reclaim_now: Arc::default(),
         })
     }
 
@@ -88,6 +99,7 @@ impl OutboxRelay {
             self.database_url.clone(),
             Duration::from_millis(self.settings.housekeeping_every_ms.max(10)),
             self.metrics.clone(),
+            Arc::clone(&self.reclaim_now),
             shutdown.clone(),
         );
         let relaying = async {
@@ -158,7 +170,10 @@ impl OutboxRelay {
             if drain_notifications(conn) {
                 pipeline.look_again();
             }
-            if lanes.renewal_due() || (pipeline.has_moved() && written.elapsed() >= write_every) {
+            let passed_a_generation = pipeline.lowest_floor().map(generation_of) > self.written_generation;
+            if lanes.renewal_due()
+                || (pipeline.has_moved() && (written.elapsed() >= write_every || passed_a_generation))
+            {
                 self.renew(conn, lanes, pipeline).await?;
                 written = Instant::now();
             }
@@ -229,7 +244,7 @@ impl OutboxRelay {
     }
 
     async fn renew(
-        &self,
+        &mut self,
         conn: &mut AsyncPgConnection,
         lanes: &mut Lanes,
         pipeline: &mut Pipeline,
@@ -245,6 +260,11 @@ impl OutboxRelay {
                 return Err(error.into());
             }
         };
+        let written = pipeline.lowest_floor().map(generation_of);
+        if written > self.written_generation {
+            self.reclaim_now.notify_one();
+        }
+        self.written_generation = written;
         if !lost.is_empty() {
             for lane in &lost {
                 pipeline.remove_lane(*lane);

@@ -25,7 +25,7 @@ pub struct RelaySettings {
     /// was acknowledged since the last write (consumers skip the copies).
     pub position_every_ms: u64,
     /// How often the backlog is measured and the log's finished partitions given back
-    /// (`crate::reclaim`).
+    /// (`crate::reclaim`); a partition is also looked at as soon as the lanes have passed it.
     pub housekeeping_every_ms: u64,
     /// Synchronous standbys that must have flushed a row's commit before the row is published
     /// (decision 0030, rule 2): a failover then never takes back a published event. 0

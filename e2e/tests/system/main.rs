@@ -25,6 +25,7 @@ mod judge;
 mod late_commits;
 mod load;
 mod operator;
+mod outbox_reclaim;
 mod poison;
 mod redelivery;
 mod relay_failover;

@@ -20,12 +20,13 @@ pub struct Backlog {
     pub oldest_age: f64,
 }
 
+/// The measurement, `$1` being [`COUNTED_AT_MOST`]. `outbox_pending` reads each lane from its
+/// floor (messaging migration 000013), so it costs the rows waiting, not the rows the log holds.
+pub const MEASURE: &str =
+    "SELECT count(*) AS rows, COALESCE(extract(epoch FROM now() - min(created_at)), 0)::float8 AS oldest_age
+   FROM (SELECT created_at FROM outbox_pending LIMIT $1) waiting";
+
+/// How many rows wait (at most [`COUNTED_AT_MOST`]) and how long the oldest has.
 pub async fn measure(conn: &mut AsyncPgConnection) -> QueryResult<Backlog> {
-    diesel::sql_query(
-        "SELECT count(*) AS rows, COALESCE(extract(epoch FROM now() - min(created_at)), 0)::float8 AS oldest_age
-           FROM (SELECT created_at FROM outbox_pending LIMIT $1) waiting",
-    )
-    .bind::<BigInt, _>(COUNTED_AT_MOST)
-    .get_result(conn)
-    .await
+    diesel::sql_query(MEASURE).bind::<BigInt, _>(COUNTED_AT_MOST).get_result(conn).await
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use diesel_async::{AsyncConnection as _, AsyncPgConnection, SimpleAsyncConnection as _};
 use tokio::sync::Notify;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::backlog;
@@ -17,10 +18,10 @@ use crate::metrics::OutboxMetrics;
 /// costs nobody anything.
 const HELD_RETRY: Duration = Duration::from_millis(250);
 
-/// On a session of its own, every `every` until shutdown, whenever `now` is notified (the
-/// relay's lanes passed into a new generation of ids), and soon after a partition was held:
-/// measures the backlog and gives the log's finished partitions back. Failures are logged and
-/// tried again; nothing the relay publishes depends on them.
+/// On a session of its own until shutdown: every `every`, measures the backlog and gives the
+/// log's finished partitions back; whenever `now` is notified (the relay's lanes passed into a
+/// new generation of ids) and soon after a partition was held, gives partitions back only.
+/// Failures are logged and tried again; nothing the relay publishes depends on them.
 pub async fn housekeeping(
     name: String,
     url: String,
@@ -31,6 +32,8 @@ pub async fn housekeeping(
 ) {
     let mut conn: Option<AsyncPgConnection> = None;
     let mut wait = every;
+    // The backlog is measured at the regular turns only: a wake or a retry is about space.
+    let mut measure_at = Instant::now();
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
@@ -56,13 +59,19 @@ pub async fn housekeeping(
                 }
             },
         };
+        let measure = Instant::now() >= measure_at;
         let turn = async {
-            let backlog = backlog::measure(session).await?;
-            metrics.set_backlog(backlog.rows, backlog.oldest_age);
+            if measure {
+                let backlog = backlog::measure(session).await?;
+                metrics.set_backlog(backlog.rows, backlog.oldest_age);
+            }
             crate::reclaim::reclaim(session).await
         };
         match turn.await {
             Ok(reclaimed) => {
+                if measure {
+                    measure_at = Instant::now() + every;
+                }
                 for slot in &reclaimed.truncated {
                     tracing::info!(outbox = %name, partition = slot, "published partition of the outbox log given back");
                 }

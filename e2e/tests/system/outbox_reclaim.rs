@@ -163,3 +163,56 @@ async fn a_published_partition_is_given_back_as_soon_as_the_lanes_pass_it_and_a_
     shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(10), running).await;
 }
+
+#[derive(QueryableByName)]
+struct Plan {
+    #[diesel(sql_type = Text)]
+    plan: String,
+}
+
+/// The backlog is counted on the relays' second session every second and by `/health`: it must
+/// cost the rows waiting, not the rows the log holds, which grow while a `pg_dump` keeps the
+/// partitions from being given back (messaging migration 000013).
+#[tokio::test]
+async fn counting_the_backlog_reads_the_rows_above_the_floors_not_the_whole_log() {
+    let name = format!("b{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let database = TestDatabase::create(&e2e::pg_server_url(), &format!("{name}_orders")).await;
+    platform::db::run_migrations(&database.url, vec![messaging::MIGRATIONS]).await.expect("migrations");
+    let mut conn = TestSystem::connect(&database.url).await;
+    // A log of 120,000 rows (as one a dump held for minutes), of which the newest 400 wait: the
+    // floors stand just below them, and the positions have seen none of them.
+    write_many(&mut conn, "held.topic", 120_000).await;
+    conn.batch_execute(
+        "UPDATE outbox_lanes SET floor_id = (SELECT max(id) - 400 FROM outbox_log), done = '3:3:', window_end = NULL;
+         ANALYZE outbox_log; ANALYZE outbox_lanes;",
+    )
+    .await
+    .expect("floors");
+
+    let backlog = relay::backlog::measure(&mut conn).await.expect("measured");
+    assert_eq!(backlog.rows, 400, "the rows above the floors wait");
+
+    // The measurement's own statement, explained with the buffers it touched.
+    conn.batch_execute(
+        "CREATE FUNCTION explained(statement text) RETURNS text LANGUAGE plpgsql AS $$
+         DECLARE plan text;
+         BEGIN EXECUTE 'EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) ' || statement INTO plan; RETURN plan; END $$",
+    )
+    .await
+    .expect("explain function");
+    let statement = relay::backlog::MEASURE.replace("$1", &relay::backlog::COUNTED_AT_MOST.to_string());
+    let plan: Plan = diesel::sql_query("SELECT explained($1) AS plan")
+        .bind::<Text, _>(statement)
+        .get_result(&mut conn)
+        .await
+        .expect("explained");
+    let plan: serde_json::Value = serde_json::from_str(&plan.plan).expect("a JSON plan");
+    let blocks = plan[0]["Plan"]["Shared Hit Blocks"].as_u64().unwrap_or(0)
+        + plan[0]["Plan"]["Shared Read Blocks"].as_u64().unwrap_or(0);
+    let log_blocks = count(
+        &mut conn,
+        "SELECT sum(relpages)::bigint AS count FROM pg_class WHERE relname LIKE 'outbox_log\\_%' AND relkind = 'r'",
+    )
+    .await;
+    assert!(blocks * 10 < log_blocks as u64, "counting 400 waiting rows read {blocks} blocks of a log of {log_blocks}");
+}

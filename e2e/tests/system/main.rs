@@ -36,5 +36,6 @@ mod slow_clients;
 mod standby_answers;
 mod standby_offsets;
 mod standby_wait;
+mod status_in_place;
 mod strangers;
 mod upgrade;

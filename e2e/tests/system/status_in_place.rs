@@ -1,0 +1,54 @@
+//! An order's status change is a HOT update: its new version stays in the row's page and no
+//! index of `orders` gets an entry for it (order migration 000014). An index that depends on
+//! `status` (in its columns or its predicate), or pages filled to the brim, would make every
+//! status change write into every index of the table, which a held snapshot then keeps.
+
+use diesel::QueryableByName;
+use diesel::sql_types::BigInt;
+use diesel_async::{RunQueryDsl, SimpleAsyncConnection as _};
+use e2e::{TestDatabase, TestSystem};
+use messaging::service::ConsumingService as _;
+
+#[derive(QueryableByName)]
+struct Count {
+    #[diesel(sql_type = BigInt)]
+    count: i64,
+}
+
+#[tokio::test]
+async fn a_status_change_rewrites_the_order_in_its_page_and_no_index() {
+    let name = format!("h{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let database = TestDatabase::create(&e2e::pg_server_url(), &format!("{name}_orders")).await;
+    platform::db::run_migrations(&database.url, vec![messaging::MIGRATIONS, order::startup::OrderService::MIGRATIONS])
+        .await
+        .expect("migrations");
+    let mut conn = TestSystem::connect(&database.url).await;
+    // A page's worth of orders and more, placed as the service places them: one insert each.
+    for n in 0..200 {
+        conn.batch_execute(&format!(
+            "INSERT INTO orders (id, customer_id, idempotency_key, request_hash, status, correlation_id)
+             VALUES (gen_random_uuid(), 'customer-{}', 'key-{n}', 'hash', 'PENDING', 'c-{n}')",
+            n % 7
+        ))
+        .await
+        .expect("placed");
+    }
+    // Each status change in a transaction of its own, as the consumer makes them: the versions
+    // they leave behind are pruned from the page as it fills.
+    for _ in 0..200 {
+        conn.batch_execute(
+            "UPDATE orders SET status = 'CONFIRMED', updated_at = now()
+              WHERE id = (SELECT id FROM orders WHERE status = 'PENDING' ORDER BY created_at LIMIT 1)",
+        )
+        .await
+        .expect("confirmed");
+    }
+    conn.batch_execute("SELECT pg_stat_force_next_flush()").await.expect("flushed");
+    let updates = |column: &str| {
+        diesel::sql_query(format!("SELECT {column} AS count FROM pg_stat_user_tables WHERE relname = 'orders'"))
+    };
+    let all: Count = updates("n_tup_upd").get_result(&mut conn).await.expect("updates");
+    let hot: Count = updates("n_tup_hot_upd").get_result(&mut conn).await.expect("hot updates");
+    assert_eq!(all.count, 200);
+    assert_eq!(hot.count, all.count, "status changes that were not HOT updates: {}", all.count - hot.count);
+}

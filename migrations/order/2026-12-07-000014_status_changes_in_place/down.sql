@@ -1,0 +1,2 @@
+ALTER TABLE orders RESET (fillfactor);
+CREATE INDEX orders_open_idx ON orders (created_at) WHERE status IN ('PENDING', 'CANCELLING', 'SHIPPING');

@@ -56,3 +56,14 @@ impl Drop for TestDatabase {
 async fn admin(server: &str) -> AsyncPgConnection {
     AsyncPgConnection::establish(&format!("{server}/postgres")).await.expect("connection to the test server")
 }
+
+#[derive(diesel::QueryableByName)]
+struct Count {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    count: i64,
+}
+
+/// The number `query` answers in its one row's `count` column (a `bigint`).
+pub async fn count(conn: &mut AsyncPgConnection, query: &str) -> i64 {
+    diesel::sql_query(query).get_result::<Count>(conn).await.expect("count").count
+}

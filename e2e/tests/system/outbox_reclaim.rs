@@ -10,6 +10,7 @@ use std::time::Duration;
 use diesel::QueryableByName;
 use diesel::sql_types::{BigInt, Text};
 use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection as _};
+use e2e::databases::count;
 use e2e::{TestDatabase, TestSystem, kafka};
 use relay::reclaim::SLOT_BITS;
 use relay::relay::OutboxRelay;
@@ -18,12 +19,6 @@ use tokio_util::sync::CancellationToken;
 
 /// Ids per partition.
 const GENERATION: i64 = 1 << SLOT_BITS;
-
-#[derive(QueryableByName)]
-struct Count {
-    #[diesel(sql_type = BigInt)]
-    count: i64,
-}
 
 #[derive(QueryableByName)]
 struct Written {
@@ -51,10 +46,6 @@ async fn write_many(conn: &mut AsyncPgConnection, topic: &str, rows: i64) -> Vec
 fn event_id(message: &rdkafka::message::OwnedMessage) -> Option<uuid::Uuid> {
     let body: serde_json::Value = serde_json::from_slice(rdkafka::Message::payload(message)?).ok()?;
     body["event_id"].as_str()?.parse().ok()
-}
-
-async fn count(conn: &mut AsyncPgConnection, query: &str) -> i64 {
-    diesel::sql_query(query).get_result::<Count>(conn).await.expect("count").count
 }
 
 async fn rows_in(conn: &mut AsyncPgConnection, slot: i64) -> i64 {

@@ -3,17 +3,10 @@
 //! `status` (in its columns or its predicate), or pages filled to the brim, would make every
 //! status change write into every index of the table, which a held snapshot then keeps.
 
-use diesel::QueryableByName;
-use diesel::sql_types::BigInt;
-use diesel_async::{RunQueryDsl, SimpleAsyncConnection as _};
+use diesel_async::SimpleAsyncConnection as _;
+use e2e::databases::count;
 use e2e::{TestDatabase, TestSystem};
 use messaging::service::ConsumingService as _;
-
-#[derive(QueryableByName)]
-struct Count {
-    #[diesel(sql_type = BigInt)]
-    count: i64,
-}
 
 #[tokio::test]
 async fn a_status_change_rewrites_the_order_in_its_page_and_no_index() {
@@ -44,11 +37,8 @@ async fn a_status_change_rewrites_the_order_in_its_page_and_no_index() {
         .expect("confirmed");
     }
     conn.batch_execute("SELECT pg_stat_force_next_flush()").await.expect("flushed");
-    let updates = |column: &str| {
-        diesel::sql_query(format!("SELECT {column} AS count FROM pg_stat_user_tables WHERE relname = 'orders'"))
-    };
-    let all: Count = updates("n_tup_upd").get_result(&mut conn).await.expect("updates");
-    let hot: Count = updates("n_tup_hot_upd").get_result(&mut conn).await.expect("hot updates");
-    assert_eq!(all.count, 200);
-    assert_eq!(hot.count, all.count, "status changes that were not HOT updates: {}", all.count - hot.count);
+    let all = count(&mut conn, "SELECT n_tup_upd AS count FROM pg_stat_user_tables WHERE relname = 'orders'").await;
+    let hot = count(&mut conn, "SELECT n_tup_hot_upd AS count FROM pg_stat_user_tables WHERE relname = 'orders'").await;
+    assert_eq!(all, 200);
+    assert_eq!(hot, all, "status changes that were not HOT updates: {}", all - hot);
 }

@@ -10,6 +10,7 @@
 //! - [`reclaim`]: the log's published partitions given back, never waiting for a lock, by
 //!   [`housekeeping`], the relay's second session;
 //! - [`standby`]: rows published only once the synchronous standbys hold them (decision 0030);
+//! - [`wake`]: notifications from writers only while the relay sleeps;
 //! - [`backlog`]: what waits, for `/health` and the gauges;
 //! - [`hops`]: the relay's spans in an order's trace;
 //! - [`metrics`], [`settings`].
@@ -26,6 +27,7 @@ pub mod reclaim;
 pub mod relay;
 pub mod settings;
 pub mod standby;
+pub mod wake;
 pub mod window;
 
 /// Between the broker's acknowledgement and the write of the lane's position: a crash here

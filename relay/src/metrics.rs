@@ -62,6 +62,7 @@ pub struct RelayMetrics {
     reclaimed: Family<OutboxLabels, Counter>,
     reclaim_busy: Family<OutboxLabels, Counter>,
     standby_holds: Family<OutboxLabels, Counter>,
+    sleeps: Family<OutboxLabels, Counter>,
 }
 
 impl Default for RelayMetrics {
@@ -78,6 +79,7 @@ impl Default for RelayMetrics {
             reclaimed: Family::default(),
             reclaim_busy: Family::default(),
             standby_holds: Family::default(),
+            sleeps: Family::default(),
         }
     }
 }
@@ -134,6 +136,11 @@ impl RelayMetrics {
             "Reads whose rows the synchronous standbys had not flushed within the bound: publishing held, the session started again",
             self.standby_holds.clone(),
         );
+        metrics.register(
+            "relay_sleeps",
+            "Times the relay ran out of rows and slept on LISTEN: while it sleeps, its writers notify, and every notifying commit waits for the others' WAL flushes",
+            self.sleeps.clone(),
+        );
     }
 
     /// The series of one outbox.
@@ -153,6 +160,7 @@ impl RelayMetrics {
             reclaimed: self.reclaimed.get_or_create_owned(&labels),
             reclaim_busy: self.reclaim_busy.get_or_create_owned(&labels),
             standby_holds: self.standby_holds.get_or_create_owned(&labels),
+            sleeps: self.sleeps.get_or_create_owned(&labels),
             held_for_standby: Arc::default(),
             measured: Arc::default(),
         }
@@ -177,6 +185,7 @@ pub struct OutboxMetrics {
     reclaimed: Counter,
     reclaim_busy: Counter,
     standby_holds: Counter,
+    sleeps: Counter,
     /// Whether the last wait for the synchronous standbys ran past its bound (decision 0030).
     held_for_standby: Arc<AtomicBool>,
     /// Whether `pending` and `oldest_age` were ever measured (a standby never measures).
@@ -225,6 +234,16 @@ impl OutboxMetrics {
     /// Whether publishing is held because no synchronous standby has the rows read.
     pub fn held_for_standby(&self) -> bool {
         self.held_for_standby.load(Ordering::Relaxed)
+    }
+
+    /// The relay ran out of rows and sleeps on LISTEN.
+    pub fn slept(&self) {
+        self.sleeps.inc();
+    }
+
+    /// How often the relay has slept since start.
+    pub fn sleeps(&self) -> u64 {
+        self.sleeps.get()
     }
 
     /// Records how many lanes this instance publishes (0: none, standing by).

@@ -251,8 +251,8 @@ impl Pipeline {
         }
     }
 
-    /// Whether another read would find only rows committed since the last one. A relay that
-    /// LISTENs learns of those from a notification, and need not read until then.
+    /// Whether another read would find only rows committed since the last one (every lane's
+    /// last read closed its window).
     pub fn caught_up(&self) -> bool {
         self.lanes.values().all(|lane| lane.caught_up)
     }

@@ -1,6 +1,6 @@
-//! One outbox's relay. One database session holds this instance's membership, LISTENs for
-//! inserts, reads its lanes' windows, and writes their positions and leases
-//! ([`crate::lanes`], [`crate::pipeline`]). A second session ([`crate::housekeeping`])
+//! One outbox's relay. One database session holds this instance's membership, reads its
+//! lanes' windows, writes their positions and leases ([`crate::lanes`], [`crate::pipeline`]),
+//! and, with nothing left to read, sleeps on LISTEN ([`crate::wake`]). A second session ([`crate::housekeeping`])
 //! measures the backlog and gives the log's finished partitions back, so that neither ever
 //! waits in the way of a read. If the main session dies, the relay starts over with a new
 //! one, from the positions last written: what was acknowledged since is published again, and
@@ -29,6 +29,7 @@ use crate::publish::LogOutbox;
 use crate::reclaim::generation_of;
 use crate::settings::RelaySettings;
 use crate::standby::StandbyWait;
+use crate::wake;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
@@ -56,6 +57,12 @@ pub struct OutboxRelay {
     /// about one partition of published rows, not one plus a turn's worth.
     written_generation: Option<i64>,
     reclaim_now: Arc<Notify>,
+    /// How long to wait before looking again when a writer kept this relay from sleeping
+    /// (`crate::wake`): doubles while that goes on.
+    restless: Duration,
+    /// When a read last found rows: an idle relay lingers awake a while after it
+    /// (`linger_ms`).
+    busy_at: Instant,
 }
 
 impl OutboxRelay {
@@ -76,6 +83,8 @@ impl OutboxRelay {
             settings,
             written_generation: None,
             reclaim_now: Arc::default(),
+            restless: wake::FIRST_TRY_AGAIN,
+            busy_at: Instant::now(),
         })
     }
 
@@ -162,14 +171,13 @@ impl OutboxRelay {
     ) -> Result<(), RelayError> {
         let retry = Duration::from_millis(self.settings.standby_retry_ms);
         let write_every = Duration::from_millis(self.settings.position_every_ms);
-        // Idle, wake up at least as often as lanes are looked at.
-        let poll = Duration::from_millis(self.settings.poll_interval_ms).min(retry);
         let mut balanced: Option<Instant> = None;
         let mut written = Instant::now();
         loop {
-            if drain_notifications(conn) {
-                pipeline.look_again();
-            }
+            // Awake, this relay reads at every turn: writers notify only while it sleeps
+            // (`crate::wake`). A notification buffered meanwhile says nothing more.
+            drain_notifications(conn);
+            pipeline.look_again();
             let passed_a_generation = pipeline.lowest_floor().map(generation_of) > self.written_generation;
             if lanes.renewal_due()
                 || (pipeline.has_moved() && (written.elapsed() >= write_every || passed_a_generation))
@@ -181,39 +189,21 @@ impl OutboxRelay {
                 self.rebalance(conn, lanes, pipeline).await?;
                 balanced = Some(Instant::now());
             }
-            let publishing = !lanes.held().is_empty();
-            // A relay that LISTENs reads again only when it may find something: after a
-            // read that came back short, new rows announce themselves with a notification.
-            let worth_reading = !pipeline.caught_up() || !self.settings.listen;
-            if !shutdown.is_cancelled() && publishing && worth_reading {
-                if lanes.must_renew() {
-                    self.renew(conn, lanes, pipeline).await?;
-                    written = Instant::now();
-                }
-                let mut outbox = LogOutbox { conn, metrics: &self.metrics, standbys: self.standby_wait() };
-                pipeline.fill(&mut outbox, &self.producer).await?;
+            if !shutdown.is_cancelled() {
+                self.read(conn, lanes, pipeline, &mut written).await?;
             }
             if pipeline.is_idle() {
                 if shutdown.is_cancelled() {
                     return Ok(());
                 }
-                let mut notifications = std::pin::pin!(conn.notifications_stream());
-                tokio::select! {
-                    () = shutdown.cancelled() => {}
-                    // Also the safety net for a notification that never came.
-                    () = tokio::time::sleep(poll) => {}
-                    notification = notifications.next(), if self.settings.listen => {
-                        if let Some(Err(error)) = notification {
-                            return Err(error.into());
-                        }
-                    }
-                }
-                pipeline.look_again();
+                self.idle(conn, lanes, pipeline, shutdown, &mut written).await?;
                 continue;
             }
-            // Batches are in flight. While there is room for another, a notification (new
-            // rows) is worth reading for before the oldest batch is acknowledged; and the
-            // leases are renewed meanwhile, however long the broker takes.
+            self.restless = wake::FIRST_TRY_AGAIN;
+            self.busy_at = Instant::now();
+            // Batches are in flight: wait for the oldest one's answers, renewing the leases
+            // meanwhile however long the broker takes. A notification (from a writer that saw
+            // this relay asleep) is worth a read if there is room for another batch.
             let renew_in = write_every.saturating_sub(written.elapsed());
             let notified = {
                 let room = pipeline.has_room() && self.settings.listen && !shutdown.is_cancelled();
@@ -227,11 +217,91 @@ impl OutboxRelay {
             };
             match notified {
                 Wake::Notified(Some(Err(error))) => return Err(error.into()),
-                Wake::Notified(_) => pipeline.look_again(),
-                Wake::Renew => {}
+                Wake::Notified(_) | Wake::Renew => {}
                 Wake::Answered => self.settle_oldest(pipeline).await?,
             }
         }
+    }
+
+    /// Reads what the held lanes have and hands it to the producer, renewing the leases first
+    /// if they may have run out.
+    async fn read(
+        &mut self,
+        conn: &mut AsyncPgConnection,
+        lanes: &mut Lanes,
+        pipeline: &mut Pipeline,
+        written: &mut Instant,
+    ) -> Result<(), RelayError> {
+        if lanes.held().is_empty() {
+            return Ok(());
+        }
+        if lanes.must_renew() {
+            self.renew(conn, lanes, pipeline).await?;
+            *written = Instant::now();
+        }
+        let mut outbox = LogOutbox { conn, metrics: &self.metrics, standbys: self.standby_wait() };
+        pipeline.fill(&mut outbox, &self.producer).await?;
+        Ok(())
+    }
+
+    /// Nothing is in flight and the last read found nothing: sleeps until a writer of the held
+    /// lanes notifies, or the poll comes round. If a writer of them is between its insert and
+    /// its commit (silent, because this relay was awake), it does not sleep but looks again
+    /// shortly.
+    async fn idle(
+        &mut self,
+        conn: &mut AsyncPgConnection,
+        lanes: &mut Lanes,
+        pipeline: &mut Pipeline,
+        shutdown: &CancellationToken,
+        written: &mut Instant,
+    ) -> Result<(), RelayError> {
+        // Wake up at least as often as lanes are looked at.
+        let poll = Duration::from_millis(self.settings.poll_interval_ms.min(self.settings.standby_retry_ms));
+        let held = lanes.held();
+        if !self.settings.listen || held.is_empty() {
+            platform::retry::Backoff::sleep(poll, shutdown).await;
+            return Ok(());
+        }
+        if self.busy_at.elapsed() < Duration::from_millis(self.settings.linger_ms) {
+            // Busy a moment ago: more rows are likely soon, and while this relay is awake its
+            // writers need not notify.
+            platform::retry::Backoff::sleep(wake::LINGERING_READS, shutdown).await;
+            return Ok(());
+        }
+        if !wake::fall_asleep(conn, &held).await? {
+            let wait = self.restless;
+            self.restless = (wait * 2).min(wake::MOST_BETWEEN_TRIES);
+            platform::retry::Backoff::sleep(wait, shutdown).await;
+            return Ok(());
+        }
+        self.restless = wake::FIRST_TRY_AGAIN;
+        let slept = async {
+            // Every writer that stayed silent has committed: this read sees its rows.
+            pipeline.look_again();
+            self.read(conn, lanes, pipeline, written).await?;
+            if !pipeline.is_idle() {
+                return Ok(());
+            }
+            self.metrics.slept();
+            let mut notifications = std::pin::pin!(conn.notifications_stream());
+            tokio::select! {
+                () = shutdown.cancelled() => {}
+                // Also the safety net for a notification that never came.
+                () = tokio::time::sleep(poll) => {}
+                notification = notifications.next() => {
+                    if let Some(Err(error)) = notification {
+                        return Err(RelayError::from(error));
+                    }
+                }
+            }
+            Ok(())
+        }
+        .await;
+        // After an error the session is given up, and its locks with it.
+        slept?;
+        wake::wake_up(conn, &held).await?;
+        Ok(())
     }
 
     /// Renews the leases and writes the positions that moved. A lane another instance took

@@ -5,10 +5,17 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(default)]
 pub struct RelaySettings {
-    /// Fallback poll when no notification arrives (a lost NOTIFY, a restarted listener).
+    /// How long an idle relay sleeps at most without a notification (the safety net for one
+    /// that never came).
     pub poll_interval_ms: u64,
-    /// Whether to LISTEN at all; off measures pure polling (see the benchmarks).
+    /// Whether to sleep on LISTEN, waking writers up to notify (`crate::wake`); off polls
+    /// every `poll_interval_ms` instead and measures pure polling (see the benchmarks).
     pub listen: bool,
+    /// How long a relay with nothing to read stays awake, reading every 2 ms, before
+    /// it sleeps on LISTEN (`crate::wake`). Writers notify only a sleeping relay, and every
+    /// notifying commit waits for every other one's WAL flush: under steady traffic a relay
+    /// that lingers never sleeps, and no writer pays for a wake-up.
+    pub linger_ms: u64,
     /// Rows read and sent at a time (shared among the lanes a read covers).
     pub batch_size: i64,
     /// Batches in flight at once: the next is read and sent while the broker acknowledges
@@ -41,6 +48,7 @@ impl Default for RelaySettings {
         Self {
             poll_interval_ms: 1_000,
             listen: true,
+            linger_ms: 20,
             batch_size: 500,
             pipeline_depth: 4,
             standby_retry_ms: 1_000,

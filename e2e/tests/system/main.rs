@@ -39,3 +39,4 @@ mod standby_wait;
 mod status_in_place;
 mod strangers;
 mod upgrade;
+mod wake_ups;

@@ -11,7 +11,8 @@ use diesel::QueryableByName;
 use diesel::sql_types::{BigInt, Text};
 use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection as _};
 use e2e::databases::count;
-use e2e::{TestDatabase, TestSystem, kafka};
+use e2e::outbox::{LogOnly, event_id};
+use e2e::{TestSystem, kafka};
 use relay::reclaim::SLOT_BITS;
 use relay::relay::OutboxRelay;
 use relay::settings::RelaySettings;
@@ -42,12 +43,6 @@ async fn write_many(conn: &mut AsyncPgConnection, topic: &str, rows: i64) -> Vec
     written.into_iter().map(|w| w.event_id).collect()
 }
 
-/// The event id a published envelope carries.
-fn event_id(message: &rdkafka::message::OwnedMessage) -> Option<uuid::Uuid> {
-    let body: serde_json::Value = serde_json::from_slice(rdkafka::Message::payload(message)?).ok()?;
-    body["event_id"].as_str()?.parse().ok()
-}
-
 async fn rows_in(conn: &mut AsyncPgConnection, slot: i64) -> i64 {
     count(conn, &format!("SELECT count(*) AS count FROM outbox_log_{slot}")).await
 }
@@ -62,12 +57,9 @@ async fn lanes_passed(conn: &mut AsyncPgConnection, generation: i64) -> bool {
 #[tokio::test]
 async fn a_published_partition_is_given_back_as_soon_as_the_lanes_pass_it_and_a_reader_only_puts_that_off() {
     e2e::init_telemetry();
-    let name = format!("r{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-    let database = TestDatabase::create(&e2e::pg_server_url(), &format!("{name}_orders")).await;
-    platform::db::run_migrations(&database.url, vec![messaging::MIGRATIONS]).await.expect("migrations");
-    let kafka = e2e::kafka_settings();
-    let topic = format!("{name}.reclaim");
-    kafka::create_topics(&kafka, &[&topic]).await;
+    let log = LogOnly::create("r").await;
+    let database = &log.database;
+    let (kafka, topic) = log.topic("reclaim").await;
 
     // Housekeeping turns an hour apart: only the lanes passing a generation, and a retry
     // after a held partition, can give space back within this test.
@@ -166,9 +158,8 @@ struct Plan {
 /// partitions from being given back (messaging migration 000013).
 #[tokio::test]
 async fn counting_the_backlog_reads_the_rows_above_the_floors_not_the_whole_log() {
-    let name = format!("b{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-    let database = TestDatabase::create(&e2e::pg_server_url(), &format!("{name}_orders")).await;
-    platform::db::run_migrations(&database.url, vec![messaging::MIGRATIONS]).await.expect("migrations");
+    let log = LogOnly::create("b").await;
+    let database = &log.database;
     let mut conn = TestSystem::connect(&database.url).await;
     // A log of 120,000 rows (as one a dump held for minutes), of which the newest 400 wait: the
     // floors stand just below them, and the positions have seen none of them.

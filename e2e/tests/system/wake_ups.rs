@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use diesel_async::{AsyncPgConnection, SimpleAsyncConnection as _};
 use e2e::databases::count;
-use e2e::{TestDatabase, TestSystem, kafka};
+use e2e::outbox::{LogOnly, event_id};
+use e2e::{TestSystem, kafka};
 use futures::{FutureExt as _, StreamExt as _};
 use relay::relay::OutboxRelay;
 use relay::settings::RelaySettings;
@@ -56,20 +57,12 @@ async fn published(kafka: &platform::config::KafkaSettings, topic: &str, ids: &[
     wanted(&kafka::read_topic_until(kafka, topic, PUBLISHED_WITHIN, wanted).await)
 }
 
-fn event_id(message: &rdkafka::message::OwnedMessage) -> Option<uuid::Uuid> {
-    let body: serde_json::Value = serde_json::from_slice(rdkafka::Message::payload(message)?).ok()?;
-    body["event_id"].as_str()?.parse().ok()
-}
-
 #[tokio::test]
 async fn writers_notify_only_a_sleeping_relay_and_no_wake_up_is_lost() {
     e2e::init_telemetry();
-    let name = format!("w{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-    let database = TestDatabase::create(&e2e::pg_server_url(), &format!("{name}_orders")).await;
-    platform::db::run_migrations(&database.url, vec![messaging::MIGRATIONS]).await.expect("migrations");
-    let kafka = e2e::kafka_settings();
-    let topic = format!("{name}.wake");
-    kafka::create_topics(&kafka, &[&topic]).await;
+    let log = LogOnly::create("w").await;
+    let database = &log.database;
+    let (kafka, topic) = log.topic("wake").await;
     let mut listener = TestSystem::connect(&database.url).await;
     listener.batch_execute("LISTEN outbox").await.expect("listen");
     let mut conn = TestSystem::connect(&database.url).await;

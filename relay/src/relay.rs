@@ -1,8 +1,8 @@
 //! One outbox's relay. One database session holds this instance's membership, reads its
 //! lanes' windows, writes their positions and leases ([`crate::lanes`], [`crate::pipeline`]),
-//! and, with nothing left to read, sleeps on LISTEN ([`crate::wake`]). A second session ([`crate::housekeeping`])
-//! measures the backlog and gives the log's finished partitions back, so that neither ever
-//! waits in the way of a read. If the main session dies, the relay starts over with a new
+//! and, with nothing left to read, sleeps on LISTEN ([`crate::wake`]). A second session
+//! ([`crate::housekeeping`]) measures the backlog and gives the log's finished partitions
+//! back, so that neither ever waits in the way of a read. If the main session dies, the relay starts over with a new
 //! one, from the positions last written: what was acknowledged since is published again, and
 //! consumers deduplicate by event id.
 //!

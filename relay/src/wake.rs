@@ -3,8 +3,8 @@
 //! its writer's commit with every other notifying commit of the cluster, through the WAL
 //! flush; so writers stay silent while the relay of their row's lane is awake, and an awake
 //! relay reads again after every acknowledgement instead of waiting to be told. With nothing
-//! in flight it lingers awake (`linger_ms`, reading every [`LINGERING_READS`]) before it sleeps, so
-//! that under steady traffic it does not sleep at all.
+//! in flight it lingers awake (`linger_ms`, reading every [`LINGERING_READS`]) before it
+//! sleeps, so that under steady traffic it does not sleep at all.
 //!
 //! Before it sleeps, the relay takes its lanes' wake locks ([`fall_asleep`]); from then on a
 //! writer of those lanes notifies. A writer that stayed silent holds its lane's lock shared

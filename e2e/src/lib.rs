@@ -63,6 +63,12 @@ pub async fn eventually(what: &str, check: impl Fn() -> bool) {
     }
 }
 
+/// `prefix` and 12 random hex digits: a name for one test's databases, topics and groups that
+/// no other test, run or left over, shares.
+pub fn unique_name(prefix: &str) -> String {
+    format!("{prefix}{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+}
+
 pub fn pg_server_url() -> String {
     std::env::var("TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
 }

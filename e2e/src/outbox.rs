@@ -20,7 +20,7 @@ pub struct LogOnly {
 impl LogOnly {
     /// Creates and migrates `<name>_orders`, `name` being `prefix` and a random suffix.
     pub async fn create(prefix: &str) -> Self {
-        let name = format!("{prefix}{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let name = crate::unique_name(prefix);
         let database = TestDatabase::create(&crate::pg_server_url(), &format!("{name}_orders")).await;
         platform::db::run_migrations(&database.url, vec![messaging::MIGRATIONS]).await.expect("migrations");
         Self { database, name }

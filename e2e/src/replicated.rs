@@ -57,7 +57,7 @@ impl ReplicatedPostgres {
     /// A test's name (`t` and 12 hex digits, the prefix of its databases and topics) and its
     /// primary and standby, made off the async runtime (the binaries block).
     pub async fn for_test() -> (String, Self) {
-        let name = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let name = crate::unique_name("t");
         let made = name.clone();
         let postgres = tokio::task::spawn_blocking(move || Self::start(&made)).await.expect("replicated postgres");
         (name, postgres)

@@ -129,7 +129,7 @@ impl TestSystem {
         platform::crash::register(&<Process<order::startup::OrderService> as Service>::crash_points());
         platform::crash::register(&<Process<inventory::startup::InventoryService> as Service>::crash_points());
         platform::crash::register(relay::CRASH_POINTS);
-        let name = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let name = crate::unique_name("t");
         let (databases, [order_db, inventory_db]) = match options.database_urls.clone() {
             Some(urls) => (Vec::new(), urls),
             None => {

@@ -66,7 +66,7 @@ impl Processes {
     /// Nothing is started: call `start_all` (or start services one by one).
     pub async fn prepare(brokers: Option<String>) -> Self {
         crate::init_telemetry();
-        let name = format!("p{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let name = crate::unique_name("p");
         let databases = TestDatabase::pair(&name).await;
         let (order_db, inventory_db) = (databases[0].url.clone(), databases[1].url.clone());
         let brokers = brokers.unwrap_or_else(crate::test_brokers);

@@ -10,7 +10,7 @@ use serde_json::Value;
 async fn a_service_started_before_its_database_exists_says_why_and_becomes_ready_when_it_arrives() {
     e2e::init_telemetry();
     let server = e2e::pg_server_url();
-    let name = format!("t{}_orders", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let name = format!("{}_orders", e2e::unique_name("t"));
     let shutdown = tokio_util::sync::CancellationToken::new();
     let mut settings: order::configuration::Settings = e2e::local_settings();
     settings.common.http = platform::config::HttpSettings::on_port(0);

@@ -15,7 +15,7 @@ struct Books {
 
 impl Books {
     async fn fresh() -> Self {
-        let name = format!("j{}", &Uuid::new_v4().simple().to_string()[..12]);
+        let name = e2e::unique_name("j");
         let [orders, inventory] = TestDatabase::pair(&name).await;
         platform::db::run_migrations(&orders.url, messaging::service::migrations::<order::startup::OrderService>())
             .await

@@ -10,7 +10,7 @@ use messaging::service::ConsumingService as _;
 
 #[tokio::test]
 async fn a_status_change_rewrites_the_order_in_its_page_and_no_index() {
-    let name = format!("h{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let name = e2e::unique_name("h");
     let database = TestDatabase::create(&e2e::pg_server_url(), &format!("{name}_orders")).await;
     platform::db::run_migrations(&database.url, vec![messaging::MIGRATIONS, order::startup::OrderService::MIGRATIONS])
         .await

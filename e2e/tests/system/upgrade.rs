@@ -84,7 +84,7 @@ async fn remember_as_before(conn: &mut AsyncPgConnection, event_id: uuid::Uuid) 
 #[tokio::test]
 async fn an_outbox_with_waiting_rows_moves_to_the_log_in_order_and_the_version_before_keeps_working_meanwhile() {
     e2e::init_telemetry();
-    let name = format!("u{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let name = e2e::unique_name("u");
     let database = TestDatabase::create(&e2e::pg_server_url(), &format!("{name}_orders")).await;
     let topic = format!("{name}.upgrade");
     let settings = e2e::kafka_settings();

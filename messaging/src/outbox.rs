@@ -9,9 +9,13 @@
 //! (`relay/src/window.rs`).
 
 use crate::tables::outbox_log;
+use std::io::Write as _;
+
+use diesel::expression::AsExpression;
 use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::query_builder::AstPass;
+use diesel::serialize::{self, IsNull, Output, ToSql};
 use diesel::sql_types;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use schema::envelope::Trace;
@@ -29,14 +33,29 @@ pub struct NewEvent<'a> {
     event_type: &'a str,
     correlation_id: &'a str,
     traceparent: Option<&'a str>,
-    envelope: serde_json::Value,
+    envelope: JsonText,
+}
+
+/// A JSON document already printed, bound to a `json` column as it is. The outbox keeps the
+/// envelope as its writer printed it (messaging migration 000016): Postgres checks that it is
+/// JSON and stores the text, and the relay sends that text without parsing it.
+#[derive(Debug, AsExpression)]
+#[diesel(sql_type = sql_types::Json)]
+pub struct JsonText(String);
+
+impl ToSql<sql_types::Json, Pg> for JsonText {
+    fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Pg>) -> serialize::Result {
+        // A `json` value's binary form is its text.
+        out.write_all(self.0.as_bytes())?;
+        Ok(IsNull::No)
+    }
 }
 
 impl<'a> NewEvent<'a> {
     /// `envelope`, to be published on `topic` with the order id as key.
     pub fn new<E: Event>(topic: &'a str, envelope: &'a Envelope<E>) -> QueryResult<Self> {
         let json =
-            serde_json::to_value(envelope).map_err(|e| diesel::result::Error::SerializationError(Box::new(e)))?;
+            serde_json::to_string(envelope).map_err(|e| diesel::result::Error::SerializationError(Box::new(e)))?;
         Ok(Self {
             event_id: envelope.event_id.0,
             topic,
@@ -44,7 +63,7 @@ impl<'a> NewEvent<'a> {
             event_type: E::TYPE,
             correlation_id: &envelope.correlation_id,
             traceparent: envelope.traceparent.as_deref(),
-            envelope: json,
+            envelope: JsonText(json),
         })
     }
 
@@ -64,7 +83,7 @@ impl<'a> NewEvent<'a> {
             sql_types::Text => &self.event_type,
             sql_types::Text => &self.correlation_id,
             sql_types::Nullable<sql_types::Text> => &self.traceparent,
-            sql_types::Jsonb => &self.envelope,
+            sql_types::Json => &self.envelope,
         );
         out.push_sql(" FROM ");
         out.push_sql(source);

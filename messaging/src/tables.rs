@@ -52,7 +52,7 @@ diesel::table! {
         event_type -> Text,
         correlation_id -> Text,
         traceparent -> Nullable<Text>,
-        envelope -> Jsonb,
+        envelope -> Json,
         created_at -> Timestamptz,
         lane -> Int2,
     }

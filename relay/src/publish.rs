@@ -20,10 +20,11 @@ use crate::relay::RelayError;
 use crate::standby::StandbyWait;
 use crate::window::{BadSnapshot, LaneRead, Snapshot};
 
-/// An outbox row as the relay publishes it. The envelope is read as the text Postgres prints
-/// for the `jsonb` column and sent as it is: parsing it into a JSON value and printing that
-/// again, only to send the same document, was most of the relay's CPU (`scripts/profile
-/// drain`). Consumers parse the envelope; its spacing and key order carry nothing.
+/// An outbox row as the relay publishes it. The envelope is read as the text its writer
+/// printed (a `json` column, messaging migration 000016) and sent as it is: parsing it into a
+/// JSON value and printing that again, only to send the same document, was most of the
+/// relay's CPU (`scripts/profile drain`), and printing a `jsonb` column back to text was most
+/// of the read statement's (decision 0034).
 #[derive(Debug, Clone)]
 pub struct Outgoing {
     pub id: i64,

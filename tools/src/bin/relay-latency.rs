@@ -84,8 +84,8 @@ async fn main() -> anyhow::Result<()> {
         diesel::sql_query(format!(
             "INSERT INTO {} (event_id, topic, message_key, event_type, correlation_id, envelope)
              VALUES (gen_random_uuid(), $1, $2, 'Latency', 'relay-latency',
-                     jsonb_build_object('n', $3::bigint,
-                                        'written_us', (extract(epoch FROM clock_timestamp()) * 1000000)::bigint))",
+                     json_build_object('n', $3::bigint,
+                                       'written_us', (extract(epoch FROM clock_timestamp()) * 1000000)::bigint))",
             args.table
         ))
         .bind::<Text, _>(&args.topic)

@@ -8,9 +8,9 @@
 //! commits became visible and the rows of one window in id order, never reorders them
 //! (`relay/src/window.rs`).
 
-use crate::tables::outbox_log;
 use std::io::Write as _;
 
+use crate::tables::outbox_log;
 use diesel::expression::AsExpression;
 use diesel::pg::Pg;
 use diesel::prelude::*;

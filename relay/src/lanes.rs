@@ -61,11 +61,11 @@ pub struct Lanes {
     /// When this instance last said it is alive (`outbox_relays`).
     seen: Instant,
     /// How many lanes the outbox has, counted when this session joined. The schema fixes
-    /// them (the lane is a column generated from the message key, messaging migration 000009),
-    /// so they change only with a migration that rewrites the log, and the relays' sessions
-    /// start over with it. Counting them at every rebalance read every version of every lane
-    /// row: under a long transaction that keeps them all, 2.3 ms, five times a second locally
-    /// (decision 0026, figure 10).
+    /// them (the lane is a column generated from the message key, messaging migration 000010),
+    /// so only a migration that rewrites the log could change them, and relays started before
+    /// it would have to be restarted. Counting them at every rebalance read every version of
+    /// every lane row: under a long transaction that keeps them all, 2.3 ms, five times a
+    /// second locally (decision 0026, figure 10).
     total: usize,
 }
 

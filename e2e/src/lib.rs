@@ -73,9 +73,18 @@ pub fn pg_server_url() -> String {
     std::env::var("TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
 }
 
+/// `path` inside the checkout the tests run from. The directory is the one cargo or nextest
+/// names when it runs the test (`CARGO_MANIFEST_DIR` at run time), not the one the binary
+/// was compiled in: a shared target directory can hand a clone a test binary compiled in
+/// another clone, whose path is gone.
+pub fn repo_file(path: &str) -> std::path::PathBuf {
+    let crate_dir = std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
+    std::path::Path::new(&crate_dir).join("..").join(path)
+}
+
 /// The local profile that the local stack and the process tests read through `CONFIG_FILE`.
 pub fn local_config() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/local.toml")
+    repo_file("config/local.toml")
 }
 
 /// The brokers of the test run (`TEST_KAFKA_BROKERS`; scripts/test starts a private Kafka).

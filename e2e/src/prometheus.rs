@@ -18,7 +18,7 @@ impl TestPrometheus {
     /// Starts Prometheus scraping `targets` (job name, port on 127.0.0.1) and waits until it is
     /// ready.
     pub async fn start(name: &str, targets: &[(&str, u16)]) -> Self {
-        let rules = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../compose/prometheus/alerts.yml");
+        let rules = crate::repo_file("compose/prometheus/alerts.yml");
         let rules = rules.canonicalize().expect("compose/prometheus/alerts.yml");
         let dir = std::env::temp_dir().join("order-system-tests").join(format!("{name}-prometheus"));
         std::fs::create_dir_all(&dir).expect("prometheus dir");

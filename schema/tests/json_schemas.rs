@@ -16,7 +16,10 @@ fn check<E: Event>() {
     let generated = schemars::schema_for!(Envelope<E>);
     let mut text = serde_json::to_string_pretty(&generated).expect("a schema serialises");
     text.push('\n');
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("json/{}.schema.json", E::TYPE));
+    // The crate's directory as cargo or nextest names it when the test runs, not where the
+    // binary was compiled: a shared target directory can hand one clone another's binary.
+    let crate_dir = std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
+    let path = PathBuf::from(crate_dir).join(format!("json/{}.schema.json", E::TYPE));
     if std::env::var_os("UPDATE_SCHEMAS").is_some() {
         std::fs::write(&path, &text).expect("schema file is writable");
         return;

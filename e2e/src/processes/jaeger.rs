@@ -20,7 +20,7 @@ pub struct Jaeger {
 impl Jaeger {
     /// Starts Jaeger and waits until its query API answers.
     pub async fn start(log: PathBuf) -> Self {
-        let launcher = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/jaeger");
+        let launcher = crate::repo_file("scripts/jaeger");
         let file = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("log");
         let (otlp_port, query_port) = (free_port(), free_port());
         let child = Command::new(launcher)

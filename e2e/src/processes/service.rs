@@ -172,7 +172,7 @@ impl Broker {
     /// Starts the broker and waits until it answers a metadata request.
     pub async fn start(&mut self) {
         assert!(self.child.is_none(), "the broker is already running");
-        let launcher = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/kafka");
+        let launcher = crate::repo_file("scripts/kafka");
         std::fs::create_dir_all(&self.dir).expect("broker dir");
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("broker.log")).expect("log");
         let mut command = Command::new(launcher);

@@ -8,10 +8,6 @@ use std::time::Instant;
 use model::{Bug, Protocol, explain};
 use stateright::{Checker as _, HasDiscoveries, Model as _};
 
-/// Freed across the checker's threads without a global lock (see Cargo.toml).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let number = |i: usize, default: u8| args.get(i).and_then(|a| a.parse().ok()).unwrap_or(default);

@@ -5,10 +5,6 @@
 use model::failover::{Failover, FailoverBug};
 use stateright::{Checker, Expectation, HasDiscoveries, Model as _};
 
-/// Freed across the checker's threads without a global lock (see Cargo.toml).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn explore(model: Failover, finish_when: HasDiscoveries) -> impl Checker<Failover> {
     let bounds = format!("{model:?}");
     let checker = model.check(finish_when);

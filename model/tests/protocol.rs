@@ -6,10 +6,6 @@ use std::time::Instant;
 use model::{Bug, Protocol, explain};
 use stateright::{Checker, Expectation, HasDiscoveries, Model as _};
 
-/// Freed across the checker's threads without a global lock (see Cargo.toml).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 const SAFETY: [&str; 7] = [
     "a retried request never creates a second order",
     "stock is never deducted twice for an order, and every unit is accounted for",

@@ -368,7 +368,8 @@ print(f"""
    -XX:MaxGCPauseMillis=10`, Kafka's production collector) instead of the serial collector
    the local brokers use (docs/kafka-local.md). The broker's young collections are counted
    with `jstat` over today's run.
-10. The whole system at 200 orders/s (`loadgen --rate 200`) for one window, then
+10. The whole system at 200 orders/s (`loadgen --rate 200`), each of the five SKUs given a
+   million more units first so that every order reserves stock, for one window, then
    `pg_dump` of each service database into a pipe that nobody reads (a dump to a slow disk
    or network): it holds its snapshot and a lock on every table for the whole hold, then
    finishes. The load goes on for the hold and {results['hold_after_secs'] if results['hold_after_secs'] != '?' else 360} s more.

@@ -122,7 +122,8 @@ poll_ratio = safe(
 steps = [(int(k.split("_")[1]), v) for k, v in results.items() if k.startswith("step_")]
 
 drain_rows = safe(lambda: f"{int(results['drain_rows']):,}")
-drain_ratio = safe(lambda: num("drain_1_per_s") / num("ceiling_4000_per_s"), 0.0)
+window = safe(lambda: f"{int(results['relay_window']):,}")
+drain_ratio = safe(lambda: num("drain_1_per_s") / num("ceiling_window_per_s"), 0.0)
 drain_ratio_wide = safe(lambda: num("drain_1_per_s") / num("ceiling_10000_per_s"), 0.0)
 flash_units, flash_orders = safe(lambda: f"{int(results['flash_units']):,}"), safe(lambda: f"{int(results['flash_orders']):,}")
 oversold = safe(lambda: "0 oversold" if int(results["flash_confirmed_units"]) <= int(results["flash_units"]) else "**OVERSOLD**")
@@ -145,7 +146,7 @@ def steady_bound():
 def drain_rounds():
     """Figure 4's rounds (drain by one relay vs the ceiling, taken in turns), as text."""
     drains = results.get("drain_1_per_s_rounds", "").split("/")
-    ceilings = results.get("ceiling_4000_per_s_rounds", "").split("/")
+    ceilings = results.get("ceiling_window_per_s_rounds", "").split("/")
     if len(drains) < 2 or len(drains) != len(ceilings):
         return ""
     pairs = "; ".join(f"{int(d)} vs {int(c)} ({int(d) / int(c):.2f}×)" for d, c in zip(drains, ceilings))
@@ -282,7 +283,7 @@ Numbered as in issues 12 and 33's targets; R is an extra.
 | 2b | the same at 50 orders/s, well inside what the machine sustains | p50 **{results['e2e50_notify_p50_ms']} ms**, p95 {results['e2e50_notify_p95_ms']} ms, p99 **{results['e2e50_notify_p99_ms']} ms** ({finished('e2e50-notify.json')}) | |
 | 2c | the same at 200/s right after the services start, without the warm-up (20 s) | p50 {results.get('e2e_cold_p50_ms', '?')} ms, p95 {results.get('e2e_cold_p95_ms', '?')} ms, p99 {results.get('e2e_cold_p99_ms', '?')} ms ({finished('e2e-cold.json')}) | |
 | 3 | maximum sustained end-to-end rate (every order final, p99 accepted→final < 1 s, ≥ 90% of the target rate achieved) | **{results['max_sustained_rate']} orders/s** (steps below) | ≥ 800/s (stretch 1,000) |
-| 4 | relay drain of {drain_rows} pre-loaded rows (one relay, 8 lanes) vs `produce-bench` with the same client settings, message size and headers | relay **{results['drain_1_per_s']} events/s**; ceiling {results['ceiling_4000_per_s']} msg/s with the relay's window (4,000 in flight) → **{drain_ratio:.2f}×**; {results['ceiling_10000_per_s']} msg/s with 10,000 in flight → {drain_ratio_wide:.2f}×.{drain_rounds()} Cores used during the drain (its median round): {results.get('cpu_drain_1', '?')}; during `produce-bench` (4,000 in flight): {results.get('cpu_ceiling_4000', '?')}. The relay's mean time per stage (`relay_batch_stage_seconds`): {stage_text('1')} | ≥ 0.6× (stretch 0.8×) |
+| 4 | relay drain of {drain_rows} pre-loaded rows (one relay, 8 lanes) vs `produce-bench` with the same client settings, message size and headers | relay **{results['drain_1_per_s']} events/s**; ceiling {results['ceiling_window_per_s']} msg/s with the relay's window ({window} in flight) → **{drain_ratio:.2f}×**; {results['ceiling_10000_per_s']} msg/s with 10,000 in flight → {drain_ratio_wide:.2f}×.{drain_rounds()} Cores used during the drain (its median round): {results.get('cpu_drain_1', '?')}; during `produce-bench` ({window} in flight): {results.get('cpu_ceiling_window', '?')}. The relay's mean time per stage (`relay_batch_stage_seconds`): {stage_text('1')} | ≥ 0.6× (stretch 0.8×) |
 | 5 | relay lanes: the same drain by 1, 2 and 4 relay instances over 8 lanes | 1: **{results['drain_1_per_s']}/s**; 2: **{results['drain_2_per_s']}/s** ({lanes_ratio('2')}); 4: **{results['drain_4_per_s']}/s** ({lanes_ratio('4')}). Events published per instance: {results['drain_2_published']} (2), {results['drain_4_published']} (4). Each the median of its rounds: 1 {results.get('drain_1_per_s_rounds', '?')}, 2 {results.get('drain_2_per_s_rounds', '?')}, 4 {results.get('drain_4_per_s_rounds', '?')}. Cores used, 2 instances: {results.get('cpu_drain_2', '?')}; 4: {results.get('cpu_drain_4', '?')}. Mean time per stage, 2 instances: {stage_text('2')}; 4: {stage_text('4')} | two ≥ 1.0× of one |
 | 6 | flash sale: one SKU with {flash_units} units, {flash_orders} orders of one unit at {results['flash_rate']}/s, figure 3's sustained rate | **{results['flash_confirmed_units']} units confirmed** of {flash_units} ({oversold}); {results['flash_rejected']} rejected, {results['flash_rejected_without_reason']} without a reason (most common: “{results['flash_reason']}”); stock after: {results['flash_stock']}; placed at **{results['flash_rps']}/s**, accepted→final p50 {results['flash_p50_ms']} ms, p99 **{results['flash_p99_ms']} ms**; checker: **{results['flash_invariants']}** | exactly {flash_units}, 0 oversold |
 | 6b | the same sale with two inventory instances, one of them leaving by SIGTERM halfway through (a scale-in: decision 0027) | {results['flash_scale_in_confirmed_units']} units confirmed ({scale_in_oversold}); placed at {results['flash_scale_in_rps']}/s, accepted→final p50 {results['flash_scale_in_p50_ms']} ms, p99 **{results['flash_scale_in_p99_ms']} ms**, {scale_in_ratio} figure 6's p99; checker: **{results['flash_scale_in_invariants']}** | p99 ≤ 1.5× figure 6's |
@@ -335,10 +336,10 @@ print(f"""
    `/health` (read every 20 ms) count them all published and acknowledged. The ceiling: `produce-bench` (`tools/src/bin/produce-bench.rs`) sends as many
    messages of the same size, keys and headers (`--headers`: the four the relay sets) with
    `platform::kafka::producer` and the relay's settings (idempotent, acks=all, linger 2 ms,
-   up to 5 requests in flight per connection), keeping 4,000 (the relay's four batches of
-   1,000) or 10,000 messages in flight. The relay's stages come from its
+   up to 5 requests in flight per connection), keeping {window} (the relay's window: its pipeline
+   depth times its batch) or 10,000 messages in flight. The relay's stages come from its
    `relay_batch_stage_seconds`, read before the insert and after the drain. The drains by 1, 2
-   and 4 instances and the ceiling with 4,000 in flight take turns, {results.get('drain_rounds', '?')}
+   and 4 instances and the ceiling with {window} in flight take turns, {results.get('drain_rounds', '?')}
    rounds; each figure is its median round (one ceiling run on this machine can be 1.5× the
    next, decision 0034).
 6. A product `FLASH-01` with {flash_units} units; `loadgen --rate R --count {flash_orders}
@@ -465,7 +466,7 @@ def stage_reading():
 if results["drain_1_per_s"] != "?":
   reading.append(
     f"- **Relay drain.** One relay drains {results['drain_1_per_s']} events/s, {drain_ratio:.2f}× of what "
-    "`produce-bench` sends with the same 4,000 messages in flight. Two instances over the eight "
+    f"`produce-bench` sends with the same {window} messages in flight. Two instances over the eight "
     f"lanes drain {lanes_ratio('2')}, four {lanes_ratio('4')}."
     + "".join(
         f" During the drain by {n} the processes used {sum(used.values()):.2f} of the {os.cpu_count()} cores: "
@@ -476,7 +477,7 @@ if results["drain_1_per_s"] != "?":
     )
     + (
         f" `produce-bench` alone: {sum(c.values()):.2f} cores, Kafka {c.get('java', 0):.2f}."
-        if (c := cores("ceiling_4000"))
+        if (c := cores("ceiling_window"))
         else ""
     )
     + stage_reading()

@@ -90,6 +90,12 @@ pub struct SkuBooks {
     pub held: i64,
 }
 
+#[derive(Debug, QueryableByName)]
+struct Sku {
+    #[diesel(sql_type = Text)]
+    sku: String,
+}
+
 impl SkuBooks {
     fn on_hand_balances(&self) -> bool {
         i64::from(self.on_hand) == i64::from(self.initial) - self.shipped
@@ -195,11 +201,20 @@ pub async fn check(order_url: &str, inventory_url: &str, grace_secs: f64) -> any
     let skus: Vec<SkuBooks> = diesel::sql_query(format!(
         "SELECT p.sku, p.initial_stock AS initial, p.on_hand, p.reserved, p.available, \
                 {LEDGER_SHIPPED} AS shipped, {LEDGER_HELD} AS held \
-         FROM products p LEFT JOIN stock_ledger l ON l.sku = p.sku \
+         FROM stock p LEFT JOIN stock_ledger l ON l.sku = p.sku \
          GROUP BY p.sku, p.initial_stock, p.on_hand, p.reserved, p.available ORDER BY p.sku"
     ))
     .load(&mut inventory)
     .await?;
+    // The `stock` view shows a product only with a level: one without would be missing above.
+    let without_level: Vec<Sku> = diesel::sql_query(
+        "SELECT p.sku FROM products p WHERE NOT EXISTS (SELECT 1 FROM stock_levels s WHERE s.sku = p.sku) ORDER BY p.sku",
+    )
+    .load(&mut inventory)
+    .await?;
+    for product in without_level {
+        violations.push(format!("{}: the product has no stock level", product.sku));
+    }
     for sku in &skus {
         if !sku.on_hand_balances() {
             violations.push(format!(

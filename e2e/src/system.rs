@@ -333,6 +333,25 @@ impl TestSystem {
         }
     }
 
+    /// Starts the stock of `sku` (every SKU if `None`) over at `units`, all on hand and none
+    /// reserved, as if the product had entered the catalogue with them: for a test to set up
+    /// before it places orders (the books would not balance after).
+    pub async fn restart_stock(&self, sku: Option<&str>, units: i32) {
+        let only = sku.map(|sku| format!(" WHERE sku = '{sku}'")).unwrap_or_default();
+        let mut conn = Self::connect(&self.inventory_db).await;
+        for sql in [
+            format!("UPDATE products SET initial_stock = {units}{only}"),
+            format!(
+                "INSERT INTO stock_levels (sku, seq, on_hand, reserved) \
+                 SELECT sku, max(seq) + 1, {units}, 0 FROM stock_levels{only} GROUP BY sku"
+            ),
+        ] {
+            diesel_async::RunQueryDsl::execute(diesel::sql_query(&sql), &mut conn)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        }
+    }
+
     pub async fn stock(&self, sku: &str) -> i64 {
         let response = self.http.get(format!("{}/stock/{sku}", self.inventory_url)).send().await.expect("answers");
         let body: Value = response.json().await.expect("json");

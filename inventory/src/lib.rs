@@ -19,6 +19,7 @@ pub mod stock;
 /// The inventory database's own tables: `diesel print-schema` of `migrations/inventory`, verbatim (`scripts/check-schema` compares).
 #[rustfmt::skip]
 pub mod tables;
+pub mod views;
 
 /// Inside the inbox transaction, after the stock changed, before the commit.
 pub const BEFORE_COMMIT: &str = "inventory.before_commit";

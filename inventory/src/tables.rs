@@ -6,9 +6,6 @@ diesel::table! {
         name -> Text,
         initial_stock -> Int4,
         updated_at -> Timestamptz,
-        on_hand -> Int4,
-        reserved -> Int4,
-        available -> Int4,
     }
 }
 
@@ -34,6 +31,17 @@ diesel::table! {
     }
 }
 
-diesel::joinable!(stock_ledger -> products (sku));
+diesel::table! {
+    stock_levels (sku, seq) {
+        sku -> Text,
+        seq -> Int8,
+        on_hand -> Int4,
+        reserved -> Int4,
+        created_at -> Timestamptz,
+    }
+}
 
-diesel::allow_tables_to_appear_in_same_query!(products, reservations, stock_ledger,);
+diesel::joinable!(stock_ledger -> products (sku));
+diesel::joinable!(stock_levels -> products (sku));
+
+diesel::allow_tables_to_appear_in_same_query!(products, reservations, stock_ledger, stock_levels,);

@@ -219,9 +219,8 @@ impl Processes {
         let mut conn = crate::TestSystem::connect(&self.inventory_db).await;
         use diesel::prelude::*;
         use diesel_async::RunQueryDsl;
-        use inventory::tables::products;
-        let available: i32 =
-            products::table.find(sku).select(products::available).first(&mut conn).await.expect("stock");
+        use inventory::views::stock;
+        let available: i32 = stock::table.find(sku).select(stock::available).first(&mut conn).await.expect("stock");
         i64::from(available)
     }
 

@@ -27,11 +27,7 @@ impl Books {
         .await
         .expect("migrations");
         let books = Self { orders, inventory };
-        books
-            .inventory_sql(
-                "INSERT INTO products (sku, name, initial_stock, on_hand, reserved) VALUES ('JUDGE-1', 'Judged', 10, 10, 0)",
-            )
-            .await;
+        books.inventory_sql("INSERT INTO products (sku, name, initial_stock) VALUES ('JUDGE-1', 'Judged', 10)").await;
         books
     }
 
@@ -80,7 +76,7 @@ impl Books {
         id
     }
 
-    /// A stock change of `delta` JUDGE-1 for `order`, in the ledger and in the product row
+    /// A stock change of `delta` JUDGE-1 for `order`, in the ledger and in the stock levels
     /// alike, as inventory makes it: a reservation (−q) or release (+q) moves `reserved`, a
     /// shipment (−q) takes the units out of `reserved` and `on_hand`.
     async fn deduct(&self, order: Uuid, delta: i32, reason: &str) {
@@ -90,12 +86,22 @@ impl Books {
             Uuid::now_v7()
         ))
         .await;
-        let change = match reason {
-            "reserve" | "release" => format!("reserved = reserved - {delta}"),
-            "ship" => format!("reserved = reserved + {delta}, on_hand = on_hand + {delta}"),
+        match reason {
+            "reserve" | "release" => self.level(0, -delta).await,
+            "ship" => self.level(delta, delta).await,
             other => panic!("no such ledger reason {other}"),
-        };
-        self.inventory_sql(&format!("UPDATE products SET {change} WHERE sku = 'JUDGE-1'")).await;
+        }
+    }
+
+    /// Appends JUDGE-1's next stock level: the newest one's `on_hand` and `reserved` changed by
+    /// these amounts.
+    async fn level(&self, on_hand: i32, reserved: i32) {
+        self.inventory_sql(&format!(
+            "INSERT INTO stock_levels (sku, seq, on_hand, reserved) \
+             SELECT sku, seq + 1, on_hand + {on_hand}, reserved + {reserved} FROM stock_levels \
+             WHERE sku = 'JUDGE-1' ORDER BY seq DESC LIMIT 1"
+        ))
+        .await;
     }
 
     /// What the checker says, with the default grace of the command line (30 s).
@@ -197,18 +203,25 @@ async fn a_confirmed_order_without_a_deduction_is_reported() {
 #[tokio::test]
 async fn stock_that_left_the_warehouse_outside_the_ledger_is_reported() {
     let books = Books::balanced().await;
-    books.inventory_sql("UPDATE products SET on_hand = on_hand - 1 WHERE sku = 'JUDGE-1'").await;
+    books.level(-1, 0).await;
     assert_only(&books.violations().await, "JUDGE-1: on hand 8 != initial 10 − shipped 1 (ledger)");
 }
 
 #[tokio::test]
 async fn a_reservation_outside_the_ledger_is_reported() {
     let books = Books::balanced().await;
-    books.inventory_sql("UPDATE products SET reserved = reserved + 1 WHERE sku = 'JUDGE-1'").await;
+    books.level(0, 1).await;
     assert_only(
         &books.violations().await,
         "JUDGE-1: reserved 3 != 2 held for confirmed orders not shipped or cancelled (ledger)",
     );
+}
+
+#[tokio::test]
+async fn a_product_without_a_stock_level_is_reported() {
+    let books = Books::balanced().await;
+    books.inventory_sql("DELETE FROM stock_levels WHERE sku = 'JUDGE-1'").await;
+    assert_only(&books.violations().await, "JUDGE-1: the product has no stock level");
 }
 
 #[tokio::test]

@@ -1,6 +1,5 @@
 use std::collections::BTreeMap;
 
-use diesel_async::RunQueryDsl as _;
 use e2e::TestSystem;
 use futures::StreamExt as _;
 use serde_json::{Value, json};
@@ -12,11 +11,7 @@ const STOCK: i64 = 60;
 async fn two_hundred_concurrent_orders_over_five_skus_conserve_stock_and_all_settle() {
     let system = TestSystem::start().await;
     // Scarce stock, so that some orders are rejected and the race for the last units is real.
-    let mut conn = TestSystem::connect(&system.inventory_db).await;
-    diesel::sql_query(format!("UPDATE products SET initial_stock = {STOCK}, on_hand = {STOCK}, reserved = 0"))
-        .execute(&mut conn)
-        .await
-        .expect("stock set");
+    system.restart_stock(None, STOCK as i32).await;
 
     let orders: Vec<(String, i64)> = futures::stream::iter(0..200)
         .map(|i| {
@@ -62,13 +57,7 @@ async fn a_flash_sale_sells_exactly_the_stock_and_tells_everyone_else_it_is_gone
     const UNITS: i64 = 25;
     const ORDERS: usize = 120;
     let system = TestSystem::start().await;
-    let mut conn = TestSystem::connect(&system.inventory_db).await;
-    diesel::sql_query(format!(
-        "UPDATE products SET initial_stock = {UNITS}, on_hand = {UNITS}, reserved = 0 WHERE sku = 'MUG-01'"
-    ))
-    .execute(&mut conn)
-    .await
-    .expect("stock set");
+    system.restart_stock(Some("MUG-01"), UNITS as i32).await;
     let lamps_before = system.stock("LAMP-01").await;
 
     let orders: Vec<(String, bool)> = futures::stream::iter(0..ORDERS)

@@ -9,11 +9,12 @@
 //! A SKU has `on_hand` units in the warehouse, `reserved` of them promised to confirmed
 //! orders; `available = on_hand − reserved` is what can still be sold (decision 0019). A
 //! reservation moves units into `reserved`, a release moves them back, a shipment takes them
-//! out of both.
+//! out of both. Each movement appends the SKU's new level to `stock_levels`, under the lock of
+//! its `products` row, which is locked but never updated (decision 0036).
 //!
 //! Reservation is all-or-nothing: the order's product rows are locked in SKU order (so two
 //! consumers never deadlock), every line is checked, and only if all fit is stock reserved,
-//! each with a conditional update that can never take `available` below zero.
+//! each with a conditional append that can never take `available` below zero.
 
 mod decide;
 mod statement;
@@ -27,6 +28,7 @@ pub use view::{StockView, add_product, find, list};
 use std::collections::HashMap;
 
 use crate::tables::{products, reservations, stock_ledger};
+use crate::views::stock;
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use schema::events::{
@@ -51,12 +53,15 @@ pub async fn reserve(
     let reserved = out.envelope(InventoryReserved { order_id, lines: placed.lines.clone() });
     let shortfalls = match (earlier, lines.as_slice()) {
         (Some(_), _) => Vec::new(),
-        // One line (every order of a flash sale, most orders): the conditional update is the
-        // check, so the product row is locked only when the units are there, and then only
-        // from that statement to the commit (decision 0021). When they are not, what is left
-        // is read without a lock to say so: on a sold-out SKU no rejection waits for the row.
+        // One line (every order of a flash sale, most orders): the product row is locked only
+        // when the last committed level has the units, and then only from that statement to
+        // the commit (decision 0021); the append re-checks under the lock. When they are not
+        // there, what is left is read without a lock to say so: on a sold-out SKU no rejection
+        // waits for the row.
         (None, [line]) => {
-            if try_move_line(conn, order_id, cause, line, Movement::Reserve, out.topic, &reserved).await? {
+            if lock_if_it_fits(conn, line).await?
+                && try_move_line(conn, order_id, cause, line, Movement::Reserve, out.topic, &reserved).await?
+            {
                 return Ok(Reservation::Reserved);
             }
             match shortfalls(conn, &lines, Lock::No).await? {
@@ -126,14 +131,17 @@ enum Lock {
 /// cannot cover.
 async fn shortfalls(conn: &mut AsyncPgConnection, lines: &[Line], lock: Lock) -> Result<Vec<Shortfall>, StockError> {
     let skus: Vec<&str> = lines.iter().map(|l| l.sku.as_str()).collect();
-    let query = products::table
-        .filter(products::sku.eq_any(&skus))
-        .order(products::sku)
-        .select((products::sku, products::available));
-    let rows: Vec<(String, i32)> = match lock {
-        Lock::Rows => query.for_update().load(conn).instrument(tracing::info_span!("stock.lock")).await?,
-        Lock::No => query.load(conn).await?,
-    };
+    if lock == Lock::Rows {
+        // Locked first, read after: this statement's snapshot is taken once the locks are held,
+        // so it sees the levels their last holders appended.
+        lock_products(conn, &skus).instrument(tracing::info_span!("stock.lock")).await?;
+    }
+    let rows: Vec<(String, i32)> = stock::table
+        .filter(stock::sku.eq_any(&skus))
+        .order(stock::sku)
+        .select((stock::sku, stock::available))
+        .load(conn)
+        .await?;
     let available: HashMap<String, i32> = rows.into_iter().collect();
     Ok(lines
         .iter()
@@ -143,6 +151,38 @@ async fn shortfalls(conn: &mut AsyncPgConnection, lines: &[Line], lock: Lock) ->
             (!fits).then(|| Shortfall { sku: line.sku.clone(), requested: line.quantity.get(), available: left })
         })
         .collect())
+}
+
+/// Locks the product rows of `skus` in SKU order, until the transaction ends: whoever holds a
+/// product's lock is the only one appending to its levels.
+async fn lock_products(conn: &mut AsyncPgConnection, skus: &[&str]) -> QueryResult<()> {
+    products::table
+        .filter(products::sku.eq_any(skus))
+        .order(products::sku)
+        .select(products::sku)
+        .for_update()
+        .load::<String>(conn)
+        .await
+        .map(drop)
+}
+
+/// Locks `line`'s product row if its last committed level has the units: whether it did. A
+/// row that does not qualify is not locked, so this never waits for a sold-out SKU. The level
+/// is read before any wait for the lock, so the append that follows checks again.
+#[tracing::instrument(name = "stock.lock", skip_all, fields(sku = %line.sku))]
+async fn lock_if_it_fits(conn: &mut AsyncPgConnection, line: &Line) -> QueryResult<bool> {
+    let fits = stock::table
+        .filter(stock::sku.eq(line.sku.as_str()))
+        .filter(stock::available.ge(line.quantity.get()))
+        .select(stock::sku);
+    let locked: Vec<String> = products::table
+        .filter(products::sku.eq(line.sku.as_str()))
+        .filter(diesel::dsl::exists(fits))
+        .select(products::sku)
+        .for_update()
+        .load(conn)
+        .await?;
+    Ok(!locked.is_empty())
 }
 
 /// Answers a placement that could not be processed: the order is rejected with `reason`,
@@ -197,6 +237,7 @@ pub async fn release(
         Cancellation::PutBack => {
             let lines = reserved_lines(conn, order_id).await?;
             let event = out.envelope(InventoryReleased { order_id, lines: lines.clone() });
+            lock_lines(conn, &lines).await?;
             move_stock(conn, order_id, cause, &lines, Movement::Release, out.topic, &event).await?;
             return Ok(lines);
         }
@@ -227,6 +268,7 @@ pub async fn ship(
         Shipment::TakeOut => {
             let lines = reserved_lines(conn, order_id).await?;
             let shipped = out.envelope(InventoryShipped { order_id, lines: lines.clone() });
+            lock_lines(conn, &lines).await?;
             move_stock(conn, order_id, cause, &lines, Movement::Ship, out.topic, &shipped).await?;
             Ok(Some(lines))
         }
@@ -251,6 +293,12 @@ pub async fn ship(
             Ok(None)
         }
     }
+}
+
+/// Locks the product rows of `lines` (by SKU, as the ledger gives them) before their stock moves.
+async fn lock_lines(conn: &mut AsyncPgConnection, lines: &[Line]) -> QueryResult<()> {
+    let skus: Vec<&str> = lines.iter().map(|line| line.sku.as_str()).collect();
+    lock_products(conn, &skus).await
 }
 
 /// The lines reserved for `order_id`, as the ledger recorded them.
@@ -282,10 +330,9 @@ async fn ledger_lines(
 }
 
 /// Moves the units of every line, writes the matching ledger rows, records the decision and
-/// writes `event` to the outbox: one statement ([`MoveStock`]), so that the stock rows, once
-/// locked, stay locked only for that statement and the commit. Each update is conditional,
-/// so `available` and `reserved` can never go below zero even if a caller forgot to check:
-/// a line that cannot move fails the whole transaction.
+/// writes `event` to the outbox: one statement ([`MoveStock`]), run with the lines' product
+/// rows locked. Each append is conditional, so `available` and `reserved` can never go below
+/// zero even if a caller forgot to check: a line that cannot move fails the whole transaction.
 async fn move_stock<E: schema::Event>(
     conn: &mut AsyncPgConnection,
     order_id: OrderId,
@@ -305,7 +352,7 @@ async fn move_stock<E: schema::Event>(
 
 /// [`move_stock`] for one line, where not having the units is an answer, not an error:
 /// whether it moved. If it did not, nothing was written.
-#[tracing::instrument(name = "stock.update", skip_all, fields(sku = %line.sku))]
+#[tracing::instrument(name = "stock.append", skip_all, fields(sku = %line.sku))]
 async fn try_move_line<E: schema::Event>(
     conn: &mut AsyncPgConnection,
     order_id: OrderId,

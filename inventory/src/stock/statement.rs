@@ -1,6 +1,6 @@
-//! The one statement that moves stock ([`MoveStock`]): the units of every line, the ledger
-//! rows, the decision and the outgoing event, so that stock rows, once locked, stay locked
-//! only for that statement and the commit.
+//! The one statement that moves stock ([`MoveStock`]): each line's new level, the ledger
+//! rows, the decision and the outgoing event, so that the product rows, once locked, stay
+//! locked only for that statement and the commit.
 
 use diesel::pg::Pg;
 use diesel::prelude::*;
@@ -14,11 +14,11 @@ use super::Reservation;
 /// How stock moves, and the sign of the ledger row that records it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Movement {
-    /// `reserved += q`; ledger `−q`.
+    /// `reserved + q`; ledger `−q`.
     Reserve,
-    /// `reserved −= q`; ledger `+q`.
+    /// `reserved − q`; ledger `+q`.
     Release,
-    /// `reserved −= q`, `on_hand −= q`; ledger `−q`.
+    /// `reserved − q`, `on_hand − q`; ledger `−q`.
     Ship,
 }
 
@@ -55,17 +55,25 @@ enum Decided {
 ///
 /// ```sql
 /// WITH wanted AS (SELECT … FROM unnest($skus, $quantities)),
-///      moved AS (UPDATE products … FROM wanted WHERE <enough to move> RETURNING …),
-///      ledger AS (INSERT INTO stock_ledger … SELECT … FROM moved),
+///      moved AS (INSERT INTO stock_levels (sku, seq, on_hand, reserved)
+///                SELECT wanted.sku, level.seq + 1, … FROM wanted
+///                CROSS JOIN LATERAL (<the SKU's newest level>) level
+///                WHERE <enough to move> RETURNING sku),
+///      ledger AS (INSERT INTO stock_ledger … SELECT … FROM moved JOIN wanted),
 ///      complete AS (SELECT … FROM moved HAVING count(*) = $lines),
 ///      decided AS (INSERT INTO reservations … SELECT … FROM complete | UPDATE reservations …),
 ///      event AS (INSERT INTO outbox … SELECT … FROM complete)
 /// SELECT count(*) FROM moved
 /// ```
 ///
+/// The caller holds the lock of every line's product row (decision 0036): the newest level
+/// this statement reads is then the newest committed, and no one appends after it before the
+/// commit. (A caller that forgot would not lose an update: a second row with the same `seq`
+/// is refused by the key.)
+///
 /// The decision and the event are written only if every line moved. A line that did not
-/// move left its row unlocked and unchanged; the lines that did are rolled back by the
-/// caller's error ([`move_stock`](super::move_stock)), and with one line there are none ([`try_move_line`](super::try_move_line)).
+/// move appended nothing; the lines that did are rolled back by the caller's error
+/// ([`move_stock`](super::move_stock)), and with one line there are none ([`try_move_line`](super::try_move_line)).
 ///
 /// Its text depends on the movement and the kind of decision only; diesel prepares each
 /// text once per connection (it is cached by its text, not by this type).
@@ -119,35 +127,36 @@ impl QueryFragment<Pg> for MoveStock<'_> {
             sql_types::Array<sql_types::Text> => &self.skus,
             sql_types::Array<sql_types::Integer> => &self.quantities,
         );
-        out.push_sql(") AS wanted (sku, quantity)), moved AS (UPDATE products SET ");
+        out.push_sql(
+            ") AS wanted (sku, quantity)), moved AS (INSERT INTO stock_levels (sku, seq, on_hand, reserved) \
+             SELECT wanted.sku, level.seq + 1, ",
+        );
         out.push_sql(match self.movement {
-            Movement::Reserve => {
-                "reserved = products.reserved + wanted.quantity, updated_at = now() \
-                 FROM wanted WHERE products.sku = wanted.sku AND products.available >= wanted.quantity"
-            }
-            Movement::Release => {
-                "reserved = products.reserved - wanted.quantity, updated_at = now() \
-                 FROM wanted WHERE products.sku = wanted.sku AND products.reserved >= wanted.quantity"
-            }
-            Movement::Ship => {
-                "reserved = products.reserved - wanted.quantity, on_hand = products.on_hand - wanted.quantity, \
-                 updated_at = now() \
-                 FROM wanted WHERE products.sku = wanted.sku AND products.reserved >= wanted.quantity"
-            }
+            Movement::Reserve => "level.on_hand, level.reserved + wanted.quantity",
+            Movement::Release => "level.on_hand, level.reserved - wanted.quantity",
+            Movement::Ship => "level.on_hand - wanted.quantity, level.reserved - wanted.quantity",
         });
         out.push_sql(
-            " RETURNING products.sku, wanted.quantity), \
+            " FROM wanted CROSS JOIN LATERAL (SELECT s.seq, s.on_hand, s.reserved FROM stock_levels s \
+             WHERE s.sku = wanted.sku ORDER BY s.seq DESC LIMIT 1) level WHERE ",
+        );
+        out.push_sql(match self.movement {
+            Movement::Reserve => "level.on_hand - level.reserved >= wanted.quantity",
+            Movement::Release | Movement::Ship => "level.reserved >= wanted.quantity",
+        });
+        out.push_sql(
+            " RETURNING sku), \
              ledger AS (INSERT INTO stock_ledger (order_id, sku, delta, reason, event_id) SELECT ",
         );
         out.push_bind_param::<sql_types::Uuid, _>(&self.order_id)?;
         out.push_sql(match self.movement {
-            Movement::Reserve | Movement::Ship => ", moved.sku, -moved.quantity, ",
-            Movement::Release => ", moved.sku, moved.quantity, ",
+            Movement::Reserve | Movement::Ship => ", moved.sku, -wanted.quantity, ",
+            Movement::Release => ", moved.sku, wanted.quantity, ",
         });
         out.push_bind_param::<sql_types::Text, _>(self.movement.reason())?;
         out.push_sql(", ");
         out.push_bind_param::<sql_types::Uuid, _>(&self.cause)?;
-        out.push_sql(" FROM moved), complete AS (SELECT count(*) AS lines FROM moved HAVING count(*) = ");
+        out.push_sql(" FROM moved JOIN wanted ON wanted.sku = moved.sku), complete AS (SELECT count(*) AS lines FROM moved HAVING count(*) = ");
         out.push_bind_param::<sql_types::BigInt, _>(&self.lines)?;
         out.push_sql("), decided AS (");
         match self.decided {

@@ -5,10 +5,11 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use schema::Sku;
 
 use crate::tables::products;
+use crate::views::stock;
 
 /// One product as the API shows it.
 #[derive(Debug, Clone, Queryable, Selectable, serde::Serialize, utoipa::ToSchema)]
-#[diesel(table_name = products, check_for_backend(diesel::pg::Pg))]
+#[diesel(table_name = stock, check_for_backend(diesel::pg::Pg))]
 pub struct StockView {
     pub sku: String,
     pub name: String,
@@ -21,25 +22,20 @@ pub struct StockView {
 }
 
 pub async fn list(conn: &mut AsyncPgConnection) -> QueryResult<Vec<StockView>> {
-    products::table.order(products::sku).select(StockView::as_select()).load(conn).await
+    stock::table.order(stock::sku).select(StockView::as_select()).load(conn).await
 }
 
 pub async fn find(conn: &mut AsyncPgConnection, sku: &Sku) -> QueryResult<Option<StockView>> {
-    products::table.find(sku.as_str()).select(StockView::as_select()).first(conn).await.optional()
+    stock::table.find(sku.as_str()).select(StockView::as_select()).first(conn).await.optional()
 }
 
-/// Adds a product to the catalogue with `stock` units; false if the SKU is already there.
-/// New stock enters as the product's initial stock and on hand, nothing reserved, so the books
-/// still balance (on hand = initial − shipped, reserved = held, by the ledger).
-pub async fn add_product(conn: &mut AsyncPgConnection, sku: &Sku, name: &str, stock: i32) -> QueryResult<bool> {
+/// Adds a product to the catalogue with `units` in stock; false if the SKU is already there.
+/// New stock enters as the product's initial stock and its first level (the migration's trigger
+/// appends it): all on hand, nothing reserved, so the books still balance (on hand = initial −
+/// shipped, reserved = held, by the ledger).
+pub async fn add_product(conn: &mut AsyncPgConnection, sku: &Sku, name: &str, units: i32) -> QueryResult<bool> {
     let inserted = diesel::insert_into(products::table)
-        .values((
-            products::sku.eq(sku.as_str()),
-            products::name.eq(name),
-            products::initial_stock.eq(stock),
-            products::on_hand.eq(stock),
-            products::reserved.eq(0),
-        ))
+        .values((products::sku.eq(sku.as_str()), products::name.eq(name), products::initial_stock.eq(units)))
         .on_conflict_do_nothing()
         .execute(conn)
         .await?;

@@ -321,9 +321,10 @@ print(f"""
 2. `loadgen --rate 200 --duration 60`, all three services up; accepted → final is taken
    from the order's own history (PENDING at → CONFIRMED at), so client-side queueing does
    not count. 2b: the same at 50/s. Every figure that runs the whole system (2, 3, 6, 8, R)
-   starts it fresh, waits until both consumers hold their partitions, and warms it up
-   with 10 s of orders at 100/s followed to their end, outside the figure: the figures are
-   of the steady state. 2c is the same 200/s without the warm-up: the first seconds of fresh
+   starts it fresh, waits until both consumers hold their partitions, gives each of the
+   seeded SKUs a million more units (the catalogue's 18,505 would sell out within minutes,
+   and a rejection moves no stock), and warms it up with 10 s of orders at 100/s followed
+   to their end, outside the figure: the figures are of the steady state. 2c is the same 200/s without the warm-up: the first seconds of fresh
    processes (pools opening connections, statements prepared for the first time, the
    broker's JIT) are slower.
 3. `loadgen --rate R --duration 20` for R = 100, 200, 300, 400, 500, 600, 700, 800, 1000, each in a fresh
@@ -344,7 +345,7 @@ print(f"""
    next, decision 0034).
 6. A product `FLASH-01` with {flash_units} units; `loadgen --rate R --count {flash_orders}
    --skus FLASH-01 --max-quantity 1` with R the rate figure 3 found sustainable, every order
-   followed until final. Units confirmed are summed from the order database; the stock row
+   followed until final. Units confirmed are summed from the order database; the SKU's stock
    and the invariant checker (`check-invariants`, ledger against orders) judge overselling.
    6b: the same, on a fresh system with a second inventory instance in the group (dynamic
    member, the local profile's group protocol); halfway through the sale it is stopped by
@@ -369,8 +370,8 @@ print(f"""
    -XX:MaxGCPauseMillis=10`, Kafka's production collector) instead of the serial collector
    the local brokers use (docs/kafka-local.md). The broker's young collections are counted
    with `jstat` over today's run.
-10. The whole system at 200 orders/s (`loadgen --rate 200`), each of the five SKUs given a
-   million more units first so that every order reserves stock, for one window, then
+10. The whole system at 200 orders/s (`loadgen --rate 200`; every order reserves stock, as
+   for figure 2), for one window, then
    `pg_dump` of each service database into a pipe that nobody reads (a dump to a slow disk
    or network): it holds its snapshot and a lock on every table for the whole hold, then
    finishes. The load goes on for the hold and {results['hold_after_secs'] if results['hold_after_secs'] != '?' else 360} s more.
@@ -488,7 +489,7 @@ if results["drain_1_per_s"] != "?":
   )
 if results["flash_rate"] != "?":
   reading.append(
-    f"- **Flash sale.** Every order for one SKU updates one stock row; at {results['flash_rate']}/s "
+    f"- **Flash sale.** Every order for one SKU locks one product row; at {results['flash_rate']}/s "
     f"the accepted→final p99 was {results['flash_p99_ms']} ms, against {results['e2e_notify_p99_ms']} ms "
     "for orders spread over five SKUs (figure 2). The checker judges the books: "
     f"{results['flash_invariants']}."
@@ -505,8 +506,9 @@ for label in ("today", "before"):
     if held(label) and label == "today":
         reading.append(
             "- **A snapshot held.** The relay's reads start after each lane's position, so the hold "
-            "does not lengthen them; what a held snapshot still costs is the tables updated in "
-            "place (the `products` rows, the orders, `outbox_lanes`), whose dead versions VACUUM "
+            "does not lengthen them, and stock is appended as levels, not updated (decision 0036; "
+            "`products` is only locked, so its dead rows stay near none); what a held snapshot still "
+            "costs is the tables updated in place (the orders, `outbox_lanes`), whose dead versions VACUUM "
             "cannot remove until the snapshot goes (the dead-row columns above), and the space: the "
             "dump holds a lock on every partition, so none is truncated until it ends."
         )

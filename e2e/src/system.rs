@@ -352,6 +352,26 @@ impl TestSystem {
         }
     }
 
+    /// Where each product row lies in its table (`ctid`, by SKU): a row that is updated moves
+    /// to a new version, so the same places before and after show that nothing rewrote them.
+    pub async fn product_row_places(&self) -> Vec<(String, String)> {
+        #[derive(diesel::QueryableByName)]
+        struct Place {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            sku: String,
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            place: String,
+        }
+        let mut conn = Self::connect(&self.inventory_db).await;
+        let places: Vec<Place> = diesel_async::RunQueryDsl::load(
+            diesel::sql_query("SELECT sku, ctid::text AS place FROM products ORDER BY sku"),
+            &mut conn,
+        )
+        .await
+        .expect("product rows");
+        places.into_iter().map(|p| (p.sku, p.place)).collect()
+    }
+
     pub async fn stock(&self, sku: &str) -> i64 {
         let response = self.http.get(format!("{}/stock/{sku}", self.inventory_url)).send().await.expect("answers");
         let body: Value = response.json().await.expect("json");

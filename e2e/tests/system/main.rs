@@ -37,6 +37,7 @@ mod standby_answers;
 mod standby_offsets;
 mod standby_wait;
 mod status_in_place;
+mod stock_locks;
 mod strangers;
 mod upgrade;
 mod wake_ups;

@@ -2,7 +2,9 @@
 //! docs/runbook.md "Upgrading to the log"): the rows waiting in the old outbox are published,
 //! none lost and in their order; the ids the old inbox remembers are still recognised; and
 //! services and relays of the version before, still running during the rollout, write into
-//! the logs through the old names while an old relay publishes nothing.
+//! the logs through the old names while an old relay publishes nothing. And upgrading
+//! inventory to stock levels (inventory migration 000007, "Upgrading to stock levels"): each
+//! SKU's stock moves from its product row into its first level, and back on a revert.
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
@@ -178,4 +180,68 @@ async fn an_outbox_with_waiting_rows_moves_to_the_log_in_order_and_the_version_b
 struct Profile {
     #[serde(default)]
     relay: relay::settings::RelaySettings,
+}
+
+/// The last inventory migration with the stock in the product rows.
+const BEFORE_THE_LEVELS: &str = "20261129000006";
+
+#[derive(diesel::QueryableByName, Debug, PartialEq, Eq)]
+struct Stock {
+    #[diesel(sql_type = Text)]
+    sku: String,
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    on_hand: i32,
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    reserved: i32,
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    available: i32,
+}
+
+async fn stock_in(conn: &mut AsyncPgConnection, table: &str) -> Vec<Stock> {
+    diesel::sql_query(format!(
+        "SELECT sku, on_hand, reserved, available FROM {table} WHERE sku IN ('LAMP-01', 'MUG-01') ORDER BY sku"
+    ))
+    .load(conn)
+    .await
+    .expect("stock")
+}
+
+#[tokio::test]
+async fn stock_held_in_the_product_rows_becomes_each_skus_first_level_and_comes_back_on_a_revert() {
+    use inventory::startup::InventoryService;
+    use messaging::service::ConsumingService as _;
+    let database = TestDatabase::create(&e2e::pg_server_url(), &e2e::unique_name("stock_upgrade")).await;
+    migrate(&database.url, || messaging::MIGRATIONS, None).await;
+    migrate(&database.url, || InventoryService::MIGRATIONS, Some(BEFORE_THE_LEVELS)).await;
+    let mut conn = AsyncPgConnection::establish(&database.url).await.expect("connection");
+    // The version before at work: 3 mugs promised, 2 lamps shipped.
+    diesel::sql_query("UPDATE products SET reserved = 3 WHERE sku = 'MUG-01'").execute(&mut conn).await.expect("mugs");
+    diesel::sql_query("UPDATE products SET on_hand = on_hand - 2 WHERE sku = 'LAMP-01'")
+        .execute(&mut conn)
+        .await
+        .expect("lamps");
+    let before = stock_in(&mut conn, "products").await;
+    assert_eq!(before[1], Stock { sku: "MUG-01".into(), on_hand: 5000, reserved: 3, available: 4997 });
+
+    migrate(&database.url, || InventoryService::MIGRATIONS, None).await;
+    assert_eq!(stock_in(&mut conn, "stock").await, before, "the stock view shows what the product rows held");
+    let firsts: Vec<Count> = diesel::sql_query("SELECT count(*) AS count FROM stock_levels WHERE seq = 0")
+        .load(&mut conn)
+        .await
+        .expect("levels");
+    let products: Vec<Count> =
+        diesel::sql_query("SELECT count(*) AS count FROM products").load(&mut conn).await.expect("products");
+    assert_eq!(firsts[0].count, products[0].count, "every product has its first level");
+
+    let reverting = AsyncPgConnection::establish(&database.url).await.expect("connection");
+    tokio::task::spawn_blocking(move || {
+        use diesel::migration::MigrationSource as _;
+        let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::from(reverting);
+        let migrations = InventoryService::MIGRATIONS.migrations().expect("inventory migrations");
+        let levels = migrations.iter().find(|m| m.name().version().to_string() == "20261207000007").expect("000007");
+        conn.revert_migration(&**levels).expect("revert");
+    })
+    .await
+    .expect("reverted");
+    assert_eq!(stock_in(&mut conn, "products").await, before, "the revert puts the newest levels back in the rows");
 }

@@ -337,19 +337,16 @@ impl TestSystem {
     /// reserved, as if the product had entered the catalogue with them: for a test to set up
     /// before it places orders (the books would not balance after).
     pub async fn restart_stock(&self, sku: Option<&str>, units: i32) {
+        use diesel_async::SimpleAsyncConnection as _;
         let only = sku.map(|sku| format!(" WHERE sku = '{sku}'")).unwrap_or_default();
+        // One simple query, so one transaction: the update locks the rows before the append.
+        let sql = format!(
+            "UPDATE products SET initial_stock = {units}{only}; \
+             INSERT INTO stock_levels (sku, seq, on_hand, reserved) \
+             SELECT sku, max(seq) + 1, {units}, 0 FROM stock_levels{only} GROUP BY sku"
+        );
         let mut conn = Self::connect(&self.inventory_db).await;
-        for sql in [
-            format!("UPDATE products SET initial_stock = {units}{only}"),
-            format!(
-                "INSERT INTO stock_levels (sku, seq, on_hand, reserved) \
-                 SELECT sku, max(seq) + 1, {units}, 0 FROM stock_levels{only} GROUP BY sku"
-            ),
-        ] {
-            diesel_async::RunQueryDsl::execute(diesel::sql_query(&sql), &mut conn)
-                .await
-                .unwrap_or_else(|e| panic!("{sql}: {e}"));
-        }
+        conn.batch_execute(&sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
 
     /// Where each product row lies in its table (`ctid`, by SKU): a row that is updated moves

@@ -34,6 +34,10 @@ async fn inventory_database() -> TestDatabase {
     database
 }
 
+fn test_trace() -> Trace {
+    Trace { correlation_id: "lock-test".to_owned(), traceparent: None }
+}
+
 /// A connection with a transaction open.
 async fn in_transaction(url: &str) -> AsyncPgConnection {
     let mut conn = TestSystem::connect(url).await;
@@ -82,7 +86,7 @@ where
 #[tokio::test]
 async fn a_second_reservation_of_a_sku_waits_for_the_first_and_appends_after_it() {
     let database = inventory_database().await;
-    let trace = Trace { correlation_id: "lock-test".to_owned(), traceparent: None };
+    let trace = test_trace();
 
     let mut first = in_transaction(&database.url).await;
     let decided = stock::reserve(&mut first, EventId::new(), &placed(2), Outbox::new(TOPIC, &trace)).await;
@@ -90,7 +94,7 @@ async fn a_second_reservation_of_a_sku_waits_for_the_first_and_appends_after_it(
 
     let url = database.url.clone();
     second_waits_for_first(first, async move {
-        let trace = Trace { correlation_id: "lock-test".to_owned(), traceparent: None };
+        let trace = test_trace();
         let mut second = in_transaction(&url).await;
         let decided = stock::reserve(&mut second, EventId::new(), &placed(3), Outbox::new(TOPIC, &trace)).await;
         assert_eq!(decided.expect("second reserves after the first"), Reservation::Reserved);
@@ -104,7 +108,7 @@ async fn a_second_reservation_of_a_sku_waits_for_the_first_and_appends_after_it(
 #[tokio::test]
 async fn a_release_and_a_shipment_wait_for_a_reservation_of_the_same_sku() {
     let database = inventory_database().await;
-    let trace = Trace { correlation_id: "lock-test".to_owned(), traceparent: None };
+    let trace = test_trace();
     // Two orders reserved and committed: one to cancel, one to ship.
     let (to_cancel, to_ship) = (placed(1), placed(2));
     for order in [&to_cancel, &to_ship] {
@@ -120,7 +124,7 @@ async fn a_release_and_a_shipment_wait_for_a_reservation_of_the_same_sku() {
         let (cancelled, ready) =
             (OrderCancelled { order_id: to_cancel.order_id }, OrderReadyToShip { order_id: to_ship.order_id });
         second_waits_for_first(first, async move {
-            let trace = Trace { correlation_id: "lock-test".to_owned(), traceparent: None };
+            let trace = test_trace();
             let mut second = in_transaction(&url).await;
             let out = Outbox::new(TOPIC, &trace);
             let moved = match step {

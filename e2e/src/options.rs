@@ -1,5 +1,5 @@
 //! How a [`crate::TestSystem`] starts: relays per outbox, the wait budget, the gremlin, the
-//! admin token, admission limits and development tokens.
+//! stock levels' retention, the admin token, admission limits and development tokens.
 
 /// How the system starts.
 #[derive(Debug, Clone)]
@@ -9,6 +9,8 @@ pub struct Options {
     pub inventory_relays: usize,
     pub wait_budget_ms: u64,
     pub gremlin: inventory::gremlin::Pattern,
+    /// How long inventory keeps old stock levels, and how often it forgets older ones.
+    pub levels: inventory::stock::retention::LevelRetention,
     pub admin_token: Option<String>,
     pub admission: order::admission::AdmissionSettings,
     /// Both services' inbox settings; `None`: the local profile's.
@@ -32,6 +34,7 @@ impl Default for Options {
             inventory_relays: 1,
             wait_budget_ms: 2_000,
             gremlin: inventory::gremlin::Pattern::default(),
+            levels: inventory::stock::retention::LevelRetention::default(),
             admin_token: None,
             admission: order::admission::AdmissionSettings {
                 // Tests place many orders for one customer quickly.

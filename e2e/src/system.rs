@@ -155,6 +155,7 @@ impl TestSystem {
         let mut inventory: inventory::configuration::Settings = local_settings();
         in_test(&mut inventory.common, &inventory_db, &topics, format!("{name}-inventory"), &options);
         inventory.own.gremlin = options.gremlin;
+        inventory.own.levels = options.levels.clone();
         let inventory = inventory::startup::Application::build(inventory, shutdown.clone())
             .await
             .expect("inventory service builds");

@@ -13,4 +13,8 @@ pub struct InventorySettings {
     /// `..__DELAY_MS=5000`); changeable at run time through `/admin/gremlin`.
     #[serde(default)]
     pub gremlin: crate::gremlin::Pattern,
+    /// How long old stock levels are kept (`INVENTORY__LEVELS__KEEP_HOURS`, 7 days) and how
+    /// often older ones are deleted (`stock::retention`).
+    #[serde(default)]
+    pub levels: crate::stock::retention::LevelRetention,
 }

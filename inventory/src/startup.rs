@@ -13,6 +13,7 @@ use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 use messaging::metrics::ConsumerMetrics;
 use messaging::service::{Broker, Checks, ConsumingService, Running, Skeleton};
 use platform::readiness::{Readiness, require_ready};
+use prometheus_client::metrics::counter::Counter;
 use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi as _;
 
@@ -21,6 +22,7 @@ use crate::consumer::OrderEvents;
 use crate::gremlin::Gremlin;
 use crate::routes;
 use crate::state::AppState;
+use crate::stock::retention::forget_periodically;
 
 pub struct Application {
     running: Running,
@@ -39,7 +41,18 @@ impl Application {
         let handler = OrderEvents { topic: common.topics.inventory.clone(), gremlin: Arc::clone(&gremlin) };
         let checks =
             Checks { probe_sql: "SELECT 1 FROM products LIMIT 1", broker: Broker::Required, optional: Vec::new() };
+        let forgotten = Counter::default();
+        skeleton.metrics().register(
+            "stock_levels_forgotten",
+            "Stock levels deleted because they were older than the retention (never a SKU's newest)",
+            forgotten.clone(),
+        );
+        let levels = own.levels;
         let service = skeleton.consume(&[common.topics.orders.as_str()], handler, checks)?;
+        let pool = service.pool().clone();
+        let service = service.task(move |shutdown| {
+            platform::service::task("stock level retention", forget_periodically(pool, levels, forgotten, shutdown))
+        });
         let consumer_stats = service.stats();
         let state = web::Data::new(AppState { pool: service.pool().clone(), gremlin: Arc::clone(&gremlin) });
         let (ready, slow) = (Arc::clone(service.readiness()), Arc::clone(&gremlin));

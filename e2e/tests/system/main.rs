@@ -37,7 +37,7 @@ mod standby_answers;
 mod standby_offsets;
 mod standby_wait;
 mod status_in_place;
-mod stock_locks;
+mod stock_levels;
 mod strangers;
 mod upgrade;
 mod wake_ups;

@@ -17,6 +17,7 @@
 //! each with a conditional append that can never take `available` below zero.
 
 mod decide;
+pub mod retention;
 mod statement;
 mod view;
 

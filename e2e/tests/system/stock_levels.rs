@@ -1,8 +1,12 @@
-//! Two movements of one SKU at the same time (decision 0036). Each reservation, release and
-//! shipment appends the SKU's next level under its product row's lock, so the second waits for
-//! the first to commit and then appends after it. Without the lock, the second would read the
-//! same newest level, and the key would refuse its append: an error, and a dead letter in a
-//! running system.
+//! Stock as a series of levels (decision 0036).
+//!
+//! Two movements of one SKU at the same time: each reservation, release and shipment appends
+//! the SKU's next level under its product row's lock, so the second waits for the first to
+//! commit and then appends after it. Without the lock, the second would read the same newest
+//! level, and the key would refuse its append: an error, and a dead letter in a running system.
+//!
+//! Old levels are forgotten: those older than the retention go, a SKU's newest never does,
+//! and the series goes on after it.
 
 use std::time::Duration;
 
@@ -61,9 +65,14 @@ struct Level {
 }
 
 async fn levels(url: &str) -> Vec<(i64, i32, i32)> {
+    levels_of(url, "LOCK-1").await
+}
+
+async fn levels_of(url: &str, sku: &str) -> Vec<(i64, i32, i32)> {
     let mut conn = TestSystem::connect(url).await;
     let rows: Vec<Level> =
-        diesel::sql_query("SELECT seq, on_hand, reserved FROM stock_levels WHERE sku = 'LOCK-1' ORDER BY seq")
+        diesel::sql_query("SELECT seq, on_hand, reserved FROM stock_levels WHERE sku = $1 ORDER BY seq")
+            .bind::<diesel::sql_types::Text, _>(sku)
             .load(&mut conn)
             .await
             .expect("levels");
@@ -147,4 +156,84 @@ async fn a_release_and_a_shipment_wait_for_a_reservation_of_the_same_sku() {
     // ship 2 → 8/2.
     let last = levels(&database.url).await.pop().expect("levels");
     assert_eq!(last, (6, 8, 2));
+}
+
+/// Appends levels `seqs` of `sku` (one unit more reserved each), each stamped `days_ago`.
+async fn plant_levels(conn: &mut AsyncPgConnection, sku: &str, seqs: std::ops::RangeInclusive<i64>, days_ago: i64) {
+    conn.batch_execute(&format!(
+        "INSERT INTO stock_levels (sku, seq, on_hand, reserved, created_at) \
+         SELECT '{sku}', s, 100, s, now() - interval '{days_ago} days' FROM generate_series({}, {}) s",
+        seqs.start(),
+        seqs.end()
+    ))
+    .await
+    .expect("levels planted");
+}
+
+#[tokio::test]
+async fn levels_older_than_the_retention_are_forgotten_but_never_a_skus_newest() {
+    let database = inventory_database().await;
+    let mut conn = TestSystem::connect(&database.url).await;
+    conn.batch_execute(
+        "INSERT INTO products (sku, name, initial_stock) VALUES ('OLD-1', 'Old', 100), ('MIXED-1', 'Mixed', 100);
+         UPDATE stock_levels SET created_at = now() - interval '30 days' WHERE sku IN ('OLD-1', 'MIXED-1');",
+    )
+    .await
+    .expect("products");
+    // OLD-1 moved long ago and not since: every level is old, the newest (12) too.
+    plant_levels(&mut conn, "OLD-1", 1..=12, 30).await;
+    // MIXED-1: 1–4 old, 5–7 recent, 8 old (a transaction that began long before it appended;
+    // its batch is walked, so it goes too), 9 recent and the newest.
+    plant_levels(&mut conn, "MIXED-1", 1..=4, 30).await;
+    plant_levels(&mut conn, "MIXED-1", 5..=7, 1).await;
+    plant_levels(&mut conn, "MIXED-1", 8..=8, 30).await;
+    plant_levels(&mut conn, "MIXED-1", 9..=9, 1).await;
+    let stock_before = stock::list(&mut conn).await.expect("stock");
+
+    // Kept seven days, five levels a statement: OLD-1 takes three batches.
+    let cutoff = chrono::Utc::now() - chrono::Duration::days(7);
+    let forgotten = stock::retention::forget(&mut conn, cutoff, 5).await.expect("forgotten");
+
+    assert_eq!(levels_of(&database.url, "OLD-1").await, vec![(12, 100, 12)]);
+    let mixed: Vec<i64> = levels_of(&database.url, "MIXED-1").await.into_iter().map(|(seq, ..)| seq).collect();
+    assert_eq!(mixed, vec![5, 6, 7, 9]);
+    // LOCK-1's only level is recent.
+    assert_eq!(levels(&database.url).await, vec![(0, 10, 0)]);
+    assert_eq!(forgotten, 12 + 6);
+    let stock_after = stock::list(&mut conn).await.expect("stock");
+    let summary = |s: &[stock::StockView]| s.iter().map(|p| (p.sku.clone(), p.on_hand, p.reserved)).collect::<Vec<_>>();
+    assert_eq!(summary(&stock_after), summary(&stock_before), "the stock is what it was");
+
+    // A second turn finds nothing more, and the series goes on after its newest level.
+    assert_eq!(stock::retention::forget(&mut conn, cutoff, 5).await.expect("second turn"), 0);
+    let line = Line { sku: Sku::parse("OLD-1").expect("sku"), quantity: Quantity::parse(1).expect("quantity") };
+    let order = OrderPlaced { order_id: OrderId::new(), customer_id: "lock-test".to_owned(), lines: vec![line] };
+    let trace = test_trace();
+    let decided = stock::reserve(&mut conn, EventId::new(), &order, Outbox::new(TOPIC, &trace)).await;
+    assert_eq!(decided.expect("reserves"), Reservation::Reserved);
+    assert_eq!(levels_of(&database.url, "OLD-1").await, vec![(12, 100, 12), (13, 100, 13)]);
+}
+
+#[tokio::test]
+async fn a_running_inventory_forgets_levels_older_than_its_retention_and_counts_them() {
+    // Kept no time at all, forgotten every second: every level but each SKU's newest goes.
+    let levels = inventory::stock::retention::LevelRetention { keep_hours: 0, forget_every_secs: 1, batch: 2 };
+    let system = TestSystem::start_with(e2e::Options { levels, ..Default::default() }).await;
+    let orders = [system.place("MUG-01", 1).await, system.place("MUG-01", 2).await, system.place("MUG-01", 1).await];
+    for id in &orders {
+        assert_eq!(system.settled(id).await["status"], "CONFIRMED");
+    }
+    let metrics = format!("{}/metrics", system.inventory_url);
+    e2e::eventually_async("three levels forgotten and counted", || async {
+        let text = system.http.get(&metrics).send().await.expect("answers").text().await.expect("text");
+        text.lines().any(|l| l.starts_with("stock_levels_forgotten_total ") && !l.ends_with(" 0"))
+            && levels_of(&system.inventory_db, "MUG-01").await.len() == 1
+    })
+    .await;
+    let kept: Vec<(i64, i32)> =
+        levels_of(&system.inventory_db, "MUG-01").await.into_iter().map(|(seq, _, reserved)| (seq, reserved)).collect();
+    assert_eq!(kept, vec![(3, 4)], "the newest level, after three reservations");
+    assert_eq!(system.stock_levels("MUG-01").await.2, 4, "reserved as before");
+    system.assert_books_balance().await;
+    system.stop().await;
 }

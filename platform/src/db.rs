@@ -133,6 +133,34 @@ pub async fn truncate_without_waiting(
     }
 }
 
+/// Runs `turn` on a connection from `pool` every `every` until shutdown: upkeep that nothing
+/// waits for (giving space back). A turn that fails, or finds no connection, is logged as
+/// `what` and tried again at the next.
+pub async fn every_until_shutdown<F>(
+    pool: PgPool,
+    every: std::time::Duration,
+    what: &'static str,
+    shutdown: tokio_util::sync::CancellationToken,
+    mut turn: F,
+) where
+    F: for<'c> FnMut(&'c mut AsyncPgConnection) -> BoxFuture<'c, diesel::QueryResult<()>> + Send,
+{
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+        match pool.get().await {
+            Ok(mut conn) => {
+                if let Err(error) = turn(&mut conn).await {
+                    tracing::warn!(%error, "{what} failed; will try again");
+                }
+            }
+            Err(error) => tracing::warn!(%error, "{what} skipped: no connection"),
+        }
+    }
+}
+
 /// `55P03 lock_not_available`: a lock taken with `NOWAIT` that someone holds.
 pub fn is_lock_not_available(error: &diesel::result::Error) -> bool {
     matches!(error, diesel::result::Error::DatabaseError(_, info)

@@ -110,25 +110,17 @@ pub fn forget_periodically(
 ) -> impl Future<Output = ()> + Send + 'static {
     let keep = i64::try_from(settings.keep_hours).ok().and_then(chrono::Duration::try_hours);
     let every = Duration::from_secs(settings.forget_every_secs.max(1));
-    async move {
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(every) => {}
+    platform::db::every_until_shutdown(pool, every, "forgetting old stock levels", shutdown, move |conn| {
+        // A retention too long to subtract keeps everything.
+        let cutoff = keep.and_then(|keep| Utc::now().checked_sub_signed(keep)).unwrap_or(DateTime::<Utc>::MIN_UTC);
+        let forgotten = forgotten.clone();
+        Box::pin(async move {
+            let count = forget(conn, cutoff, settings.batch).await?;
+            if count > 0 {
+                forgotten.inc_by(count);
+                tracing::info!(levels = count, %cutoff, "stock levels older than the retention forgotten");
             }
-            // A retention too long to subtract keeps everything.
-            let cutoff = keep.and_then(|keep| Utc::now().checked_sub_signed(keep)).unwrap_or(DateTime::<Utc>::MIN_UTC);
-            match pool.get().await {
-                Ok(mut conn) => match forget(&mut conn, cutoff, settings.batch).await {
-                    Ok(0) => {}
-                    Ok(count) => {
-                        forgotten.inc_by(count);
-                        tracing::info!(levels = count, %cutoff, "stock levels older than the retention forgotten");
-                    }
-                    Err(error) => tracing::warn!(%error, "forgetting old stock levels failed; will try again"),
-                },
-                Err(error) => tracing::warn!(%error, "forgetting old stock levels skipped: no connection"),
-            }
-        }
-    }
+            Ok(())
+        })
+    })
 }

@@ -90,29 +90,16 @@ pub fn retain_periodically(
 ) -> impl Future<Output = ()> + Send + 'static {
     let keep = Duration::from_secs(settings.keep_hours * 3600);
     let every = Duration::from_secs(settings.purge_every_secs);
-    async move {
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(every) => {}
+    platform::db::every_until_shutdown(pool, every, "inbox retention", shutdown, move |conn| {
+        Box::pin(async move {
+            let retained = retain(conn, keep, Utc::now()).await?;
+            for slot in &retained.truncated {
+                tracing::info!(partition = slot, "a day of the inbox log, older than the retention, given back");
             }
-            match pool.get().await {
-                Ok(mut conn) => match retain(&mut conn, keep, Utc::now()).await {
-                    Ok(retained) => {
-                        for slot in &retained.truncated {
-                            tracing::info!(
-                                partition = slot,
-                                "a day of the inbox log, older than the retention, given back"
-                            );
-                        }
-                        if !retained.busy.is_empty() {
-                            tracing::info!(partitions = ?retained.busy, "inbox partitions old enough are held by someone; will try again");
-                        }
-                    }
-                    Err(error) => tracing::warn!(%error, "inbox retention failed; will try again"),
-                },
-                Err(error) => tracing::warn!(%error, "inbox retention skipped: no connection"),
+            if !retained.busy.is_empty() {
+                tracing::info!(partitions = ?retained.busy, "inbox partitions old enough are held by someone; will try again");
             }
-        }
-    }
+            Ok(())
+        })
+    })
 }

@@ -13,13 +13,15 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use diesel::QueryableByName;
+use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text, Timestamptz};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use platform::db::PgPool;
 use prometheus_client::metrics::counter::Counter;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
+
+use crate::tables::products;
 
 /// `INVENTORY__LEVELS__*` settings.
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]
@@ -38,12 +40,6 @@ impl Default for LevelRetention {
     fn default() -> Self {
         Self { keep_hours: 7 * 24, forget_every_secs: 600, batch: 5_000 }
     }
-}
-
-#[derive(QueryableByName)]
-struct Sku {
-    #[diesel(sql_type = Text)]
-    sku: String,
 }
 
 #[derive(QueryableByName)]
@@ -84,9 +80,9 @@ async fn forget_batch(
 /// which the next turns take. Returns how many levels were deleted.
 pub async fn forget(conn: &mut AsyncPgConnection, cutoff: DateTime<Utc>, batch: i64) -> diesel::QueryResult<u64> {
     let batch = batch.max(1);
-    let skus: Vec<Sku> = diesel::sql_query("SELECT sku FROM products ORDER BY sku").load(conn).await?;
+    let skus: Vec<String> = products::table.select(products::sku).order(products::sku).load(conn).await?;
     let mut total = 0u64;
-    for Sku { sku } in skus {
+    for sku in skus {
         let mut after = -1;
         loop {
             let forgotten = forget_batch(conn, &sku, after, cutoff, batch).await?;
